@@ -1,0 +1,3 @@
+"""microseg: behavioral events in, sessions, features, segments and scores out."""
+
+__version__ = "0.1.0"

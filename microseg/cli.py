@@ -1,0 +1,155 @@
+"""`microseg` command line. Each command is a thin call into the package.
+
+Errors a user can act on (MicrosegError) print as one line and exit 1; nothing prints a
+traceback unless MICROSEG_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+from microseg.config import Settings, disable_telemetry
+from microseg.errors import MicrosegError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.generate import GeneratorConfig, generate
+
+    config = GeneratorConfig(
+        users=args.users, days=args.days, start=args.start, seed=args.seed, file_format=args.format
+    )
+    summary = generate(config, args.out)
+    print(
+        f"generated {summary.events:,} events ({summary.persons:,} people, "
+        f"{summary.sessions:,} sessions) in {len(summary.files)} {args.format} files under "
+        f"{args.out}; ground truth in {summary.ground_truth_dir}"
+    )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.ingest import ingest_paths
+
+    results = ingest_paths(settings, [Path(p) for p in args.paths], replace=args.replace)
+    totals = [0, 0, 0, 0]
+    for r in results:
+        if r.status == "rejected":
+            print(f"error: {r.error}", file=sys.stderr)
+            continue
+        if r.status == "skipped":
+            print(f"{r.file_name}: already loaded, unchanged (skipped)")
+            continue
+        counts = (r.rows_read, r.rows_loaded, r.rows_duplicate, r.rows_quarantined)
+        totals = [t + c for t, c in zip(totals, counts, strict=True)]
+        print(
+            f"{r.file_name}: read {r.rows_read:,} = loaded {r.rows_loaded:,} "
+            f"+ duplicates {r.rows_duplicate:,} + quarantined {r.rows_quarantined:,}"
+        )
+        for reason, rows, line in r.top_reasons:
+            print(f"  quarantined {rows:,} x {reason} (first at line {line})")
+    loaded = sum(1 for r in results if r.status == "loaded")
+    rejected = sum(1 for r in results if r.status == "rejected")
+    print(
+        f"{loaded} file(s) loaded, {len(results) - loaded - rejected} skipped, {rejected} rejected"
+        f"; rows read {totals[0]:,}, loaded {totals[1]:,}, duplicates {totals[2]:,}, "
+        f"quarantined {totals[3]:,} -> raw.events in {settings.warehouse_path}"
+    )
+    return EXIT_FAILED if rejected else 0
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.quality import validate_raw
+
+    report = validate_raw(settings, as_of=args.as_of)
+    print(report.summary())
+    return 0 if report.success else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="microseg",
+        description="Behavioral events in; sessions, features, segments and scores out.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="write a realistic synthetic event set, one file a day")
+    gen.add_argument("--out", type=Path, required=True, help="folder for the dump files")
+    gen.add_argument("--users", type=_positive_int, default=1000)
+    gen.add_argument("--days", type=_positive_int, default=14)
+    gen.add_argument("--start", type=_iso_date, default=date(2026, 10, 1), help="first day")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument(
+        "--format", choices=["jsonl.gz", "jsonl", "csv", "parquet", "segment"], default="jsonl.gz"
+    )
+    gen.set_defaults(handler=cmd_generate)
+
+    ing = sub.add_parser("ingest", help="load event files or folders into raw.events")
+    ing.add_argument("paths", nargs="+", metavar="PATH")
+    ing.add_argument(
+        "--replace", action="store_true", help="reload a file whose content changed since its load"
+    )
+    ing.set_defaults(handler=cmd_ingest)
+
+    val = sub.add_parser("validate", help="run the raw-event Great Expectations checkpoint")
+    val.add_argument(
+        "--as-of",
+        type=_iso_date,
+        default=None,
+        help="run date: events after it (plus tolerance) count as future; default today (UTC)",
+    )
+    val.set_defaults(handler=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    disable_telemetry()
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        return handler(args, Settings.from_env())
+    except MicrosegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line unless debugging
+        if os.environ.get("MICROSEG_DEBUG") == "1":
+            raise
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        print(
+            f"internal error: {type(exc).__name__}: {first_line} (MICROSEG_DEBUG=1 shows where)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

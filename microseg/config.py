@@ -1,0 +1,108 @@
+"""Settings: the one place that reads environment variables. Nothing happens at import time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from microseg.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout (installed editable by uv)
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _date(env: Mapping[str, str], name: str, default: date) -> date:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline needs to know about where it runs and its limits."""
+
+    expectations_dir: Path
+
+    home: Path
+    landing_dir: Path
+    max_line_bytes: int
+    quarantine_rate_max: float
+    event_at_floor: date
+    future_tolerance_hours: float
+    validate_max_rows: int
+
+    @property
+    def warehouse_path(self) -> Path:
+        """The working DuckDB file every writing step uses."""
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def analytics_path(self) -> Path:
+        """The read-only snapshot analysts open (replaced atomically by `publish`)."""
+        return self.home / "analytics.duckdb"
+
+    @property
+    def gx_dir(self) -> Path:
+        """Great Expectations file context: validation results and Data Docs HTML."""
+        return self.home / "gx"
+
+    @property
+    def data_docs_index(self) -> Path:
+        return self.gx_dir / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read MICROSEG_* variables; unset ones take documented defaults."""
+        env = os.environ if env is None else env
+        home = Path(env.get("MICROSEG_HOME") or "data").expanduser().resolve()
+        landing = env.get("MICROSEG_LANDING_DIR")
+        max_line = int(_number(env, "MICROSEG_MAX_LINE_BYTES", 1_048_576))
+        rate = _number(env, "MICROSEG_QUARANTINE_RATE_MAX", 0.05)
+        if not 0 <= rate <= 1:
+            raise ConfigError(f"MICROSEG_QUARANTINE_RATE_MAX={rate} must be between 0 and 1")
+        if max_line < 1024:
+            raise ConfigError(f"MICROSEG_MAX_LINE_BYTES={max_line} must be at least 1024")
+        suites = env.get("MICROSEG_EXPECTATIONS_DIR")
+        return cls(
+            expectations_dir=Path(suites).resolve() if suites else PROJECT_ROOT / "expectations",
+            home=home,
+            landing_dir=Path(landing).expanduser().resolve() if landing else home / "landing",
+            max_line_bytes=max_line,
+            quarantine_rate_max=rate,
+            event_at_floor=_date(env, "MICROSEG_EVENT_AT_FLOOR", date(2000, 1, 1)),
+            future_tolerance_hours=_number(env, "MICROSEG_FUTURE_TOLERANCE_HOURS", 24.0),
+            validate_max_rows=int(_number(env, "MICROSEG_VALIDATE_MAX_ROWS", 2_000_000)),
+        )
+
+
+# Every tool in the stack phones home unless told not to; the machines running this have no
+# network, so a telemetry call is at best a delay. Entry points call this once.
+_OFFLINE_DEFAULTS = {
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "False",
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+}
+
+
+def disable_telemetry() -> None:
+    """Set the opt-out variables of GX, dbt, MLflow and Airflow unless the user set them."""
+    for name, value in _OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(name, value)

@@ -1,0 +1,113 @@
+"""The canonical event contract, read from schemas/event.schema.json.
+
+The ingestion derives its columns, types, required fields, taxonomies and ranges from the
+schema file, so the documented contract and the enforced one cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+SCHEMA_RESOURCE = "event.schema.json"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One top-level event field as the warehouse stores it."""
+
+    name: str
+    sql_type: str  # DuckDB type of the column in raw.events
+    is_timestamp: bool
+    enum: tuple[str, ...] | None
+    max_length: int | None
+
+
+@dataclass(frozen=True)
+class NumericProperty:
+    """A numeric key inside `properties`, with its allowed range."""
+
+    name: str
+    minimum: float | None
+    maximum: float | None
+
+
+@dataclass(frozen=True)
+class EventContract:
+    fields: tuple[Field, ...]
+    required: tuple[str, ...]
+    identity_any_of: tuple[str, ...]
+    numeric_properties: tuple[NumericProperty, ...]
+    string_properties: tuple[str, ...]
+    object_properties: tuple[str, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        enum = self.field("event_type").enum
+        assert enum is not None
+        return enum
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema document itself (also used by tests with `jsonschema`)."""
+    text = resources.files("microseg.schemas").joinpath(SCHEMA_RESOURCE).read_text("utf-8")
+    return json.loads(text)
+
+
+def _types(spec: dict[str, Any]) -> set[str]:
+    kind = spec.get("type", [])
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+@cache
+def event_contract() -> EventContract:
+    """Compile the schema into the structures the ingestion checks against."""
+    schema = load_schema()
+    fields = []
+    for name, spec in schema["properties"].items():
+        kinds = _types(spec)
+        is_ts = spec.get("format") == "date-time"
+        if "object" in kinds:
+            sql_type = "JSON"
+        elif is_ts:
+            sql_type = "TIMESTAMP"
+        else:
+            sql_type = "VARCHAR"
+        enum = spec.get("enum")
+        fields.append(
+            Field(
+                name=name,
+                sql_type=sql_type,
+                is_timestamp=is_ts,
+                enum=tuple(v for v in enum if v is not None) if enum else None,
+                max_length=spec.get("maxLength"),
+            )
+        )
+    props = schema["properties"]["properties"]["properties"]
+    numeric = tuple(
+        NumericProperty(name, spec.get("minimum"), spec.get("maximum"))
+        for name, spec in props.items()
+        if "number" in _types(spec)
+    )
+    strings = tuple(name for name, spec in props.items() if _types(spec) == {"string"})
+    objects = tuple(name for name, spec in props.items() if _types(spec) == {"object"})
+    any_of = tuple(alt["required"][0] for alt in schema.get("anyOf", []))
+    return EventContract(
+        fields=tuple(fields),
+        required=tuple(schema["required"]),
+        identity_any_of=any_of,
+        numeric_properties=numeric,
+        string_properties=strings,
+        object_properties=objects,
+    )

@@ -1,0 +1,76 @@
+"""DuckDB access: one place that opens the warehouse and owns the raw-layer DDL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from microseg.config import Settings
+from microseg.contract import event_contract
+from microseg.errors import MicrosegError
+
+
+def _raw_ddl() -> list[str]:
+    """raw.* tables. raw.events columns come from the event contract, plus lineage."""
+    columns = ",\n    ".join(f"{f.name} {f.sql_type}" for f in event_contract().fields)
+    return [
+        "create schema if not exists raw",
+        f"""create table if not exists raw.events (
+    {columns},
+    source_file varchar not null,
+    source_line bigint not null
+)""",
+        """create table if not exists raw.events_quarantine (
+    source_file varchar not null,
+    source_line bigint not null,
+    reason varchar not null,
+    raw_text varchar
+)""",
+        """create table if not exists raw.load_manifest (
+    file_name varchar primary key,
+    file_path varchar not null,
+    file_format varchar,
+    content_sha256 varchar not null,
+    file_bytes bigint not null,
+    status varchar not null,
+    error varchar,
+    rows_read bigint not null,
+    rows_loaded bigint not null,
+    rows_duplicate bigint not null,
+    rows_quarantined bigint not null,
+    loaded_at timestamp not null
+)""",
+    ]
+
+
+@contextmanager
+def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the working warehouse with UTC session time; create the raw layer if missing.
+
+    DuckDB allows one writing process per file, so a lock conflict becomes a one-line error
+    that says who to wait for instead of a driver traceback.
+    """
+    path: Path = settings.warehouse_path
+    if read_only and not path.exists():
+        raise MicrosegError(f"no warehouse at {path}: run `microseg ingest` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise MicrosegError(
+                f"warehouse {path} is in use by another process (DuckDB allows one writer); "
+                "retry when it finishes, or query analytics.duckdb instead"
+            ) from None
+        raise
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        if not read_only:
+            for statement in _raw_ddl():
+                con.execute(statement)
+        yield con
+    finally:
+        con.close()

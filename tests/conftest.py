@@ -1,0 +1,47 @@
+"""Shared fixtures: an isolated MICROSEG_HOME per test, and small generated data sets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from microseg.config import Settings, disable_telemetry
+from microseg.generate import GeneratorConfig, generate
+
+disable_telemetry()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings whose MICROSEG_HOME is a fresh folder for this test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MICROSEG_HOME", str(home))
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 people over 5 days as daily .jsonl.gz dumps, with ground truth beside them."""
+    out = tmp_path_factory.mktemp("small")
+    generate(GeneratorConfig(users=300, days=5, seed=11), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dataset_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Generate (once per argument set) a data set in a given format."""
+    cache: dict[tuple, Path] = {}
+
+    def make(users: int = 80, days: int = 2, seed: int = 5, file_format: str = "jsonl.gz") -> Path:
+        key = (users, days, seed, file_format)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"gen_{file_format.replace('.', '_')}")
+            generate(
+                GeneratorConfig(users=users, days=days, seed=seed, file_format=file_format), out
+            )
+            cache[key] = out
+        return cache[key]
+
+    return make

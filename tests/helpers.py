@@ -1,0 +1,45 @@
+"""Test helpers: run the CLI like a user, read the warehouse, snapshot tables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from microseg.config import Settings
+
+
+def run_cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `microseg` in a subprocess exactly as a user would, against MICROSEG_HOME=home."""
+    env = {**os.environ, "MICROSEG_HOME": str(home)}
+    env.pop("MICROSEG_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "microseg.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def query(settings: Settings, sql: str, params: list | None = None) -> list[tuple]:
+    """Read the warehouse in a short read-only connection."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def table_snapshot(settings: Settings) -> dict[str, list[tuple]]:
+    """Full, ordered content of the raw layer (wall-clock columns left out)."""
+    return {
+        "events": query(settings, "select * from raw.events order by event_id"),
+        "quarantine": query(
+            settings, "select * from raw.events_quarantine order by source_file, source_line"
+        ),
+        "manifest": query(
+            settings,
+            "select * exclude (loaded_at, file_path) from raw.load_manifest order by file_name",
+        ),
+    }

@@ -1,0 +1,69 @@
+"""The command line: help, usage errors and settings errors are one line, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from microseg.config import Settings
+from microseg.errors import ConfigError
+from tests.helpers import run_cli
+
+
+def test_help_lists_the_commands(tmp_path) -> None:
+    proc = run_cli("--help", home=tmp_path)
+    assert proc.returncode == 0
+    for command in ("generate", "ingest", "validate"):
+        assert command in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "--out", "x", "--users", "0"], "0 must be at least 1"),
+        (["generate", "--out", "x", "--start", "soon"], "'soon' is not a date"),
+        (["validate", "--as-of", "2026-13-01"], "is not a date"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors(tmp_path, args, message) -> None:
+    proc = run_cli(*args, home=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_setting_is_a_one_line_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MICROSEG_QUARANTINE_RATE_MAX", "lots")
+    proc = run_cli("validate", home=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: MICROSEG_QUARANTINE_RATE_MAX='lots' is not a number"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MICROSEG_QUARANTINE_RATE_MAX": "2"}, "must be between 0 and 1"),
+        ({"MICROSEG_MAX_LINE_BYTES": "10"}, "must be at least 1024"),
+        ({"MICROSEG_EVENT_AT_FLOOR": "01/01/2000"}, "is not an ISO date"),
+    ],
+)
+def test_settings_are_checked(env, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_defaults(tmp_path) -> None:
+    settings = Settings.from_env({"MICROSEG_HOME": str(tmp_path)})
+    assert settings.warehouse_path == tmp_path / "warehouse.duckdb"
+    assert settings.analytics_path == tmp_path / "analytics.duckdb"
+    assert settings.landing_dir == tmp_path / "landing"
+    assert settings.expectations_dir.name == "expectations"
+
+
+def test_generate_reports_what_it_wrote(tmp_path) -> None:
+    proc = run_cli(
+        "generate", "--out", str(tmp_path / "out"), "--users", "20", "--days", "1", home=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "in 1 jsonl.gz files" in proc.stdout
+    assert (tmp_path / "out" / "ground_truth" / "files.csv").exists()

@@ -1,0 +1,341 @@
+"""The generator: deterministic, realistic, messy, and its ground truth is exactly right."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from microseg.config import Settings
+from microseg.generate import GeneratorConfig, generate
+from microseg.ingest import ingest_paths
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path) -> None:
+    config = GeneratorConfig(users=60, days=2, seed=3)
+    generate(config, tmp_path / "a")
+    generate(config, tmp_path / "b")
+    generate(GeneratorConfig(users=60, days=2, seed=4), tmp_path / "c")
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+    assert (
+        digests(tmp_path / "a")["events_2026-10-01.jsonl.gz"]
+        != (digests(tmp_path / "c")["events_2026-10-01.jsonl.gz"])
+    )
+
+
+def test_one_file_per_day_named_by_date(small_dataset) -> None:
+    names = sorted(p.name for p in small_dataset.glob("events_*"))
+    assert names == [f"events_2026-10-0{d}.jsonl.gz" for d in range(1, 6)]
+
+
+@pytest.fixture(scope="module")
+def warehouse(small_dataset, tmp_path_factory) -> duckdb.DuckDBPyConnection:
+    """The small data set ingested, with its ground truth attached as views."""
+    home = tmp_path_factory.mktemp("gen_home")
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    ingest_paths(settings, [small_dataset])
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    con.execute("set TimeZone = 'UTC'")
+    truth = small_dataset / "ground_truth"
+    for name in ("people", "sessions", "shared_devices"):
+        con.execute(f"create temp view truth_{name} as select * from '{truth / name}.parquet'")
+    yield con
+    con.close()
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str):
+    return con.execute(sql).fetchone()[0]
+
+
+def test_archetypes_drive_behavior(warehouse) -> None:
+    """Archetypes differ the way their names say, in the events themselves."""
+    rows = warehouse.execute(
+        """
+        with person_events as (
+            select p.archetype, e.event_type, e.page_type
+            from raw.events e
+            join (select person_key, archetype, unnest(anonymous_ids) as anonymous_id
+                  from truth_people) p using (anonymous_id)
+        )
+        select archetype,
+               avg((page_type = 'product')::int) filter (where event_type = 'page_view'),
+               avg((page_type = 'article')::int) filter (where event_type = 'page_view'),
+               count(*) filter (where event_type = 'purchase')
+        from person_events group by archetype
+        """
+    ).fetchall()
+    by_type = {a: (product, article, purchases) for a, product, article, purchases in rows}
+    assert set(by_type) >= {"deal_seeker", "browser", "loyal_customer", "researcher", "bouncer"}
+    assert by_type["deal_seeker"][0] > by_type["researcher"][0]
+    assert by_type["researcher"][1] > by_type["deal_seeker"][1]
+    assert by_type["loyal_customer"][2] > by_type["bouncer"][2]
+
+
+def test_propensity_is_visible_in_behavior(warehouse) -> None:
+    """People with a higher latent propensity buy more: a model has something to learn."""
+    corr = scalar(
+        warehouse,
+        """
+        with buys as (
+            select p.person_key, any_value(p.true_purchase_propensity) as propensity,
+                   count(e.event_id) filter (where e.event_type = 'purchase') as purchases
+            from (select person_key, true_purchase_propensity, unnest(anonymous_ids) as anonymous_id
+                  from truth_people where not is_bot) p
+            left join raw.events e using (anonymous_id)
+            group by p.person_key
+        )
+        select corr(propensity, purchases) from buys
+        """,
+    )
+    assert corr > 0.4
+
+
+def test_realistic_mess_is_present(warehouse) -> None:
+    late = scalar(
+        warehouse, "select count(*) from raw.events where received_at - event_at > interval 1 day"
+    )
+    assert late > 0
+    assert scalar(warehouse, "select sum(rows_duplicate) from raw.load_manifest") > 0
+    assert scalar(warehouse, "select count(*) from raw.events_quarantine") == 25  # 5 per file
+    placeholders = scalar(
+        warehouse,
+        "select count(distinct user_id) from raw.events where "
+        "user_id in ('null', 'undefined', 'anonymous', '0', '-1')",
+    )
+    assert placeholders >= 3
+    # bots: one device, 150+ page views in a day, seconds apart
+    bots = scalar(
+        warehouse,
+        """select count(*) from (
+        select anonymous_id, event_at::date from raw.events where event_type = 'page_view'
+        group by all having count(*) >= 150)""",
+    )
+    assert bots >= 5
+    # out-of-order lines: within a file, event_at goes backwards somewhere
+    backwards = scalar(
+        warehouse,
+        """select count(*) from (
+        select event_at < lag(event_at) over (partition by source_file order by source_line) b
+        from raw.events) where b""",
+    )
+    assert backwards > 100
+
+
+def test_behaviors_are_all_there(warehouse) -> None:
+    counts = dict(
+        warehouse.execute("select event_type, count(*) from raw.events group by 1").fetchall()
+    )
+    for event_type in (
+        "page_view",
+        "page_ping",
+        "scroll",
+        "click",
+        "hover",
+        "video_play",
+        "video_pause",
+        "video_progress",
+        "video_complete",
+        "search",
+        "add_to_cart",
+        "checkout_start",
+        "purchase",
+        "form_submit",
+        "identify",
+        "consent",
+    ):
+        assert counts.get(event_type, 0) > 0, event_type
+    assert (
+        scalar(
+            warehouse,
+            "select min((properties->>'$.revenue')::double) from raw.events "
+            "where event_type = 'purchase'",
+        )
+        > 0
+    )
+    assert (
+        scalar(
+            warehouse,
+            "select min((properties->>'$.hover_ms')::double) from raw.events "
+            "where event_type = 'hover'",
+        )
+        > 0
+    )
+    assert (
+        scalar(
+            warehouse,
+            "select count(distinct properties->>'$.query') from raw.events "
+            "where event_type = 'search'",
+        )
+        > 50
+    )
+    assert (
+        scalar(
+            warehouse,
+            "select count(*) from raw.events where event_type = 'consent' "
+            "and (properties->>'$.purposes.personalization') = 'false'",
+        )
+        > 0
+    )
+
+
+def test_identities_are_multi_device_and_shared(warehouse) -> None:
+    # registered multi-device people: every one of their devices logs in as them
+    mismatched = scalar(
+        warehouse,
+        """
+        with truth as (
+            select user_id, unnest(anonymous_ids) as anonymous_id from truth_people
+            where is_registered and len(anonymous_ids) > 1
+        )
+        select count(*) from truth t
+        where t.anonymous_id not in (select anonymous_id from truth_shared_devices)
+          and not exists (select 1 from raw.events e where e.anonymous_id = t.anonymous_id
+                          and e.user_id = t.user_id and e.event_type = 'identify')""",
+    )
+    assert mismatched == 0
+    assert (
+        scalar(
+            warehouse,
+            "select count(*) from truth_people where is_registered and len(anonymous_ids) > 1",
+        )
+        > 20
+    )
+    # shared devices carry two different real user ids
+    shared = scalar(
+        warehouse,
+        """select count(*) from (
+        select anonymous_id from raw.events where user_id like 'user_%'
+        group by 1 having count(distinct user_id) >= 2)""",
+    )
+    assert shared == scalar(warehouse, "select count(*) from truth_shared_devices") > 0
+    # logins happen mid-session: the same session has anonymous events before the identify
+    before_login = scalar(
+        warehouse,
+        """
+        select count(*) from truth_sessions s
+        where s.login_session and exists (
+            select 1 from raw.events e where e.anonymous_id = s.anonymous_id
+              and coalesce(e.user_id, '') not like 'user_%' and e.event_type = 'page_view'
+              and e.event_at between s.session_start_at - interval 1 second
+                                 and s.session_end_at)""",
+    )
+    assert before_login == scalar(
+        warehouse, "select count(*) from truth_sessions where login_session"
+    )
+
+
+SESSION_EVENTS = """
+    with s as (
+        select row_number() over () as sid, * from truth_sessions
+        where anonymous_id not in (select anonymous_id from truth_shared_devices)
+    )
+    select s.sid, s.subscribe_curious, s.cart_abandon, s.bounce, s.product_hesitation,
+           s.deep_read, e.*
+    from s join raw.events e
+      on e.anonymous_id = s.anonymous_id
+     and e.event_at between s.session_start_at - interval 1 second
+                        and s.session_end_at + interval 1 second
+"""
+
+
+def test_sessions_are_what_a_30_minute_timeout_finds(warehouse) -> None:
+    """Sessionizing each (unshared) device with a 30-minute timeout finds the planted ones."""
+    found = warehouse.execute("""
+        with e as (
+            select anonymous_id, event_at,
+                   coalesce(event_at - lag(event_at) over w > interval 30 minutes, true) as new
+            from raw.events
+            where anonymous_id not in (select anonymous_id from truth_shared_devices)
+            window w as (partition by anonymous_id order by event_at)
+        )
+        select anonymous_id, count(*) filter (where new) from e group by 1 order by 1
+    """).fetchall()
+    planted = warehouse.execute("""
+        select anonymous_id, count(*) from truth_sessions
+        where anonymous_id not in (select anonymous_id from truth_shared_devices)
+        group by 1 order by 1
+    """).fetchall()
+    assert found == planted
+    # and every loaded event belongs to exactly one planted session
+    assigned = scalar(warehouse, f"select count(*) from ({SESSION_EVENTS})")
+    total = scalar(
+        warehouse,
+        "select count(*) from raw.events where anonymous_id not in "
+        "(select anonymous_id from truth_shared_devices)",
+    )
+    assert assigned == total
+
+
+def test_planted_behaviors_appear_exactly_where_planted(warehouse) -> None:
+    """Segment rules can be tested for exact membership: no behavior happens by accident."""
+    rows = warehouse.execute(f"""
+        with e as ({SESSION_EVENTS}),
+        per_session as (
+            select sid,
+                any_value(subscribe_curious) as subscribe_curious,
+                any_value(cart_abandon) as cart_abandon,
+                any_value(bounce) as bounce,
+                count(*) filter (where event_type = 'hover' and element_id = 'cta_subscribe')
+                    as subscribe_hovers,
+                count(*) filter (where event_type = 'add_to_cart') as carts,
+                count(*) filter (where event_type = 'checkout_start') as checkouts,
+                count(*) filter (where event_type = 'page_view') as page_views,
+                max(event_at) - min(event_at) as duration
+            from e group by sid
+        )
+        select
+            count(*) filter (where subscribe_curious <> (subscribe_hovers >= 2)),
+            count(*) filter (where cart_abandon <> (carts > 0 and checkouts = 0)),
+            count(*) filter (where bounce <> (page_views = 1 and duration < interval 10 second)),
+            count(*) filter (where not bounce and duration < interval 12 second),
+            count(*) filter (where subscribe_curious), count(*) filter (where cart_abandon),
+            count(*) filter (where bounce)
+        from per_session
+    """).fetchone()
+    wrong_subscribe, wrong_abandon, wrong_bounce, short_sessions, *planted = rows
+    assert (wrong_subscribe, wrong_abandon, wrong_bounce, short_sessions) == (0, 0, 0, 0)
+    assert min(planted) > 10
+
+
+def test_dwell_planting_bounds(warehouse) -> None:
+    """Long product dwell (>120 s, no cart) and long article reads happen only where planted."""
+    rows = warehouse.execute(f"""
+        with e as ({SESSION_EVENTS}),
+        pages as (
+            select *, sum((event_type = 'page_view')::int) over
+                      (partition by sid order by event_at, event_type <> 'page_view') as page_no
+            from e
+        ),
+        per_page as (
+            select sid, page_no,
+                any_value(page_type) filter (where event_type = 'page_view') as page_type,
+                max(event_at) - min(event_at) as dwell,
+                count(*) filter (where event_type = 'add_to_cart') as carts,
+                any_value(product_hesitation) as hesitation, any_value(deep_read) as deep
+            from pages group by sid, page_no
+        ),
+        per_session as (
+            select sid, any_value(hesitation) as hesitation, any_value(deep) as deep,
+                bool_or(page_type = 'product' and carts = 0 and dwell > interval 120 second)
+                    as has_long_product_dwell,
+                bool_or(page_type = 'article' and dwell >= interval 180 second)
+                    as has_long_read
+            from per_page group by sid
+        )
+        select count(*) filter (where hesitation <> has_long_product_dwell),
+               count(*) filter (where deep <> has_long_read),
+               count(*) filter (where hesitation)
+        from per_session
+    """).fetchone()
+    assert rows[:2] == (0, 0)
+    assert rows[2] > 10
