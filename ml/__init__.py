@@ -1,1 +1,1 @@
-"""Machine learning: training sets, LightGBM models, MLflow registry, scoring (issue: predictive models)."""
+"""Machine learning: training sets, LightGBM models, MLflow registry and scoring."""
