@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=base) as scratch:
         out, home = Path(scratch) / "landing", Path(scratch) / "home"
-        print(f"microseg bench: {args.users:,} users x {args.days} days "
-              f"(peak = max resident set size of the stage's process)")
+        print(
+            f"microseg bench: {args.users:,} users x {args.days} days "
+            f"(peak = max resident set size of the stage's process)"
+        )
         for stage in ("generate", "ingest", "validate"):
             result = run_stage(stage, out, home, args.users, args.days)
             rate = result["rows"] / result["seconds"]
