@@ -91,6 +91,18 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.success else EXIT_FAILED
 
 
+def cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.transform import transform
+
+    counts = transform(settings, full_refresh=args.full_refresh)
+    built = ", ".join(f"{n:,} {label}" for label, n in counts.items())
+    print(
+        f"dbt build passed: {built} in {settings.warehouse_path} (schemas staging, "
+        "intermediate, marts)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="microseg",
@@ -124,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run date: events after it (plus tolerance) count as future; default today (UTC)",
     )
     val.set_defaults(handler=cmd_validate)
+
+    tra = sub.add_parser("transform", help="dbt build: sessions, page views, features (marts)")
+    tra.add_argument(
+        "--full-refresh", action="store_true", help="rebuild incremental models from raw.events"
+    )
+    tra.set_defaults(handler=cmd_transform)
     return parser
 
 

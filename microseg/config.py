@@ -58,6 +58,16 @@ class Settings:
         return self.home / "analytics.duckdb"
 
     @property
+    def dbt_project_dir(self) -> Path:
+        """The dbt project (models, tests, the committed profiles.yml)."""
+        return PROJECT_ROOT / "dbt_project"
+
+    @property
+    def dbt_target_dir(self) -> Path:
+        """dbt's compiled SQL, manifest and run results: kept out of the checkout."""
+        return self.home / "dbt" / "target"
+
+    @property
     def gx_dir(self) -> Path:
         """Great Expectations file context: validation results and Data Docs HTML."""
         return self.home / "gx"

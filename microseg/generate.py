@@ -271,8 +271,9 @@ def _sessions(rng, people, usage, devices, config: GeneratorConfig) -> pd.DataFr
     opt_person = people.opt_out.to_numpy()[s.person]
     nth = s.groupby("person").cumcount().to_numpy()
     total = s.groupby("person").session.transform("size").to_numpy()
-    opt_at = (s.person.to_numpy() * 7919 + config.seed) % np.maximum(total, 1)
-    s["consent_opt_out"] = opt_person & (nth == opt_at) & ~first_session
+    # the opt-out happens in a later session (never the first), if the person has one
+    opt_at = 1 + (s.person.to_numpy() * 7919 + config.seed) % np.maximum(total - 1, 1)
+    s["consent_opt_out"] = opt_person & (nth == opt_at) & (total > 1)
     regrant = people.regrant.to_numpy()[s.person]
     s["consent_regrant"] = regrant & (nth == total - 1) & (nth > opt_at)
     s["late_days"] = np.where(rng.random(len(s)) < 0.02, rng.integers(1, 4, len(s)), 0)
@@ -899,6 +900,9 @@ def _write_truth(
     ids = used.groupby("person").anonymous_id.agg(list)
     users_per_device = used.groupby("device").person.nunique()
     shared_ids = anon[users_per_device.index[users_per_device >= 2]]
+    # consent as the events say it (a planned opt-out needs a later session to happen in)
+    opted_out = people.person.isin(sessions.person[sessions.consent_opt_out]).to_numpy()
+    regranted = people.person.isin(sessions.person[sessions.consent_regrant]).to_numpy()
     people_out = pd.DataFrame(
         {
             "person_key": [f"p{p:07d}" for p in people.person],
@@ -909,8 +913,8 @@ def _write_truth(
             "favorite_category": np.array(CATEGORIES)[people.favorite_category],
             "is_registered": people.registered,
             "is_bot": people.archetype == ARCHETYPES.index("bot"),
-            "is_opted_out": people.opt_out & ~people.regrant,
-            "ever_opted_out": people.opt_out,
+            "is_opted_out": opted_out & ~regranted,
+            "ever_opted_out": opted_out,
             "anonymous_ids": ids.reindex(people.person).to_numpy(),
         }
     )

@@ -1,0 +1,33 @@
+{#- One row per session and element hovered or clicked: how often, how long the pointer
+    rested, and the pause between first hovering an element and then clicking it. -#}
+with
+
+events as (
+    select * from {{ ref('int_events_sessionized') }}
+    where event_type in ('hover', 'click') and element_id is not null
+),
+
+per_element as (
+    select
+        session_id,
+        element_id,
+        any_value(person_id) as person_id,
+        count(*) filter (where event_type = 'hover') as hovers,
+        coalesce(sum(hover_ms) filter (where event_type = 'hover'), 0)::bigint as hover_ms,
+        count(*) filter (where event_type = 'click') as clicks,
+        min(event_at) filter (where event_type = 'hover') as first_hover_at,
+        min(event_at) filter (where event_type = 'click') as first_click_at
+    from events
+    group by session_id, element_id
+),
+
+final as (
+    select
+        *,
+        hovers >= 2 as is_repeated_hover,
+        case when first_click_at >= first_hover_at
+             then epoch(first_click_at - first_hover_at) end as seconds_from_hover_to_click
+    from per_element
+)
+
+select * from final

@@ -1,0 +1,87 @@
+{#- One row per session: when, how long, how engaged, where it started and ended, and whether
+    it led to a cart, a checkout or a purchase. -#}
+with
+
+events as (
+    select * from {{ ref('int_events_sessionized') }}
+),
+
+page_views as (
+    select * from {{ ref('fct_page_views') }}
+),
+
+session_events as (
+    select
+        session_id,
+        any_value(person_id) as person_id,
+        min(event_at) as session_start_at,
+        max(event_at) as session_end_at,
+        count(*) as events,
+        arg_min(anonymous_id, (event_at, event_id)) as anonymous_id,
+        arg_min(device_type, (event_at, event_id)) as device_type,
+        arg_min(country, (event_at, event_id)) as country,
+        arg_min(referrer, (event_at, event_id)) as referrer,
+        arg_min(utm_source, (event_at, event_id)) as utm_source,
+        arg_min(utm_medium, (event_at, event_id)) as utm_medium,
+        arg_min(utm_campaign, (event_at, event_id)) as utm_campaign,
+        count(*) filter (where event_type = 'page_ping') as page_pings,
+        count(*) filter (where event_type = 'add_to_cart') as cart_adds,
+        bool_or(event_type = 'checkout_start') as has_checkout,
+        bool_or(event_type = 'purchase') as has_purchase,
+        coalesce(sum(revenue) filter (where event_type = 'purchase'), 0)::decimal(18, 4)
+            as revenue,
+        count(*) filter (where event_type = 'search') as searches
+    from events
+    group by session_id
+),
+
+session_pages as (
+    select
+        session_id,
+        count(*) as page_views,
+        max(max_scroll_percent) as max_scroll_percent,
+        arg_min(page_url, page_view_in_session) as landing_page_url,
+        arg_min(page_type, page_view_in_session) as landing_page_type,
+        arg_max(page_url, page_view_in_session) as exit_page_url,
+        arg_max(page_type, page_view_in_session) as exit_page_type
+    from page_views
+    group by session_id
+),
+
+final as (
+    select
+        session_events.session_id,
+        session_events.person_id,
+        row_number() over (partition by session_events.person_id
+                           order by session_events.session_start_at) as session_index,
+        session_events.session_start_at,
+        session_events.session_end_at,
+        epoch(session_events.session_end_at - session_events.session_start_at) as duration_s,
+        session_events.page_pings * {{ var('heartbeat_seconds') }} as engaged_s,
+        session_events.events,
+        coalesce(session_pages.page_views, 0) as page_views,
+        coalesce(session_pages.max_scroll_percent, 0) as max_scroll_percent,
+        session_pages.landing_page_url,
+        session_pages.landing_page_type,
+        session_pages.exit_page_url,
+        session_pages.exit_page_type,
+        session_events.anonymous_id,
+        session_events.device_type,
+        session_events.country,
+        session_events.referrer,
+        session_events.utm_source,
+        session_events.utm_medium,
+        session_events.utm_campaign,
+        session_events.searches,
+        session_events.cart_adds,
+        session_events.has_checkout,
+        session_events.has_purchase,
+        session_events.revenue,
+        coalesce(session_pages.page_views, 0) <= 1
+            and session_events.session_end_at - session_events.session_start_at
+                < interval 10 second as is_bounce
+    from session_events
+    left join session_pages using (session_id)
+)
+
+select * from final

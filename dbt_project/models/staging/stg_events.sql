@@ -1,0 +1,61 @@
+{#- Typed, renamed, de-duplicated events in the canonical taxonomy. No business logic:
+    identity and sessions are decided downstream. -#}
+with
+
+source as (
+    select * from {{ source('raw', 'events') }}
+),
+
+deduplicated as (
+    select *
+    from source
+    qualify row_number() over (
+        partition by event_id order by event_at, source_file, source_line
+    ) = 1
+),
+
+renamed as (
+    select
+        event_id,
+        event_type,
+        event_at,
+        received_at,
+        anonymous_id,
+        user_id,
+        page_url,
+        page_type,
+        content_id,
+        content_category,
+        element_id,
+        device_type,
+        country,
+        referrer,
+        utm_source,
+        utm_medium,
+        utm_campaign,
+        try_cast(properties ->> '$.scroll_percent' as double) as scroll_percent,
+        -- whole milliseconds: sums of integers are exact, whatever order DuckDB adds them in
+        round(try_cast(properties ->> '$.hover_ms' as double))::bigint as hover_ms,
+        properties ->> '$.video_id' as video_id,
+        try_cast(properties ->> '$.position_s' as double) as video_position_s,
+        try_cast(properties ->> '$.duration_s' as double) as video_duration_s,
+        properties ->> '$.query' as search_query,
+        properties ->> '$.product_id' as product_id,
+        -- money as decimals: float sums of amounts depend on the order they are added in
+        try_cast(properties ->> '$.price' as decimal(18, 4)) as price,
+        try_cast(properties ->> '$.quantity' as double) as quantity,
+        try_cast(properties ->> '$.revenue' as decimal(18, 4)) as revenue,
+        properties ->> '$.currency' as currency,
+        try_cast(properties ->> '$.purposes.personalization' as boolean)
+            as consents_to_personalization,
+        properties,
+        source_file,
+        source_line
+    from deduplicated
+),
+
+final as (
+    select * from renamed
+)
+
+select * from final

@@ -1,0 +1,89 @@
+"""`microseg transform`: run the dbt project (dbt build) against the working warehouse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from microseg.config import Settings
+from microseg.errors import MicrosegError
+from microseg.warehouse import connect
+
+MART_COUNTS = (
+    ("marts.dim_persons", "people"),
+    ("marts.fct_sessions", "sessions"),
+    ("marts.fct_page_views", "page views"),
+    ("marts.fct_user_features_daily", "person-day feature rows"),
+)
+
+
+def run_dbt(settings: Settings, command: str, *args: str) -> None:
+    """Run dbt in a child process with this project's profile; raise naming each failed node.
+
+    A child process, because dbt-duckdb keeps its DuckDB instance open in the process that ran
+    it, which would lock later steps of the same run out of the warehouse. profiles.yml reads
+    MICROSEG_HOME, so the resolved home is handed over through it.
+    """
+    project = str(settings.dbt_project_dir)
+    dbt = Path(sys.executable).with_name("dbt")
+    env = {**os.environ, "MICROSEG_HOME": str(settings.home)}
+    proc = subprocess.run(
+        [
+            str(dbt),
+            "--no-use-colors",
+            command,
+            "--project-dir",
+            project,
+            "--profiles-dir",
+            project,
+            "--target-path",
+            str(settings.dbt_target_dir),
+            "--log-path",
+            str(settings.home / "dbt" / "logs"),
+            *args,
+        ],
+        env=env,
+        check=False,
+    )
+    if proc.returncode == 0:
+        return
+    failed = _failed_nodes(settings.dbt_target_dir / "run_results.json")
+    if not failed:
+        raise MicrosegError(
+            f"dbt {command} could not run (exit {proc.returncode}; see output above)"
+        )
+    listed = "; ".join(failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    raise MicrosegError(f"dbt {command} failed: {listed}{more}")
+
+
+def _failed_nodes(run_results: Path) -> list[str]:
+    """'node (status: first line of message)' for each failed node of the last dbt run."""
+    try:
+        results = json.loads(run_results.read_text("utf-8"))["results"]
+    except (OSError, ValueError, KeyError):
+        return []
+    failed = []
+    for result in results:
+        if result.get("status") in ("error", "fail"):
+            node = result["unique_id"].split(".", 2)[-1]
+            message = ((result.get("message") or "").strip().splitlines() or [""])[0][:300]
+            failed.append(f"{node} ({result['status']}: {message})")
+    return failed
+
+
+def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, int]:
+    """dbt build (models and their tests); returns the row count of each mart."""
+    if not settings.warehouse_path.exists():
+        raise MicrosegError(
+            f"no warehouse at {settings.warehouse_path}: run `microseg ingest` first"
+        )
+    run_dbt(settings, "build", *(["--full-refresh"] if full_refresh else []))
+    with connect(settings, read_only=True) as con:
+        return {
+            label: con.execute(f"select count(*) from {table}").fetchone()[0]
+            for table, label in MART_COUNTS
+        }

@@ -1,0 +1,230 @@
+"""The dbt marts, built for real by `dbt build`, checked against the generator's ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from microseg.config import Settings
+from microseg.errors import MicrosegError
+from microseg.ingest import ingest_paths
+from microseg.transform import transform
+from tests.helpers import query
+
+# How a ground-truth person is keyed after stitching: registered people by their user id,
+# anonymous people by their one device (see int_identities_stitched).
+TRUTH_PEOPLE = """
+create or replace temp view truth_people as
+select p.*,
+       'per_' || left(md5(case when p.is_registered then 'user:' || p.user_id
+                               else 'anon:' || p.anonymous_ids[1] end), 24) as person_id
+from '{truth}/people.parquet' p
+where len(p.anonymous_ids) > 0
+"""
+
+
+@pytest.fixture(scope="module")
+def built(small_dataset, tmp_path_factory) -> Settings:
+    home = tmp_path_factory.mktemp("dbt_home")
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    ingest_paths(settings, [small_dataset])
+    counts = transform(settings)
+    assert counts["sessions"] > 500
+    return settings
+
+
+@pytest.fixture(scope="module")
+def con(built, small_dataset):
+    connection = duckdb.connect(str(built.warehouse_path), read_only=True)
+    truth = small_dataset / "ground_truth"
+    connection.execute(TRUTH_PEOPLE.format(truth=truth))
+    connection.execute(
+        f"create temp view truth_sessions as select * from '{truth}/sessions.parquet'"
+    )
+    yield connection
+    connection.close()
+
+
+def test_every_person_has_the_planted_sessions(con) -> None:
+    mismatches = con.execute("""
+        with planted as (
+            select person_key, count(*) as sessions from truth_sessions group by all
+        ),
+        found as (select person_id, count(*) as sessions from marts.fct_sessions group by all)
+        select p.person_key, planted.sessions, found.sessions
+        from truth_people p
+        join planted using (person_key)
+        left join found using (person_id)
+        where found.sessions is distinct from planted.sessions
+    """).fetchall()
+    assert mismatches == []
+    # and nobody who was not planted
+    extra = con.execute(
+        "select count(*) from marts.dim_persons "
+        "where person_id not in (select person_id from truth_people)"
+    ).fetchone()
+    assert extra == (0,)
+
+
+def test_cross_device_people_are_stitched_and_households_are_not(con) -> None:
+    split = con.execute("""
+        select p.person_key, len(p.anonymous_ids), d.devices
+        from truth_people p join marts.dim_persons d using (person_id)
+        where p.is_registered and len(p.anonymous_ids) > 1
+          and not list_has_any(p.anonymous_ids, (select list(identifier) from
+                               intermediate.int_identities_stitched where is_shared_device))
+          and d.devices <> len(p.anonymous_ids)
+    """).fetchall()
+    assert split == []
+    stitched = con.execute("select count(*) from marts.dim_persons where devices > 1").fetchone()[0]
+    assert stitched > 20
+    shared = con.execute("""
+        select identifier, identity_key from intermediate.int_identities_stitched
+        where is_shared_device
+    """).fetchall()
+    assert shared and all(key == f"anon:{device}" for device, key in shared)
+
+
+def test_planted_behaviors_surface_in_the_marts(con) -> None:
+    """Micro-behavior facts find exactly the sessions where the generator planted behaviors."""
+    wrong = con.execute("""
+        with truth as (
+            select t.*, p.person_id
+            from truth_sessions t join truth_people p using (person_key)
+        ),
+        joined as (
+            select truth.*, m.*, s.is_bounce
+            from truth
+            join marts.fct_sessions s
+              on s.person_id = truth.person_id
+             and s.session_start_at between truth.session_start_at - interval 1 second
+                                        and truth.session_start_at + interval 1 second
+            join marts.fct_session_micro_behaviors m using (session_id)
+        )
+        select
+            count(*),
+            count(*) filter (where subscribe_curious <> (subscribe_hovers >= 2
+                                                         and max_articles_within_window >= 3)),
+            count(*) filter (where product_hesitation
+                             <> coalesce(max_product_dwell_without_cart_s > 120, false)),
+            count(*) filter (where cart_abandon <> (cart_adds_without_checkout > 0)),
+            count(*) filter (where bounce <> is_bounce),
+            count(*) filter (where deep_read <> coalesce(max_article_dwell_s >= 180, false))
+        from joined
+    """).fetchone()
+    matched, *wrong_counts = wrong
+    assert matched == con.execute("select count(*) from truth_sessions").fetchone()[0]
+    assert wrong_counts == [0, 0, 0, 0, 0]
+
+
+def test_features_reflect_opt_outs_and_purchases(con) -> None:
+    opted = con.execute("""
+        select count(*) filter (where p.is_opted_out <> d.is_opted_out), count(*)
+        from truth_people p join marts.dim_persons d using (person_id)
+        where not p.is_bot
+    """).fetchone()
+    assert opted[0] == 0 and opted[1] > 200
+    # a person's 90-day purchases at the last as-of date equal all their purchase events
+    diff = con.execute("""
+        with last_row as (
+            select * from marts.fct_user_features_daily
+            qualify as_of_date = max(as_of_date) over ()
+        ),
+        buys as (
+            select person_id, count(*) as n from intermediate.int_events_stitched
+            where event_type = 'purchase' group by all
+        )
+        select count(*) from last_row left join buys using (person_id)
+        where last_row.purchases_90d <> coalesce(buys.n, 0)
+    """).fetchone()
+    assert diff == (0,)
+
+
+def _features_until(settings: Settings, as_of: str) -> list[tuple]:
+    return query(
+        settings,
+        "select * from marts.fct_user_features_daily "
+        "where as_of_date <= ? order by person_id, as_of_date",
+        [as_of],
+    )
+
+
+def test_features_are_point_in_time(small_dataset, tmp_path) -> None:
+    """Appending events at or after D changes no feature row for as_of_date <= D — even
+    events that extend sessions which ended shortly before midnight."""
+    as_of = "2026-10-03"
+    settings = Settings.from_env({"MICROSEG_HOME": str(tmp_path / "home")})
+    ingest_paths(settings, [small_dataset])
+    transform(settings)
+    before = _features_until(settings, as_of)
+    assert len(before) > 250  # two as-of dates (10-02, 10-03) for the people seen by then
+
+    later = tmp_path / "later.jsonl"
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute("set TimeZone = 'UTC'")
+        # copies of real events moved to just after midnight (joining sessions that were
+        # still open at D) and a day later; same device/user pairs, so no new identity links
+        con.execute(f"""
+            copy (
+                select * exclude (source_file, source_line, event_id, event_at),
+                       'later-' || event_id as event_id,
+                       strftime(event_at + case when event_at >= timestamp '{as_of}'
+                                                             - interval 20 minute
+                                                then interval 20 minute
+                                                else interval 1 day end,
+                                '%Y-%m-%dT%H:%M:%S.%fZ') as event_at
+                from raw.events
+                where event_type <> 'identify'
+                  and event_at >= timestamp '{as_of}' - interval 1 day
+                  and event_at < timestamp '{as_of}'
+            ) to '{later}' (format json)
+        """)
+    assert ingest_paths(settings, [later])[0].rows_loaded > 1000
+    transform(settings)
+    after = _features_until(settings, as_of)
+    assert after == before
+    # the appended events did land: the day after D changed
+    assert query(
+        settings, "select max(as_of_date)::varchar from marts.fct_user_features_daily"
+    ) >= [(as_of,)]
+
+
+def test_transform_without_warehouse_is_a_one_line_error(tmp_path) -> None:
+    with pytest.raises(MicrosegError, match=r"no warehouse at .*run `microseg ingest` first"):
+        transform(Settings.from_env({"MICROSEG_HOME": str(tmp_path / "none")}))
+
+
+def test_failed_dbt_test_names_the_node(built, tmp_path) -> None:
+    """A broken invariant in the data makes `transform` fail naming the failing test."""
+    copy = tmp_path / "broken"
+    copy.mkdir()
+    (copy / "warehouse.duckdb").write_bytes(Path(built.warehouse_path).read_bytes())
+    settings = Settings.from_env({"MICROSEG_HOME": str(copy)})
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute(
+            "update raw.events set event_type = 'teleport' where event_id in "
+            "(select event_id from raw.events limit 1)"
+        )
+    with pytest.raises(MicrosegError, match=r"accepted_values_stg_events_event_type"):
+        transform(settings)
+
+
+MARTS = (
+    "dim_persons",
+    "fct_sessions",
+    "fct_page_views",
+    "fct_element_interactions",
+    "fct_session_micro_behaviors",
+    "fct_user_features_daily",
+)
+
+
+def test_rerunning_transform_changes_nothing(built) -> None:
+    def snapshot() -> dict[str, list[tuple]]:
+        return {m: query(built, f"select * from marts.{m} order by all") for m in MARTS}
+
+    before = snapshot()
+    transform(built)
+    assert snapshot() == before
