@@ -46,6 +46,7 @@ class Settings:
     event_at_floor: date
     future_tolerance_hours: float
     validate_max_rows: int
+    late_arrival_hours: float
 
     @property
     def warehouse_path(self) -> Path:
@@ -98,6 +99,7 @@ class Settings:
             event_at_floor=_date(env, "MICROSEG_EVENT_AT_FLOOR", date(2000, 1, 1)),
             future_tolerance_hours=_number(env, "MICROSEG_FUTURE_TOLERANCE_HOURS", 24.0),
             validate_max_rows=int(_number(env, "MICROSEG_VALIDATE_MAX_ROWS", 2_000_000)),
+            late_arrival_hours=_number(env, "MICROSEG_LATE_ARRIVAL_HOURS", 6.0),
         )
 
 

@@ -250,9 +250,14 @@ def _sessions(rng, people, usage, devices, config: GeneratorConfig) -> pd.DataFr
     s["session"] = np.arange(len(s))
     registered = people.registered.to_numpy()[s.person]
     shared = devices.shared.to_numpy()[s.device]
-    first_on_device = ~s.duplicated(["person", "device"])
-    # a registered person logs in during their first session on each own device
-    s["login_session"] = registered & first_on_device & ~shared
+    # a registered person logs in on each own device: 60% in the first session there, the
+    # others a session or two later (browsing anonymously until then, stitched afterwards)
+    nth_on_device = s.groupby(["person", "device"]).cumcount().to_numpy()
+    sessions_on_device = s.groupby(["person", "device"]).session.transform("size").to_numpy()
+    later = 1 + (rng.random(len(s)) < 0.5)
+    login_at = np.where(rng.random(len(s)) < 0.6, 0, np.minimum(later, sessions_on_device - 1))
+    login_at = pd.Series(login_at).groupby([s.person, s.device]).transform("first").to_numpy()
+    s["login_session"] = registered & ~shared & (nth_on_device == login_at)
     s["always_logged_in"] = registered & shared
     s["is_bot"] = s.archetype == 5
     a = s.archetype.to_numpy()
@@ -618,20 +623,25 @@ def _session_events(rng, ev: pd.DataFrame, p: pd.DataFrame, s: pd.DataFrame) -> 
 # ------------------------------------------------------------------------------------ delivery
 
 
-def _deliveries(rng, ev: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
-    """Receive times (late sessions arrive days later), duplicate deliveries."""
+def _deliveries(rng, ev: pd.DataFrame, s: pd.DataFrame, days: int) -> pd.DataFrame:
+    """Receive times (late sessions arrive days later) and duplicate deliveries.
+
+    Nothing is received after the last day's file closes: every event lands in some file.
+    """
+    window_end = days * 86400 - 0.001
     late = s.late_days.to_numpy()[ev.session]
-    ev["received_t"] = (
+    received = (
         ev.t
         + rng.exponential(1.5, len(ev))
         + late * 86400
         + rng.uniform(0, 3600, len(ev)) * (late > 0)
     )
+    ev["received_t"] = np.minimum(received, window_end)
     ev["duplicate_of"] = -1
     dup = ev.sample(frac=0.008, random_state=int(rng.integers(1 << 31)))
-    dup = dup.assign(duplicate_of=dup.seq, received_t=dup.received_t + rng.uniform(1, 90, len(dup)))
-    out = pd.concat([ev, dup], ignore_index=True)
-    return out
+    retried = np.minimum(dup.received_t + rng.uniform(1, 90, len(dup)), window_end)
+    dup = dup.assign(duplicate_of=dup.seq, received_t=retried)
+    return pd.concat([ev, dup], ignore_index=True)
 
 
 def _day_of(seconds: np.ndarray) -> np.ndarray:
@@ -962,7 +972,7 @@ def generate(config: GeneratorConfig, out: Path) -> GenerationSummary:
     sessions = _sessions(rng, people, usage, devices, config)
     pages = _page_views(rng, sessions)
     events = _events(rng, pages, sessions, people)
-    delivered = _deliveries(rng, events, sessions)
+    delivered = _deliveries(rng, events, sessions, config.days)
     coded = _coded_frame(delivered, sessions, people, devices, rng)
     with duckdb.connect() as con:
         con.execute("set TimeZone = 'UTC'")

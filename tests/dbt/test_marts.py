@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -203,9 +204,10 @@ def test_failed_dbt_test_names_the_node(built, tmp_path) -> None:
     (copy / "warehouse.duckdb").write_bytes(Path(built.warehouse_path).read_bytes())
     settings = Settings.from_env({"MICROSEG_HOME": str(copy)})
     with duckdb.connect(str(settings.warehouse_path)) as con:
+        # a row that bypassed ingestion's checks (a manual insert, a bad backfill)
         con.execute(
-            "update raw.events set event_type = 'teleport' where event_id in "
-            "(select event_id from raw.events limit 1)"
+            "insert into raw.events select * replace ('teleport-1' as event_id, "
+            "'teleport' as event_type) from raw.events limit 1"
         )
     with pytest.raises(MicrosegError, match=r"accepted_values_stg_events_event_type"):
         transform(settings)
@@ -228,3 +230,14 @@ def test_rerunning_transform_changes_nothing(built) -> None:
     before = snapshot()
     transform(built)
     assert snapshot() == before
+
+
+def test_dbt_unit_tests_pass(built) -> None:
+    """The boundary cases in models/intermediate/_unit_tests.yml (timeout, cap, midnight,
+    identity, lookback) run against the built warehouse, as dbt requires."""
+    from microseg.transform import run_dbt
+
+    run_dbt(built, "test", "--select", "test_type:unit")
+    results = json.loads((built.dbt_target_dir / "run_results.json").read_text())["results"]
+    assert len(results) >= 7
+    assert {r["status"] for r in results} == {"pass"}

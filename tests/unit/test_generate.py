@@ -339,3 +339,10 @@ def test_dwell_planting_bounds(warehouse) -> None:
     """).fetchone()
     assert rows[:2] == (0, 0)
     assert rows[2] > 10
+
+
+def test_every_generated_event_is_in_some_file(warehouse, small_dataset) -> None:
+    """Nothing the ground truth counts is missing from the dumps (late sessions included)."""
+    planted = scalar(warehouse, "select sum(n_events) from truth_sessions")
+    loaded = scalar(warehouse, "select count(*) from raw.events")
+    assert loaded == planted

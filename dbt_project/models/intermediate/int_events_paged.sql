@@ -1,10 +1,16 @@
 {#- Each event attached to the page view it happened on: the latest page_view of the same
     session at or before it (a page_view sorts first among equal timestamps). Events before
-    a session's first page view have no page_view_id. -#}
+    a session's first page view have no page_view_id. Incremental: the sessions rewritten in
+    the last int_events_sessionized batch (always whole sessions). -#}
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
+
 with
 
 events as (
     select * from {{ ref('int_events_sessionized') }}
+    {% if is_incremental() %}
+    where batch = {{ current_batch(ref('int_events_sessionized')) }}
+    {% endif %}
 ),
 
 numbered as (

@@ -1,13 +1,85 @@
 {#- Sessions per person: a gap strictly greater than var session_timeout_minutes starts a new
     session (a gap of exactly the timeout stays in it); a session longer than
-    var session_max_minutes is cut into pieces of that length. Ties on event_at are ordered by
-    event_id so that reprocessing always gives the same answer. session_id is a hash of the
-    person and the session's first event time, never a row number. -#}
+    var session_max_minutes is cut into pieces of that length, counted from the start of the
+    uninterrupted activity run. Ties on event_at are ordered by event_id so reprocessing gives
+    the same answer. session_id hashes the person and the session's first event time.
+
+    Incremental: for each person touched by the last int_events_stitched batch, events are
+    re-sessionized from a restart point that is the start of an activity run in the new data —
+    the earlier of their first new event and the run start of any session that could absorb it
+    (ending within the timeout before it); from the beginning for people who gained or lost
+    re-attributed events. So the result equals a full rebuild. Rewritten rows carry the batch
+    and their previous_session_id, for the session marts to replace. -#}
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
+
 with
 
-events as (
+stitched as (
     select * from {{ ref('int_events_stitched') }}
 ),
+
+{% if is_incremental() %}
+
+touched as (
+    select * from stitched where batch = {{ current_batch(ref('int_events_stitched')) }}
+),
+
+moved_people as (
+    select previous_person_id as person_id from touched where previous_person_id is not null
+    union
+    select person_id from touched where previous_person_id is not null
+),
+
+first_new as (
+    select person_id, min(event_at) as first_new_at
+    from touched
+    where previous_person_id is null
+    group by all
+),
+
+existing_sessions as (
+    select
+        previous.person_id,
+        any_value(previous.activity_run_start_at) as activity_run_start_at,
+        max(previous.event_at) as session_end_at
+    from {{ this }} as previous
+    where previous.person_id in (select person_id from first_new)
+    group by previous.person_id, previous.session_id
+),
+
+restart as (
+    select
+        first_new.person_id,
+        least(
+            first_new.first_new_at,
+            min(existing_sessions.activity_run_start_at) filter (
+                where existing_sessions.session_end_at
+                      >= first_new.first_new_at
+                         - interval '{{ var("session_timeout_minutes") }} minutes'
+            )
+        ) as restart_at
+    from first_new
+    left join existing_sessions using (person_id)
+    where first_new.person_id not in (select person_id from moved_people)
+    group by first_new.person_id, first_new.first_new_at
+    union all
+    select person_id, '-infinity'::timestamp as restart_at from moved_people
+),
+
+events as (
+    select stitched.* exclude (batch, previous_person_id)
+    from stitched
+    join restart using (person_id)
+    where stitched.event_at >= restart.restart_at
+),
+
+{% else %}
+
+events as (
+    select * exclude (batch, previous_person_id) from stitched
+),
+
+{% endif %}
 
 gaps as (
     select
@@ -34,26 +106,48 @@ activity_runs as (
 capped as (
     select
         *,
-        floor(
-            epoch(event_at - min(event_at) over (partition by person_id, activity_run))
-            / ({{ var("session_max_minutes") }} * 60)
-        )::int as piece
+        min(event_at) over (partition by person_id, activity_run) as activity_run_start_at
     from activity_runs
 ),
 
 sessions as (
     select
         *,
-        min(event_at) over (partition by person_id, activity_run, piece) as session_start_at
+        min(event_at) over (
+            partition by person_id, activity_run,
+                floor(epoch(event_at - activity_run_start_at)
+                      / ({{ var("session_max_minutes") }} * 60))
+        ) as session_start_at
     from capped
 ),
 
-final as (
+sessionized as (
     select
-        * exclude (is_after_gap, activity_run, piece),
-        'ses_' || left(md5(person_id || '|' || strftime(session_start_at, '%Y-%m-%dT%H:%M:%S.%f')), 24)
+        * exclude (is_after_gap, activity_run),
+        'ses_' || left(md5(person_id || '|'
+                           || strftime(session_start_at, '%Y-%m-%dT%H:%M:%S.%f')), 24)
             as session_id
     from sessions
+),
+
+{% if is_incremental() %}
+
+final as (
+    select
+        sessionized.*,
+        previous.session_id as previous_session_id,
+        {{ current_batch(ref('int_events_stitched')) }} as batch
+    from sessionized
+    left join {{ this }} as previous using (event_id)
 )
+
+{% else %}
+
+final as (
+    select sessionized.*, null::varchar as previous_session_id, 1 as batch
+    from sessionized
+)
+
+{% endif %}
 
 select * from final

@@ -1,7 +1,15 @@
 {#- Every event with its person: by its own user id when it has a usable one, else by its
     device's stitched identity. Events before a login are therefore attributed to the person
     retroactively, on every run. Events whose only id is a placeholder (user_id 'null' and no
-    device id) cannot be attributed and are left out of everything person-level. -#}
+    device id) cannot be attributed and are left out of everything person-level.
+
+    Incremental: a run writes (batch = previous + 1)
+      - events not stitched yet whose event_at is within var late_arrival_hours of the latest
+        event already stitched; older ones wait for the next full refresh (int_late_events);
+      - events already stitched whose person changed (a new login re-attributes a device's
+        past), with the person they had in previous_person_id. -#}
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
+
 with
 
 events as (
@@ -12,25 +20,53 @@ identities as (
     select * from {{ ref('int_identities_stitched') }}
 ),
 
-keyed as (
+attributed as (
     select
         events.*,
-        {{ usable_id('events.user_id') }} as usable_user_id,
-        {{ usable_id('events.anonymous_id') }} as usable_anonymous_id
+        coalesce(by_user.person_id, by_device.person_id) as person_id
     from events
+    left join identities as by_user
+        on by_user.id_type = 'user'
+       and by_user.identifier = {{ usable_id('events.user_id') }}
+    left join identities as by_device
+        on by_device.id_type = 'anonymous'
+       and by_device.identifier = {{ usable_id('events.anonymous_id') }}
+    -- an event whose only id is a placeholder belongs to nobody we can tell apart
+    where coalesce(by_user.person_id, by_device.person_id) is not null
+),
+
+{% if is_incremental() %}
+
+previous as (
+    select event_id, person_id from {{ this }}
+),
+
+run as (
+    select
+        max(event_at) - interval '{{ var("late_arrival_hours") }} hours' as cutoff_at,
+        max(batch) + 1 as batch
+    from {{ this }}
+),
+
+changed as (
+    select attributed.*, previous.person_id as previous_person_id
+    from attributed
+    left join previous using (event_id)
+    where (previous.event_id is null and attributed.event_at >= (select cutoff_at from run))
+       or previous.person_id <> attributed.person_id
 ),
 
 final as (
-    select
-        keyed.* exclude (usable_user_id, usable_anonymous_id),
-        coalesce(by_user.person_id, by_device.person_id) as person_id
-    from keyed
-    left join identities as by_user
-        on by_user.id_type = 'user' and by_user.identifier = keyed.usable_user_id
-    left join identities as by_device
-        on by_device.id_type = 'anonymous' and by_device.identifier = keyed.usable_anonymous_id
-    -- an event whose only id is a placeholder belongs to nobody we can tell apart
-    where coalesce(by_user.person_id, by_device.person_id) is not null
+    select changed.*, run.batch from changed cross join run
 )
+
+{% else %}
+
+final as (
+    select attributed.*, null::varchar as previous_person_id, 1 as batch
+    from attributed
+)
+
+{% endif %}
 
 select * from final

@@ -1,10 +1,15 @@
 {#- One row per session and element hovered or clicked: how often, how long the pointer
-    rested, and the pause between first hovering an element and then clicking it. -#}
+    rested, and the pause between first hovering an element and then clicking it.
+    Incremental: replaces the sessions rewritten in this run. -#}
+{{ config(materialized='incremental', unique_key=['session_id', 'element_id'], incremental_strategy='delete+insert',
+          pre_hook="{{ delete_stale_sessions() }}") }}
+
 with
 
 events as (
     select * from {{ ref('int_events_sessionized') }}
     where event_type in ('hover', 'click') and element_id is not null
+      and {{ in_rewritten_sessions() }}
 ),
 
 per_element as (

@@ -1,9 +1,15 @@
-{#- One row per page view, with what happened on the page until the next page view. -#}
+{#- One row per page view, with what happened on the page until the next page view.
+    Incremental: replaces the sessions rewritten in this run (see macros/incremental.sql). -#}
+{{ config(materialized='incremental', unique_key='page_view_id', incremental_strategy='delete+insert',
+          pre_hook="{{ delete_stale_sessions() }}") }}
+
+-- depends_on: {{ ref('int_events_sessionized') }}
+
 with
 
 events as (
     select * from {{ ref('int_events_paged') }}
-    where page_view_id is not null
+    where page_view_id is not null and {{ in_rewritten_sessions() }}
 ),
 
 page_events as (

@@ -1,17 +1,29 @@
 {#- One row per session: the micro-behaviors personalization keys on — hovering without
-    clicking, re-reading, skimming, hesitating, quick article sequences, abandoned carts. -#}
+    clicking, re-reading, skimming, hesitating, quick article sequences, abandoned carts.
+    Incremental: replaces the sessions rewritten in this run. -#}
+{{ config(materialized='incremental', unique_key='session_id', incremental_strategy='delete+insert',
+          pre_hook="{{ delete_stale_sessions() }}") }}
+
 with
 
 page_views as (
     select * from {{ ref('fct_page_views') }}
+    where {{ in_rewritten_sessions() }}
 ),
 
 elements as (
     select * from {{ ref('fct_element_interactions') }}
+    where {{ in_rewritten_sessions() }}
 ),
 
 events as (
     select * from {{ ref('int_events_sessionized') }}
+    where {{ in_rewritten_sessions() }}
+),
+
+sessions as (
+    select * from {{ ref('fct_sessions') }}
+    where {{ in_rewritten_sessions() }}
 ),
 
 article_sequences as (
@@ -109,7 +121,7 @@ final as (
         per_page_view.max_search_query_words,
         coalesce(per_cart.cart_adds, 0) as cart_adds,
         coalesce(per_cart.cart_adds_without_checkout, 0) as cart_adds_without_checkout
-    from {{ ref('fct_sessions') }} as sessions
+    from sessions
     left join per_page_view using (session_id)
     left join per_element using (session_id)
     left join per_cart using (session_id)

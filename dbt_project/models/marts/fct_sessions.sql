@@ -1,13 +1,19 @@
 {#- One row per session: when, how long, how engaged, where it started and ended, and whether
-    it led to a cart, a checkout or a purchase. -#}
+    it led to a cart, a checkout or a purchase. Incremental: replaces the sessions rewritten in
+    this run; session_index continues from the person's sessions that stay. -#}
+{{ config(materialized='incremental', unique_key='session_id', incremental_strategy='delete+insert',
+          pre_hook="{{ delete_stale_sessions() }}") }}
+
 with
 
 events as (
     select * from {{ ref('int_events_sessionized') }}
+    where {{ in_rewritten_sessions() }}
 ),
 
 page_views as (
     select * from {{ ref('fct_page_views') }}
+    where {{ in_rewritten_sessions() }}
 ),
 
 session_events as (
@@ -48,12 +54,25 @@ session_pages as (
     group by session_id
 ),
 
+earlier_sessions as (
+    {% if is_incremental() %}
+    -- sessions kept from earlier runs (stale ones were deleted by the pre_hook)
+    select person_id, count(*) as sessions
+    from {{ this }}
+    where person_id in (select person_id from session_events)
+    group by all
+    {% else %}
+    select null::varchar as person_id, 0 as sessions where false
+    {% endif %}
+),
+
 final as (
     select
         session_events.session_id,
         session_events.person_id,
-        row_number() over (partition by session_events.person_id
-                           order by session_events.session_start_at) as session_index,
+        coalesce(earlier_sessions.sessions, 0)
+            + row_number() over (partition by session_events.person_id
+                                 order by session_events.session_start_at) as session_index,
         session_events.session_start_at,
         session_events.session_end_at,
         epoch(session_events.session_end_at - session_events.session_start_at) as duration_s,
@@ -82,6 +101,7 @@ final as (
                 < interval 10 second as is_bounce
     from session_events
     left join session_pages using (session_id)
+    left join earlier_sessions using (person_id)
 )
 
 select * from final

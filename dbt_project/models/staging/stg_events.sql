@@ -1,9 +1,15 @@
 {#- Typed, renamed, de-duplicated events in the canonical taxonomy. No business logic:
-    identity and sessions are decided downstream. -#}
+    identity and sessions are decided downstream. Incremental by arrival: each run appends the
+    event_ids it has not staged yet, whatever their event time. -#}
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='append') }}
+
 with
 
 source as (
     select * from {{ source('raw', 'events') }}
+    {% if is_incremental() %}
+    where event_id not in (select event_id from {{ this }})
+    {% endif %}
 ),
 
 deduplicated as (
