@@ -60,6 +60,14 @@ def run_dbt(settings: Settings, command: str, *args: str) -> None:
     raise MicrosegError(f"dbt {command} failed: {listed}{more}")
 
 
+def _headline(message: str) -> str:
+    """The informative line of a dbt message (dbt puts "X Error in model y (path)" first)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) > 1 and " Error in " in lines[0]:
+        return lines[1][:300]
+    return (lines or [""])[0][:300]
+
+
 def _failed_nodes(run_results: Path) -> list[str]:
     """'node (status: first line of message)' for each failed node of the last dbt run."""
     try:
@@ -70,7 +78,7 @@ def _failed_nodes(run_results: Path) -> list[str]:
     for result in results:
         if result.get("status") in ("error", "fail"):
             node = result["unique_id"].split(".", 2)[-1]
-            message = ((result.get("message") or "").strip().splitlines() or [""])[0][:300]
+            message = _headline(result.get("message") or "")
             failed.append(f"{node} ({result['status']}: {message})")
     return failed
 

@@ -31,3 +31,50 @@
     true
     {%- endif -%}
 {%- endmacro %}
+
+{#- People whose facts changed in this run, with the first day that changed: the first day of
+    their rewritten events, or the beginning of time for people who lost re-attributed events.
+    Daily person models rewrite these people from that day on. -#}
+{% macro touched_people() -%}
+    select person_id, min(restart_date) as restart_date
+    from (
+        select person_id, min(event_at)::date as restart_date
+        from {{ ref('int_events_sessionized') }}
+        where batch = {{ current_batch(ref('int_events_sessionized')) }}
+        group by all
+        union all
+        select previous_person_id, '-infinity'::date
+        from {{ ref('int_events_stitched') }}
+        where batch = {{ current_batch(ref('int_events_stitched')) }}
+          and previous_person_id is not null
+    )
+    group by all
+{%- endmacro %}
+
+{#- pre_hook for daily person models: remove the rows of touched people from their restart
+    day on (`date_column` >= restart, or > restart for as-of dates, which describe the days
+    before them). -#}
+{% macro delete_touched_days(date_column, strictly_after=false) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} as target
+    using ({{ touched_people() }}) as touched
+    where target.person_id = touched.person_id
+      and target.{{ date_column }} {{ '>' if strictly_after else '>=' }} touched.restart_date
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- In an incremental run, true for facts of touched people dated on or after their restart
+    day (see touched_people); always true in a full build. -#}
+{% macro is_touched(person_column, date_expression) -%}
+    {%- if is_incremental() -%}
+    exists (
+        select 1 from ({{ touched_people() }}) as touched
+        where touched.person_id = {{ person_column }}
+          and {{ date_expression }} >= touched.restart_date
+    )
+    {%- else -%}
+    true
+    {%- endif -%}
+{%- endmacro %}

@@ -1,317 +1,142 @@
 {#- One row per person and as_of_date D: behavior up to (not including) D, for segments and
-    models. Point in time: a row for D only uses facts that were final before D, so adding
-    events at or after D never changes it —
-      event counts            events with event_at < D;
-      session-level facts     sessions that started before D count in sessions_*; facts that
-                              need the whole session (bounce, intent, dwell) count once the
-                              session is final: its end + session_timeout_minutes < D;
-      cart abandonment        once the checkout window has closed before D.
-    Identity is the current stitching (a later login re-attributes a device's past), as in
-    every identity-graph tool; the event facts themselves are point in time.
-    Windows are spelled out in the names: _1d, _7d, _28d, _90d are the 1/7/28/90 days before D.
-    As-of dates run from the day after a person is first seen to the day after the last event. -#}
+    models. Point in time: a row for D only uses facts that were final before D
+    (int_person_days dates each fact by the day it became final), so adding events at or after
+    D never changes it. Identity is the current stitching (a later login re-attributes a
+    device's past), as in every identity-graph tool; the event facts are point in time.
+    Windows are in the names: _1d, _7d, _28d, _90d are the 1/7/28/90 days before D.
+    As-of dates run from the day after a person is first seen to the day after the last event.
+    Incremental: touched people from their restart day, and every person's new as-of dates. -#}
+{{ config(materialized='incremental', unique_key=['person_id', 'as_of_date'],
+          incremental_strategy='delete+insert',
+          pre_hook="{{ delete_touched_days('as_of_date', strictly_after=true) }}") }}
+
+-- depends_on: {{ ref('int_events_stitched') }}
+-- depends_on: {{ ref('int_events_sessionized') }}
+
 with
 
-events as (
-    select * from {{ ref('int_events_sessionized') }}
-),
-
-sessions as (
-    select * from {{ ref('fct_sessions') }}
-),
-
-micro as (
-    select * from {{ ref('fct_session_micro_behaviors') }}
-),
-
-page_views as (
-    select * from {{ ref('fct_page_views') }}
-),
-
-timeout as (
-    select interval '{{ var("session_timeout_minutes") }} minutes' as value
-),
-
--- facts, each dated by the day it became final (it counts for every D after that day)
-event_days as (
-    select
-        person_id,
-        event_at::date as activity_date,
-        count(*) filter (where event_type = 'page_view') as page_views,
-        count(*) filter (where event_type = 'page_ping') * {{ var('heartbeat_seconds') }}
-            as engaged_s,
-        count(*) filter (where event_type = 'hover') as hovers,
-        coalesce(sum(hover_ms) filter (where event_type = 'hover'), 0)::bigint as hover_ms,
-        count(*) filter (where event_type = 'hover' and element_id = 'cta_subscribe')
-            as subscribe_hovers,
-        count(*) filter (where event_type = 'click') as clicks,
-        count(*) filter (where event_type = 'search') as searches,
-        count(*) filter (where event_type = 'video_play') as video_plays,
-        count(*) filter (where event_type = 'video_complete') as video_completes,
-        count(*) filter (where event_type = 'add_to_cart') as cart_adds,
-        count(*) filter (where event_type = 'purchase') as purchases,
-        coalesce(sum(revenue) filter (where event_type = 'purchase'), 0)::decimal(18, 4)
-            as revenue,
-        count(*) filter (where event_type = 'page_view' and page_type = 'product')
-            as product_views
-    from events
-    group by all
-),
-
-session_start_days as (
-    select
-        person_id,
-        session_start_at::date as activity_date,
-        count(*) as sessions,
-        count(*) filter (where device_type = 'mobile') as mobile_sessions,
-        count(*) filter (where device_type = 'desktop') as desktop_sessions,
-        max(session_start_at) as last_session_start_at
-    from sessions
-    group by all
-),
-
-final_session_days as (
-    select
-        sessions.person_id,
-        (sessions.session_end_at + timeout.value)::date as activity_date,
-        count(*) filter (where sessions.is_bounce) as bounce_sessions,
-        -- habitual: came back and looked around, without searching, carting or buying
-        count(*) filter (where sessions.session_index > 1 and sessions.searches = 0
-                         and sessions.cart_adds = 0 and not sessions.has_purchase)
-            as return_visits_without_action,
-        count(*) filter (where micro.subscribe_hovers >= 2) as sessions_with_repeated_subscribe_hovers,
-        max(micro.max_articles_within_window) as max_articles_within_window,
-        sum(micro.page_revisits) as page_revisits,
-        sum(micro.partial_scroll_page_views) as partial_scroll_page_views,
-        max(micro.max_product_dwell_without_cart_s) as max_product_dwell_without_cart_s,
-        max(micro.max_article_dwell_s) as max_article_dwell_s
-    from sessions
-    join micro using (session_id)
-    cross join timeout
-    group by all
-),
-
-first_searches as (
-    select session_id, min(event_at) as first_search_at
-    from events
-    where event_type = 'search'
-    group by all
-),
-
-product_views_after_search as (
-    select events.session_id, min(events.event_at) as first_product_view_at
-    from events
-    join first_searches using (session_id)
-    where events.event_type = 'page_view' and events.page_type = 'product'
-      and events.event_at >= first_searches.first_search_at
-    group by all
-),
-
-intent_days as (
-    -- intent-driven: a search, then a product view, then a cart add, in that order
-    select
-        sessions.person_id,
-        (sessions.session_end_at + timeout.value)::date as activity_date,
-        count(distinct sessions.session_id) as intent_sessions
-    from sessions
-    join product_views_after_search using (session_id)
-    join events
-        on events.session_id = sessions.session_id
-       and events.event_type = 'add_to_cart'
-       and events.event_at >= product_views_after_search.first_product_view_at
-    cross join timeout
-    group by all
-),
-
-article_days as (
-    select
-        page_views.person_id,
-        (sessions.session_end_at + timeout.value)::date as activity_date,
-        count(*) filter (where page_views.page_type = 'article' and page_views.engaged_s >= 30)
-            as articles_read,
-        avg(page_views.max_scroll_percent) as avg_max_scroll_percent,
-        count(*) as final_page_views
-    from page_views
-    join sessions using (session_id)
-    cross join timeout
-    group by all
-),
-
-abandon_days as (
-    select
-        person_id,
-        (session_start_at + interval '{{ var("checkout_window_minutes") }} minutes')::date
-            as activity_date,
-        sum(cart_adds_without_checkout) as cart_abandons
-    from micro
-    group by all
+person_days as (
+    select * from {{ ref('int_person_days') }}
 ),
 
 category_days as (
-    select
-        person_id,
-        event_at::date as activity_date,
-        content_category,
-        count(*) * {{ var('heartbeat_seconds') }} as engaged_s
-    from events
-    where event_type = 'page_ping' and content_category is not null
-    group by all
+    select * from {{ ref('int_person_category_days') }}
 ),
 
-consent_days as (
-    select
-        person_id,
-        event_at::date as activity_date,
-        arg_max(consents_to_personalization, (event_at, event_id)) as consents_to_personalization
-    from events
-    where event_type = 'consent' and consents_to_personalization is not null
-    group by all
-),
-
--- one row per person and as-of date
 bounds as (
-    select min(event_at)::date + 1 as first_as_of, max(event_at)::date + 1 as last_as_of
-    from events
+    select max(event_at)::date + 1 as last_as_of from {{ ref('int_events_stitched') }}
 ),
 
 people as (
-    select person_id, min(event_at)::date + 1 as first_as_of
-    from events
+    select person_id, min(activity_date) + 1 as first_as_of
+    from person_days
     group by all
 ),
 
-grid as (
-    select people.person_id, day::date as as_of_date
+{% if is_incremental() %}
+
+starts as (
+    -- touched people from the day after their restart day
+    select people.person_id, greatest(people.first_as_of, touched.restart_date + 1) as from_as_of
     from people
+    join ({{ touched_people() }}) as touched using (person_id)
+    union all
+    -- everybody's as-of dates that did not exist yet
+    select person_id,
+           greatest(first_as_of, (select max(as_of_date) from {{ this }}) + 1) as from_as_of
+    from people
+),
+
+{% else %}
+
+starts as (
+    select person_id, first_as_of as from_as_of from people
+),
+
+{% endif %}
+
+targets as (
+    select starts.person_id, day::date as as_of_date
+    from (select person_id, min(from_as_of) as from_as_of from starts group by all) as starts
     cross join bounds
-    cross join generate_series(bounds.first_as_of, bounds.last_as_of, interval 1 day) as d(day)
-    where day::date >= people.first_as_of
-),
-
--- day D holds the facts of day D - 1; windows then sum the rows before and at D
-daily as (
-    select
-        grid.person_id,
-        grid.as_of_date,
-        coalesce(e.page_views, 0) as page_views,
-        coalesce(e.engaged_s, 0) as engaged_s,
-        coalesce(e.hovers, 0) as hovers,
-        coalesce(e.hover_ms, 0) as hover_ms,
-        coalesce(e.subscribe_hovers, 0) as subscribe_hovers,
-        coalesce(e.clicks, 0) as clicks,
-        coalesce(e.searches, 0) as searches,
-        coalesce(e.video_plays, 0) as video_plays,
-        coalesce(e.video_completes, 0) as video_completes,
-        coalesce(e.cart_adds, 0) as cart_adds,
-        coalesce(e.purchases, 0) as purchases,
-        coalesce(e.revenue, 0) as revenue,
-        coalesce(e.product_views, 0) as product_views,
-        coalesce(s.sessions, 0) as sessions,
-        coalesce(s.mobile_sessions, 0) as mobile_sessions,
-        coalesce(s.desktop_sessions, 0) as desktop_sessions,
-        s.last_session_start_at,
-        coalesce(f.bounce_sessions, 0) as bounce_sessions,
-        coalesce(f.return_visits_without_action, 0) as return_visits_without_action,
-        coalesce(f.sessions_with_repeated_subscribe_hovers, 0)
-            as sessions_with_repeated_subscribe_hovers,
-        f.max_articles_within_window,
-        coalesce(f.page_revisits, 0) as page_revisits,
-        coalesce(f.partial_scroll_page_views, 0) as partial_scroll_page_views,
-        f.max_product_dwell_without_cart_s,
-        f.max_article_dwell_s,
-        coalesce(i.intent_sessions, 0) as intent_sessions,
-        coalesce(a.articles_read, 0) as articles_read,
-        a.avg_max_scroll_percent * a.final_page_views as scroll_percent_sum,
-        coalesce(a.final_page_views, 0) as final_page_views,
-        coalesce(b.cart_abandons, 0) as cart_abandons,
-        c.consents_to_personalization
-    from grid
-    left join event_days as e
-        on e.person_id = grid.person_id and e.activity_date = grid.as_of_date - 1
-    left join session_start_days as s
-        on s.person_id = grid.person_id and s.activity_date = grid.as_of_date - 1
-    left join final_session_days as f
-        on f.person_id = grid.person_id and f.activity_date = grid.as_of_date - 1
-    left join intent_days as i
-        on i.person_id = grid.person_id and i.activity_date = grid.as_of_date - 1
-    left join article_days as a
-        on a.person_id = grid.person_id and a.activity_date = grid.as_of_date - 1
-    left join abandon_days as b
-        on b.person_id = grid.person_id and b.activity_date = grid.as_of_date - 1
-    left join consent_days as c
-        on c.person_id = grid.person_id and c.activity_date = grid.as_of_date - 1
-),
-
-favorite_categories as (
-    select
-        grid.person_id,
-        grid.as_of_date,
-        arg_max(category_totals.content_category,
-                (category_totals.engaged_s, category_totals.content_category))
-            as favorite_category_28d,
-        max(category_totals.engaged_s) / sum(category_totals.engaged_s)
-            as favorite_category_share_28d
-    from grid
-    join (
-        select grid.person_id, grid.as_of_date, category_days.content_category,
-               sum(category_days.engaged_s) as engaged_s
-        from grid
-        join category_days
-            on category_days.person_id = grid.person_id
-           and category_days.activity_date >= grid.as_of_date - 28
-           and category_days.activity_date < grid.as_of_date
-        group by all
-    ) as category_totals
-        on category_totals.person_id = grid.person_id
-       and category_totals.as_of_date = grid.as_of_date
-    group by all
+    cross join generate_series(starts.from_as_of, bounds.last_as_of, interval 1 day) as g(day)
 ),
 
 windowed as (
     select
-        person_id,
-        as_of_date,
+        t.person_id,
+        t.as_of_date,
         {%- for days in [1, 7, 28, 90] %}
-        {{ rolling_sum('sessions', days) }} as sessions_{{ days }}d,
+        {{ days_sum('sessions', days) }} as sessions_{{ days }}d,
         {%- endfor %}
-        {%- for measure in ['page_views', 'engaged_s', 'hovers', 'subscribe_hovers', 'clicks',
-                            'cart_adds', 'product_views'] %}
-        {{ rolling_sum(measure, 7) }} as {{ measure }}_7d,
-        {{ rolling_sum(measure, 28) }} as {{ measure }}_28d,
+        {%- for measure in ['page_views', 'engaged_s', 'hovers', 'hover_ms', 'subscribe_hovers',
+                            'clicks', 'cart_adds', 'product_views'] %}
+        {{ days_sum(measure, 7) }} as {{ measure }}_7d,
+        {{ days_sum(measure, 28) }} as {{ measure }}_28d,
         {%- endfor %}
-        {{ rolling_sum('hover_ms', 7) }} as hover_ms_7d,
-        {{ rolling_sum('hover_ms', 28) }} as hover_ms_28d,
         {%- for days in [7, 28, 90] %}
-        {{ rolling_sum('purchases', days) }} as purchases_{{ days }}d,
-        {{ rolling_sum('revenue', days, 'decimal(18, 4)') }} as revenue_{{ days }}d,
+        {{ days_sum('purchases', days) }} as purchases_{{ days }}d,
+        {{ days_sum('revenue', days, 'decimal(18, 4)') }} as revenue_{{ days }}d,
         {%- endfor %}
         {%- for measure in ['searches', 'video_plays', 'video_completes', 'bounce_sessions',
                             'return_visits_without_action', 'intent_sessions', 'articles_read',
                             'page_revisits', 'partial_scroll_page_views', 'cart_abandons',
                             'sessions_with_repeated_subscribe_hovers', 'mobile_sessions',
                             'desktop_sessions', 'final_page_views'] %}
-        {{ rolling_sum(measure, 28) }} as {{ measure }}_28d,
+        {{ days_sum(measure, 28) }} as {{ measure }}_28d,
         {%- endfor %}
-        {{ rolling_sum('scroll_percent_sum', 28, 'double') }} as scroll_percent_sum_28d,
-        max(max_articles_within_window) over (w rows between 27 preceding and current row)
-            as max_articles_within_window_28d,
-        max(max_product_dwell_without_cart_s) over (w rows between 27 preceding and current row)
+        {{ days_sum('scroll_percent_sum', 28, 'double') }} as scroll_percent_sum_28d,
+        {{ days_max('max_articles_within_window', 28) }} as max_articles_within_window_28d,
+        {{ days_max('max_product_dwell_without_cart_s', 28) }}
             as max_product_dwell_without_cart_s_28d,
-        max(max_article_dwell_s) over (w rows between 27 preceding and current row)
-            as max_article_dwell_s_28d,
-        max(last_session_start_at) over (w rows between unbounded preceding and current row)
-            as last_session_start_at,
-        last_value(consents_to_personalization ignore nulls) over (
-            w rows between unbounded preceding and current row) as consents_to_personalization
-    from daily
-    window w as (partition by person_id order by as_of_date)
+        {{ days_max('max_article_dwell_s', 28) }} as max_article_dwell_s_28d
+    from targets as t
+    left join person_days as d
+        on d.person_id = t.person_id
+       and d.activity_date >= t.as_of_date - 90
+       and d.activity_date < t.as_of_date
+    group by t.person_id, t.as_of_date
+),
+
+last_sessions as (
+    select t.person_id, t.as_of_date, d.last_session_start_at
+    from targets as t
+    asof left join (select * from person_days where sessions > 0) as d
+        on d.person_id = t.person_id and t.as_of_date > d.activity_date
+),
+
+consents as (
+    select t.person_id, t.as_of_date, d.consents_to_personalization
+    from targets as t
+    asof left join (select * from person_days where consents_to_personalization is not null) as d
+        on d.person_id = t.person_id and t.as_of_date > d.activity_date
+),
+
+category_totals as (
+    select t.person_id, t.as_of_date, c.content_category, sum(c.engaged_s) as engaged_s
+    from targets as t
+    join category_days as c
+        on c.person_id = t.person_id
+       and c.activity_date >= t.as_of_date - 28
+       and c.activity_date < t.as_of_date
+    group by all
+),
+
+favorite_categories as (
+    select
+        person_id,
+        as_of_date,
+        arg_max(content_category, (engaged_s, content_category)) as favorite_category_28d,
+        max(engaged_s) / sum(engaged_s) as favorite_category_share_28d
+    from category_totals
+    group by all
 ),
 
 final as (
     select
         windowed.person_id,
         windowed.as_of_date,
-        date_diff('day', windowed.last_session_start_at::date, windowed.as_of_date)
+        date_diff('day', last_sessions.last_session_start_at::date, windowed.as_of_date)
             as days_since_last_session,
         windowed.sessions_1d,
         windowed.sessions_7d,
@@ -362,8 +187,10 @@ final as (
         windowed.bounce_sessions_28d,
         windowed.return_visits_without_action_28d,
         windowed.intent_sessions_28d,
-        coalesce(not windowed.consents_to_personalization, false) as is_opted_out
+        coalesce(not consents.consents_to_personalization, false) as is_opted_out
     from windowed
+    left join last_sessions using (person_id, as_of_date)
+    left join consents using (person_id, as_of_date)
     left join favorite_categories using (person_id, as_of_date)
 )
 

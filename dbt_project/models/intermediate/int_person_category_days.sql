@@ -1,0 +1,29 @@
+{#- One row per person, activity_date and content_category: engaged seconds (heartbeats) on
+    pages of that category. Incremental like int_person_days. -#}
+{{ config(materialized='incremental',
+          unique_key=['person_id', 'activity_date', 'content_category'],
+          incremental_strategy='delete+insert',
+          pre_hook="{{ delete_touched_days('activity_date') }}") }}
+
+-- depends_on: {{ ref('int_events_stitched') }}
+
+with
+
+events as (
+    select * from {{ ref('int_events_sessionized') }}
+),
+
+final as (
+    select
+        person_id,
+        event_at::date as activity_date,
+        content_category,
+        count(*) * {{ var('heartbeat_seconds') }} as engaged_s
+    from events
+    where event_type = 'page_ping'
+      and content_category is not null
+      and {{ is_touched('events.person_id', 'events.event_at::date') }}
+    group by all
+)
+
+select * from final
