@@ -38,7 +38,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_generate(args: argparse.Namespace, _settings: Settings) -> int:
     from microseg.generate import GeneratorConfig, generate
 
     config = GeneratorConfig(

@@ -293,7 +293,6 @@ def _sessions(rng, people, usage, devices, config: GeneratorConfig) -> pd.DataFr
 
 
 def _block(
-    sessions: pd.DataFrame,
     mask: np.ndarray,
     order: float,
     page_type: int,
@@ -347,14 +346,14 @@ def _page_views(rng, s: pd.DataFrame) -> pd.DataFrame:
     blocks = [
         base,
         bots,
-        _block(s, bounce, 0, -1, "bounce"),
-        _block(s, s.subscribe_curious.to_numpy(), 0, PT["article"], "subscribe", 3),
-        _block(s, s.deep_read.to_numpy(), 3, PT["article"], "deep"),
-        _block(s, s.deep_read.to_numpy(), 4, PT["article"], "related"),
-        _block(s, s.product_hesitation.to_numpy(), 5, PT["product"], "hesitate"),
-        _block(s, s.purchase.to_numpy(), 90, PT["product"], "cart"),
-        _block(s, s.purchase.to_numpy(), 91, PT["checkout"], "checkout"),
-        _block(s, s.cart_abandon.to_numpy(), 90, PT["product"], "abandon"),
+        _block(bounce, 0, -1, "bounce"),
+        _block(s.subscribe_curious.to_numpy(), 0, PT["article"], "subscribe", 3),
+        _block(s.deep_read.to_numpy(), 3, PT["article"], "deep"),
+        _block(s.deep_read.to_numpy(), 4, PT["article"], "related"),
+        _block(s.product_hesitation.to_numpy(), 5, PT["product"], "hesitate"),
+        _block(s.purchase.to_numpy(), 90, PT["product"], "cart"),
+        _block(s.purchase.to_numpy(), 91, PT["checkout"], "checkout"),
+        _block(s.cart_abandon.to_numpy(), 90, PT["product"], "abandon"),
     ]
     p = pd.concat(blocks, ignore_index=True).sort_values(["session", "order"], ignore_index=True)
     unset = p.page_type.to_numpy() == -1  # bounce page: any landing type
@@ -412,7 +411,7 @@ def _page_views(rng, s: pd.DataFrame) -> pd.DataFrame:
 # -------------------------------------------------------------------------------------- events
 
 
-def _events(rng, p: pd.DataFrame, s: pd.DataFrame, people: pd.DataFrame) -> pd.DataFrame:
+def _events(rng, p: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
     """Every event of every page view, as integer/float columns (strings come later)."""
     parts: list[pd.DataFrame] = []
 
@@ -561,10 +560,10 @@ def _events(rng, p: pd.DataFrame, s: pd.DataFrame, people: pd.DataFrame) -> pd.D
     product_view = (pt[page] == PT["product"]) & (ev.event.to_numpy() == EV["page_view"])
     ev["product"] = np.where(product_view, product[page], ev["product"])
     ev["price"] = np.where(product_view, price[page], ev["price"])
-    return _session_events(rng, ev, p, s)
+    return _session_events(ev, p, s)
 
 
-def _session_events(rng, ev: pd.DataFrame, p: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
+def _session_events(ev: pd.DataFrame, p: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
     """Identify and consent events, then who is logged in when."""
     sess = s.session.to_numpy()
     first_page = p.groupby("session").page.min()
@@ -971,7 +970,7 @@ def generate(config: GeneratorConfig, out: Path) -> GenerationSummary:
     devices, usage = _devices(rng, people)
     sessions = _sessions(rng, people, usage, devices, config)
     pages = _page_views(rng, sessions)
-    events = _events(rng, pages, sessions, people)
+    events = _events(rng, pages, sessions)
     delivered = _deliveries(rng, events, sessions, config.days)
     coded = _coded_frame(delivered, sessions, people, devices, rng)
     with duckdb.connect() as con:

@@ -11,6 +11,15 @@ import duckdb
 
 from microseg.config import Settings
 
+MARTS = (
+    "dim_persons",
+    "fct_sessions",
+    "fct_page_views",
+    "fct_element_interactions",
+    "fct_session_micro_behaviors",
+    "fct_user_features_daily",
+)
+
 
 def run_cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `microseg` in a subprocess exactly as a user would, against MICROSEG_HOME=home."""

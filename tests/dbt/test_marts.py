@@ -12,7 +12,7 @@ from microseg.config import Settings
 from microseg.errors import MicrosegError
 from microseg.ingest import ingest_paths
 from microseg.transform import transform
-from tests.helpers import query
+from tests.helpers import MARTS, query
 
 # How a ground-truth person is keyed after stitching: registered people by their user id,
 # anonymous people by their one device (see int_identities_stitched).
@@ -211,16 +211,6 @@ def test_failed_dbt_test_names_the_node(built, tmp_path) -> None:
         )
     with pytest.raises(MicrosegError, match=r"accepted_values_stg_events_event_type"):
         transform(settings)
-
-
-MARTS = (
-    "dim_persons",
-    "fct_sessions",
-    "fct_page_views",
-    "fct_element_interactions",
-    "fct_session_micro_behaviors",
-    "fct_user_features_daily",
-)
 
 
 def test_rerunning_transform_changes_nothing(built) -> None:

@@ -11,17 +11,9 @@ import pytest
 from microseg.config import Settings
 from microseg.ingest import ingest_paths
 from microseg.transform import transform
+from tests.helpers import MARTS
 
 pytestmark = pytest.mark.slow
-
-MARTS = (
-    "dim_persons",
-    "fct_sessions",
-    "fct_page_views",
-    "fct_element_interactions",
-    "fct_session_micro_behaviors",
-    "fct_user_features_daily",
-)
 
 
 def nightly(settings: Settings, files: list[Path]) -> list[int]:

@@ -80,7 +80,8 @@ def test_quarantine_rate_over_the_limit_names_the_file(settings, tmp_path) -> No
     assert failure.examples == ["file_name=mostly_bad.jsonl quarantine_rate=0.75"]
 
 
-def test_cli_exit_code_and_output(loaded, settings) -> None:
+@pytest.mark.usefixtures("loaded")
+def test_cli_exit_code_and_output(settings) -> None:
     ok = run_cli("validate", "--as-of", "2026-10-02", home=settings.home)
     assert ok.returncode == 0, ok.stderr
     assert "raw_events: 15/15 expectations passed" in ok.stdout

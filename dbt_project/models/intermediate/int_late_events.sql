@@ -1,7 +1,7 @@
 {#- Events staged but not stitched: they arrived with an event time further back than
     var late_arrival_hours behind what incremental runs had already processed. The next
     `microseg transform --full-refresh` takes them in. -#}
-{{ config(materialized='view') }}
+{{ config(materialized='table') }}
 
 with
 
