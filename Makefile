@@ -33,11 +33,12 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.synced ## Create .venv from the committed uv.lock (bootstraps uv if missing)
 
-demo: install ## Generate sample events; ingest, validate and transform them (dbt build)
+demo: install ## Generate sample events; ingest, validate, transform (dbt build), publish
 	$(BIN)/microseg generate --out $(MICROSEG_HOME)/landing --users $(DEMO_USERS) --days $(DEMO_DAYS) --start $(DEMO_START) --seed 7
 	$(BIN)/microseg ingest $(MICROSEG_HOME)/landing
 	$(BIN)/microseg validate
 	$(BIN)/microseg transform
+	$(BIN)/microseg publish
 
 test: install ## Lint, then run the whole test suite (what CI runs)
 	$(BIN)/ruff check .

@@ -103,6 +103,18 @@ def cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_publish(_args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.publish import publish
+
+    counts = publish(settings)
+    marts = sum(1 for name in counts if name.startswith("marts."))
+    print(
+        f"published {marts} marts ({sum(counts.values()):,} rows) to "
+        f"{settings.analytics_path} (read-only snapshot for analysts)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="microseg",
@@ -142,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-refresh", action="store_true", help="rebuild incremental models from raw.events"
     )
     tra.set_defaults(handler=cmd_transform)
+
+    pub = sub.add_parser("publish", help="replace analytics.duckdb with a fresh snapshot")
+    pub.set_defaults(handler=cmd_publish)
     return parser
 
 

@@ -1,0 +1,69 @@
+"""`microseg publish`: the analysts' read-only snapshot, replaced atomically.
+
+DuckDB lets one process write a file and nobody read it meanwhile, so analysts never open the
+working warehouse. They open analytics.duckdb, which this step writes aside (a new file next to
+it), checkpoints and then renames over the old one: a reader holding the old file keeps reading
+the old snapshot, the next connection gets the new one, and nobody ever sees half of a run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from microseg.config import Settings
+from microseg.errors import MicrosegError
+
+# What analysts get: every mart, and what happened to the input files.
+PUBLISHED_RAW_TABLES = ("load_manifest", "events_quarantine")
+
+
+def _published_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    marts = con.execute(
+        "select table_schema, table_name from information_schema.tables "
+        "where table_catalog = 'source' and table_schema = 'marts' "
+        "and table_type = 'BASE TABLE' order by table_name"
+    ).fetchall()
+    return [*marts, *(("raw", name) for name in PUBLISHED_RAW_TABLES)]
+
+
+def publish(settings: Settings) -> dict[str, int]:
+    """Write a fresh snapshot of the marts beside analytics.duckdb, then swap it in."""
+    if not settings.warehouse_path.exists():
+        raise MicrosegError(f"no warehouse at {settings.warehouse_path}: nothing to publish")
+    target: Path = settings.analytics_path
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    staging.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    try:
+        with duckdb.connect(str(staging)) as con:
+            con.execute("set TimeZone = 'UTC'")
+            try:
+                con.execute(f"attach '{settings.warehouse_path}' as source (read_only)")
+            except duckdb.IOException as exc:
+                raise MicrosegError(
+                    f"warehouse {settings.warehouse_path} is in use by another process; "
+                    f"publish after it finishes ({str(exc).splitlines()[0]})"
+                ) from None
+            tables = _published_tables(con)
+            if len(tables) == len(PUBLISHED_RAW_TABLES):
+                raise MicrosegError("no marts to publish: run `microseg transform` first")
+            for schema in sorted({schema for schema, _ in tables}):
+                con.execute(f"create schema {schema}")
+            for schema, table in tables:
+                con.execute(
+                    f"create table {schema}.{table} as select * from source.{schema}.{table}"
+                )
+                counts[f"{schema}.{table}"] = con.execute(
+                    f"select count(*) from {schema}.{table}"
+                ).fetchone()[0]
+            con.execute("detach source")
+            con.execute("checkpoint")
+        with staging.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+    return counts

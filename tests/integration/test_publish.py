@@ -1,0 +1,93 @@
+"""Analysts read analytics.duckdb while the pipeline writes: never an error, never half a run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from microseg.config import Settings
+from microseg.errors import MicrosegError
+from microseg.ingest import ingest_paths
+from microseg.publish import publish
+from microseg.transform import transform
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+# A separate process, like an analyst's DuckDB session: reads until told to stop.
+READER = """
+import json, sys, time
+from pathlib import Path
+import duckdb
+path, stop, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+reads, errors = [], []
+while not stop.exists():
+    if not path.exists():
+        time.sleep(0.01)
+        continue
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            reads.append(con.execute(
+                "select (select count(*) from marts.fct_sessions),"
+                "       (select sum(sessions) from marts.dim_persons),"
+                "       (select count(*) from raw.load_manifest)").fetchone())
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+out.write_text(json.dumps({"reads": reads, "errors": errors}))
+"""
+
+
+def test_reader_always_sees_a_complete_snapshot(small_dataset, tmp_path) -> None:
+    settings = Settings.from_env({"MICROSEG_HOME": str(tmp_path / "home")})
+    stop, out = tmp_path / "stop", tmp_path / "reads.json"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(settings.analytics_path), str(stop), str(out)]
+    )
+    published = []
+    try:
+        for dump in sorted(small_dataset.glob("events_*")):
+            ingest_paths(settings, [dump])
+            transform(settings)
+            counts = publish(settings)
+            published.append((counts["marts.fct_sessions"], counts["raw.load_manifest"]))
+            time.sleep(0.5)  # let the reader see this snapshot too
+    finally:
+        stop.touch()
+        reader.wait(timeout=60)
+    result = json.loads(out.read_text())
+    assert result["errors"] == []
+    reads = result["reads"]
+    assert len(reads) > 50
+    # each read is one whole snapshot: the marts agree with each other...
+    assert all(sessions == summed for sessions, summed, _ in reads)
+    # ...and it is exactly one of the published runs, in the order they were published
+    seen = [(sessions, files) for sessions, _, files in reads]
+    assert set(seen) <= set(published)
+    assert [published.index(s) for s in seen] == sorted(published.index(s) for s in seen)
+    assert seen[-1] == published[-1]
+    assert len(set(seen)) >= 3
+
+
+def test_publish_needs_marts(tmp_path, small_dataset) -> None:
+    settings = Settings.from_env({"MICROSEG_HOME": str(tmp_path / "home")})
+    with pytest.raises(MicrosegError, match="no warehouse"):
+        publish(settings)
+    ingest_paths(settings, [small_dataset])
+    with pytest.raises(MicrosegError, match="no marts to publish"):
+        publish(settings)
+    assert not settings.analytics_path.exists()
+    assert list(settings.home.glob(".analytics*")) == []  # nothing left half-written
+
+
+def test_publish_cli_reports_the_snapshot(tmp_path, dataset_factory) -> None:
+    home = tmp_path / "home"
+    assert run_cli("ingest", str(dataset_factory()), home=home).returncode == 0
+    assert run_cli("transform", home=home).returncode == 0
+    proc = run_cli("publish", home=home)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("published 6 marts (")
+    assert str(home / "analytics.duckdb") in proc.stdout
