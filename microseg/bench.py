@@ -40,24 +40,20 @@ else:
     if stage in ("ingest", "night", "day alone"):
         from microseg.ingest import ingest_paths
         chosen = files[:days] if stage == "ingest" else files[days:]
-        started = time.perf_counter()
         rows = sum(r.rows_read for r in ingest_paths(settings, chosen))
-        ingest_seconds = time.perf_counter() - started
     if stage == "validate":
         from microseg.quality import validate_raw
         rows = validate_raw(settings).checked["raw_events"][0]
     if stage in ("transform", "night", "day alone"):
         from microseg.transform import transform
-        started = time.perf_counter()
+        from microseg.warehouse import connect
+        started = time.perf_counter()  # a night is timed from its dbt build, not its ingest
         transform(settings, full_refresh=stage != "night")
-        import duckdb
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-            stitched = "intermediate.int_events_stitched"
-            rows = con.execute(f"select count(*) from {stitched}").fetchone()[0]
-            if stage == "night":
-                rows = con.execute("select count(*) from intermediate.int_events_stitched "
-                                   "where batch = (select max(batch) from "
-                                   "intermediate.int_events_stitched)").fetchone()[0]
+        # rows: events the build wrote (a night writes one batch, a full build batch 1)
+        with connect(settings, read_only=True) as con:
+            rows = con.execute("select count(*) from intermediate.int_events_stitched where "
+                               "batch = (select max(batch) from "
+                               "intermediate.int_events_stitched)").fetchone()[0]
 seconds = time.perf_counter() - started
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024

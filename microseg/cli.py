@@ -7,13 +7,12 @@ traceback unless MICROSEG_DEBUG=1.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
-from microseg.config import Settings, disable_telemetry
+from microseg.config import Settings, debug_enabled, disable_telemetry
 from microseg.errors import MicrosegError
 
 EXIT_FAILED = 1
@@ -174,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not bad input: still one line unless debugging
-        if os.environ.get("MICROSEG_DEBUG") == "1":
+        if debug_enabled():
             raise
         first_line = (str(exc).strip().splitlines() or [""])[0]
         print(

@@ -114,6 +114,11 @@ _OFFLINE_DEFAULTS = {
 }
 
 
+def debug_enabled() -> bool:
+    """MICROSEG_DEBUG=1: let internal errors show their traceback."""
+    return os.environ.get("MICROSEG_DEBUG") == "1"
+
+
 def disable_telemetry() -> None:
     """Set the opt-out variables of GX, dbt, MLflow and Airflow unless the user set them."""
     for name, value in _OFFLINE_DEFAULTS.items():

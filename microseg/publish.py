@@ -15,6 +15,7 @@ import duckdb
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError
+from microseg.warehouse import in_use_error, require_warehouse
 
 # What analysts get: every mart, and what happened to the input files.
 PUBLISHED_RAW_TABLES = ("load_manifest", "events_quarantine")
@@ -31,8 +32,7 @@ def _published_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
 
 def publish(settings: Settings) -> dict[str, int]:
     """Write a fresh snapshot of the marts beside analytics.duckdb, then swap it in."""
-    if not settings.warehouse_path.exists():
-        raise MicrosegError(f"no warehouse at {settings.warehouse_path}: nothing to publish")
+    warehouse = require_warehouse(settings)
     target: Path = settings.analytics_path
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     staging.unlink(missing_ok=True)
@@ -40,13 +40,14 @@ def publish(settings: Settings) -> dict[str, int]:
     try:
         with duckdb.connect(str(staging)) as con:
             con.execute("set TimeZone = 'UTC'")
+            # the snapshot file is the writable database; the warehouse is only read
             try:
-                con.execute(f"attach '{settings.warehouse_path}' as source (read_only)")
+                con.execute(f"attach '{warehouse}' as source (read_only)")
             except duckdb.IOException as exc:
-                raise MicrosegError(
-                    f"warehouse {settings.warehouse_path} is in use by another process; "
-                    f"publish after it finishes ({str(exc).splitlines()[0]})"
-                ) from None
+                error = in_use_error(warehouse, exc)
+                if error:
+                    raise error from None
+                raise
             tables = _published_tables(con)
             if len(tables) == len(PUBLISHED_RAW_TABLES):
                 raise MicrosegError("no marts to publish: run `microseg transform` first")

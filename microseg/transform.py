@@ -10,7 +10,7 @@ from pathlib import Path
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError
-from microseg.warehouse import connect
+from microseg.warehouse import connect, require_warehouse
 
 MART_COUNTS = (
     ("marts.dim_persons", "people"),
@@ -89,10 +89,7 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
     dbt unit tests are development tests (they need the models to exist already); the test
     suite runs them with `dbt test --select test_type:unit`, production runs leave them out.
     """
-    if not settings.warehouse_path.exists():
-        raise MicrosegError(
-            f"no warehouse at {settings.warehouse_path}: run `microseg ingest` first"
-        )
+    require_warehouse(settings)  # dbt would otherwise create an empty one
     run_dbt(
         settings,
         "build",

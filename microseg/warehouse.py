@@ -46,25 +46,35 @@ def _raw_ddl() -> list[str]:
     ]
 
 
+def require_warehouse(settings: Settings) -> Path:
+    """The warehouse path, or a one-line error when nothing has been ingested yet."""
+    path = settings.warehouse_path
+    if not path.exists():
+        raise MicrosegError(f"no warehouse at {path}: run `microseg ingest` first")
+    return path
+
+
+def in_use_error(path: Path, exc: duckdb.IOException) -> MicrosegError | None:
+    """DuckDB's lock conflict as a one-line error saying who to wait for (None: not a lock)."""
+    if "lock" not in str(exc).lower():
+        return None
+    return MicrosegError(
+        f"warehouse {path} is in use by another process (DuckDB allows one writer); "
+        "retry when it finishes, or query analytics.duckdb instead"
+    )
+
+
 @contextmanager
 def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the working warehouse with UTC session time; create the raw layer if missing.
-
-    DuckDB allows one writing process per file, so a lock conflict becomes a one-line error
-    that says who to wait for instead of a driver traceback.
-    """
-    path: Path = settings.warehouse_path
-    if read_only and not path.exists():
-        raise MicrosegError(f"no warehouse at {path}: run `microseg ingest` first")
+    """Open the working warehouse with UTC session time; create the raw layer if missing."""
+    path = require_warehouse(settings) if read_only else settings.warehouse_path
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise MicrosegError(
-                f"warehouse {path} is in use by another process (DuckDB allows one writer); "
-                "retry when it finishes, or query analytics.duckdb instead"
-            ) from None
+        error = in_use_error(path, exc)
+        if error:
+            raise error from None
         raise
     try:
         con.execute("set TimeZone = 'UTC'")

@@ -160,7 +160,12 @@ def test_features_are_point_in_time(small_dataset, tmp_path) -> None:
     ingest_paths(settings, [small_dataset])
     transform(settings)
     before = _features_until(settings, as_of)
-    assert len(before) > 250  # two as-of dates (10-02, 10-03) for the people seen by then
+    assert len(before) > 250
+    day_after = query(
+        settings,
+        "select * from marts.fct_user_features_daily where as_of_date = ?::date + 1 order by all",
+        [as_of],
+    )  # two as-of dates (10-02, 10-03) for the people seen by then
 
     later = tmp_path / "later.jsonl"
     with duckdb.connect(str(settings.warehouse_path)) as con:
@@ -183,13 +188,20 @@ def test_features_are_point_in_time(small_dataset, tmp_path) -> None:
             ) to '{later}' (format json)
         """)
     assert ingest_paths(settings, [later])[0].rows_loaded > 1000
-    transform(settings)
+    # a full refresh: incremental runs would leave these (older than the lookback) waiting
+    assert transform(settings, full_refresh=True)["late events waiting for a full refresh"] == 0
     after = _features_until(settings, as_of)
     assert after == before
-    # the appended events did land: the day after D changed
-    assert query(
-        settings, "select max(as_of_date)::varchar from marts.fct_user_features_daily"
-    ) >= [(as_of,)]
+    # the appended events did land: the rows for the day after D changed
+    assert (
+        query(
+            settings,
+            "select * from marts.fct_user_features_daily "
+            "where as_of_date = ?::date + 1 order by all",
+            [as_of],
+        )
+        != day_after
+    )
 
 
 def test_transform_without_warehouse_is_a_one_line_error(tmp_path) -> None:

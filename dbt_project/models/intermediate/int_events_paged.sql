@@ -27,14 +27,13 @@ numbered as (
 final as (
     select
         *,
-        first_value(case when event_type = 'page_view' then event_id end) over (
-            partition by session_id, page_view_in_session
-            order by event_type <> 'page_view', event_at, event_id
-        ) as page_view_id
+        case when page_view_in_session > 0 then
+            first_value(case when event_type = 'page_view' then event_id end) over (
+                partition by session_id, page_view_in_session
+                order by event_type <> 'page_view', event_at, event_id
+            )
+        end as page_view_id
     from numbered
 )
 
-select
-    * exclude (page_view_id),
-    case when page_view_in_session > 0 then page_view_id end as page_view_id
-from final
+select * from final
