@@ -33,11 +33,14 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.synced ## Create .venv from the committed uv.lock (bootstraps uv if missing)
 
-demo: install ## Generate sample events; ingest, validate, transform (dbt build), publish
+demo: install ## Generate sample events; ingest, validate, transform (dbt build), segments, exports, publish
 	$(BIN)/microseg generate --out $(MICROSEG_HOME)/landing --users $(DEMO_USERS) --days $(DEMO_DAYS) --start $(DEMO_START) --seed 7
 	$(BIN)/microseg ingest $(MICROSEG_HOME)/landing
 	$(BIN)/microseg validate
 	$(BIN)/microseg transform
+	$(BIN)/microseg segments
+	$(BIN)/microseg export --segment subscribe_curious_readers --out $(MICROSEG_HOME)/exports/subscribe_curious_readers.csv
+	$(BIN)/microseg export --segment cart_abandoners --out $(MICROSEG_HOME)/exports/cart_abandoners.csv
 	$(BIN)/microseg publish
 
 test: install ## Lint, then run the whole test suite (what CI runs)

@@ -37,6 +37,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
+    return value
+
+
 def cmd_generate(args: argparse.Namespace, _settings: Settings) -> int:
     from microseg.generate import GeneratorConfig, generate
 
@@ -102,6 +112,64 @@ def cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.segments import run_segments
+
+    sizes = run_segments(settings, args.as_of)
+    width = max(map(len, sizes), default=0)
+    print(f"segments built from {settings.segments_file} (marts.segment_memberships):")
+    for name, members in sizes.items():
+        print(f"  {name:<{width}}  {members:>7,} members")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.export import export_audience
+
+    result = export_audience(
+        settings,
+        args.segment,
+        args.out,
+        as_of=args.as_of,
+        min_score=args.min_score,
+        score_model=args.score_model,
+    )
+    print(
+        f"exported {result.rows:,} people of {result.segment} on {result.as_of} to "
+        f"{result.path} (manifest {result.manifest_path.name})"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from ml.specs import spec_names
+    from ml.train import describe, train
+
+    for name in args.model or spec_names(settings.ml_specs_dir):
+        print(describe(train(settings, name)))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from ml.promote import promote
+    from ml.specs import spec_names
+
+    for name in args.model or spec_names(settings.ml_specs_dir):
+        print(promote(settings, name).summary())
+    return 0
+
+
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    from ml.score import score
+
+    written = score(settings, args.as_of, args.model)
+    if not written:
+        print("no model has a champion yet: run `microseg train` and `microseg promote`")
+    for name, rows in written.items():
+        print(f"scored {rows:,} people with {name}@champion into marts.user_scores")
+    return 0
+
+
 def cmd_publish(_args: argparse.Namespace, settings: Settings) -> int:
     from microseg.publish import publish
 
@@ -153,6 +221,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-refresh", action="store_true", help="rebuild incremental models from raw.events"
     )
     tra.set_defaults(handler=cmd_transform)
+
+    seg = sub.add_parser("segments", help="materialize the segments of segments.yml for a date")
+    seg.add_argument(
+        "--as-of", type=_iso_date, default=None, help="as-of date; default the latest features"
+    )
+    seg.set_defaults(handler=cmd_segments)
+
+    exp = sub.add_parser("export", help="write one segment's audience as CSV (consent-filtered)")
+    exp.add_argument("--segment", required=True, help="segment name (segments.yml)")
+    exp.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    exp.add_argument("--as-of", type=_iso_date, default=None, help="default: latest evaluation")
+    exp.add_argument("--min-score", type=_probability, default=None, help="keep scores >= X")
+    exp.add_argument("--score-model", default="purchase_propensity", help="model for --min-score")
+    exp.set_defaults(handler=cmd_export)
+
+    trn = sub.add_parser("train", help="train models from ml/specs; each becomes challenger")
+    trn.add_argument("--model", action="append", help="a spec name (repeatable); default all")
+    trn.set_defaults(handler=cmd_train)
+
+    pro = sub.add_parser("promote", help="gate each challenger: beat the champion, pass fairness")
+    pro.add_argument("--model", action="append", help="a spec name (repeatable); default all")
+    pro.set_defaults(handler=cmd_promote)
+
+    sco = sub.add_parser("score", help="score people with each champion into marts.user_scores")
+    sco.add_argument("--as-of", type=_iso_date, default=None, help="default: latest features")
+    sco.add_argument("--model", action="append", help="a spec name (repeatable)")
+    sco.set_defaults(handler=cmd_score)
 
     pub = sub.add_parser("publish", help="replace analytics.duckdb with a fresh snapshot")
     pub.set_defaults(handler=cmd_publish)

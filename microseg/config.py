@@ -13,6 +13,9 @@ from microseg.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout (installed editable by uv)
 
 
+DEFAULT_AUDIENCES = "subscribe_curious_readers,cart_abandoners"
+
+
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -47,6 +50,10 @@ class Settings:
     future_tolerance_hours: float
     validate_max_rows: int
     late_arrival_hours: float
+    segments_file: Path
+    export_audiences: tuple[str, ...]
+    mlflow_tracking_uri: str
+    ml_specs_dir: Path
 
     @property
     def warehouse_path(self) -> Path:
@@ -67,6 +74,16 @@ class Settings:
     def dbt_target_dir(self) -> Path:
         """dbt's compiled SQL, manifest and run results: kept out of the checkout."""
         return self.home / "dbt" / "target"
+
+    @property
+    def export_dir(self) -> Path:
+        """Where the nightly run writes audience CSVs (and their manifests)."""
+        return self.home / "exports"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Run artifacts and model files of the embedded MLflow (beside mlflow.db)."""
+        return self.home / "mlartifacts"
 
     @property
     def gx_dir(self) -> Path:
@@ -90,6 +107,9 @@ class Settings:
         if max_line < 1024:
             raise ConfigError(f"MICROSEG_MAX_LINE_BYTES={max_line} must be at least 1024")
         suites = env.get("MICROSEG_EXPECTATIONS_DIR")
+        segments = env.get("MICROSEG_SEGMENTS_FILE")
+        specs = env.get("MICROSEG_ML_SPECS_DIR")
+        audiences = env.get("MICROSEG_EXPORT_AUDIENCES", DEFAULT_AUDIENCES)
         return cls(
             expectations_dir=Path(suites).resolve() if suites else PROJECT_ROOT / "expectations",
             home=home,
@@ -100,6 +120,13 @@ class Settings:
             future_tolerance_hours=_number(env, "MICROSEG_FUTURE_TOLERANCE_HOURS", 24.0),
             validate_max_rows=int(_number(env, "MICROSEG_VALIDATE_MAX_ROWS", 2_000_000)),
             late_arrival_hours=_number(env, "MICROSEG_LATE_ARRIVAL_HOURS", 6.0),
+            segments_file=(
+                Path(segments).expanduser().resolve() if segments else PROJECT_ROOT / "segments.yml"
+            ),
+            mlflow_tracking_uri=env.get("MICROSEG_MLFLOW_TRACKING_URI")
+            or f"sqlite:///{home / 'mlflow.db'}",
+            ml_specs_dir=Path(specs).expanduser().resolve() if specs else PROJECT_ROOT / "ml/specs",
+            export_audiences=tuple(a.strip() for a in audiences.split(",") if a.strip()),
         )
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 from microseg.config import Settings
@@ -30,34 +31,52 @@ def run_dbt(settings: Settings, command: str, *args: str) -> None:
     project = str(settings.dbt_project_dir)
     dbt = Path(sys.executable).with_name("dbt")
     env = {**os.environ, "MICROSEG_HOME": str(settings.home)}
-    proc = subprocess.run(
-        [
-            str(dbt),
-            "--no-use-colors",
-            command,
-            "--project-dir",
-            project,
-            "--profiles-dir",
-            project,
-            "--target-path",
-            str(settings.dbt_target_dir),
-            "--log-path",
-            str(settings.home / "dbt" / "logs"),
-            *args,
-        ],
-        env=env,
-        check=False,
-    )
+    command_line = [
+        str(dbt),
+        "--no-use-colors",
+        command,
+        "--project-dir",
+        project,
+        "--profiles-dir",
+        project,
+        "--target-path",
+        str(settings.dbt_target_dir),
+        "--log-path",
+        str(settings.home / "dbt" / "logs"),
+        *args,
+    ]
+    results = settings.dbt_target_dir / "run_results.json"
+    results.unlink(missing_ok=True)  # a stale one would name another run's failures
+    # dbt's progress goes to our stdout as it happens; the tail is kept for the error line
+    tail: deque[str] = deque(maxlen=40)
+    with subprocess.Popen(
+        command_line, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            tail.append(line.rstrip())
     if proc.returncode == 0:
         return
-    failed = _failed_nodes(settings.dbt_target_dir / "run_results.json")
+    failed = _failed_nodes(results)
     if not failed:
-        raise MicrosegError(
-            f"dbt {command} could not run (exit {proc.returncode}; see output above)"
-        )
+        raise MicrosegError(f"dbt {command} could not run: {_startup_error(list(tail))}")
     listed = "; ".join(failed[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     raise MicrosegError(f"dbt {command} failed: {listed}{more}")
+
+
+def _startup_error(lines: list[str]) -> str:
+    """The message dbt printed after "Encountered an error:" (compilation, parsing, profile)."""
+    text = [
+        line.split("  ", 1)[-1].strip() if line[:2].isdigit() else line.strip() for line in lines
+    ]
+    text = [line for line in text if line]
+    for i, line in enumerate(text):
+        if line.startswith("Encountered an error"):
+            detail = [t for t in text[i + 1 :] if not t.startswith(">")]
+            return " ".join(detail[:2])[:300] or line
+    return (text or ["no output"])[-1][:300]
 
 
 def _headline(message: str) -> str:
@@ -95,6 +114,8 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
         "build",
         "--exclude-resource-type",
         "unit_test",
+        "--exclude",
+        "path:models/segments",  # `microseg segments` builds these, for one as-of date
         "--vars",
         json.dumps({"late_arrival_hours": settings.late_arrival_hours}),
         *(["--full-refresh"] if full_refresh else []),

@@ -9,6 +9,8 @@ import pytest
 
 from microseg.config import Settings, disable_telemetry
 from microseg.generate import GeneratorConfig, generate
+from microseg.ingest import ingest_paths
+from microseg.transform import transform
 
 disable_telemetry()
 
@@ -27,6 +29,18 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("small")
     generate(GeneratorConfig(users=300, days=5, seed=11), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def built(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A warehouse with small_dataset ingested and every dbt model built (shared: read it,
+    or copy it before changing it)."""
+    home = tmp_path_factory.mktemp("dbt_home")
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    ingest_paths(settings, [small_dataset])
+    counts = transform(settings)
+    assert counts["sessions"] > 500
+    return settings
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,11 @@ MARTS = (
 )
 
 
-def run_cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, home: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run `microseg` in a subprocess exactly as a user would, against MICROSEG_HOME=home."""
-    env = {**os.environ, "MICROSEG_HOME": str(home)}
+    env = {**os.environ, **(env or {}), "MICROSEG_HOME": str(home)}
     env.pop("MICROSEG_DEBUG", None)
     return subprocess.run(
         [sys.executable, "-m", "microseg.cli", *args],
@@ -52,3 +54,27 @@ def table_snapshot(settings: Settings) -> dict[str, list[tuple]]:
             "select * exclude (loaded_at, file_path) from raw.load_manifest order by file_name",
         ),
     }
+
+
+# How a ground-truth person is keyed after stitching: registered people by their user id,
+# anonymous people by their one device (see int_identities_stitched).
+TRUTH_PEOPLE = """
+create or replace temp view truth_people as
+select p.*,
+       'per_' || left(md5(case when p.is_registered then 'user:' || p.user_id
+                               else 'anon:' || p.anonymous_ids[1] end), 24) as person_id
+from '{truth}/people.parquet' p
+where len(p.anonymous_ids) > 0
+"""
+
+
+def truth_connection(settings: Settings, dataset: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only warehouse connection with the generator's ground truth as temp views
+    (truth_people keyed by the pipeline's person_id, truth_sessions)."""
+    connection = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    truth = dataset / "ground_truth"
+    connection.execute(TRUTH_PEOPLE.format(truth=truth))
+    connection.execute(
+        f"create temp view truth_sessions as select * from '{truth}/sessions.parquet'"
+    )
+    return connection

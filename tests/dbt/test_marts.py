@@ -12,38 +12,12 @@ from microseg.config import Settings
 from microseg.errors import MicrosegError
 from microseg.ingest import ingest_paths
 from microseg.transform import transform
-from tests.helpers import MARTS, query
-
-# How a ground-truth person is keyed after stitching: registered people by their user id,
-# anonymous people by their one device (see int_identities_stitched).
-TRUTH_PEOPLE = """
-create or replace temp view truth_people as
-select p.*,
-       'per_' || left(md5(case when p.is_registered then 'user:' || p.user_id
-                               else 'anon:' || p.anonymous_ids[1] end), 24) as person_id
-from '{truth}/people.parquet' p
-where len(p.anonymous_ids) > 0
-"""
-
-
-@pytest.fixture(scope="module")
-def built(small_dataset, tmp_path_factory) -> Settings:
-    home = tmp_path_factory.mktemp("dbt_home")
-    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
-    ingest_paths(settings, [small_dataset])
-    counts = transform(settings)
-    assert counts["sessions"] > 500
-    return settings
+from tests.helpers import MARTS, query, truth_connection
 
 
 @pytest.fixture(scope="module")
 def con(built, small_dataset):
-    connection = duckdb.connect(str(built.warehouse_path), read_only=True)
-    truth = small_dataset / "ground_truth"
-    connection.execute(TRUTH_PEOPLE.format(truth=truth))
-    connection.execute(
-        f"create temp view truth_sessions as select * from '{truth}/sessions.parquet'"
-    )
+    connection = truth_connection(built, small_dataset)
     yield connection
     connection.close()
 

@@ -1,0 +1,143 @@
+"""Audience export: one segment on one as-of date as a consent-filtered CSV plus a manifest.
+
+Marketing opens these files in spreadsheets, so any text field that a spreadsheet would read
+as a formula (leading =, +, -, @, tab or carriage return) is prefixed with a quote. The CSV is
+written aside and renamed into place, and its manifest carries the checksum, so a reader never
+sees half a file and can verify the one it has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from microseg.config import Settings
+from microseg.errors import ConfigError
+from microseg.warehouse import connect, has_table, require_warehouse
+
+# Text columns that reach a spreadsheet; each is neutralized in SQL before writing.
+TEXT_COLUMNS = ("person_id", "user_id", "segment_name", "segment_title", "device_type", "country")
+FORMULA_START = r"^[=+\-@\t\r]"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    segment: str
+    as_of: date
+    rows: int
+    path: Path
+    manifest_path: Path
+
+
+def _neutralized(column: str) -> str:
+    return (
+        f"case when regexp_matches({column}, '{FORMULA_START}') then '''' || {column} "
+        f"else {column} end as {column}"
+    )
+
+
+def export_audience(
+    settings: Settings,
+    segment: str,
+    out: Path,
+    *,
+    as_of: date | None = None,
+    min_score: float | None = None,
+    score_model: str = "purchase_propensity",
+) -> ExportResult:
+    """Write the members of `segment` on `as_of` (default: its latest evaluation) to `out`."""
+    require_warehouse(settings)
+    with connect(settings, read_only=True) as con:
+        evaluated = con.execute(
+            "select as_of_date, definition_hash, segment_title from marts.segment_evaluations "
+            "where segment_name = ? and (? is null or as_of_date = ?) "
+            "order by as_of_date desc limit 1",
+            [segment, as_of, as_of],
+        ).fetchone()
+        if evaluated is None:
+            when = f" on {as_of}" if as_of else ""
+            raise ConfigError(
+                f"segment {segment!r} was not evaluated{when} (run `microseg segments`)"
+            )
+        as_of, definition_hash, _title = evaluated
+        score_join, score_column = "", ""
+        params: list = [segment, as_of]
+        if min_score is not None:
+            scored = (
+                has_table(con, "marts", "user_scores")
+                and con.execute(
+                    "select count(*) from marts.user_scores "
+                    "where model_name = ? and as_of_date = ?",
+                    [score_model, as_of],
+                ).fetchone()[0]
+            )
+            if not scored:
+                raise ConfigError(
+                    f"--min-score: no {score_model} scores for {as_of} (run `microseg score`)"
+                )
+            score_join = (
+                "join marts.user_scores s on s.person_id = m.person_id "
+                "and s.as_of_date = m.as_of_date and s.model_name = ? and s.score >= ?"
+            )
+            score_column = ", round(s.score, 6) as score"
+            params = [score_model, min_score, *params]
+        members = f"""
+            select
+                m.person_id, p.user_id, m.segment_name, e.segment_title, m.as_of_date,
+                strftime(h.entered_at, '%Y-%m-%dT%H:%M:%SZ') as in_segment_since,
+                strftime(p.last_seen_at, '%Y-%m-%dT%H:%M:%SZ') as last_seen_at,
+                p.latest_device_type as device_type, p.latest_country as country,
+                m.evidence::varchar as evidence{score_column}
+            from marts.segment_memberships m
+            join marts.dim_persons p using (person_id)
+            join marts.segment_evaluations e using (segment_name, as_of_date)
+            left join marts.segment_membership_history h
+              on h.person_id = m.person_id and h.segment_name = m.segment_name
+             and h.entered_at <= m.as_of_date
+             and (h.exited_at is null or h.exited_at > m.as_of_date)
+            {score_join}
+            where m.segment_name = ? and m.as_of_date = ? and p.is_opted_out is not true
+        """
+        columns = [d[0] for d in con.execute(f"{members} limit 0", params).description]
+        select_list = ", ".join(_neutralized(c) if c in TEXT_COLUMNS else c for c in columns)
+        out = out.expanduser().resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")
+        literal_path = str(partial).replace("'", "''")
+        con.execute(
+            f"copy (select {select_list} from ({members}) order by person_id) "
+            f"to '{literal_path}' (header, delimiter ',', quote '\"')",
+            params,
+        )
+        rows = con.execute(f"select count(*) from ({members})", params).fetchone()[0]
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+    os.replace(partial, out)
+    manifest = {
+        "file": out.name,
+        "segment": segment,
+        "as_of_date": as_of.isoformat(),
+        "rows": rows,
+        "sha256": digest,
+        "segment_definition_hash": definition_hash,
+        "min_score": min_score,
+        "score_model": score_model if min_score is not None else None,
+        "columns": columns,
+        "consent": "people opted out of personalization are excluded",
+    }
+    manifest_path = out.with_name(out.name + ".manifest.json")
+    partial.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+    os.replace(partial, manifest_path)
+    return ExportResult(segment, as_of, rows, out, manifest_path)
+
+
+def export_nightly_audiences(settings: Settings, as_of: date) -> list[ExportResult]:
+    """The audiences named in settings, as exports/<as_of>/<segment>.csv."""
+    folder = settings.export_dir / as_of.isoformat()
+    return [
+        export_audience(settings, name, folder / f"{name}.csv", as_of=as_of)
+        for name in settings.export_audiences
+    ]

