@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 DEMO_USERS ?= 1500
 DEMO_DAYS ?= 14
 DEMO_START ?= 2026-10-01
+# the morning after the last demo day: features, scores and segments describe the days before
+DEMO_AS_OF ?= 2026-10-15
+MLFLOW_PORT ?= 5000
 
 export MICROSEG_HOME ?= $(CURDIR)/data
 # Nothing may phone home: the machines running this have no network.
@@ -18,7 +21,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help install demo test lint format bench clean
+.PHONY: help install demo test lint format bench mlflow-ui clean
 
 help: ## List the targets with what each does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,15 +36,17 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.synced ## Create .venv from the committed uv.lock (bootstraps uv if missing)
 
-demo: install ## Generate sample events; ingest, validate, transform (dbt build), segments, exports, publish
+demo: install ## Sample events, then the weekly training and the nightly run: segments, scores, exports
 	$(BIN)/microseg generate --out $(MICROSEG_HOME)/landing --users $(DEMO_USERS) --days $(DEMO_DAYS) --start $(DEMO_START) --seed 7
 	$(BIN)/microseg ingest $(MICROSEG_HOME)/landing
-	$(BIN)/microseg validate
+	$(BIN)/microseg validate --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg transform
-	$(BIN)/microseg segments
-	$(BIN)/microseg export --segment subscribe_curious_readers --out $(MICROSEG_HOME)/exports/subscribe_curious_readers.csv
-	$(BIN)/microseg export --segment cart_abandoners --out $(MICROSEG_HOME)/exports/cart_abandoners.csv
-	$(BIN)/microseg publish
+	$(BIN)/microseg train --model purchase_propensity
+	$(BIN)/microseg promote --model purchase_propensity
+	$(BIN)/microseg run --as-of $(DEMO_AS_OF)
+	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
+	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"
+	@echo "MLflow UI: make mlflow-ui, then open http://127.0.0.1:$(MLFLOW_PORT)"
 
 test: install ## Lint, then run the whole test suite (what CI runs)
 	$(BIN)/ruff check .
@@ -57,6 +62,9 @@ format: install ## Apply ruff fixes and formatting
 
 bench: install ## Throughput and peak memory at scale (prints figures; not part of test)
 	$(BIN)/python -m microseg.bench $(BENCH_ARGS)
+
+mlflow-ui: install ## Serve the MLflow UI (runs, registry, aliases) on 127.0.0.1:$(MLFLOW_PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MICROSEG_HOME)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 clean: ## Remove generated data (keeps .venv)
 	rm -rf $(MICROSEG_HOME) test-artifacts .pytest_cache

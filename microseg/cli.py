@@ -170,6 +170,15 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.pipeline import run_nightly
+
+    audiences = None if args.audiences is None else [a for a in args.audiences.split(",") if a]
+    run_nightly(settings, args.as_of, full_refresh=args.full_refresh, audiences=audiences)
+    print(f"nightly run for {args.as_of} finished; analysts' snapshot: {settings.analytics_path}")
+    return 0
+
+
 def cmd_publish(_args: argparse.Namespace, settings: Settings) -> int:
     from microseg.publish import publish
 
@@ -248,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     sco.add_argument("--as-of", type=_iso_date, default=None, help="default: latest features")
     sco.add_argument("--model", action="append", help="a spec name (repeatable)")
     sco.set_defaults(handler=cmd_score)
+
+    run = sub.add_parser(
+        "run", help="the whole nightly pipeline for one date, without Airflow (same steps)"
+    )
+    run.add_argument(
+        "--as-of", type=_iso_date, required=True, help="D: features, scores, segments as of D"
+    )
+    run.add_argument("--full-refresh", action="store_true", help="rebuild the dbt models")
+    run.add_argument(
+        "--audiences", default=None, help="comma-separated segments to export (default: settings)"
+    )
+    run.set_defaults(handler=cmd_run)
 
     pub = sub.add_parser("publish", help="replace analytics.duckdb with a fresh snapshot")
     pub.set_defaults(handler=cmd_publish)

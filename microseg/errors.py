@@ -11,3 +11,7 @@ class ConfigError(MicrosegError):
 
 class InputError(MicrosegError):
     """An input file or argument cannot be used (names the file and the problem)."""
+
+
+class DataQualityError(MicrosegError):
+    """Data failed a quality gate (expectations, rejected files): retrying cannot fix it."""

@@ -134,10 +134,13 @@ def export_audience(
     return ExportResult(segment, as_of, rows, out, manifest_path)
 
 
-def export_nightly_audiences(settings: Settings, as_of: date) -> list[ExportResult]:
-    """The audiences named in settings, as exports/<as_of>/<segment>.csv."""
+def export_audiences(
+    settings: Settings, as_of: date, audiences: list[str] | None = None
+) -> list[ExportResult]:
+    """The nightly exports: `audiences` (default: the settings' list) as
+    exports/<as_of>/<segment>.csv."""
     folder = settings.export_dir / as_of.isoformat()
     return [
         export_audience(settings, name, folder / f"{name}.csv", as_of=as_of)
-        for name in settings.export_audiences
+        for name in (settings.export_audiences if audiences is None else audiences)
     ]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from microseg.config import Settings
-from microseg.errors import MicrosegError
+from microseg.errors import DataQualityError, MicrosegError
 from ml import registry
 from ml.specs import Spec, load_spec
 from ml.training_sets import training_set
@@ -177,7 +177,7 @@ def train(settings: Settings, name: str) -> TrainResult:
     positives = int(train_rows.label.sum())
     negatives = len(train_rows) - positives
     if positives < spec.min_positives or negatives < spec.min_negatives:
-        raise MicrosegError(
+        raise DataQualityError(
             f"{name}: not enough training data: {positives} positives and {negatives} negatives "
             f"(the spec asks for at least {spec.min_positives} and {spec.min_negatives}); "
             "no model was trained"

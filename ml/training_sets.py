@@ -12,7 +12,7 @@ from datetime import date
 import pandas as pd
 
 from microseg.config import Settings
-from microseg.errors import MicrosegError
+from microseg.errors import DataQualityError, MicrosegError
 from microseg.warehouse import connect
 from ml.specs import Spec
 
@@ -79,7 +79,7 @@ def training_set(settings: Settings, spec: Spec) -> pd.DataFrame:
     dates = labelled_dates(settings, spec)
     needed = spec.test_dates + spec.valid_dates + 1
     if len(dates) < needed:
-        raise MicrosegError(
+        raise DataQualityError(
             f"{spec.name}: {len(dates)} labelled as-of dates (a {spec.horizon_days}-day label "
             f"needs that much history after each date); at least {needed} are needed"
         )

@@ -1,0 +1,57 @@
+"""
+### models_weekly — train, then promote through the gate (Sundays, 05:00 UTC)
+
+**Reads** `marts.fct_user_features_daily` (point-in-time training sets: features as of D, label
+from [D, D + horizon)) and the specs in `ml/specs/`. **Writes** MLflow runs and registered model
+versions (`$MICROSEG_HOME/mlflow.db`, artifacts in `$MICROSEG_HOME/mlartifacts`; `make
+mlflow-ui`), and `marts.model_fairness_audit`.
+
+Per model: `train_<model>` registers a new version as `challenger`; `promote_<model>` moves the
+`champion` alias only if the challenger beats the champion on the same holdout by the spec's
+margin and passes the fairness audit (the decision and reasons are logged on the run).
+behavior_nightly scores with `@champion`.
+
+A model without enough labelled data (the spec's minimum positives and negatives) fails its
+train task at once with the counts, without retries; the other models still train.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from microseg.config import Settings
+from microseg.orchestration import WRITER_POOL, run_step
+from ml.specs import spec_names
+
+MODELS = spec_names(Settings.from_env().ml_specs_dir)
+
+
+@dag(
+    schedule="0 5 * * 0",
+    start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["microseg", "models", "weekly"],
+    doc_md=__doc__,
+    default_args={"owner": "data-team", "retries": 1, "pool": WRITER_POOL},
+)
+def models_weekly():
+    for model in MODELS:
+
+        @task(task_id=f"train_{model}")
+        def train_model(model=model, params=None, data_interval_end=None):
+            from microseg.pipeline import train_step
+
+            return run_step(train_step, params, data_interval_end, model=model)
+
+        @task(task_id=f"promote_{model}")
+        def promote_model(model=model, params=None, data_interval_end=None):
+            from microseg.pipeline import promote_step
+
+            return run_step(promote_step, params, data_interval_end, model=model)
+
+        train_model() >> promote_model()
+
+
+models_weekly()

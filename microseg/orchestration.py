@@ -1,0 +1,41 @@
+"""What the Airflow DAGs share: the run's as-of date and how failures are reported.
+
+DAG files stay declarative; each task calls `run_step`, which dates the step by the run (never
+by the clock) and turns data-quality failures into failures Airflow does not retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from microseg.config import Settings
+from microseg.errors import DataQualityError
+
+WRITER_POOL = "warehouse_writer"  # one slot: DuckDB allows one process on the file at a time
+
+
+def as_of_for_run(params: dict[str, Any], data_interval_end: Any) -> date:
+    """The `as_of` param of a manual run, else the end of the run's data interval."""
+    chosen = (params or {}).get("as_of")
+    if chosen:
+        return date.fromisoformat(str(chosen))
+    if data_interval_end is None:
+        raise ValueError("this run has no data interval: trigger it with an as_of param")
+    return data_interval_end.date()
+
+
+def run_step(
+    step: Callable[..., str], params: dict[str, Any], data_interval_end: Any, **options: Any
+) -> str:
+    """Run one pipeline step for the run's date; data-quality failures fail without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    as_of = as_of_for_run(params, data_interval_end)
+    try:
+        summary = step(Settings.from_env(), as_of, **options)
+    except DataQualityError as exc:
+        raise AirflowFailException(f"data quality: {exc}") from None
+    print(summary)
+    return summary
