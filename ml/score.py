@@ -1,8 +1,9 @@
 """`microseg score`: score every eligible, consenting person with each model's champion.
 
 Writes marts.user_scores (person x model x as_of_date); a re-run of the same date replaces
-that date's rows for the model in one transaction, and people who opted out since are
-removed from every date. dbt reads the table back as a source, so segments can use scores.
+that date's rows for the model in one transaction, and people who opted out since (or whose
+anonymous identity was merged into another) are removed from every date. dbt reads the table
+back as a source, so segments can use scores.
 """
 
 from __future__ import annotations
@@ -80,9 +81,9 @@ def score(
             )
             con.register("new_scores", rows)
             con.execute("insert into marts.user_scores by name select * from new_scores")
-            con.execute(
-                "delete from marts.user_scores where person_id in "
-                "(select person_id from marts.dim_persons where is_opted_out)"
+            con.execute(  # consent first; and no rows for identities merged away since
+                "delete from marts.user_scores where person_id not in "
+                "(select person_id from marts.dim_persons where is_opted_out is not true)"
             )
             con.execute("commit")
         written[name] = len(rows)

@@ -143,11 +143,15 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Consent first: someone who opted out leaves every date of the membership table. -#}
+{#- Consent first: someone who opted out leaves every date of the membership table. So do the
+    rows of an identity that no longer exists (a device's anonymous person merged into a
+    logged-in one): they could otherwise outlive that person's opt-out. -#}
 {% macro delete_opted_out_members() -%}
     {%- if is_incremental() -%}
     delete from {{ this }}
-    where person_id in (select person_id from {{ ref('dim_persons') }} where is_opted_out)
+    where person_id not in (
+        select person_id from {{ ref('dim_persons') }} where is_opted_out is not true
+    )
     {%- else -%}
     select 1
     {%- endif -%}

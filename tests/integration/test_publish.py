@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
 
 import pytest
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError
 from microseg.ingest import ingest_paths
+from microseg.pipeline import run_nightly
 from microseg.publish import publish
-from microseg.transform import transform
-from tests.helpers import run_cli
+from tests.helpers import query, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -42,18 +44,28 @@ out.write_text(json.dumps({"reads": reads, "errors": errors}))
 
 
 def test_reader_always_sees_a_complete_snapshot(small_dataset, tmp_path) -> None:
+    """Five nightly runs (`microseg run`: ingest .. publish) under a reader in a loop."""
     settings = Settings.from_env({"MICROSEG_HOME": str(tmp_path / "home")})
+    settings.landing_dir.mkdir(parents=True)
     stop, out = tmp_path / "stop", tmp_path / "reads.json"
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(settings.analytics_path), str(stop), str(out)]
     )
-    published = []
+    published, lines = [], []
     try:
         for dump in sorted(small_dataset.glob("events_*")):
-            ingest_paths(settings, [dump])
-            transform(settings)
-            counts = publish(settings)
-            published.append((counts["marts.fct_sessions"], counts["raw.load_manifest"]))
+            shutil.copy(dump, settings.landing_dir)  # tonight's delivery arrives
+            day = date.fromisoformat(dump.name.split("_")[1].split(".")[0])
+            run_nightly(settings, day + timedelta(days=1), report=lines.append)
+            published.append(
+                tuple(
+                    query(
+                        settings,
+                        "select (select count(*) from marts.fct_sessions), "
+                        "(select count(*) from raw.load_manifest)",
+                    )[0]
+                )
+            )
             time.sleep(0.5)  # let the reader see this snapshot too
     finally:
         stop.touch()
@@ -70,6 +82,11 @@ def test_reader_always_sees_a_complete_snapshot(small_dataset, tmp_path) -> None
     assert [published.index(s) for s in seen] == sorted(published.index(s) for s in seen)
     assert seen[-1] == published[-1]
     assert len(set(seen)) >= 3
+    # each night ran every step; the audiences of the last night were exported
+    assert sum(line.startswith("publish:") for line in lines) == 5
+    assert any(line.startswith("score: no champion model yet") for line in lines)
+    last = settings.export_dir / "2026-10-06"
+    assert {p.name for p in last.glob("*.csv")} == {f"{a}.csv" for a in settings.export_audiences}
 
 
 def test_publish_needs_marts(tmp_path, small_dataset) -> None:
