@@ -13,6 +13,8 @@ DEMO_START ?= 2026-10-01
 # the morning after the last demo day: features, scores and segments describe the days before
 DEMO_AS_OF ?= 2026-10-15
 MLFLOW_PORT ?= 5000
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export MICROSEG_HOME ?= $(CURDIR)/data
 # Nothing may phone home: the machines running this have no network.
@@ -21,7 +23,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help install demo test lint format bench mlflow-ui clean
+.PHONY: help install demo test lint format bench airflow docs mlflow-ui clean
 
 help: ## List the targets with what each does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +35,12 @@ $(UV):
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen
 	@touch $@
+
+# The browser test drives Debian's Chromium (Playwright's own download needs the internet).
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser test"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
 install: $(VENV)/.synced ## Create .venv from the committed uv.lock (bootstraps uv if missing)
 
@@ -48,7 +56,7 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"
 	@echo "MLflow UI: make mlflow-ui, then open http://127.0.0.1:$(MLFLOW_PORT)"
 
-test: install ## Lint, then run the whole test suite (what CI runs)
+test: install $(CHROMIUM) ## Lint, then run the whole test suite (what CI runs)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -62,6 +70,12 @@ format: install ## Apply ruff fixes and formatting
 
 bench: install ## Throughput and peak memory at scale (prints figures; not part of test)
 	$(BIN)/python -m microseg.bench $(BENCH_ARGS)
+
+airflow: install ## Start Airflow 3 (UI with login on 127.0.0.1:8080, scheduler, dag-processor)
+	$(BIN)/python -m microseg.airflow_local
+
+docs: install ## Build dbt docs and GX Data Docs for the current warehouse; print where they are
+	$(BIN)/python -m microseg.docs
 
 mlflow-ui: install ## Serve the MLflow UI (runs, registry, aliases) on 127.0.0.1:$(MLFLOW_PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MICROSEG_HOME)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)

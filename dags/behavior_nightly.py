@@ -1,13 +1,17 @@
 """
-### behavior_nightly — events in, segments, scores and audiences out (daily, 03:00 UTC)
+### behavior_nightly — events in; segments, scores and audiences out
+
+Daily at 03:00 UTC (`MICROSEG_NIGHTLY_SCHEDULE`).
 
 **Reads** new event files in `$MICROSEG_HOME/landing` (jsonl, jsonl.gz, csv, parquet, Segment
 JSON). **Writes** `$MICROSEG_HOME/warehouse.duckdb` (raw, staging, intermediate, marts),
-`marts.user_scores`, `marts.segment_memberships` (+ history, summary), audience CSVs in
-`$MICROSEG_HOME/exports/<as_of>/`, and the analysts' snapshot `analytics.duckdb`.
+`marts.user_scores`, `marts.person_clusters`, `marts.segment_memberships` (+ history,
+summary), audience CSVs in `$MICROSEG_HOME/exports/<as_of>/`, and the analysts' snapshot
+`analytics.duckdb`.
 
-Steps: ingest → raw Great Expectations checkpoint → dbt build (one task per model, its tests
-included) → score with each champion model → segments → audience exports → publish.
+Steps: ingest → raw Great Expectations checkpoint → dbt (one task per model, then one task
+running every data test) → feature Great Expectations checkpoint → score with each champion
+model → behavioral clusters → segments → audience exports → publish.
 
 **Date.** Every task works on `as_of` = the end of the run's data interval (the scheduled run
 of 2026-10-15 03:00 builds features, scores and segments as of 2026-10-15, i.e. behavior before
@@ -17,9 +21,10 @@ gives the same tables.
 **Backfill** a range: `airflow backfill create --dag-id behavior_nightly --from-date 2026-10-02
 --to-date 2026-10-15` (or *Trigger DAG → Backfill* in the UI). Runs execute one at a time.
 
-**Failures.** A failed expectation or rejected file fails the task at once (no retries; the
-log names the expectation and example event ids, Data Docs are in `$MICROSEG_HOME/gx`). Other
-failures retry twice. Every task uses the one-slot `warehouse_writer` pool: DuckDB allows one
+**Failures.** A failed expectation, dbt data test or rejected file fails the task at once (no
+retries; the log names the expectation or test and example rows, Data Docs are in
+`$MICROSEG_HOME/gx`). Other failures retry twice, a minute apart. Every task uses the one-slot
+`warehouse_writer` pool: DuckDB allows one
 process on the warehouse at a time.
 """
 
@@ -32,6 +37,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
+from cosmos.operators.local import DbtTestLocalOperator
 
 from microseg.config import Settings
 from microseg.orchestration import WRITER_POOL, run_step
@@ -40,13 +46,18 @@ SETTINGS = Settings.from_env()
 
 
 @dag(
-    schedule="0 3 * * *",
+    schedule=SETTINGS.nightly_schedule,
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     tags=["microseg", "behavior", "nightly"],
     doc_md=__doc__,
-    default_args={"owner": "data-team", "retries": 2, "pool": WRITER_POOL},
+    default_args={
+        "owner": "data-team",
+        "retries": 2,
+        "retry_delay": pendulum.duration(minutes=1),
+        "pool": WRITER_POOL,
+    },
     params={
         "as_of": Param(
             None,
@@ -94,7 +105,8 @@ def behavior_nightly():
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
             exclude=["path:models/segments"],  # built by the segments task, per as-of date
-            test_behavior=TestBehavior.BUILD,
+            # every data test after all models: a relationships test needs both sides rebuilt
+            test_behavior=TestBehavior.AFTER_ALL,
             emit_datasets=False,
         ),
         operator_args={
@@ -104,11 +116,28 @@ def behavior_nightly():
         },
     )
 
+    # failed dbt data tests are data quality: fail at once, like the GX checkpoints
+    for dbt_task in dbt_build.children.values():
+        if isinstance(dbt_task, DbtTestLocalOperator):
+            dbt_task.retries = 0
+
+    @task
+    def validate_features(params=None, data_interval_end=None):
+        from microseg.pipeline import validate_features_step
+
+        return run_step(validate_features_step, params, data_interval_end)
+
     @task
     def score(params=None, data_interval_end=None):
         from microseg.pipeline import score_step
 
         return run_step(score_step, params, data_interval_end)
+
+    @task
+    def cluster(params=None, data_interval_end=None):
+        from microseg.pipeline import cluster_step
+
+        return run_step(cluster_step, params, data_interval_end)
 
     @task
     def segments(params=None, data_interval_end=None):
@@ -132,7 +161,9 @@ def behavior_nightly():
         ingest()
         >> validate_raw()
         >> dbt_build
+        >> validate_features()
         >> score()
+        >> cluster()
         >> segments()
         >> export_audiences()
         >> publish()

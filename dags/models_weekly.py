@@ -1,5 +1,7 @@
 """
-### models_weekly — train, then promote through the gate (Sundays, 05:00 UTC)
+### models_weekly — train, then promote through the gate
+
+Sundays at 05:00 UTC (`MICROSEG_WEEKLY_SCHEDULE`).
 
 **Reads** `marts.fct_user_features_daily` (point-in-time training sets: features as of D, label
 from [D, D + horizon)) and the specs in `ml/specs/`. **Writes** MLflow runs and registered model
@@ -24,11 +26,12 @@ from microseg.config import Settings
 from microseg.orchestration import WRITER_POOL, run_step
 from ml.specs import spec_names
 
-MODELS = spec_names(Settings.from_env().ml_specs_dir)
+SETTINGS = Settings.from_env()
+MODELS = spec_names(SETTINGS.ml_specs_dir)
 
 
 @dag(
-    schedule="0 5 * * 0",
+    schedule=SETTINGS.weekly_schedule,
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -9,6 +9,10 @@ Stages, on `--days` + 1 generated days:
   validate     raw GX checkpoints
   transform    full dbt build over `--days` days
   night        ingest the last day, incremental dbt build (one nightly run on top of history)
+  train        purchase_propensity: training set, search, baseline, MLflow (then promote)
+  score        every person with the champion (rows: people scored)
+  cluster      behavioral clusters on the latest as-of date (rows: people clustered)
+  segments     the default segments for the latest as-of date (rows: people evaluated)
   day alone    a fresh warehouse with only the last day, full dbt build (what a night should
                cost about as much as)
 """
@@ -54,13 +58,46 @@ else:
             rows = con.execute("select count(*) from intermediate.int_events_stitched where "
                                "batch = (select max(batch) from "
                                "intermediate.int_events_stitched)").fetchone()[0]
+    if stage in ("train", "score", "cluster", "segments"):
+        from microseg.segments import latest_as_of
+        as_of = latest_as_of(settings)
+    if stage == "train":
+        from ml.promote import promote
+        from ml.train import train
+        result = train(settings, "purchase_propensity")
+        rows = sum(result.rows.values())
+        promote(settings, "purchase_propensity")  # score needs a champion (not timed apart)
+    if stage == "score":
+        from ml.score import score
+        rows = sum(score(settings, as_of).values())
+    if stage == "cluster":
+        from ml.cluster import cluster
+        rows = sum(cluster(settings, as_of).members.values())
+    if stage == "segments":
+        from microseg.segments import run_segments
+        from microseg.warehouse import connect
+        run_segments(settings, as_of)
+        with connect(settings, read_only=True) as con:  # rows: people evaluated
+            rows = con.execute("select count(*) from marts.fct_user_features_daily "
+                               "where as_of_date = ?", [as_of]).fetchone()[0]
 seconds = time.perf_counter() - started
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak}))
 """
 
-STAGES = ("generate", "ingest", "validate", "transform", "night", "day alone")
+STAGES = (
+    "generate",
+    "ingest",
+    "validate",
+    "transform",
+    "night",
+    "train",
+    "score",
+    "cluster",
+    "segments",
+    "day alone",
+)
 
 
 def run_stage(stage: str, landing: Path, home: Path, users: int, days: int) -> dict:

@@ -93,9 +93,14 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from microseg.quality import validate_raw
+    from microseg.quality import validate_features, validate_raw
 
-    report = validate_raw(settings, as_of=args.as_of)
+    if args.features:
+        from microseg.segments import latest_as_of
+
+        report = validate_features(settings, args.as_of or latest_as_of(settings))
+    else:
+        report = validate_raw(settings, as_of=args.as_of)
     print(report.summary())
     return 0 if report.success else EXIT_FAILED
 
@@ -179,6 +184,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.pipeline import cluster_step
+    from microseg.segments import latest_as_of
+
+    print(cluster_step(settings, args.as_of or latest_as_of(settings)))
+    return 0
+
+
 def cmd_publish(_args: argparse.Namespace, settings: Settings) -> int:
     from microseg.publish import publish
 
@@ -223,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run date: events after it (plus tolerance) count as future; default today (UTC)",
     )
+    val.add_argument(
+        "--features",
+        action="store_true",
+        help="check the features of the as-of date (user_features suites) instead of raw events",
+    )
     val.set_defaults(handler=cmd_validate)
 
     tra = sub.add_parser("transform", help="dbt build: sessions, page views, features (marts)")
@@ -236,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of", type=_iso_date, default=None, help="as-of date; default the latest features"
     )
     seg.set_defaults(handler=cmd_segments)
+
+    clu = sub.add_parser("cluster", help="behavioral clusters for a date (marts.person_clusters)")
+    clu.add_argument("--as-of", type=_iso_date, default=None, help="default: latest features")
+    clu.set_defaults(handler=cmd_cluster)
 
     exp = sub.add_parser("export", help="write one segment's audience as CSV (consent-filtered)")
     exp.add_argument("--segment", required=True, help="segment name (segments.yml)")

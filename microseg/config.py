@@ -26,6 +26,16 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A cron expression, or None for "none" (the DAG runs only when triggered)."""
+    raw = env.get(name, default).strip()
+    if raw.lower() == "none":
+        return None
+    if len(raw.split()) != 5:
+        raise ConfigError(f"{name}={raw!r} is not a 5-field cron expression or 'none'")
+    return raw
+
+
 def _date(env: Mapping[str, str], name: str, default: date) -> date:
     raw = env.get(name)
     if not raw:
@@ -50,10 +60,16 @@ class Settings:
     future_tolerance_hours: float
     validate_max_rows: int
     late_arrival_hours: float
+    feature_min_row_ratio: float
     segments_file: Path
     export_audiences: tuple[str, ...]
     mlflow_tracking_uri: str
     ml_specs_dir: Path
+    airflow_port: int
+    airflow_user: str
+    airflow_password: str | None  # None: generated on first start, printed once
+    nightly_schedule: str | None  # cron of behavior_nightly; None: triggered only
+    weekly_schedule: str | None  # cron of models_weekly; None: triggered only
 
     @property
     def warehouse_path(self) -> Path:
@@ -120,12 +136,18 @@ class Settings:
             future_tolerance_hours=_number(env, "MICROSEG_FUTURE_TOLERANCE_HOURS", 24.0),
             validate_max_rows=int(_number(env, "MICROSEG_VALIDATE_MAX_ROWS", 2_000_000)),
             late_arrival_hours=_number(env, "MICROSEG_LATE_ARRIVAL_HOURS", 6.0),
+            feature_min_row_ratio=_number(env, "MICROSEG_FEATURE_MIN_ROW_RATIO", 0.9),
             segments_file=(
                 Path(segments).expanduser().resolve() if segments else PROJECT_ROOT / "segments.yml"
             ),
             mlflow_tracking_uri=env.get("MICROSEG_MLFLOW_TRACKING_URI")
             or f"sqlite:///{home / 'mlflow.db'}",
             ml_specs_dir=Path(specs).expanduser().resolve() if specs else PROJECT_ROOT / "ml/specs",
+            airflow_port=int(_number(env, "MICROSEG_AIRFLOW_PORT", 8080)),
+            airflow_user=env.get("MICROSEG_AIRFLOW_USER") or "admin",
+            airflow_password=env.get("MICROSEG_AIRFLOW_PASSWORD") or None,
+            nightly_schedule=_schedule(env, "MICROSEG_NIGHTLY_SCHEDULE", "0 3 * * *"),
+            weekly_schedule=_schedule(env, "MICROSEG_WEEKLY_SCHEDULE", "0 5 * * 0"),
             export_audiences=tuple(a.strip() for a in audiences.split(",") if a.strip()),
         )
 

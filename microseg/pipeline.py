@@ -44,6 +44,16 @@ def transform_step(settings: Settings, _as_of: date, *, full_refresh: bool = Fal
     return "transform: " + ", ".join(f"{n:,} {label}" for label, n in counts.items())
 
 
+def validate_features_step(settings: Settings, as_of: date) -> str:
+    """Feature expectations (nulls, ranges, row-count drift) before anything reads them."""
+    from microseg.quality import validate_features
+
+    report = validate_features(settings, as_of)
+    if not report.success:
+        raise DataQualityError(report.summary().replace("\n", " | "))
+    return f"validate features: user_features expectations passed for {as_of}"
+
+
 def score_step(settings: Settings, as_of: date) -> str:
     """Score with every champion; before the first promotion there is nothing to score."""
     from ml.score import score
@@ -52,6 +62,19 @@ def score_step(settings: Settings, as_of: date) -> str:
     if not written:
         return "score: no champion model yet (models_weekly trains and promotes)"
     return "score: " + ", ".join(f"{n:,} people by {m}" for m, n in written.items())
+
+
+def cluster_step(settings: Settings, as_of: date) -> str:
+    """Behavioral clusters; too few active people to cluster is a notice, not a failure
+    (a cluster segment then says that no clusters exist for the date)."""
+    from ml.cluster import cluster
+
+    try:
+        result = cluster(settings, as_of)
+    except DataQualityError as exc:
+        return f"cluster: skipped: {exc}"
+    names = ", ".join(f"{result.labels[i]} {n:,}" for i, n in result.members.items())
+    return f"cluster: k={result.k} ({result.matched} kept yesterday's name): {names}"
 
 
 def segments_step(settings: Settings, as_of: date) -> str:
@@ -101,7 +124,9 @@ def run_nightly(
     report(ingest_step(settings, as_of))
     report(validate_step(settings, as_of))
     report(transform_step(settings, as_of, full_refresh=full_refresh))
+    report(validate_features_step(settings, as_of))
     report(score_step(settings, as_of))
+    report(cluster_step(settings, as_of))
     report(segments_step(settings, as_of))
     report(export_step(settings, as_of, audiences))
     report(publish_step(settings, as_of))

@@ -42,6 +42,21 @@ where status = 'loaded'
 """
 
 
+FEATURES_SQL = """
+select * exclude (as_of_date) from marts.fct_user_features_daily where as_of_date = ?
+"""
+
+FEATURE_VOLUME_SQL = """
+select $1::date as as_of_date, today.rows as feature_rows, previous.rows as previous_rows,
+       today.rows / nullif(previous.rows, 0) as row_ratio
+from (select count(*) as rows from marts.fct_user_features_daily where as_of_date = $1)
+         as today,
+     (select count(*) as rows from marts.fct_user_features_daily
+      where as_of_date = (select max(as_of_date) from marts.fct_user_features_daily
+                          where as_of_date < $1)) as previous
+"""
+
+
 @dataclass
 class Failure:
     """One failed expectation, with a few offending rows to look at."""
@@ -85,7 +100,7 @@ def load_suite_definition(settings: Settings, name: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
 
 
-def _context(settings: Settings):
+def gx_context(settings: Settings):
     """A file-mode GX context under MICROSEG_HOME (results and Data Docs live there)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -194,13 +209,24 @@ def validate_raw(settings: Settings, as_of: date | None = None) -> ValidationRep
         "event_at_ceiling": pd.Timestamp(now + timedelta(hours=settings.future_tolerance_hours)),
         "quarantine_rate_max": settings.quarantine_rate_max,
     }
-    context = _context(settings)
+    return _run_suites(
+        settings,
+        [
+            ("raw_events", "event_id", _event_frame(settings)),
+            ("raw_load_manifest", "file_name", _manifest_frame(settings)),
+        ],
+        parameters,
+    )
+
+
+def _run_suites(
+    settings: Settings, suites: list[tuple[str, str, pd.DataFrame]], parameters: dict[str, Any]
+) -> ValidationReport:
+    """Run one checkpoint per (suite, key column, frame); collect the failures."""
+    context = gx_context(settings)
     checked: dict[str, tuple[int, int, int]] = {}
     failures: list[Failure] = []
-    for suite_name, key_column, frame in (
-        ("raw_events", "event_id", _event_frame(settings)),
-        ("raw_load_manifest", "file_name", _manifest_frame(settings)),
-    ):
+    for suite_name, key_column, frame in suites:
         checkpoint = _checkpoint(context, settings, suite_name, key_column)
         result = checkpoint.run(
             batch_parameters={"dataframe": frame}, expectation_parameters=parameters
@@ -213,4 +239,17 @@ def validate_raw(settings: Settings, as_of: date | None = None) -> ValidationRep
         checked=checked,
         failures=failures,
         data_docs=settings.data_docs_index.as_uri(),
+    )
+
+
+def validate_features(settings: Settings, as_of: date) -> ValidationReport:
+    """The user_features checkpoints on the as-of date's feature rows: nulls, ranges, and the
+    row count against the day before (people do not vanish overnight)."""
+    with connect(settings, read_only=True) as con:
+        features = con.execute(FEATURES_SQL, [as_of]).df()
+        volume = con.execute(FEATURE_VOLUME_SQL, [as_of]).df()
+    return _run_suites(
+        settings,
+        [("user_features", "person_id", features), ("user_features_volume", "as_of_date", volume)],
+        {"min_row_ratio": settings.feature_min_row_ratio},
     )

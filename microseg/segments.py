@@ -27,7 +27,7 @@ from microseg.contract import event_contract
 from microseg.errors import ConfigError, MicrosegError
 
 OPERATORS = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "=": "=", "!=": "<>"}
-KINDS = ("rule", "score")
+KINDS = ("rule", "cluster", "score")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 SEGMENT_KEYS = {
     "name",
@@ -39,7 +39,7 @@ SEGMENT_KEYS = {
     "exclusive_group",
     "rule",
 }
-PERSON_SUBJECTS = ("feature", "score", "sessions_within_hours", "since_last_event")
+PERSON_SUBJECTS = ("feature", "score", "cluster", "sessions_within_hours", "since_last_event")
 SESSION_SUBJECTS = ("count", "dwell", "session")
 BLOCKS = {"any_session": "any", "every_session": "every"}
 TIME_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
@@ -65,6 +65,7 @@ class Segment:
     definition_hash: str
     plan: dict[str, Any]
     score_models: tuple[str, ...]
+    uses_clusters: bool
 
 
 @cache
@@ -107,6 +108,7 @@ class _Checker:
         self.person_leaves: list[dict[str, Any]] = []
         self.evidence: dict[str, str] = {}
         self.score_models: set[str] = set()
+        self.uses_clusters = False
 
     def fail(self, where: str, problem: str) -> ConfigError:
         return ConfigError(f"segment '{self.name}': {where}: {problem}")
@@ -193,6 +195,13 @@ class _Checker:
             leaf["model"] = model
             self.score_models.add(model)
             data_type, key = "double", model
+        elif subject == "cluster":  # membership of a named behavioral cluster
+            label = raw[subject]
+            if not isinstance(label, str) or not label.strip() or len(label) > 100:
+                raise self.fail(here, f"{label!r} is not a cluster name")
+            self.uses_clusters = True
+            data_type, key = "varchar", "cluster"
+            raw = {**raw, "=": label}
         elif subject == "sessions_within_hours":
             leaf["hours"] = self.whole(raw[subject], here, 1, 24 * MAX_WITHIN_DAYS)
             leaf["within_days"] = self.whole(
@@ -324,6 +333,8 @@ def _segment(raw: Any, index: int, seen: set[str]) -> Segment:
     expression = check.tree(raw["rule"], "rule", "person")
     if kind == "score" and not check.score_models:
         raise check.fail("rule", "a score segment needs a score condition")
+    if kind == "cluster" and not check.uses_clusters:
+        raise check.fail("rule", "a cluster segment needs a cluster condition")
     definition_hash = hashlib.sha256(
         json.dumps(raw, sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
@@ -342,7 +353,15 @@ def _segment(raw: Any, index: int, seen: set[str]) -> Segment:
         "expression": expression,
         "evidence": sorted(check.evidence.items()),
     }
-    return Segment(name, str(title), kind, definition_hash, plan, tuple(sorted(check.score_models)))
+    return Segment(
+        name,
+        str(title),
+        kind,
+        definition_hash,
+        plan,
+        tuple(sorted(check.score_models)),
+        check.uses_clusters,
+    )
 
 
 def load_segments(path: Path) -> list[Segment]:
@@ -376,16 +395,15 @@ def latest_as_of(settings: Settings) -> date:
     return latest
 
 
-def _require_scores(settings: Settings, segments: list[Segment], as_of: date) -> None:
-    """A score condition needs that model's scores for the as-of date."""
+def _require_ml_outputs(settings: Settings, segments: list[Segment], as_of: date) -> None:
+    """Score and cluster conditions need that day's scores and clusters."""
     from microseg.warehouse import connect, has_table
 
-    needed = {model: s.name for s in segments for model in s.score_models}
-    if not needed:
-        return
+    needs_scores = {model: s.name for s in segments for model in s.score_models}
+    needs_clusters = [s.name for s in segments if s.uses_clusters]
     with connect(settings, read_only=True) as con:
         scored = set()
-        if has_table(con, "marts", "user_scores"):
+        if needs_scores and has_table(con, "marts", "user_scores"):
             scored = {
                 row[0]
                 for row in con.execute(
@@ -393,12 +411,23 @@ def _require_scores(settings: Settings, segments: list[Segment], as_of: date) ->
                     [as_of],
                 ).fetchall()
             }
-    for model, segment in sorted(needed.items()):
+        clustered = bool(
+            needs_clusters
+            and has_table(con, "marts", "person_clusters")
+            and con.execute(
+                "select count(*) from marts.person_clusters where as_of_date = ?", [as_of]
+            ).fetchone()[0]
+        )
+    for model, segment in sorted(needs_scores.items()):
         if model not in scored:
             raise ConfigError(
                 f"segment '{segment}': score {model!r} has no scores for {as_of} "
                 "(run `microseg score` first)"
             )
+    if needs_clusters and not clustered:
+        raise ConfigError(
+            f"segment '{needs_clusters[0]}': no clusters for {as_of} (run `microseg cluster`)"
+        )
 
 
 def run_segments(settings: Settings, as_of: date | None = None) -> dict[str, int]:
@@ -413,7 +442,7 @@ def run_segments(settings: Settings, as_of: date | None = None) -> dict[str, int
     segments = load_segments(settings.segments_file)
     require_warehouse(settings)
     as_of = as_of or latest_as_of(settings)
-    _require_scores(settings, segments, as_of)
+    _require_ml_outputs(settings, segments, as_of)
     run_dbt(
         settings,
         "build",

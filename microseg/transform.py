@@ -34,7 +34,7 @@ def run_dbt(settings: Settings, command: str, *args: str) -> None:
     command_line = [
         str(dbt),
         "--no-use-colors",
-        command,
+        *command.split(),  # "build", "docs generate", ...
         "--project-dir",
         project,
         "--profiles-dir",

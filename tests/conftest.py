@@ -44,6 +44,24 @@ def built(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Sett
 
 
 @pytest.fixture(scope="session")
+def twelve_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600 people over 12 days: enough as-of dates for a model with a 7-day label."""
+    out = tmp_path_factory.mktemp("twelve_days")
+    generate(GeneratorConfig(users=600, days=12, seed=3), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def twelve_days_home(twelve_days: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MICROSEG_HOME with twelve_days ingested and the dbt models built (models, clusters)."""
+    home = tmp_path_factory.mktemp("twelve_days_home")
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    ingest_paths(settings, [twelve_days])
+    transform(settings)
+    return home
+
+
+@pytest.fixture(scope="session")
 def dataset_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Generate (once per argument set) a data set in a given format."""
     cache: dict[tuple, Path] = {}

@@ -58,6 +58,8 @@
     {%- elif subject == 'score' -%}
         select person_id, score as value from scores
         where model_name = {{ segment_literal(leaf['model']) }}
+    {%- elif subject == 'cluster' -%}
+        select person_id, cluster_label as value from clusters
     {%- elif subject == 'since_last_event' -%}
         select person_id,
                date_diff('second', max(event_at), {{ as_of }}) / {{ leaf['seconds_per_unit'] | int }} as value

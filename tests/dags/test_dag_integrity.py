@@ -53,27 +53,37 @@ def test_dags_parse_fast(report: dict) -> None:
 
 
 def test_every_task_has_an_owner_retries_and_the_writer_pool(report: dict) -> None:
+    """Data-quality tasks (dbt's data tests) fail at once; every other task retries."""
     for dag_id, dag in report["dags"].items():
         assert "microseg" in dag["tags"], dag_id
         assert "Reads" in dag["doc_md"] and "Writes" in dag["doc_md"], dag_id
         assert dag["max_active_runs"] == 1 and dag["catchup"] is False
         for task_id, task in dag["tasks"].items():
             assert task["owner"] == "data-team", task_id
-            assert task["retries"] >= 1, task_id
+            expected = 0 if task_id == "dbt_build.dbt_project_test" else 1
+            assert task["retries"] >= expected and (expected or task["retries"] == 0), task_id
             assert task["pool"] == "warehouse_writer", task_id
 
 
 def test_nightly_runs_the_steps_in_order_with_one_dbt_task_per_model(report: dict) -> None:
     dag = report["dags"]["behavior_nightly"]
-    models = sorted(t for t in dag["tasks"] if t.startswith("dbt_build."))
+    models = sorted(t for t in dag["tasks"] if t.startswith("dbt_build.") and t.endswith("_run"))
     assert len(models) == 14  # staging, intermediate and marts; segments are their own step
     assert not any("segment" in t for t in models)
+    # every data test runs once all models are built (a relationships test needs both sides)
+    assert {e[0] for e in dag["edges"] if e[1] == "dbt_build.dbt_project_test"} == {
+        "dbt_build.dim_persons_run",
+        "dbt_build.fct_user_features_daily_run",
+        "dbt_build.int_late_events_run",
+    }
     edges = {tuple(e) for e in dag["edges"]}
     assert ("ingest", "validate_raw") in edges
-    assert ("validate_raw", "dbt_build.stg_events_model_build") in edges
-    assert ("dbt_build.fct_user_features_daily_model_build", "score") in edges
+    assert ("validate_raw", "dbt_build.stg_events_run") in edges
+    assert ("dbt_build.dbt_project_test", "validate_features") in edges
     for step, following in [
-        ("score", "segments"),
+        ("validate_features", "score"),
+        ("score", "cluster"),
+        ("cluster", "segments"),
         ("segments", "export_audiences"),
         ("export_audiences", "publish"),
     ]:

@@ -286,3 +286,52 @@ def test_a_definition_cannot_inject_sql(scratch: Settings, tmp_path: Path) -> No
         )
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert con.execute("select count(*) from marts.fct_sessions").fetchone()[0] > 500
+
+
+def test_exclusive_group_keeps_the_highest_priority_segment(scratch: Settings, tmp_path) -> None:
+    def segment(name: str, priority: int, rule: dict) -> dict:
+        return {
+            "name": name,
+            "description": "d",
+            "owner": "o",
+            "kind": "rule",
+            "priority": priority,
+            "exclusive_group": "engagement",
+            "rule": rule,
+        }
+
+    active = {"feature": "sessions_7d", ">=": 1}
+    busy = {"feature": "sessions_7d", ">=": 3}
+    definitions = tmp_path / "segments.yml"
+    definitions.write_text(
+        yaml.safe_dump(
+            {
+                "segments": [
+                    segment("active", 1, active),
+                    segment("busy", 2, busy),
+                    {**segment("also_busy", 0, busy), "exclusive_group": None},
+                ]
+            }
+        )
+    )
+    settings = Settings.from_env(
+        {"MICROSEG_HOME": str(scratch.home), "MICROSEG_SEGMENTS_FILE": str(definitions)}
+    )
+    sizes = run_segments(settings, NIGHTS[1])
+    both = query(
+        settings,
+        "select count(*) from marts.segment_memberships a join marts.segment_memberships b "
+        "using (person_id, as_of_date) where a.segment_name = 'active' "
+        "and b.segment_name = 'busy'",
+    )[0][0]
+    assert both == 0
+    # everybody busy is busy (the higher priority), and outside the group also_busy agrees
+    assert sizes["busy"] == sizes["also_busy"] > 0
+    everyone_active = query(
+        settings,
+        "select count(*) from marts.fct_user_features_daily "
+        "where as_of_date = ? and sessions_7d >= 1 and not is_opted_out and person_id not in "
+        "(select person_id from marts.dim_persons where is_opted_out)",
+        [NIGHTS[1]],
+    )[0][0]
+    assert sizes["active"] == everyone_active - sizes["busy"]

@@ -10,10 +10,7 @@ import yaml
 
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import MicrosegError
-from microseg.generate import GeneratorConfig, generate
-from microseg.ingest import ingest_paths
 from microseg.segments import run_segments
-from microseg.transform import transform
 from ml import registry
 from ml.promote import promote
 from ml.score import score
@@ -23,21 +20,9 @@ from tests.helpers import query, truth_connection
 MODEL = "purchase_propensity"
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 days: enough for five as-of dates with a complete 7-day label."""
-    out = tmp_path_factory.mktemp("ml_data")
-    generate(GeneratorConfig(users=600, days=12, seed=3), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def home(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("ml_home")
-    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
-    ingest_paths(settings, [dataset])
-    transform(settings)
-    return home
+@pytest.fixture
+def home(twelve_days_home: Path) -> Path:
+    return twelve_days_home
 
 
 def _spec_dir(tmp_path: Path, name: str, **changes) -> Path:
@@ -76,7 +61,7 @@ def _weak_changes() -> dict:
     }
 
 
-def test_model_lifecycle(home: Path, dataset: Path, tmp_path: Path) -> None:
+def test_model_lifecycle(home: Path, twelve_days: Path, tmp_path: Path) -> None:
     """Train, beat the baseline and most of the oracle; the gate, the audit, scoring."""
     full = _settings(home, _spec_dir(tmp_path, "full"))
     weak = _settings(home, _spec_dir(tmp_path, "weak", **_weak_changes()))
@@ -96,7 +81,7 @@ def test_model_lifecycle(home: Path, dataset: Path, tmp_path: Path) -> None:
     # the full model: much better than the logistic baseline and close to the oracle
     better = train(full, MODEL)
     assert better.metrics["roc_auc"] > better.baseline_metrics["roc_auc"]
-    oracle = _oracle_auc(full, dataset)
+    oracle = _oracle_auc(full, twelve_days)
     assert better.metrics["roc_auc"] >= 0.95 * oracle, (better.metrics["roc_auc"], oracle)
 
     # MLflow holds the run: params, metrics, spec, plots; the version carries lineage tags

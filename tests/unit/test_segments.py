@@ -112,7 +112,7 @@ def test_invalid_definitions_name_the_segment_and_field(
 def test_segment_level_fields_are_checked(tmp_path: Path) -> None:
     rule = {"feature": "sessions_7d", ">": 1}
     for extra, message in [
-        ({"kind": "magic"}, "segment 'probe': kind: 'magic' is not one of rule, score"),
+        ({"kind": "magic"}, "segment 'probe': kind: 'magic' is not one of rule, cluster, score"),
         ({"owner": ""}, "segment 'probe': owner: is required"),
         ({"priority": 1.5}, "segment 'probe': priority: must be a whole number"),
         ({"kind": "score"}, "segment 'probe': rule: a score segment needs a score condition"),

@@ -12,9 +12,9 @@
 {%- endif %}
 {%- set segments = var('segments') %}
 {%- set as_of = "date '" ~ var('segment_as_of') ~ "'" %}
-{%- set uses = {'scores': false} %}
-{%- for segment in segments %}{% for leaf in segment['person_leaves'] if leaf['subject'] == 'score' %}
-    {%- do uses.update({'scores': true}) %}
+{%- set uses = {'score': false, 'cluster': false} %}
+{%- for segment in segments %}{% for leaf in segment['person_leaves'] if leaf['subject'] in uses %}
+    {%- do uses.update({leaf['subject']: true}) %}
 {%- endfor %}{% endfor %}
 
 with
@@ -44,10 +44,17 @@ page_views as (
     where page_view_at < {{ as_of }}
 ),
 
-{%- if uses['scores'] %}
+{%- if uses['score'] %}
 
 scores as (
-    select * from {{ source('scores', 'user_scores') }}
+    select * from {{ source('ml', 'user_scores') }}
+    where as_of_date = {{ as_of }}
+),
+{%- endif %}
+{%- if uses['cluster'] %}
+
+clusters as (
+    select * from {{ source('ml', 'person_clusters') }}
     where as_of_date = {{ as_of }}
 ),
 {%- endif %}

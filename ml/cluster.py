@@ -1,0 +1,305 @@
+"""`microseg cluster`: behavioral clusters with readable, stable names.
+
+K-Means (or a Gaussian mixture) on standardized 28-day behavior vectors, k chosen in a
+configured range by silhouette (or BIC). Each cluster gets a name from its profile (the
+column where it stands out most). Night to night, new centroids are matched to the previous
+night's (Hungarian assignment), so a matched cluster keeps its id and name. Writes
+marts.person_clusters and marts.cluster_profiles; a re-run of a date replaces it. The run is
+tracked in MLflow (experiment `behavior_clusters`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from microseg.config import PROJECT_ROOT, Settings
+from microseg.errors import ConfigError, DataQualityError
+from microseg.warehouse import connect, has_table
+
+CONFIG = PROJECT_ROOT / "ml" / "clustering.yaml"
+EXPERIMENT = "behavior_clusters"
+CLIP_Z = 4.0
+# The behavior vector: rates and shares of the 28-day features, so that how much someone
+# visits and what they do on a visit are separate axes.
+VECTOR_SQL = """
+select
+    features.person_id,
+    ln(1 + sessions_28d) as visit_frequency,
+    ln(1 + page_views_28d / sessions_28d) as pages_per_session,
+    engaged_s_28d / nullif(page_views_28d, 0) as engaged_s_per_page,
+    articles_read_28d / nullif(page_views_28d, 0) as article_share,
+    product_views_28d / nullif(page_views_28d, 0) as product_share,
+    avg_max_scroll_percent_28d as scroll_depth,
+    bounce_sessions_28d / sessions_28d as bounce_rate,
+    video_plays_28d / nullif(page_views_28d, 0) as video_share,
+    ln(1 + searches_28d / sessions_28d) as searches_per_session,
+    ln(1 + cart_adds_28d / sessions_28d) as cart_adds_per_session,
+    ln(1 + purchases_28d / sessions_28d) as purchases_per_session
+from marts.fct_user_features_daily as features
+join marts.dim_persons as persons using (person_id)
+where features.as_of_date = ? and features.sessions_28d > 0
+  and features.is_opted_out is not true and persons.is_opted_out is not true
+order by features.person_id
+"""
+PROFILE_COLUMNS = (
+    "visit_frequency",
+    "pages_per_session",
+    "engaged_s_per_page",
+    "article_share",
+    "product_share",
+    "scroll_depth",
+    "bounce_rate",
+    "video_share",
+    "searches_per_session",
+    "cart_adds_per_session",
+    "purchases_per_session",
+)
+TABLES_DDL = (
+    """create table if not exists marts.person_clusters (
+        person_id varchar not null, as_of_date date not null, cluster_id integer not null,
+        cluster_label varchar not null, primary key (person_id, as_of_date))""",
+    """create table if not exists marts.cluster_profiles (
+        as_of_date date not null, cluster_id integer not null, cluster_label varchar not null,
+        members bigint not null, centroid json not null, profile json not null,
+        primary key (as_of_date, cluster_id))""",
+)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    method: str
+    k_min: int
+    k_max: int
+    seed: int
+    vector: tuple[str, ...]
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    as_of: date
+    k: int
+    labels: dict[int, str]  # cluster id -> name
+    members: dict[int, int]
+    matched: int  # clusters that kept yesterday's id and name
+    quality: float  # silhouette (kmeans) or BIC (gmm) of the chosen k
+
+
+def load_config(path: Path = CONFIG) -> ClusterConfig:
+    raw = yaml.safe_load(path.read_text("utf-8"))
+    method = raw.get("method")
+    if method not in ("kmeans", "gmm"):
+        raise ConfigError(f"{path}: method must be kmeans or gmm, got {method!r}")
+    k_min, k_max = int(raw["k_min"]), int(raw["k_max"])
+    if not 2 <= k_min <= k_max <= 20:
+        raise ConfigError(f"{path}: need 2 <= k_min <= k_max <= 20")
+    for column in [*raw["vector"], *raw["labels"]]:
+        if column not in PROFILE_COLUMNS:
+            raise ConfigError(f"{path}: unknown behavior column {column!r}")
+    return ClusterConfig(
+        method, k_min, k_max, int(raw.get("seed", 7)), tuple(raw["vector"]), dict(raw["labels"])
+    )
+
+
+def _fit(config: ClusterConfig, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    """(assignments, centroids in z space, quality, quality per k) for the best k."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    from sklearn.mixture import GaussianMixture
+
+    scores: dict[int, float] = {}
+    fits = {}
+    for k in range(config.k_min, min(config.k_max, len(z) - 1) + 1):
+        if config.method == "kmeans":
+            model = KMeans(k, n_init=10, random_state=config.seed).fit(z)
+            labels = model.labels_
+            scores[k] = float(
+                silhouette_score(z, labels, sample_size=min(len(z), 5000), random_state=config.seed)
+            )
+            fits[k] = (labels, model.cluster_centers_)
+        else:
+            model = GaussianMixture(
+                k, covariance_type="full", random_state=config.seed, n_init=3
+            ).fit(z)
+            scores[k] = -float(model.bic(z))  # higher is better, like silhouette
+            fits[k] = (model.predict(z), model.means_)
+    best = max(scores, key=lambda k: scores[k])
+    return *fits[best], scores[best], scores
+
+
+def _name_clusters(
+    z_profiles: pd.DataFrame, labels: dict[str, str], taken: set[str]
+) -> dict[int, str]:
+    """Each cluster -> the label of the profile column where it stands out most, each once."""
+    from scipy.optimize import linear_sum_assignment
+
+    free = {column: name for column, name in labels.items() if name not in taken}
+    if z_profiles.empty:
+        return {}
+    columns = list(free)
+    cost = -z_profiles[columns].to_numpy() if columns else np.zeros((len(z_profiles), 0))
+    rows, cols = linear_sum_assignment(cost) if columns else ([], [])
+    named = {int(z_profiles.index[r]): free[columns[c]] for r, c in zip(rows, cols, strict=True)}
+    for cluster in z_profiles.index:  # more clusters than names
+        named.setdefault(int(cluster), f"Cluster {int(cluster)}")
+    return named
+
+
+def _previous(con, as_of: date) -> pd.DataFrame:
+    """The latest earlier night's clusters: id, name and centroid in vector units."""
+    if not has_table(con, "marts", "cluster_profiles"):
+        return pd.DataFrame()
+    return con.execute(
+        "select cluster_id, cluster_label, centroid from marts.cluster_profiles "
+        "where as_of_date = (select max(as_of_date) from marts.cluster_profiles "
+        "                    where as_of_date < ?) order by cluster_id",
+        [as_of],
+    ).df()
+
+
+def cluster(settings: Settings, as_of: date) -> ClusterResult:
+    """Fit, name (or keep yesterday's names), write the tables, log the run to MLflow."""
+    from scipy.optimize import linear_sum_assignment
+
+    config = load_config()
+    with connect(settings, read_only=True) as con:
+        frame = con.execute(VECTOR_SQL, [as_of]).df()
+        previous = _previous(con, as_of)
+    if len(frame) < config.k_max * 10:
+        raise DataQualityError(
+            f"clusters: {len(frame)} active people on {as_of}; at least {config.k_max * 10} "
+            f"are needed for up to {config.k_max} clusters"
+        )
+    values = frame[list(PROFILE_COLUMNS)].astype(float)
+    values = values.fillna(values.median())
+    mean, std = values.mean(), values.std(ddof=0).replace(0, 1)
+    z_all = ((values - mean) / std).clip(-CLIP_Z, CLIP_Z)
+    vector = list(config.vector)
+    assignment, _, quality, per_k = _fit(config, z_all[vector].to_numpy())
+    raw_centroids = values[vector].groupby(assignment).mean()
+    z_profiles = z_all.groupby(assignment).mean()
+
+    # keep yesterday's ids and names for the clusters that match (closest centroids)
+    mapping: dict[int, int] = {}
+    names: dict[int, str] = {}
+    if not previous.empty:
+        old = pd.DataFrame([json.loads(c) for c in previous.centroid])[vector]
+        old_z = ((old - mean[vector]) / std[vector]).to_numpy()
+        new_z = ((raw_centroids - mean[vector]) / std[vector]).to_numpy()
+        distance = np.linalg.norm(new_z[:, None, :] - old_z[None, :, :], axis=2)
+        for r, c in zip(*linear_sum_assignment(distance), strict=True):
+            mapping[int(raw_centroids.index[r])] = int(previous.cluster_id[c])
+            names[int(previous.cluster_id[c])] = str(previous.cluster_label[c])
+    next_id = max([*mapping.values(), -1]) + 1
+    unmatched = [c for c in raw_centroids.index if int(c) not in mapping]
+    for c in unmatched:
+        mapping[int(c)] = next_id
+        next_id += 1
+    fresh = _name_clusters(
+        z_profiles.loc[unmatched].rename(index=lambda c: mapping[int(c)]),
+        config.labels,
+        set(names.values()),
+    )
+    names.update(fresh)
+
+    ids = np.array([mapping[int(a)] for a in assignment])
+    members = pd.DataFrame(
+        {
+            "person_id": frame.person_id,
+            "as_of_date": as_of,
+            "cluster_id": ids,
+            "cluster_label": [names[i] for i in ids],
+        }
+    )
+    profiles = pd.DataFrame(
+        {
+            "as_of_date": as_of,
+            "cluster_id": [mapping[int(c)] for c in raw_centroids.index],
+            "cluster_label": [names[mapping[int(c)]] for c in raw_centroids.index],
+            "members": [int((assignment == c).sum()) for c in raw_centroids.index],
+            "centroid": [json.dumps(row.round(6).to_dict()) for _, row in raw_centroids.iterrows()],
+            "profile": [
+                json.dumps(
+                    {
+                        "mean": values[assignment == c].mean().round(4).to_dict(),
+                        "z": z_profiles.loc[c].round(3).to_dict(),
+                    }
+                )
+                for c in raw_centroids.index
+            ],
+        }
+    )
+    _write(settings, as_of, members, profiles)
+    _track(settings, config, as_of, per_k, profiles)
+    return ClusterResult(
+        as_of=as_of,
+        k=len(raw_centroids),
+        labels=dict(zip(profiles.cluster_id, profiles.cluster_label, strict=True)),
+        members=dict(zip(profiles.cluster_id, profiles.members, strict=True)),
+        matched=len(raw_centroids) - len(unmatched),
+        quality=quality,
+    )
+
+
+def _write(settings: Settings, as_of: date, members: pd.DataFrame, profiles: pd.DataFrame) -> None:
+    with connect(settings) as con:
+        con.execute("create schema if not exists marts")
+        for ddl in TABLES_DDL:
+            con.execute(ddl)
+        con.execute("begin")
+        for table in ("person_clusters", "cluster_profiles"):
+            con.execute(f"delete from marts.{table} where as_of_date = ?", [as_of])
+        con.register("new_members", members)
+        con.register("new_profiles", profiles)
+        con.execute("insert into marts.person_clusters by name select * from new_members")
+        con.execute("insert into marts.cluster_profiles by name select * from new_profiles")
+        con.execute(  # consent first, and no rows for identities merged away since
+            "delete from marts.person_clusters where person_id not in "
+            "(select person_id from marts.dim_persons where is_opted_out is not true)"
+        )
+        con.execute("commit")
+
+
+def _track(
+    settings: Settings,
+    config: ClusterConfig,
+    as_of: date,
+    per_k: dict[int, float],
+    profiles: pd.DataFrame,
+) -> None:
+    import mlflow
+
+    from ml import registry
+
+    client = registry.client(settings)
+    with mlflow.start_run(
+        experiment_id=registry.experiment_id(settings, client, EXPERIMENT),
+        run_name=f"clusters as of {as_of}",
+    ):
+        params: dict[str, Any] = {
+            "method": config.method,
+            "k_min": config.k_min,
+            "k_max": config.k_max,
+            "k": len(profiles),
+            "as_of_date": as_of.isoformat(),
+            "vector": ",".join(config.vector),
+        }
+        mlflow.log_params(params)
+        name = "silhouette" if config.method == "kmeans" else "neg_bic"
+        mlflow.log_metrics({f"{name}_k{k}": v for k, v in per_k.items()})
+        mlflow.log_metrics(
+            {
+                f"members_cluster_{i}": int(n)
+                for i, n in zip(profiles.cluster_id, profiles.members, strict=True)
+            }
+        )
+        mlflow.log_text(profiles.to_csv(index=False), "cluster_profiles.csv")
+        mlflow.set_tags(registry.lineage_tags(settings))
