@@ -49,8 +49,8 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg ingest $(MICROSEG_HOME)/landing
 	$(BIN)/microseg validate --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg transform
-	$(BIN)/microseg train --model purchase_propensity
-	$(BIN)/microseg promote --model purchase_propensity
+	$(BIN)/microseg train --model purchase_propensity --model content_preference
+	$(BIN)/microseg promote --model purchase_propensity --model content_preference
 	$(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"

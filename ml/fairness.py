@@ -41,8 +41,12 @@ def _group_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     }
 
 
-def audit(holdout: pd.DataFrame, scores: np.ndarray, spec: Spec) -> Audit:
+def audit(
+    holdout: pd.DataFrame, scores: np.ndarray, spec: Spec, classes: list[str] | None = None
+) -> Audit:
     """Audit `scores` (aligned with holdout rows, which carry label and group columns)."""
+    if classes is not None:
+        return _audit_multiclass(holdout, scores, spec, classes)
     limits = spec.fairness
     minimum = int(limits.get("min_group_size", 50))
     rows, failures = [], []
@@ -88,4 +92,41 @@ def audit(holdout: pd.DataFrame, scores: np.ndarray, spec: Spec) -> Audit:
                     f"{best.true_positive_rate:.2f})"
                 )
         rows.append(frame)
+    return Audit(pd.concat(rows, ignore_index=True), failures)
+
+
+def _audit_multiclass(
+    holdout: pd.DataFrame, proba: np.ndarray, spec: Spec, classes: list[str]
+) -> Audit:
+    """Multiclass: per group, top-1 accuracy; the gap between the best and worst judged group
+    of each attribute must stay within max_accuracy_gap."""
+    limits = spec.fairness
+    minimum = int(limits.get("min_group_size", 50))
+    correct = np.asarray(classes)[proba.argmax(axis=1)] == holdout.label.to_numpy()
+    rows, failures = [], []
+    for attribute in limits["groups"]:
+        values = holdout[attribute].astype(str).to_numpy()
+        table = pd.DataFrame(
+            [
+                {
+                    "attribute": attribute,
+                    "group": group,
+                    "rows": int((values == group).sum()),
+                    "accuracy": float(correct[values == group].mean()),
+                }
+                for group in sorted(set(values))
+            ]
+        )
+        table["judged"] = table.rows >= minimum
+        judged = table[table.judged]
+        if len(judged) >= 2:
+            worst = judged.loc[judged.accuracy.idxmin()]
+            best = judged.loc[judged.accuracy.idxmax()]
+            gap = best.accuracy - worst.accuracy
+            if gap > limits["max_accuracy_gap"]:
+                failures.append(
+                    f"{attribute}: accuracy gap {gap:.2f} exceeds {limits['max_accuracy_gap']} "
+                    f"({worst.group} {worst.accuracy:.2f} vs {best.group} {best.accuracy:.2f})"
+                )
+        rows.append(table)
     return Audit(pd.concat(rows, ignore_index=True), failures)

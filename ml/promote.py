@@ -18,14 +18,15 @@ from microseg.warehouse import connect
 from ml import registry
 from ml.fairness import Audit, audit
 from ml.specs import load_spec
-from ml.train import binary_metrics, predict
+from ml.train import model_metrics, predict
 from ml.training_sets import people_at
 
 AUDIT_TABLE_DDL = """
 create table if not exists marts.model_fairness_audit (
     model_name varchar, model_version varchar, attribute varchar, group_name varchar,
     rows bigint, positives bigint, roc_auc double, positive_rate double,
-    true_positive_rate double, calibration_gap double, is_judged boolean, audit_passed boolean
+    true_positive_rate double, calibration_gap double, accuracy double, is_judged boolean,
+    audit_passed boolean
 )"""
 
 
@@ -60,6 +61,9 @@ def _save_audit(settings: Settings, model: str, version: str, result: Audit) -> 
     with connect(settings) as con:
         con.execute("create schema if not exists marts")
         con.execute(AUDIT_TABLE_DDL)
+        con.execute(  # tables from before multiclass models
+            "alter table marts.model_fairness_audit add column if not exists accuracy double"
+        )
         con.execute("begin")
         con.execute(
             "delete from marts.model_fairness_audit where model_name = ? and model_version = ?",
@@ -89,9 +93,10 @@ def promote(settings: Settings, name: str) -> Decision:
     def evaluate(version: str):
         booster = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
         scores = predict(booster, holdout)
-        return scores, binary_metrics(labels, scores, spec.activation_threshold)[metric]
+        classes = registry.version_classes(client, name, version)
+        return scores, classes, model_metrics(spec, labels, scores, classes)[metric]
 
-    scores, challenger_value = evaluate(challenger.version)
+    scores, classes, challenger_value = evaluate(challenger.version)
     reasons = []
     if challenger_value < spec.promotion["min_value"]:
         reasons.append(f"{metric} {challenger_value:.4f} is below {spec.promotion['min_value']}")
@@ -99,14 +104,14 @@ def promote(settings: Settings, name: str) -> Decision:
     if champion is not None:
         if champion.version == challenger.version:
             reasons.append("the challenger already is the champion")
-        _, champion_value = evaluate(champion.version)
+        _, _, champion_value = evaluate(champion.version)
         margin = spec.promotion["min_gain"]
         if challenger_value < champion_value + margin:
             reasons.append(
                 f"does not beat champion v{champion.version} by {margin} on {metric} "
                 f"({challenger_value:.4f} vs {champion_value:.4f}, same holdout)"
             )
-    result = audit(holdout, scores, spec)
+    result = audit(holdout, scores, spec, classes)
     reasons += [f"fairness audit failed: {failure}" for failure in result.failures]
     _save_audit(settings, name, str(challenger.version), result)
     decision = Decision(

@@ -56,8 +56,11 @@ def version_by_alias(mlflow_client: MlflowClient, model: str, alias: str) -> Mod
         return None
 
 
-def load_booster(settings: Settings, model: str, alias: str) -> tuple[lightgbm.Booster, str]:
-    """models:/<model>@<alias> as a LightGBM booster (the pyfunc flavor mishandles categories)."""
+def load_booster(
+    settings: Settings, model: str, alias: str
+) -> tuple[lightgbm.Booster, str, list[str] | None]:
+    """models:/<model>@<alias> as a LightGBM booster (the pyfunc flavor mishandles categories),
+    its version, and its categories if it is a multiclass model."""
     import mlflow.lightgbm
 
     mlflow_client = client(settings)
@@ -65,7 +68,15 @@ def load_booster(settings: Settings, model: str, alias: str) -> tuple[lightgbm.B
     if version is None:
         raise MicrosegError(f"no {model}@{alias} in the MLflow registry: run `microseg train`")
     booster = mlflow.lightgbm.load_model(f"models:/{model}@{alias}")
-    return booster, str(version.version)
+    return booster, str(version.version), version_classes(mlflow_client, model, version.version)
+
+
+def version_classes(mlflow_client: MlflowClient, model: str, version: str) -> list[str] | None:
+    """A multiclass version's categories, in the order of its probability columns."""
+    import json
+
+    tag = mlflow_client.get_model_version(model, version).tags.get("classes")
+    return json.loads(tag) if tag else None
 
 
 def lineage_tags(settings: Settings) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """`microseg score`: score every eligible, consenting person with each model's champion.
 
-Writes marts.user_scores (person x model x as_of_date); a re-run of the same date replaces
+Writes marts.user_scores (person x model x as_of_date; for a multiclass model the score is the
+probability of the predicted category); a re-run of the same date replaces
 that date's rows for the model in one transaction, and people who opted out since (or whose
 anonymous identity was merged into another) are removed from every date. dbt reads the table
 back as a source, so segments can use scores.
@@ -28,6 +29,7 @@ create table if not exists marts.user_scores (
     model_name varchar not null,
     model_version varchar not null,
     score double not null,
+    predicted_class varchar,
     decile integer not null,
     is_above_threshold boolean not null,
     as_of_date date not null,
@@ -55,17 +57,22 @@ def score(
     written = {}
     for name in names:
         spec = load_spec(name, settings.ml_specs_dir)
-        booster, version = registry.load_booster(settings, name, registry.CHAMPION)
+        booster, version, classes = registry.load_booster(settings, name, registry.CHAMPION)
         people = people_at(settings, spec, [as_of], labelled=False)
         if people.empty:
             raise MicrosegError(f"{name}: nobody to score on {as_of} (no features that day)")
         scores = predict(booster, people)
+        predicted_class = None
+        if classes is not None:  # multiclass: the likeliest category and its probability
+            predicted_class = np.asarray(classes)[scores.argmax(axis=1)]
+            scores = scores.max(axis=1)
         rows = pd.DataFrame(
             {
                 "person_id": people.person_id,
                 "model_name": name,
                 "model_version": version,
                 "score": scores,
+                "predicted_class": predicted_class,
                 "decile": deciles(scores),
                 "is_above_threshold": scores >= spec.activation_threshold,
                 "as_of_date": as_of,
@@ -74,6 +81,9 @@ def score(
         with connect(settings) as con:
             con.execute("create schema if not exists marts")
             con.execute(USER_SCORES_DDL)
+            con.execute(
+                "alter table marts.user_scores add column if not exists predicted_class varchar"
+            )  # tables from before multiclass models
             con.execute("begin")
             con.execute(
                 "delete from marts.user_scores where model_name = ? and as_of_date = ?",

@@ -15,10 +15,35 @@ import yaml
 from microseg.errors import ConfigError
 from microseg.segments import mart_columns
 
-# Labels read from fct_user_features_daily at D + horizon, whose windows end exactly at D + h.
+# Each label kind is a relation (person_id, as_of_date D, label) over [D, D + horizon):
+# binary labels read fct_user_features_daily at D + h, whose windows end exactly at D + h;
+# the content label sums fct_person_category_daily over the window.
 LABEL_KINDS = {
-    "purchase_within": "future.purchases_{h}d > 0",
-    "no_session_within": "future.sessions_{h}d = 0",
+    "purchase_within": (
+        "binary",
+        "select person_id, as_of_date - {h} as as_of_date, (purchases_{h}d > 0)::integer as label "
+        "from marts.fct_user_features_daily",
+    ),
+    "no_session_within": (
+        "binary",
+        "select person_id, as_of_date - {h} as as_of_date, (sessions_{h}d = 0)::integer as label "
+        "from marts.fct_user_features_daily",
+    ),
+    "top_category_within": (
+        "multiclass",
+        """select person_id, as_of_date,
+                  first(content_category order by engaged_s desc, content_category) as label
+           from (select anchors.person_id, anchors.as_of_date, days.content_category,
+                        sum(days.engaged_s) as engaged_s
+                 from (select distinct person_id, as_of_date
+                       from marts.fct_user_features_daily) as anchors
+                 join marts.fct_person_category_daily as days
+                   on days.person_id = anchors.person_id
+                  and days.activity_date >= anchors.as_of_date
+                  and days.activity_date < anchors.as_of_date + {h}
+                 group by all)
+           group by all""",
+    ),
 }
 WINDOWS = (1, 7, 28, 90)
 ELIGIBLE = {"everyone": "true", "active_28d": "features.sessions_28d > 0"}
@@ -30,7 +55,8 @@ FAIRNESS_GROUPS = ("device_type", "country", "visitor_type")
 class Spec:
     name: str
     description: str
-    label_sql: str
+    task: str  # binary | multiclass
+    label_relation: str  # SQL: person_id, as_of_date, label
     horizon_days: int
     eligible_sql: str
     features: tuple[str, ...]
@@ -38,8 +64,9 @@ class Spec:
     as_of_dates: int
     valid_dates: int
     test_dates: int
-    min_positives: int
-    min_negatives: int
+    min_positives: int  # binary
+    min_negatives: int  # binary
+    min_rows_per_class: int  # multiclass
     params: dict[str, Any]
     num_boost_round: int
     early_stopping_rounds: int
@@ -75,14 +102,16 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         raise ConfigError(f"{path}: not valid YAML") from None
     if not isinstance(raw, dict) or raw.get("name") != name:
         raise ConfigError(f"model spec '{name}': name must be {name!r} (the file name)")
-    if _get(raw, "task", str, name) != "binary":
-        raise ConfigError(f"model spec '{name}': task: only binary models are supported")
+    task = _get(raw, "task", str, name)
     kind = _get(raw, "label.kind", str, name)
     horizon = _get(raw, "label.horizon_days", int, name)
     if kind not in LABEL_KINDS:
         raise ConfigError(
             f"model spec '{name}': label.kind: {kind!r} is not one of {list(LABEL_KINDS)}"
         )
+    label_task, label_relation = LABEL_KINDS[kind]
+    if task != label_task:
+        raise ConfigError(f"model spec '{name}': task: label {kind!r} makes a {label_task} model")
     if horizon not in WINDOWS:
         raise ConfigError(f"model spec '{name}': label.horizon_days: must be one of {WINDOWS}")
     eligible = _get(raw, "eligible", str, name)
@@ -110,7 +139,8 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
     return Spec(
         name=name,
         description=_get(raw, "description", str, name),
-        label_sql=LABEL_KINDS[kind].format(h=horizon),
+        task=task,
+        label_relation=label_relation.format(h=horizon),
         horizon_days=horizon,
         eligible_sql=ELIGIBLE[eligible],
         features=features,
@@ -118,8 +148,11 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         as_of_dates=_get(raw, "training.as_of_dates", int, name),
         valid_dates=_get(raw, "training.valid_dates", int, name),
         test_dates=_get(raw, "training.test_dates", int, name),
-        min_positives=_get(raw, "training.min_positives", int, name),
-        min_negatives=_get(raw, "training.min_negatives", int, name),
+        min_positives=_get(raw, "training.min_positives", int, name) if task == "binary" else 0,
+        min_negatives=_get(raw, "training.min_negatives", int, name) if task == "binary" else 0,
+        min_rows_per_class=(
+            _get(raw, "training.min_rows_per_class", int, name) if task == "multiclass" else 0
+        ),
         params=dict(_get(raw, "lightgbm.params", dict, name)),
         num_boost_round=_get(raw, "lightgbm.num_boost_round", int, name),
         early_stopping_rounds=_get(raw, "lightgbm.early_stopping_rounds", int, name),

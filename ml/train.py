@@ -71,12 +71,78 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     return {k: float(v) for k, v in out.items()}
 
 
-def _search(spec: Spec, train: lgb.Dataset, valid: lgb.Dataset) -> tuple[lgb.Booster, dict]:
+def multiclass_metrics(
+    truth: np.ndarray, proba: np.ndarray, classes: list[str]
+) -> dict[str, float]:
+    """Accuracy, macro F1, top-2 accuracy and log loss of class probabilities (columns in the
+    order of `classes`) against true class names; a true class the model does not know counts
+    as a miss (and is left out of the log loss)."""
+    from sklearn import metrics
+
+    names = np.asarray(classes)
+    ranked = np.argsort(-proba, axis=1)
+    predicted = names[ranked[:, 0]]
+    known = np.isin(truth, names)
+    index = {c: i for i, c in enumerate(classes)}
+    out = {
+        "accuracy": float((predicted == truth).mean()),
+        "macro_f1": metrics.f1_score(truth, predicted, average="macro", zero_division=0),
+        "top2_accuracy": float((names[ranked[:, :2]] == truth[:, None]).any(axis=1).mean()),
+        "log_loss": metrics.log_loss(
+            [index[t] for t in truth[known]], proba[known], labels=list(range(len(classes)))
+        ),
+    }
+    return {k: float(v) for k, v in out.items()}
+
+
+def model_metrics(
+    spec: Spec, truth: np.ndarray, scores: np.ndarray, classes: list[str] | None
+) -> dict[str, float]:
+    """The spec's task's metrics (binary at the activation threshold, or multiclass)."""
+    if spec.task == "binary":
+        return binary_metrics(truth, scores, spec.activation_threshold)
+    assert classes is not None
+    return multiclass_metrics(truth, scores, classes)
+
+
+def _targets(spec: Spec, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str] | None]:
+    """Rows and integer targets to learn; stops below the spec's minimum data.
+
+    Multiclass: categories with fewer than min_rows_per_class training rows are left out of
+    the model (their rows too); fewer than two categories left stops training."""
+    train_rows = frame[frame.split == "train"]
+    if spec.task == "binary":
+        positives = int(train_rows.label.sum())
+        negatives = len(train_rows) - positives
+        if positives < spec.min_positives or negatives < spec.min_negatives:
+            raise DataQualityError(
+                f"{spec.name}: not enough training data: {positives} positives and "
+                f"{negatives} negatives (the spec asks for at least {spec.min_positives} and "
+                f"{spec.min_negatives}); no model was trained"
+            )
+        return frame.assign(target=frame.label.astype(int)), None
+    counts = train_rows.label.value_counts()
+    classes = sorted(counts[counts >= spec.min_rows_per_class].index)
+    if len(classes) < 2:
+        raise DataQualityError(
+            f"{spec.name}: not enough training data: {len(classes)} categories have at least "
+            f"{spec.min_rows_per_class} training rows (two are needed); no model was trained"
+        )
+    kept = frame[frame.label.isin(classes)]
+    return kept.assign(target=kept.label.map({c: i for i, c in enumerate(classes)})), classes
+
+
+def _search(
+    spec: Spec, train: lgb.Dataset, valid: lgb.Dataset, classes: list[str] | None
+) -> tuple[lgb.Booster, dict]:
     """Random search over spec.search_space; the lowest validation log loss wins."""
     rng = np.random.default_rng(spec.search_seed)
+    metric = "binary_logloss" if classes is None else "multi_logloss"
+    task = {} if classes is None else {"num_class": len(classes)}
     base = {
+        **task,
         **spec.params,
-        "metric": "binary_logloss",
+        "metric": metric,
         "verbosity": -1,
         "seed": spec.search_seed,
         "deterministic": True,
@@ -98,7 +164,7 @@ def _search(spec: Spec, train: lgb.Dataset, valid: lgb.Dataset) -> tuple[lgb.Boo
             valid_sets=[valid],
             callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False)],
         )
-        loss = booster.best_score["valid_0"]["binary_logloss"]
+        loss = booster.best_score["valid_0"][metric]
         if best is None or loss < best[0]:
             best = (loss, booster, {**params, "best_iteration": booster.best_iteration})
     assert best is not None
@@ -129,11 +195,12 @@ def _baseline(spec: Spec, frame: pd.DataFrame) -> np.ndarray:
     inputs = frame[list(spec.features)].copy()
     for column in spec.categorical:
         inputs[column] = inputs[column].fillna("none").astype(object)
-    model.fit(inputs.loc[train.index], train.label)
-    return model.predict_proba(inputs.loc[frame.split == "test"])[:, 1]
+    model.fit(inputs.loc[train.index], train.target)
+    proba = model.predict_proba(inputs.loc[frame.split == "test"])
+    return proba[:, 1] if spec.task == "binary" else proba
 
 
-def _plots(labels, scores, importance: pd.DataFrame, folder: Path) -> None:
+def _plots(spec: Spec, labels, scores, classes, importance: pd.DataFrame, folder: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,10 +215,21 @@ def _plots(labels, scores, importance: pd.DataFrame, folder: Path) -> None:
         fig.savefig(folder / f"{name}.png", dpi=80)
         plt.close(fig)
 
+    top = importance.head(20).iloc[::-1]
+    save("importance", lambda ax: (ax.barh(top.feature, top.gain), ax.set_title("Gain")))
+    if spec.task == "multiclass":
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        predicted = np.asarray(classes)[scores.argmax(axis=1)]
+        fig, ax = plt.subplots(figsize=(7, 6))
+        ConfusionMatrixDisplay.from_predictions(labels, predicted, ax=ax, xticks_rotation=45)
+        fig.tight_layout()
+        fig.savefig(folder / "confusion.png", dpi=80)
+        plt.close(fig)
+        return
     fpr, tpr, _ = roc_curve(labels, scores)
     precision, recall, _ = precision_recall_curve(labels, scores)
     observed, predicted = calibration_curve(labels, scores, n_bins=10, strategy="quantile")
-    top = importance.head(20).iloc[::-1]
     save("roc", lambda ax: (ax.plot(fpr, tpr), ax.plot([0, 1], [0, 1], "--"), ax.set_title("ROC")))
     save("pr", lambda ax: (ax.plot(recall, precision), ax.set_title("Precision-recall")))
     save(
@@ -162,7 +240,6 @@ def _plots(labels, scores, importance: pd.DataFrame, folder: Path) -> None:
             ax.set_title("Calibration"),
         ),
     )
-    save("importance", lambda ax: (ax.barh(top.feature, top.gain), ax.set_title("Gain")))
 
 
 def train(settings: Settings, name: str) -> TrainResult:
@@ -172,37 +249,32 @@ def train(settings: Settings, name: str) -> TrainResult:
     from mlflow.models import infer_signature
 
     spec = load_spec(name, settings.ml_specs_dir)
-    frame = training_set(settings, spec)
-    train_rows = frame[frame.split == "train"]
-    positives = int(train_rows.label.sum())
-    negatives = len(train_rows) - positives
-    if positives < spec.min_positives or negatives < spec.min_negatives:
-        raise DataQualityError(
-            f"{name}: not enough training data: {positives} positives and {negatives} negatives "
-            f"(the spec asks for at least {spec.min_positives} and {spec.min_negatives}); "
-            "no model was trained"
-        )
+    frame, classes = _targets(spec, training_set(settings, spec))
     features = list(spec.features)
     parts = {s: frame[frame.split == s] for s in ("train", "valid", "test")}
     data = {
         # feature_pre_filter off: the search varies min_child_samples on the same Dataset
         s: lgb.Dataset(
             model_inputs(part, features, spec.categorical),
-            part.label,
+            part.target,
             free_raw_data=False,
             params={"feature_pre_filter": False},
         )
         for s, part in parts.items()
     }
-    booster, chosen = _search(spec, data["train"], data["valid"].construct())
+    booster, chosen = _search(spec, data["train"], data["valid"].construct(), classes)
     test = parts["test"]
     scores = booster.predict(model_inputs(test, features, spec.categorical))
     labels = test.label.to_numpy()
-    metrics = binary_metrics(labels, scores, spec.activation_threshold)
-    baseline = binary_metrics(labels, _baseline(spec, frame), spec.activation_threshold)
-    contributions = booster.predict(
-        model_inputs(test, features, spec.categorical), pred_contrib=True
-    )[:, :-1]
+    metrics = model_metrics(spec, labels, scores, classes)
+    baseline = model_metrics(spec, labels, _baseline(spec, frame), classes)
+    # per-feature contributions (LightGBM pred_contrib), for multiclass toward the predicted class
+    raw = booster.predict(model_inputs(test, features, spec.categorical), pred_contrib=True)
+    if classes is None:
+        contributions = raw[:, :-1]
+    else:
+        per_class = raw.reshape(len(test), len(classes), len(features) + 1)[:, :, :-1]
+        contributions = per_class[np.arange(len(test)), scores.argmax(axis=1)]
     importance = pd.DataFrame(
         {
             "feature": features,
@@ -230,21 +302,24 @@ def train(settings: Settings, name: str) -> TrainResult:
                 "horizon_days": spec.horizon_days,
                 "activation_threshold": spec.activation_threshold,
                 **{f"rows_{s}": n for s, n in rows.items()},
-                "positives_train": positives,
+                "rows_train_by_label": json.dumps(
+                    {str(k): int(v) for k, v in parts["train"].label.value_counts().items()}
+                ),
             }
         )
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline.items()})
         mlflow.log_dict(spec.raw, "spec.yaml")
         mlflow.log_dict(
-            {"features": features, "categorical": list(spec.categorical)}, "features.json"
+            {"features": features, "categorical": list(spec.categorical), "classes": classes},
+            "features.json",
         )
         folder = Path(tmp)
         importance.to_csv(folder / "importance.csv", index=False)
         pd.DataFrame(contributions, columns=features).assign(
             person_id=test.person_id.to_numpy(), as_of_date=test.as_of_date.to_numpy()
         ).to_csv(folder / "contributions_test.csv", index=False)
-        _plots(labels, scores, importance, folder)
+        _plots(spec, labels, scores, classes, importance, folder)
         mlflow.log_artifacts(tmp, "explanations")
         tags = registry.lineage_tags(settings)
         mlflow.set_tags(tags)
@@ -257,6 +332,8 @@ def train(settings: Settings, name: str) -> TrainResult:
             pip_requirements=[f"lightgbm=={lgb.__version__}", f"pandas=={pd.__version__}"],
         )
         version = str(info.registered_model_version)
+    if classes is not None:  # scoring and the gate name the predicted category with these
+        tags = {**tags, "classes": json.dumps(classes)}
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, version, key, value)
     mlflow_client.set_registered_model_alias(name, registry.CHALLENGER, version)
@@ -265,9 +342,15 @@ def train(settings: Settings, name: str) -> TrainResult:
 
 def describe(result: TrainResult) -> str:
     m, b = result.metrics, result.baseline_metrics
+    rows = ", ".join(f"{k} {v:,}" for k, v in result.rows.items())
+    if "macro_f1" in m:
+        return (
+            f"{result.model} v{result.version} (challenger): test macro F1 {m['macro_f1']:.3f} "
+            f"(logistic baseline {b['macro_f1']:.3f}), accuracy {m['accuracy']:.3f}, top-2 "
+            f"accuracy {m['top2_accuracy']:.3f}, log loss {m['log_loss']:.3f}; rows {rows}"
+        )
     return (
         f"{result.model} v{result.version} (challenger): test ROC AUC {m['roc_auc']:.3f} "
         f"(logistic baseline {b['roc_auc']:.3f}), PR AUC {m['pr_auc']:.3f}, log loss "
-        f"{m['log_loss']:.3f}, lift in top decile {m['lift_decile_1']:.2f}; rows "
-        + ", ".join(f"{k} {v:,}" for k, v in result.rows.items())
+        f"{m['log_loss']:.3f}, lift in top decile {m['lift_decile_1']:.2f}; rows {rows}"
     )

@@ -39,12 +39,12 @@ def people_at(settings: Settings, spec: Spec, dates: list[date], *, labelled: bo
     """Eligible, consenting people on each date with their features (and label if asked)."""
     features = ", ".join(f"features.{c}" for c in spec.features)
     label_join = (
-        "join marts.fct_user_features_daily future on future.person_id = features.person_id "
-        f"and future.as_of_date = features.as_of_date + {spec.horizon_days}"
+        f"join ({spec.label_relation}) as labels on labels.person_id = features.person_id "
+        "and labels.as_of_date = features.as_of_date"
         if labelled
         else ""
     )
-    label = f", ({spec.label_sql})::integer as label" if labelled else ""
+    label = ", labels.label" if labelled else ""
     sql = f"""
         select
             features.person_id, features.as_of_date, {features}{label},

@@ -17,6 +17,7 @@ MARTS = (
     "fct_page_views",
     "fct_element_interactions",
     "fct_session_micro_behaviors",
+    "fct_person_category_daily",
     "fct_user_features_daily",
 )
 

@@ -68,11 +68,12 @@ def test_every_task_has_an_owner_retries_and_the_writer_pool(report: dict) -> No
 def test_nightly_runs_the_steps_in_order_with_one_dbt_task_per_model(report: dict) -> None:
     dag = report["dags"]["behavior_nightly"]
     models = sorted(t for t in dag["tasks"] if t.startswith("dbt_build.") and t.endswith("_run"))
-    assert len(models) == 14  # staging, intermediate and marts; segments are their own step
+    assert len(models) == 15  # staging, intermediate and marts; segments are their own step
     assert not any("segment" in t for t in models)
     # every data test runs once all models are built (a relationships test needs both sides)
     assert {e[0] for e in dag["edges"] if e[1] == "dbt_build.dbt_project_test"} == {
         "dbt_build.dim_persons_run",
+        "dbt_build.fct_person_category_daily_run",
         "dbt_build.fct_user_features_daily_run",
         "dbt_build.int_late_events_run",
     }

@@ -137,7 +137,7 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
         finally:
             browser.close()
 
-    assert len(states) == 23 and set(states.values()) == {"success"}
+    assert len(states) == 24 and set(states.values()) == {"success"}
     # what the run wrote, for the as-of date it was given in the UI
     assert query(
         settings, "select count(*) from raw.load_manifest where file_name = ?", [TONIGHT]

@@ -180,3 +180,39 @@ def test_segments_can_use_scores(home: Path, tmp_path: Path) -> None:
         [as_of],
     )[0][0]
     assert sizes == {"likely_buyers": expected} and expected > 10
+
+
+def test_content_preference_is_a_multiclass_model_end_to_end(home: Path, tmp_path: Path) -> None:
+    name = "content_preference"
+    spec = yaml.safe_load((PROJECT_ROOT / "ml/specs" / f"{name}.yaml").read_text())
+    spec["lightgbm"]["search"]["trials"] = 2
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    settings = _settings(home, folder)
+
+    result = train(settings, name)
+    m, b = result.metrics, result.baseline_metrics
+    assert m["macro_f1"] > b["macro_f1"] and m["macro_f1"] > 0.5, (m, b)  # 8 categories
+    assert m["top2_accuracy"] >= m["accuracy"]
+    assert promote(settings, name).promoted
+    written = score(settings, models=[name])
+    rows = query(
+        settings,
+        "select predicted_class, score, model_version from marts.user_scores "
+        "where model_name = ? and as_of_date = (select max(as_of_date) from marts.user_scores)",
+        [name],
+    )
+    categories = {
+        r[0]
+        for r in query(
+            settings, "select distinct content_category from marts.fct_person_category_daily"
+        )
+    }
+    assert len(rows) == written[name] > 100
+    assert {r[0] for r in rows} <= categories and all(0 < r[1] <= 1 for r in rows)
+
+    spec["training"]["min_rows_per_class"] = 10**6
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(MicrosegError, match="0 categories have at least 1000000 training rows"):
+        train(settings, name)
