@@ -59,7 +59,7 @@ else:
                                "batch = (select max(batch) from "
                                "intermediate.int_events_stitched)").fetchone()[0]
     if stage in ("train", "score", "cluster", "segments"):
-        from microseg.segments import latest_as_of
+        from microseg.warehouse import latest_as_of
         as_of = latest_as_of(settings)
     if stage == "train":
         from ml.promote import promote

@@ -96,7 +96,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.quality import validate_features, validate_raw
 
     if args.features:
-        from microseg.segments import latest_as_of
+        from microseg.warehouse import latest_as_of
 
         report = validate_features(settings, args.as_of or latest_as_of(settings))
     else:
@@ -186,7 +186,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.pipeline import cluster_step
-    from microseg.segments import latest_as_of
+    from microseg.warehouse import latest_as_of
 
     print(cluster_step(settings, args.as_of or latest_as_of(settings)))
     return 0

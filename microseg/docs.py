@@ -6,9 +6,9 @@ import json
 
 from microseg.config import Settings, disable_telemetry
 from microseg.quality import gx_context
-from microseg.segments import latest_as_of, load_segments
+from microseg.segments import load_segments
 from microseg.transform import run_dbt
-from microseg.warehouse import require_warehouse
+from microseg.warehouse import latest_as_of, require_warehouse
 
 
 def build_docs(settings: Settings) -> dict[str, str]:

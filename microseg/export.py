@@ -53,7 +53,7 @@ def export_audience(
     require_warehouse(settings)
     with connect(settings, read_only=True) as con:
         evaluated = con.execute(
-            "select as_of_date, definition_hash, segment_title from marts.segment_evaluations "
+            "select as_of_date, definition_hash from marts.segment_evaluations "
             "where segment_name = ? and (? is null or as_of_date = ?) "
             "order by as_of_date desc limit 1",
             [segment, as_of, as_of],
@@ -63,7 +63,7 @@ def export_audience(
             raise ConfigError(
                 f"segment {segment!r} was not evaluated{when} (run `microseg segments`)"
             )
-        as_of, definition_hash, _title = evaluated
+        as_of, definition_hash = evaluated
         score_join, score_column = "", ""
         params: list = [segment, as_of]
         if min_score is not None:

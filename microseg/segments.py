@@ -24,7 +24,7 @@ import yaml
 
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.contract import event_contract
-from microseg.errors import ConfigError, MicrosegError
+from microseg.errors import ConfigError
 
 OPERATORS = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "=": "=", "!=": "<>"}
 KINDS = ("rule", "cluster", "score")
@@ -199,9 +199,11 @@ class _Checker:
             label = raw[subject]
             if not isinstance(label, str) or not label.strip() or len(label) > 100:
                 raise self.fail(here, f"{label!r} is not a cluster name")
+            if any(op in raw for op in OPERATORS):
+                raise self.fail(where, "a cluster condition takes no comparison")
             self.uses_clusters = True
             data_type, key = "varchar", "cluster"
-            raw = {**raw, "=": label}
+            raw = {**raw, "=": label}  # membership: the person's cluster is this one
         elif subject == "sessions_within_hours":
             leaf["hours"] = self.whole(raw[subject], here, 1, 24 * MAX_WITHIN_DAYS)
             leaf["within_days"] = self.whole(
@@ -380,21 +382,6 @@ def load_segments(path: Path) -> list[Segment]:
     return [_segment(raw, i, seen) for i, raw in enumerate(document["segments"])]
 
 
-def latest_as_of(settings: Settings) -> date:
-    from microseg.warehouse import connect
-
-    with connect(settings, read_only=True) as con:
-        try:
-            (latest,) = con.execute(
-                "select max(as_of_date) from marts.fct_user_features_daily"
-            ).fetchone()
-        except Exception as exc:  # duckdb.CatalogException: marts not built yet
-            raise MicrosegError("no features yet: run `microseg transform` first") from exc
-    if latest is None:
-        raise MicrosegError("marts.fct_user_features_daily is empty: nothing to segment")
-    return latest
-
-
 def _require_ml_outputs(settings: Settings, segments: list[Segment], as_of: date) -> None:
     """Score and cluster conditions need that day's scores and clusters."""
     from microseg.warehouse import connect, has_table
@@ -437,7 +424,7 @@ def run_segments(settings: Settings, as_of: date | None = None) -> dict[str, int
     evaluated (that is the membership history).
     """
     from microseg.transform import run_dbt
-    from microseg.warehouse import connect, require_warehouse
+    from microseg.warehouse import connect, latest_as_of, require_warehouse
 
     segments = load_segments(settings.segments_file)
     require_warehouse(settings)

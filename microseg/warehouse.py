@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -95,3 +96,17 @@ def has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
             [schema, table],
         ).fetchone()[0]
     )
+
+
+def latest_as_of(settings: Settings) -> date:
+    """The newest as-of date with features: the default date of scoring, clusters, segments."""
+    with connect(settings, read_only=True) as con:
+        try:
+            (latest,) = con.execute(
+                "select max(as_of_date) from marts.fct_user_features_daily"
+            ).fetchone()
+        except duckdb.CatalogException:
+            raise MicrosegError("no features yet: run `microseg transform` first") from None
+    if latest is None:
+        raise MicrosegError("marts.fct_user_features_daily is empty: no as-of date yet")
+    return latest

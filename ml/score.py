@@ -16,8 +16,7 @@ import pandas as pd
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError
-from microseg.segments import latest_as_of
-from microseg.warehouse import connect
+from microseg.warehouse import connect, latest_as_of
 from ml import registry
 from ml.specs import load_spec, spec_names
 from ml.train import predict

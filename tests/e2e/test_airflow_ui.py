@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from microseg.airflow_local import _free_port, configure, prepare, start, stop, wait_until_up
+from microseg.airflow_local import configure, free_port, prepare, start, stop, wait_until_up
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.ingest import ingest_paths
 from microseg.transform import transform
@@ -53,7 +53,7 @@ def airflow(twelve_days: Path, tmp_path_factory: pytest.TempPathFactory):
 
     local, generated = configure(
         settings,
-        _free_port(),
+        free_port(),
         "admin",
         None,
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
