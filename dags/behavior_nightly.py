@@ -9,23 +9,33 @@ JSON). **Writes** `$MICROSEG_HOME/warehouse.duckdb` (raw, staging, intermediate,
 summary), audience CSVs in `$MICROSEG_HOME/exports/<as_of>/`, and the analysts' snapshot
 `analytics.duckdb`.
 
-Steps: ingest → raw Great Expectations checkpoint → dbt (one task per model, then one task
-running every data test) → feature Great Expectations checkpoint → score with each champion
-model → behavioral clusters → segments → audience exports → publish.
+Steps: ingest → raw Great Expectations checkpoint → dbt through Cosmos, one `dbt build` task
+per layer (events → sessions → person_days, `dbt_project/selectors.yml`; a model's data
+tests run right after it, so a failing test stops what is built on it) → feature Great
+Expectations checkpoint → score with each champion model → behavioral clusters → segments →
+audience exports → publish.
 
-**Date.** Every task works on `as_of` = the end of the run's data interval (the scheduled run
-of 2026-10-15 03:00 builds features, scores and segments as of 2026-10-15, i.e. behavior before
-that day). A manual run takes `as_of` from its params; re-running a run or clearing a task
-gives the same tables.
+**Date.** Every task works on `as_of` = the day of the run's 03:00 trigger (the run of
+2026-10-15 03:00 builds features, scores and segments as of 2026-10-15, i.e. behavior before
+that day). A manual run takes `as_of` from its params. The ingest task loads the landing files
+due by that date: a file named with a date D (`events_2026-10-14.jsonl.gz`) waits for the night
+of D + 1; undated files load on any night. Re-running a run or clearing a task gives the same
+tables.
 
-**Backfill** a range: `airflow backfill create --dag-id behavior_nightly --from-date 2026-10-02
---to-date 2026-10-15` (or *Trigger DAG → Backfill* in the UI). Runs execute one at a time.
+**Backfill** as-of dates 2026-10-02 … 2026-10-15: *Trigger Dag → Backfill* in the UI, from
+2026-10-02 00:00 to 2026-10-15 23:59 (the window is inclusive and compares the 03:00 run
+times), or `airflow backfill create --dag-id behavior_nightly --from-date 2026-10-02
+--to-date 2026-10-15T23:59` (on SQLite metadata the CLI can meet `database is locked` while the
+scheduler runs; the UI cannot). Keep max active runs at 1 (the default): the runs then go in
+date order and each night loads only its own deliveries, so the backfill writes what the
+nightly runs would have, even when every file is already in the landing folder. Dates that
+already have a run are skipped unless you choose *reprocess* (`--reprocess-behavior
+completed`).
 
 **Failures.** A failed expectation, dbt data test or rejected file fails the task at once (no
 retries; the log names the expectation or test and example rows, Data Docs are in
-`$MICROSEG_HOME/gx`). Other failures retry twice, a minute apart. Every task uses the one-slot
-`warehouse_writer` pool: DuckDB allows one
-process on the warehouse at a time.
+`$MICROSEG_HOME/gx`). Other failures retry twice, a minute apart. Every task uses the
+one-slot `warehouse_writer` pool: DuckDB allows one process on the warehouse at a time.
 """
 
 from __future__ import annotations
@@ -34,19 +44,25 @@ import sys
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import Param, dag, task
-from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
-from cosmos.operators.local import DbtTestLocalOperator
+from airflow.sdk import CronTriggerTimetable, Param, TaskGroup, chain, dag, task
+from cosmos import ProfileConfig
+from cosmos.constants import InvocationMode
+from cosmos.operators.local import DbtBuildLocalOperator
 
 from microseg.config import Settings
-from microseg.orchestration import WRITER_POOL, run_step
+from microseg.orchestration import WRITER_POOL, fail_on_failed_dbt_tests, run_step
 
 SETTINGS = Settings.from_env()
+# dbt_project/selectors.yml, in build order; models/segments: the segments step
+DBT_LAYERS = ("events", "sessions", "person_days")
 
 
 @dag(
-    schedule=SETTINGS.nightly_schedule,
+    schedule=(
+        CronTriggerTimetable(SETTINGS.nightly_schedule, timezone="UTC")
+        if SETTINGS.nightly_schedule
+        else None
+    ),
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -63,7 +79,7 @@ SETTINGS = Settings.from_env()
             None,
             type=["null", "string"],
             format="date",
-            description="As-of date (default: the end of the data interval)",
+            description="As-of date (default: the day of the run's 03:00 trigger)",
         ),
         "full_refresh": Param(False, type="boolean", description="Rebuild incremental models"),
         "audiences": Param(
@@ -86,40 +102,32 @@ def behavior_nightly():
 
         return run_step(validate_step, params, data_interval_end)
 
-    dbt_build = DbtTaskGroup(
-        group_id="dbt_build",
-        project_config=ProjectConfig(
-            dbt_project_path=SETTINGS.dbt_project_dir,
-            manifest_path=SETTINGS.dbt_target_dir / "manifest.json",
-        ),
-        profile_config=ProfileConfig(
-            profile_name="microseg",
-            target_name="local",
-            profiles_yml_filepath=SETTINGS.dbt_project_dir / "profiles.yml",
-        ),
-        execution_config=ExecutionConfig(
-            execution_mode=ExecutionMode.LOCAL,
-            invocation_mode=InvocationMode.SUBPROCESS,
-            dbt_executable_path=str(Path(sys.executable).with_name("dbt")),
-        ),
-        render_config=RenderConfig(
-            load_method=LoadMode.DBT_MANIFEST,
-            exclude=["path:models/segments"],  # built by the segments task, per as-of date
-            # every data test after all models: a relationships test needs both sides rebuilt
-            test_behavior=TestBehavior.AFTER_ALL,
-            emit_datasets=False,
-        ),
-        operator_args={
-            "full_refresh": "{{ params.full_refresh }}",
-            "vars": {"late_arrival_hours": SETTINGS.late_arrival_hours},
-            "install_deps": False,
-        },
-    )
-
-    # failed dbt data tests are data quality: fail at once, like the GX checkpoints
-    for dbt_task in dbt_build.children.values():
-        if isinstance(dbt_task, DbtTestLocalOperator):
-            dbt_task.retries = 0
+    # dbt through Cosmos, one `dbt build` per layer: each model's data tests run right after
+    # it, so a failed test stops the models built on it (and fails the task without retries)
+    with TaskGroup("dbt_build", tooltip="dbt build: events, sessions, person_days") as dbt_build:
+        layers = [
+            DbtBuildLocalOperator(
+                task_id=layer,
+                doc_md=f"`dbt build --selector {layer}` (dbt_project/selectors.yml)",
+                project_dir=SETTINGS.dbt_project_dir,
+                profile_config=ProfileConfig(
+                    profile_name="microseg",
+                    target_name="local",
+                    profiles_yml_filepath=SETTINGS.dbt_project_dir / "profiles.yml",
+                ),
+                dbt_executable_path=str(Path(sys.executable).with_name("dbt")),
+                invocation_mode=InvocationMode.SUBPROCESS,
+                selector=layer,
+                dbt_cmd_flags=["--exclude-resource-type", "unit_test"],  # development tests
+                full_refresh="{{ params.full_refresh }}",
+                vars={"late_arrival_hours": SETTINGS.late_arrival_hours},
+                install_deps=False,
+                emit_datasets=False,
+                callback=fail_on_failed_dbt_tests,
+            )
+            for layer in DBT_LAYERS
+        ]
+        chain(*layers)
 
     @task
     def validate_features(params=None, data_interval_end=None):

@@ -88,10 +88,8 @@ def configure(
     return LocalAirflow(home, port, username, password, env), generated
 
 
-def prepare(settings: Settings, airflow: LocalAirflow) -> None:
-    """Metadata database, the writer pool, and the dbt manifest Cosmos renders the DAG from."""
-    from microseg.transform import run_dbt
-
+def prepare(airflow: LocalAirflow) -> None:
+    """The metadata database and the writer pool."""
     airflow_bin = str(Path(sys.executable).with_name("airflow"))
     for command in (
         ["db", "migrate"],
@@ -104,8 +102,6 @@ def prepare(settings: Settings, airflow: LocalAirflow) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    if not (settings.dbt_target_dir / "manifest.json").exists():
-        run_dbt(settings, "parse")
 
 
 def start(airflow: LocalAirflow) -> list[subprocess.Popen]:
@@ -155,7 +151,7 @@ def main() -> int:
     airflow, generated = configure(
         settings, settings.airflow_port, settings.airflow_user, settings.airflow_password
     )
-    prepare(settings, airflow)
+    prepare(airflow)
     processes = start(airflow)
     try:
         wait_until_up(airflow)

@@ -17,8 +17,10 @@ import contextlib
 import gzip
 import hashlib
 import json
+import re
 import zlib
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -107,6 +109,33 @@ def expand_paths(paths: list[Path]) -> list[Path]:
         else:
             raise InputError(f"{path}: no such file or folder")
     return files
+
+
+DELIVERY_DATE = re.compile(r"(?<!\d)(\d{4}-\d{2}-\d{2})(?!\d)")
+
+
+def delivery_date(path: Path) -> date | None:
+    """The day a landing file holds, from the ISO date in its name (events_2026-10-12.jsonl.gz);
+    None for an undated name."""
+    match = DELIVERY_DATE.search(path.name)
+    if not match:
+        return None
+    try:
+        return date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+
+
+def split_due(files: list[Path], as_of: date) -> tuple[list[Path], list[Path]]:
+    """(due, held): the night of `as_of` loads undated files and days before `as_of`; later
+    days wait for their own night. This is what makes a backfill see, night by night, exactly
+    the deliveries the nightly runs saw, even when every file is already in the landing folder.
+    """
+    due, held = [], []
+    for path in files:
+        day = delivery_date(path)
+        (due if day is None or day < as_of else held).append(path)
+    return due, held
 
 
 def sha256_of(path: Path) -> str:

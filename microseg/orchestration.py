@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from microseg.config import Settings
@@ -39,3 +40,16 @@ def run_step(
         raise AirflowFailException(f"data quality: {exc}") from None
     print(summary)
     return summary
+
+
+def fail_on_failed_dbt_tests(project_dir: str, **_callback_args: Any) -> None:
+    """Cosmos callback after each dbt build, before Cosmos judges the exit code: failed data
+    tests fail the task at once, naming them (retrying cannot fix data); any other dbt error
+    is left to Cosmos and retried."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from microseg.transform import failed_nodes
+
+    failed = failed_nodes(Path(project_dir) / "target" / "run_results.json", tests_only=True)
+    if failed:
+        raise AirflowFailException("data quality: dbt tests failed: " + "; ".join(failed))

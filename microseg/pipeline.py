@@ -11,20 +11,32 @@ from collections.abc import Callable
 from datetime import date
 
 from microseg.config import Settings
-from microseg.errors import DataQualityError
+from microseg.errors import DataQualityError, InputError
 
 
-def ingest_step(settings: Settings, _as_of: date) -> str:
-    """Load the landing folder's new files; a rejected file stops the run."""
-    from microseg.ingest import ingest_paths
+def ingest_step(settings: Settings, as_of: date) -> str:
+    """Load the landing folder's new files that are due by `as_of` (a file dated D waits for
+    the night of D + 1: see ingest.split_due); a rejected file stops the run."""
+    from microseg.ingest import expand_paths, ingest_paths, split_due
 
-    results = ingest_paths(settings, [settings.landing_dir])
+    due, held = split_due(expand_paths([settings.landing_dir]), as_of)
+    if not due:
+        raise InputError(
+            f"no delivery due by {as_of} in {settings.landing_dir}"
+            + (f" (held for later nights: {', '.join(p.name for p in held)})" if held else "")
+        )
+    results = ingest_paths(settings, due)
     rejected = [r for r in results if r.status == "rejected"]
     if rejected:
         raise DataQualityError("; ".join(str(r.error) for r in rejected))
     loaded = [r for r in results if r.status == "loaded"]
     rows = sum(r.rows_loaded for r in loaded)
-    return f"ingest: {len(loaded)} new file(s), {rows:,} events loaded from {settings.landing_dir}"
+    summary = (
+        f"ingest: {len(loaded)} new file(s), {rows:,} events loaded from {settings.landing_dir}"
+    )
+    if held:
+        summary += f"; {len(held)} held for later nights ({', '.join(p.name for p in held)})"
+    return summary
 
 
 def validate_step(settings: Settings, as_of: date) -> str:

@@ -58,7 +58,7 @@ def run_dbt(settings: Settings, command: str, *args: str) -> None:
             tail.append(line.rstrip())
     if proc.returncode == 0:
         return
-    failed = _failed_nodes(results)
+    failed = failed_nodes(results)
     if not failed:
         raise MicrosegError(f"dbt {command} could not run: {_startup_error(list(tail))}")
     listed = "; ".join(failed[:5])
@@ -87,18 +87,22 @@ def _headline(message: str) -> str:
     return (lines or [""])[0][:300]
 
 
-def _failed_nodes(run_results: Path) -> list[str]:
-    """'node (status: first line of message)' for each failed node of the last dbt run."""
+def failed_nodes(run_results: Path, *, tests_only: bool = False) -> list[str]:
+    """'node (status: first line of message)' for each failed node of the last dbt run
+    (only its data tests with `tests_only`)."""
     try:
         results = json.loads(run_results.read_text("utf-8"))["results"]
     except (OSError, ValueError, KeyError):
         return []
     failed = []
     for result in results:
-        if result.get("status") in ("error", "fail"):
-            node = result["unique_id"].split(".", 2)[-1]
-            message = _headline(result.get("message") or "")
-            failed.append(f"{node} ({result['status']}: {message})")
+        if result.get("status") not in ("error", "fail"):
+            continue
+        if tests_only and not result["unique_id"].startswith("test."):
+            continue
+        node = result["unique_id"].split(".", 2)[-1]
+        message = _headline(result.get("message") or "")
+        failed.append(f"{node} ({result['status']}: {message})")
     return failed
 
 

@@ -79,3 +79,46 @@ def truth_connection(settings: Settings, dataset: Path) -> duckdb.DuckDBPyConnec
         f"create temp view truth_sessions as select * from '{truth}/sessions.parquet'"
     )
     return connection
+
+
+# Columns that record when or where a load happened rather than what it loaded.
+WALL_CLOCK_COLUMNS = {"raw.load_manifest": ("loaded_at", "file_path")}
+
+
+def warehouse_differences(left: Settings, right: Settings) -> dict[str, tuple[int, int]]:
+    """Every table of two warehouses compared row for row (as multisets, wall-clock columns
+    left out): {table: (rows only in left, rows only in right)} for the tables that differ;
+    a table missing on one side counts all its rows."""
+    con = duckdb.connect()
+    con.execute(f"attach '{left.warehouse_path}' as l (read_only)")
+    con.execute(f"attach '{right.warehouse_path}' as r (read_only)")
+    tables = {
+        side: {
+            f"{schema}.{table}"
+            for schema, table in con.execute(
+                "select schema_name, table_name from duckdb_tables() where database_name = ?",
+                [side],
+            ).fetchall()
+        }
+        for side in ("l", "r")
+    }
+    differences = {}
+    for table in sorted(tables["l"] | tables["r"]):
+        if table not in tables["r"] or table not in tables["l"]:
+            side = "l" if table in tables["l"] else "r"
+            rows = con.execute(f"select count(*) from {side}.{table}").fetchone()[0]
+            differences[table] = (rows, 0) if side == "l" else (0, rows)
+            continue
+        skipped = WALL_CLOCK_COLUMNS.get(table)
+        columns = f"* exclude ({', '.join(skipped)})" if skipped else "*"
+        only = [
+            con.execute(
+                f"select count(*) from (select {columns} from {a}.{table} "
+                f"except all select {columns} from {b}.{table})"
+            ).fetchone()[0]
+            for a, b in (("l", "r"), ("r", "l"))
+        ]
+        if any(only):
+            differences[table] = (only[0], only[1])
+    con.close()
+    return differences

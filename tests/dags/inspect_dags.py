@@ -20,8 +20,21 @@ report = {
             "doc_md": dag.doc_md or "",
             "max_active_runs": dag.max_active_runs,
             "catchup": dag.catchup,
+            "timetable": {
+                "kind": type(dag.timetable).__name__,
+                "expression": getattr(dag.timetable, "expression", None),
+                "timezone": str(getattr(dag.timetable, "timezone", "")),
+            },
             "tasks": {
-                t.task_id: {"owner": t.owner, "retries": t.retries, "pool": t.pool}
+                t.task_id: {
+                    "owner": t.owner,
+                    "retries": t.retries,
+                    "pool": t.pool,
+                    # a Cosmos dbt task's command line after `dbt`
+                    "command": " ".join(t.build_cmd(context={})[0][1:])
+                    if hasattr(t, "build_cmd")
+                    else None,
+                }
                 for t in dag.tasks
             },
             "edges": sorted(

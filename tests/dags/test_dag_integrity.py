@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from microseg.config import PROJECT_ROOT, Settings
+from microseg.config import PROJECT_ROOT
 
-PARSE_SECONDS_MAX = 10  # per file, on this 2-core machine (Cosmos reads the dbt manifest)
+PARSE_SECONDS_MAX = 10  # per file, on this 2-core machine
 
 
 @pytest.fixture(scope="module")
-def report(built: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    airflow_home = tmp_path_factory.mktemp("airflow_home")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The DAGs parse before anything was ever loaded (a fresh MICROSEG_HOME)."""
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow_home")),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "MICROSEG_HOME": str(built.home),  # its dbt manifest is what Cosmos renders
+        "MICROSEG_HOME": str(tmp_path_factory.mktemp("empty_home")),
     }
     proc = subprocess.run(
         [
@@ -53,37 +53,44 @@ def test_dags_parse_fast(report: dict) -> None:
 
 
 def test_every_task_has_an_owner_retries_and_the_writer_pool(report: dict) -> None:
-    """Data-quality tasks (dbt's data tests) fail at once; every other task retries."""
+    """Every task retries (data-quality failures raise AirflowFailException, which skips
+    the retries) and writes through the one-slot pool; runs go one at a time."""
     for dag_id, dag in report["dags"].items():
         assert "microseg" in dag["tags"], dag_id
         assert "Reads" in dag["doc_md"] and "Writes" in dag["doc_md"], dag_id
         assert dag["max_active_runs"] == 1 and dag["catchup"] is False
         for task_id, task in dag["tasks"].items():
             assert task["owner"] == "data-team", task_id
-            if task_id == "dbt_build.dbt_project_test":
-                assert task["retries"] == 0, task_id
-            else:
-                assert task["retries"] >= 1, task_id
+            assert task["retries"] >= 1, task_id
             assert task["pool"] == "warehouse_writer", task_id
 
 
-def test_nightly_runs_the_steps_in_order_with_one_dbt_task_per_model(report: dict) -> None:
-    dag = report["dags"]["behavior_nightly"]
-    models = sorted(t for t in dag["tasks"] if t.startswith("dbt_build.") and t.endswith("_run"))
-    assert len(models) == 15  # staging, intermediate and marts; segments are their own step
-    assert not any("segment" in t for t in models)
-    # every data test runs once all models are built (a relationships test needs both sides)
-    assert {e[0] for e in dag["edges"] if e[1] == "dbt_build.dbt_project_test"} == {
-        "dbt_build.dim_persons_run",
-        "dbt_build.fct_person_category_daily_run",
-        "dbt_build.fct_user_features_daily_run",
-        "dbt_build.int_late_events_run",
+def test_nightly_is_a_daily_0300_utc_cron_trigger(report: dict) -> None:
+    """A cron trigger: the run's logical date is its trigger time, so a backfill window and
+    the as-of dates line up (the e2e test backfills it)."""
+    timetable = report["dags"]["behavior_nightly"]["timetable"]
+    assert timetable == {
+        "kind": "CronTriggerTimetable",
+        "expression": "0 3 * * *",
+        "timezone": "UTC",
     }
+
+
+def test_nightly_runs_the_steps_in_order_with_one_dbt_build_per_layer(report: dict) -> None:
+    dag = report["dags"]["behavior_nightly"]
+    dbt_tasks = sorted(t for t in dag["tasks"] if t.startswith("dbt_build."))
+    assert dbt_tasks == ["dbt_build.events", "dbt_build.person_days", "dbt_build.sessions"]
+    for task_id in dbt_tasks:  # segments are built by their own step, for one as-of date
+        assert dag["tasks"][task_id]["command"].startswith(
+            f"build --selector {task_id.split('.')[1]} "
+        )
     edges = {tuple(e) for e in dag["edges"]}
-    assert ("ingest", "validate_raw") in edges
-    assert ("validate_raw", "dbt_build.stg_events_run") in edges
-    assert ("dbt_build.dbt_project_test", "validate_features") in edges
     for step, following in [
+        ("ingest", "validate_raw"),
+        ("validate_raw", "dbt_build.events"),
+        ("dbt_build.events", "dbt_build.sessions"),
+        ("dbt_build.sessions", "dbt_build.person_days"),
+        ("dbt_build.person_days", "validate_features"),
         ("validate_features", "score"),
         ("score", "cluster"),
         ("cluster", "segments"),

@@ -11,7 +11,7 @@ import pytest
 from microseg.config import Settings
 from microseg.errors import MicrosegError
 from microseg.ingest import ingest_paths
-from microseg.transform import transform
+from microseg.transform import failed_nodes, transform
 from tests.helpers import MARTS, query, truth_connection
 
 
@@ -197,6 +197,10 @@ def test_failed_dbt_test_names_the_node(built, tmp_path) -> None:
         )
     with pytest.raises(MicrosegError, match=r"accepted_values_stg_events_event_type"):
         transform(settings)
+    # what the Airflow dbt tasks read to fail without retries (orchestration callback)
+    failed_tests = failed_nodes(settings.dbt_target_dir / "run_results.json", tests_only=True)
+    assert len(failed_tests) == 1
+    assert failed_tests[0].startswith("accepted_values_stg_events_event_type")
 
 
 def test_rerunning_transform_changes_nothing(built) -> None:

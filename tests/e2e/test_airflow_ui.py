@@ -1,7 +1,8 @@
 """The data team's path, for real: Airflow 3 (api-server, scheduler, dag-processor) with login,
-driven in headless Chromium. Trigger tonight's behavior_nightly from the UI, wait for it to
-succeed, then check the tables and audience files it wrote. A screenshot of the finished run is
-saved in test-artifacts/."""
+driven in headless Chromium. Trigger a night of behavior_nightly from the UI and check what it
+wrote (a screenshot of the finished run is saved in test-artifacts/); then backfill two dates
+with `airflow backfill create` and compare every table with the same nights run one by one
+without Airflow; then clear a task and check that the re-run changes nothing."""
 
 from __future__ import annotations
 
@@ -17,39 +18,51 @@ import pytest
 
 from microseg.airflow_local import configure, free_port, prepare, start, stop, wait_until_up
 from microseg.config import PROJECT_ROOT, Settings
-from microseg.ingest import ingest_paths
+from microseg.ingest import delivery_date, ingest_paths
+from microseg.pipeline import run_nightly
 from microseg.transform import transform
 from ml.promote import promote
 from ml.train import train
-from tests.helpers import query
+from tests.helpers import query, warehouse_differences
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-TONIGHT = "events_2026-10-12.jsonl.gz"  # the delivery the triggered run ingests
-AS_OF = date(2026, 10, 13)
+DAG_ID = "behavior_nightly"
+LOADED_BEFORE = date(2026, 10, 9)  # deliveries of earlier days are loaded before Airflow starts
+UI_AS_OF = date(2026, 10, 10)  # the night triggered in the UI loads the 10-09 delivery
+BACKFILL = (date(2026, 10, 11), date(2026, 10, 12))  # then a backfill runs these two nights
 RUN_TIMEOUT_S = 900
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def airflow(twelve_days: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Eleven nights already processed and a champion model; tonight's file in the landing
-    folder; Airflow running on a free port with a generated admin password."""
-    home = tmp_path_factory.mktemp("e2e_home")
-    env = {
-        "MICROSEG_HOME": str(home),
-        "MICROSEG_NIGHTLY_SCHEDULE": "none",
-        "MICROSEG_WEEKLY_SCHEDULE": "none",
-    }
-    settings = Settings.from_env(env)
-    history = [p for p in sorted(twelve_days.glob("events_*")) if p.name != TONIGHT]
-    ingest_paths(settings, history)
-    transform(settings)
+def registry(twelve_days_home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An MLflow registry whose purchase_propensity champion was trained on all twelve days
+    (the nights below only score with it; eight days are too few for a 7-day label)."""
+    home = tmp_path_factory.mktemp("registry_home")
+    shutil.copy(twelve_days_home / "warehouse.duckdb", home)
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
     train(settings, "purchase_propensity")
     assert promote(settings, "purchase_propensity").promoted
+    return settings.mlflow_tracking_uri
+
+
+@pytest.fixture(scope="module")
+def airflow(twelve_days: Path, registry: str, tmp_path_factory: pytest.TempPathFactory):
+    """Days before 10-09 processed; the 10-09, 10-10 and 10-11 deliveries waiting in the landing
+    folder; Airflow running on a free port with a generated admin password. The scheduler
+    creates no scheduled runs here (use_job_schedule off): every run is the test's."""
+    home = tmp_path_factory.mktemp("e2e_home")
+    env = {"MICROSEG_HOME": str(home), "MICROSEG_MLFLOW_TRACKING_URI": registry}
+    settings = Settings.from_env(env)
+    dumps = sorted(twelve_days.glob("events_*"))
+    ingest_paths(settings, [p for p in dumps if delivery_date(p) < LOADED_BEFORE])
+    transform(settings)
     settings.landing_dir.mkdir(parents=True)
-    shutil.copy(twelve_days / TONIGHT, settings.landing_dir)
+    for dump in dumps:
+        if LOADED_BEFORE <= delivery_date(dump) < BACKFILL[-1]:
+            shutil.copy(dump, settings.landing_dir)
 
     local, generated = configure(
         settings,
@@ -57,14 +70,15 @@ def airflow(twelve_days: Path, tmp_path_factory: pytest.TempPathFactory):
         "admin",
         None,
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
         **env,
     )
     assert generated and len(local.password) >= 12  # no default or empty password
-    prepare(settings, local)
+    prepare(local)
     processes = start(local)
     try:
         wait_until_up(local)
-        yield settings, local
+        yield settings, local, env
     finally:
         stop(processes)
         for log in local.home.glob("*.log"):  # keep the component logs for a failed run
@@ -85,10 +99,33 @@ def _api(local, path: str, token: str | None = None, body: dict | None = None) -
         return json.loads(response.read())
 
 
+def _token(local) -> str:
+    credentials = {"username": local.username, "password": local.password}
+    return _api(local, "/auth/token", body=credentials)["access_token"]
+
+
+def _finish(local, token: str, run_id: str) -> dict[str, dict]:
+    """Wait for a run to end; its task instances by task id."""
+    run_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while (state := _api(local, run_path, token)["state"]) in ("queued", "running"):
+        assert time.monotonic() < deadline, f"{run_id} did not finish in time"
+        time.sleep(5)
+    tasks = _api(local, f"{run_path}/taskInstances?limit=100", token)["task_instances"]
+    by_id = {t["task_id"]: t for t in tasks}
+    assert state == "success", {t: i["state"] for t, i in by_id.items()}
+    return by_id
+
+
+def _exports(settings: Settings, as_of: date) -> dict[str, str]:
+    folder = settings.export_dir / as_of.isoformat()
+    return {p.name: p.read_text() for p in sorted(folder.glob("*.csv"))}
+
+
 def test_nightly_run_triggered_in_the_browser(airflow) -> None:
     from playwright.sync_api import sync_playwright
 
-    settings, local = airflow
+    settings, local, _env = airflow
     assert CHROMIUM.exists(), "Debian's chromium is missing: `make test` installs it"
 
     # nobody gets in without logging in
@@ -103,32 +140,24 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{local.url}/dags/behavior_nightly")
+            page.goto(f"{local.url}/dags/{DAG_ID}")
             page.wait_for_url("**/auth/login**", timeout=30_000)  # anonymous: log in first
             page.get_by_label("Username").fill(local.username)
             page.get_by_label("Password").fill(local.password)
             page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url("**/dags/behavior_nightly", timeout=30_000)
+            page.wait_for_url(f"**/dags/{DAG_ID}", timeout=30_000)
 
             page.get_by_role("button", name="Trigger Dag").click()
             dialog = page.get_by_role("dialog")
-            dialog.locator("input[name=element_as_of]").fill(AS_OF.isoformat())
+            dialog.locator("input[name=element_as_of]").fill(UI_AS_OF.isoformat())
             dialog.get_by_role("button", name="Trigger", exact=True).click()
-            page.wait_for_url("**/dags/behavior_nightly/runs/**", timeout=30_000)
+            page.wait_for_url(f"**/dags/{DAG_ID}/runs/**", timeout=30_000)
             run_id = page.url.rsplit("/runs/", 1)[1]
 
-            token = _api(
-                local, "/auth/token", body={"username": local.username, "password": local.password}
-            )["access_token"]
-            run_path = f"/api/v2/dags/behavior_nightly/dagRuns/{run_id}"
-            deadline = time.monotonic() + RUN_TIMEOUT_S
-            while (state := _api(local, run_path, token)["state"]) in ("queued", "running"):
-                assert time.monotonic() < deadline, "the run did not finish in time"
-                time.sleep(5)
-            tasks = _api(local, f"{run_path}/taskInstances?limit=100", token)["task_instances"]
-            states = {t["task_id"]: t["state"] for t in tasks}
-            assert state == "success", states
-            assert _api(local, run_path, token)["conf"]["as_of"] == AS_OF.isoformat()
+            token = _token(local)
+            states = {t: i["state"] for t, i in _finish(local, token, run_id).items()}
+            run = _api(local, f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", token)
+            assert run["conf"]["as_of"] == UI_AS_OF.isoformat()
 
             page.reload()
             page.get_by_text("success").first.wait_for(timeout=30_000)
@@ -137,24 +166,102 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
         finally:
             browser.close()
 
-    assert len(states) == 24 and set(states.values()) == {"success"}
-    # what the run wrote, for the as-of date it was given in the UI
+    assert len(states) == 11 and set(states.values()) == {"success"}
+    # what the run wrote, for the as-of date it was given in the UI: it loaded the one
+    # delivery due by then and held the later ones for their own nights
     assert query(
-        settings, "select count(*) from raw.load_manifest where file_name = ?", [TONIGHT]
-    ) == [(1,)]
+        settings, "select max(file_name) from raw.load_manifest where status = 'loaded'"
+    ) == [("events_2026-10-09.jsonl.gz",)]
     members = query(
         settings,
         "select count(distinct segment_name), count(*) from marts.segment_memberships "
         "where as_of_date = ?",
-        [AS_OF],
+        [UI_AS_OF],
     )[0]
     assert members[0] == 7 and members[1] > 100
     scores = query(
-        settings, "select count(*) from marts.user_scores where as_of_date = ?", [AS_OF]
+        settings, "select count(*) from marts.user_scores where as_of_date = ?", [UI_AS_OF]
     )[0][0]
     assert scores > 300
     for audience in settings.export_audiences:
-        csv = settings.export_dir / AS_OF.isoformat() / f"{audience}.csv"
+        csv = settings.export_dir / UI_AS_OF.isoformat() / f"{audience}.csv"
         assert csv.exists() and len(csv.read_text().splitlines()) > 1, csv
         assert csv.with_name(csv.name + ".manifest.json").exists()
     assert settings.analytics_path.exists()
+
+
+def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothing(
+    airflow, tmp_path: Path
+) -> None:
+    settings, local, env = airflow
+    # The reference: the same warehouse, then one nightly run per date without Airflow, each
+    # night given only the deliveries that had arrived by then.
+    nightly = Settings.from_env({**env, "MICROSEG_HOME": str(tmp_path / "nightly")})
+    shutil.copytree(
+        settings.home, nightly.home, ignore=shutil.ignore_patterns("airflow", "landing", "dbt")
+    )
+    nightly.landing_dir.mkdir()
+    for as_of in BACKFILL:
+        for dump in settings.landing_dir.iterdir():
+            if delivery_date(dump) < as_of and not (nightly.landing_dir / dump.name).exists():
+                shutil.copy(dump, nightly.landing_dir)
+        run_nightly(nightly, as_of, report=lambda _line: None)
+
+    # The same two nights as an Airflow backfill, created as the UI's backfill form does (max
+    # active runs 1), with every delivery already in the landing folder; the runs date
+    # themselves from their trigger time (no as_of param).
+    token = _token(local)
+    backfill = {
+        "dag_id": DAG_ID,
+        "from_date": f"{BACKFILL[0]}T00:00:00Z",
+        "to_date": f"{BACKFILL[-1]}T23:59:00Z",
+        "max_active_runs": 1,
+    }
+    _api(local, "/api/v2/backfills", token, body=backfill)
+    runs = _api(local, f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=backfill&limit=10", token)
+    runs = sorted(runs["dag_runs"], key=lambda r: r["logical_date"])
+    assert [r["logical_date"][:10] for r in runs] == [d.isoformat() for d in BACKFILL]
+    tasks = [_finish(local, token, run["dag_run_id"]) for run in runs]
+    assert [len(t) for t in tasks] == [11, 11]
+    runs = [_api(local, f"/api/v2/dags/{DAG_ID}/dagRuns/{r['dag_run_id']}", token) for r in runs]
+    assert runs[0]["end_date"] <= runs[1]["start_date"]  # one night at a time, in date order
+    assert all(not (r["conf"] or {}).get("as_of") for r in runs)
+
+    for as_of in BACKFILL:  # both nights wrote something to compare
+        assert query(
+            settings,
+            "select count(distinct segment_name) from marts.segment_memberships "
+            "where as_of_date = ?",
+            [as_of],
+        ) == [(7,)]
+        assert query(
+            settings, "select count(*) > 300 from marts.user_scores where as_of_date = ?", [as_of]
+        ) == [(True,)]
+        assert _exports(settings, as_of) == _exports(nightly, as_of) != {}
+    assert warehouse_differences(settings, nightly) == {}
+
+    # Clear the person-day dbt build in the last night, with everything downstream of it: the
+    # scheduler re-runs them for the same date and the tables stay the same.
+    last = runs[-1]["dag_run_id"]
+    cleared = _api(
+        local,
+        f"/api/v2/dags/{DAG_ID}/clearTaskInstances",
+        token,
+        body={
+            "dry_run": False,
+            "dag_run_id": last,
+            "task_ids": ["dbt_build.person_days"],
+            "include_downstream": True,
+            "only_failed": False,
+        },
+    )
+    cleared_ids = {t["task_id"] for t in cleared["task_instances"]}
+    assert cleared_ids == {
+        "dbt_build.person_days", "validate_features", "score", "cluster", "segments",
+        "export_audiences", "publish",
+    }  # fmt: skip
+    before = {t: i["try_number"] for t, i in tasks[-1].items()}
+    after = {t: i["try_number"] for t, i in _finish(local, _token(local), last).items()}
+    assert {t for t in after if after[t] > before[t]} == cleared_ids
+    assert warehouse_differences(settings, nightly) == {}
+    assert _exports(settings, BACKFILL[-1]) == _exports(nightly, BACKFILL[-1])

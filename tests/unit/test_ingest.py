@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -17,7 +18,9 @@ import pandas as pd
 import pytest
 
 from microseg.config import Settings
-from microseg.ingest import ingest_paths
+from microseg.errors import InputError
+from microseg.ingest import delivery_date, ingest_paths
+from microseg.pipeline import ingest_step
 from tests.helpers import query, run_cli, table_snapshot
 
 GOOD_EVENT = {
@@ -319,6 +322,51 @@ def test_folders_are_not_searched_recursively(settings, small_dataset) -> None:
     results = ingest_paths(settings, [small_dataset])
     assert all(r.file_name.startswith("events_") for r in results)
     assert (small_dataset / "ground_truth").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("name", "day"),
+    [
+        ("events_2026-10-12.jsonl.gz", date(2026, 10, 12)),
+        ("2026-10-12_segment.json", date(2026, 10, 12)),
+        ("events.jsonl", None),
+        ("events_2026-13-40.csv", None),  # not a date: loaded by any night
+        ("dump_20261012-2026-10-12-x.parquet", date(2026, 10, 12)),
+    ],
+)
+def test_delivery_date_comes_from_the_iso_date_in_the_name(name, day) -> None:
+    assert delivery_date(Path(name)) == day
+
+
+def test_nightly_ingest_loads_only_the_deliveries_due_by_its_date(settings, small_dataset) -> None:
+    """All five days are in the landing folder (a backfill over a past range): the night of
+    10-03 loads 10-01 and 10-02 and holds the rest, as the nightly runs saw them."""
+    settings.landing_dir.mkdir(parents=True)
+    for dump in sorted(small_dataset.glob("events_*")):
+        shutil.copy(dump, settings.landing_dir)
+    undated = settings.landing_dir / "manual_fix.jsonl"
+    undated.write_text(jsonl(GOOD_EVENT))
+
+    summary = ingest_step(settings, date(2026, 10, 3))
+    loaded = [
+        name for (name,) in query(settings, "select file_name from raw.load_manifest order by 1")
+    ]
+    assert loaded == ["events_2026-10-01.jsonl.gz", "events_2026-10-02.jsonl.gz", undated.name]
+    assert "3 new file(s)" in summary
+    assert "3 held for later nights" in summary and "events_2026-10-05.jsonl.gz" in summary
+    assert query(
+        settings, "select max(event_at)::date from raw.events where event_id <> ?", ["good-1"]
+    ) == [(date(2026, 10, 2),)]
+
+    assert "0 new file(s)" in ingest_step(settings, date(2026, 10, 3))  # a re-run loads nothing
+    assert "2 new file(s)" in ingest_step(settings, date(2026, 10, 5))
+
+
+def test_a_night_with_no_delivery_due_says_what_is_held(settings, small_dataset) -> None:
+    settings.landing_dir.mkdir(parents=True)
+    shutil.copy(small_dataset / "events_2026-10-05.jsonl.gz", settings.landing_dir)
+    with pytest.raises(InputError, match=r"no delivery due by 2026-10-05 .*events_2026-10-05"):
+        ingest_step(settings, date(2026, 10, 5))
 
 
 def test_missing_path_is_a_one_line_error(tmp_path) -> None:
