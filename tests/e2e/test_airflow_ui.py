@@ -256,10 +256,15 @@ def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothin
         },
     )
     cleared_ids = {t["task_id"] for t in cleared["task_instances"]}
-    assert cleared_ids == {
-        "dbt_build.person_days", "validate_features", "score", "cluster", "segments",
-        "export_audiences", "publish",
-    }  # fmt: skip
+    downstream = [
+        "validate_features",
+        "score",
+        "cluster",
+        "segments",
+        "export_audiences",
+        "publish",
+    ]
+    assert cleared_ids == {"dbt_build.person_days", *downstream}
     before = {t: i["try_number"] for t, i in tasks[-1].items()}
     after = {t: i["try_number"] for t, i in _finish(local, _token(local), last).items()}
     assert {t for t in after if after[t] > before[t]} == cleared_ids
