@@ -225,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="load event files or folders into raw.events")
     ing.add_argument("paths", nargs="+", metavar="PATH")
     ing.add_argument(
-        "--replace", action="store_true", help="reload a file whose content changed since its load"
+        "--replace",
+        action="store_true",
+        help="load anew: a changed file, or one whose rows disagree with its manifest row",
     )
     ing.set_defaults(handler=cmd_ingest)
 

@@ -16,14 +16,26 @@ SCHEMA_RESOURCE = "event.schema.json"
 
 
 @dataclass(frozen=True)
+class Taxonomy:
+    """A field accepted as sent and mapped to canonical values downstream (`x-taxonomy`):
+    aliases to their value, anything else to the fallback. A real site sends `ios` or
+    `smart_tv` for a device type; that must not stop a night."""
+
+    values: tuple[str, ...]
+    fallback: str
+    aliases: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Field:
     """One top-level event field as the warehouse stores it."""
 
     name: str
     sql_type: str  # DuckDB type of the column in raw.events
     is_timestamp: bool
-    enum: tuple[str, ...] | None
+    enum: tuple[str, ...] | None  # enforced at ingestion: other values are quarantined
     max_length: int | None
+    taxonomy: Taxonomy | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,21 @@ class EventContract:
     def field(self, name: str) -> Field:
         return next(f for f in self.fields if f.name == name)
 
+    def taxonomy_rows(self) -> list[tuple[str, str | None, str]]:
+        """(field, received value, canonical value) for every field with a closed set of
+        values: enums map to themselves, taxonomies add their aliases and a fallback row
+        (received value null: anything else). dbt reads them as raw.event_taxonomy, so its
+        mapping and its tests take the values from this schema, not from a copy."""
+        rows: list[tuple[str, str | None, str]] = []
+        for f in self.fields:
+            if f.enum:
+                rows += [(f.name, value, value) for value in f.enum]
+            if f.taxonomy:
+                rows += [(f.name, value, value) for value in f.taxonomy.values]
+                rows += [(f.name, alias, value) for alias, value in f.taxonomy.aliases.items()]
+                rows.append((f.name, None, f.taxonomy.fallback))
+        return rows
+
     @property
     def event_types(self) -> tuple[str, ...]:
         enum = self.field("event_type").enum
@@ -70,6 +97,15 @@ def _types(spec: dict[str, Any]) -> set[str]:
     return {kind} if isinstance(kind, str) else set(kind)
 
 
+def _taxonomy(name: str, spec: dict[str, Any]) -> Taxonomy:
+    values = tuple(spec["values"])
+    aliases = {alias.strip().lower(): value for alias, value in spec.get("aliases", {}).items()}
+    stray = sorted({spec["fallback"], *aliases.values()} - set(values))
+    if stray:  # a broken schema is a bug in this repository, not bad input
+        raise ValueError(f"x-taxonomy of {name}: {stray} not among its values {values}")
+    return Taxonomy(values, spec["fallback"], aliases)
+
+
 @cache
 def event_contract() -> EventContract:
     """Compile the schema into the structures the ingestion checks against."""
@@ -85,6 +121,7 @@ def event_contract() -> EventContract:
         else:
             sql_type = "VARCHAR"
         enum = spec.get("enum")
+        taxonomy = spec.get("x-taxonomy")
         fields.append(
             Field(
                 name=name,
@@ -92,6 +129,7 @@ def event_contract() -> EventContract:
                 is_timestamp=is_ts,
                 enum=tuple(v for v in enum if v is not None) if enum else None,
                 max_length=spec.get("maxLength"),
+                taxonomy=_taxonomy(name, taxonomy) if taxonomy else None,
             )
         )
     props = schema["properties"]["properties"]["properties"]

@@ -30,7 +30,7 @@ import pyarrow as pa
 from microseg.config import Settings
 from microseg.contract import EventContract, event_contract
 from microseg.errors import InputError
-from microseg.warehouse import connect
+from microseg.warehouse import FILE_ACCOUNTING_SQL, connect
 
 RAW_TEXT_CHARS = 2000  # quarantined rows keep this much of the offending input
 
@@ -579,14 +579,13 @@ def ingest_file(
     previous = con.execute(
         "select content_sha256, status from raw.load_manifest where file_name = ?", [path.name]
     ).fetchone()
-    if previous and previous[1] == "loaded":
+    if previous and previous[1] == "loaded" and not replace:
         if previous[0] == digest:
             return FileResult(path.name, "skipped")
-        if not replace:
-            raise InputError(
-                f"{path.name}: already loaded with different content "
-                "(sha256 differs); use --replace to reload it"
-            )
+        raise InputError(
+            f"{path.name}: already loaded with different content "
+            "(sha256 differs); use --replace to reload it"
+        )
     fmt = detect_format(path)
     con.execute("begin transaction")
     try:
@@ -602,11 +601,24 @@ def ingest_file(
         counts = _counts(con)
         reasons = _top_reasons(con)
         _record(con, path, fmt, digest, "loaded", None, counts)
+        _verify_accounting(con, path.name)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
     return FileResult(path.name, "loaded", *counts, top_reasons=reasons)
+
+
+def _verify_accounting(con: duckdb.DuckDBPyConnection, file_name: str) -> None:
+    """Before the commit, the raw tables must hold exactly what the manifest row says (the same
+    identity `microseg validate` checks after the fact); otherwise the load is rolled back."""
+    mismatch = con.execute(
+        f"select * from ({FILE_ACCOUNTING_SQL}) where file_name = ? and (rows_unaccounted <> 0 "
+        "or events_not_in_manifest <> 0 or quarantine_rows_not_in_manifest <> 0)",
+        [file_name],
+    ).fetchone()
+    if mismatch:
+        raise RuntimeError(f"{file_name}: raw tables disagree with the manifest: {mismatch}")
 
 
 def _reject(con: duckdb.DuckDBPyConnection, path: Path, error: str) -> FileResult:

@@ -50,6 +50,7 @@ def fail_on_failed_dbt_tests(project_dir: str, **_callback_args: Any) -> None:
 
     from microseg.transform import failed_nodes
 
-    failed = failed_nodes(Path(project_dir) / "target" / "run_results.json", tests_only=True)
+    target = Path(project_dir) / "target"
+    failed = failed_nodes(target, tests_only=True, settings=Settings.from_env())
     if failed:
         raise AirflowFailException("data quality: dbt tests failed: " + "; ".join(failed))

@@ -18,7 +18,7 @@ import pandas as pd
 from microseg.config import Settings
 from microseg.contract import event_contract
 from microseg.errors import ConfigError
-from microseg.warehouse import connect
+from microseg.warehouse import FILE_ACCOUNTING_SQL, connect
 
 EXAMPLES_PER_FAILURE = 3
 
@@ -32,15 +32,6 @@ select event_id, event_type, event_at, received_at, anonymous_id, user_id, page_
 from raw.events
 {sample}
 """
-
-MANIFEST_SQL = """
-select file_name, rows_read,
-       rows_quarantined / greatest(rows_read, 1) as quarantine_rate,
-       rows_read - rows_loaded - rows_duplicate - rows_quarantined as rows_unaccounted
-from raw.load_manifest
-where status = 'loaded'
-"""
-
 
 FEATURES_SQL = """
 select * exclude (as_of_date) from marts.fct_user_features_daily where as_of_date = ?
@@ -170,6 +161,9 @@ def _failures(suite_name: str, key_column: str, run_result) -> tuple[int, int, l
                     shown += f" {column}={row[column]}"
                 examples.append(shown)
             config = result.expectation_config
+            why = (config.meta or {}).get("why")
+            if why:
+                detail += f" ({why})"
             failures.append(
                 Failure(suite_name, config.type, column, _describe(config), detail, examples)
             )
@@ -187,7 +181,7 @@ def _event_frame(settings: Settings) -> pd.DataFrame:
 
 def _manifest_frame(settings: Settings) -> pd.DataFrame:
     with connect(settings, read_only=True) as con:
-        return con.execute(MANIFEST_SQL).df()
+        return con.execute(FILE_ACCOUNTING_SQL).df()
 
 
 def validate_raw(settings: Settings, as_of: date | None = None) -> ValidationReport:

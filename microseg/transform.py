@@ -6,12 +6,16 @@ import json
 import os
 import subprocess
 import sys
-from collections import deque
 from pathlib import Path
+from typing import Any
+
+import duckdb
 
 from microseg.config import Settings
-from microseg.errors import MicrosegError
-from microseg.warehouse import connect, require_warehouse
+from microseg.errors import DataQualityError, MicrosegError
+from microseg.warehouse import connect, require_warehouse, warehouse_busy_error
+
+EXAMPLE_ROWS = 3  # offending rows shown for a failed data test
 
 MART_COUNTS = (
     ("marts.dim_persons", "people"),
@@ -21,16 +25,19 @@ MART_COUNTS = (
 )
 
 
-def run_dbt(settings: Settings, command: str, *args: str) -> None:
-    """Run dbt in a child process with this project's profile; raise naming each failed node.
+def run_dbt(settings: Settings, command: str, *args: str) -> list[str]:
+    """Run dbt in a child process with this project's profile; return its output lines, or
+    raise one line naming each failed node (with example rows for a failed data test).
 
     A child process, because dbt-duckdb keeps its DuckDB instance open in the process that ran
     it, which would lock later steps of the same run out of the warehouse. profiles.yml reads
-    MICROSEG_HOME, so the resolved home is handed over through it.
+    MICROSEG_HOME, so the resolved home is handed over through it. dbt's own output goes to
+    `dbt/logs/last_run.log` under MICROSEG_HOME, whose path every error names.
     """
     project = str(settings.dbt_project_dir)
     dbt = Path(sys.executable).with_name("dbt")
     env = {**os.environ, "MICROSEG_HOME": str(settings.home)}
+    log_dir = settings.home / "dbt" / "logs"
     command_line = [
         str(dbt),
         "--no-use-colors",
@@ -42,28 +49,28 @@ def run_dbt(settings: Settings, command: str, *args: str) -> None:
         "--target-path",
         str(settings.dbt_target_dir),
         "--log-path",
-        str(settings.home / "dbt" / "logs"),
+        str(log_dir),
         *args,
     ]
     results = settings.dbt_target_dir / "run_results.json"
     results.unlink(missing_ok=True)  # a stale one would name another run's failures
-    # dbt's progress goes to our stdout as it happens; the tail is kept for the error line
-    tail: deque[str] = deque(maxlen=40)
-    with subprocess.Popen(
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / "last_run.log"
+    proc = subprocess.run(
         command_line, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            tail.append(line.rstrip())
+    )
+    log.write_text(proc.stdout, "utf-8")
+    lines = proc.stdout.splitlines()
     if proc.returncode == 0:
-        return
-    failed = failed_nodes(results)
+        return lines
+    if any("Could not set lock on file" in line for line in lines):
+        raise warehouse_busy_error(settings.warehouse_path)
+    failed = failed_nodes(settings.dbt_target_dir, settings=settings)
     if not failed:
-        raise MicrosegError(f"dbt {command} could not run: {_startup_error(list(tail))}")
+        raise MicrosegError(f"dbt {command} could not run: {_startup_error(lines)} (log: {log})")
     listed = "; ".join(failed[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-    raise MicrosegError(f"dbt {command} failed: {listed}{more}")
+    raise DataQualityError(f"dbt {command} failed: {listed}{more} (log: {log})")
 
 
 def _startup_error(lines: list[str]) -> str:
@@ -87,22 +94,56 @@ def _headline(message: str) -> str:
     return (lines or [""])[0][:300]
 
 
-def failed_nodes(run_results: Path, *, tests_only: bool = False) -> list[str]:
-    """'node (status: first line of message)' for each failed node of the last dbt run
-    (only its data tests with `tests_only`)."""
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        results = json.loads(run_results.read_text("utf-8"))["results"]
-    except (OSError, ValueError, KeyError):
-        return []
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _examples(settings: Settings, compiled_sql: str) -> str:
+    """A few rows a failed data test returned (its compiled query, re-run read-only)."""
+    try:
+        with connect(settings, read_only=True) as con:
+            cursor = con.execute(f"select * from ({compiled_sql}) limit {EXAMPLE_ROWS}")
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+    except (duckdb.Error, MicrosegError):
+        return ""
+    shown = [" ".join(f"{n}={v}" for n, v in zip(names, row, strict=True)) for row in rows]
+    return "e.g. " + " | ".join(shown) if shown else ""
+
+
+def failed_nodes(
+    target_dir: Path, *, tests_only: bool = False, settings: Settings | None = None
+) -> list[str]:
+    """One line per failed node of the last dbt run in `target_dir` (only its data tests with
+    `tests_only`): a failed data test names its model and column, the test, a few offending
+    rows (when `settings` says where the warehouse is) and the fix its `meta.fix` gives."""
+    results = _read_json(target_dir / "run_results.json").get("results", [])
+    nodes = _read_json(target_dir / "manifest.json").get("nodes", {})
     failed = []
     for result in results:
         if result.get("status") not in ("error", "fail"):
             continue
-        if tests_only and not result["unique_id"].startswith("test."):
+        unique_id = result["unique_id"]
+        if tests_only and not unique_id.startswith("test."):
             continue
-        node = result["unique_id"].split(".", 2)[-1]
+        node = nodes.get(unique_id, {})
+        attached = (node.get("attached_node") or "").split(".")[-1]
+        if unique_id.startswith("test.") and attached:
+            test = (node.get("test_metadata") or {}).get("name") or unique_id.split(".")[2]
+            column = f".{node['column_name']}" if node.get("column_name") else ""
+            parts = [f"{attached}{column}: data test {test} failed ({result.get('failures')} rows)"]
+            if settings is not None and result.get("compiled_code"):
+                parts.append(_examples(settings, result["compiled_code"]))
+            fix = ((node.get("config") or {}).get("meta") or {}).get("fix")
+            parts.append(f"fix: {fix}" if fix else "")
+            failed.append(", ".join(p for p in parts if p))
+            continue
+        name = unique_id.split(".", 2)[-1]
         message = _headline(result.get("message") or "")
-        failed.append(f"{node} ({result['status']}: {message})")
+        failed.append(f"{name} ({result['status']}: {message})")
     return failed
 
 

@@ -13,6 +13,31 @@ from microseg.config import Settings
 from microseg.contract import event_contract
 from microseg.errors import MicrosegError
 
+# One row per file the manifest says is loaded, or that has rows in raw.events without such a
+# manifest row (a load replayed from DuckDB's WAL after a kill can leave exactly that): the
+# counts the manifest recorded are compared with the rows the raw tables actually hold.
+FILE_ACCOUNTING_SQL = """
+with
+loaded as (select * from raw.load_manifest where status = 'loaded'),
+events as (select source_file as file_name, count(*) as rows from raw.events group by all),
+quarantined as (
+    select source_file as file_name, count(*) as rows from raw.events_quarantine group by all
+)
+select
+    coalesce(loaded.file_name, events.file_name, quarantined.file_name) as file_name,
+    coalesce(loaded.rows_read, 0) as rows_read,
+    coalesce(loaded.rows_quarantined, 0) / greatest(coalesce(loaded.rows_read, 0), 1)
+        as quarantine_rate,
+    loaded.rows_read - loaded.rows_loaded - loaded.rows_duplicate - loaded.rows_quarantined
+        as rows_unaccounted,
+    coalesce(events.rows, 0) - coalesce(loaded.rows_loaded, 0) as events_not_in_manifest,
+    coalesce(quarantined.rows, 0) - coalesce(loaded.rows_quarantined, 0)
+        as quarantine_rows_not_in_manifest
+from loaded
+full join events using (file_name)
+full join quarantined using (file_name)
+"""
+
 
 def _raw_ddl() -> list[str]:
     """raw.* tables. raw.events columns come from the event contract, plus lineage."""
@@ -29,6 +54,11 @@ def _raw_ddl() -> list[str]:
     source_line bigint not null,
     reason varchar not null,
     raw_text varchar
+)""",
+        """create table if not exists raw.event_taxonomy (
+    field varchar not null,
+    received_value varchar,
+    canonical_value varchar not null
 )""",
         """create table if not exists raw.load_manifest (
     file_name varchar primary key,
@@ -55,14 +85,17 @@ def require_warehouse(settings: Settings) -> Path:
     return path
 
 
-def in_use_error(path: Path, exc: duckdb.IOException) -> MicrosegError | None:
-    """DuckDB's lock conflict as a one-line error saying who to wait for (None: not a lock)."""
-    if "lock" not in str(exc).lower():
-        return None
+def warehouse_busy_error(path: Path) -> MicrosegError:
+    """DuckDB's lock conflict as one line saying what to do."""
     return MicrosegError(
         f"warehouse {path} is in use by another process (DuckDB allows one writer); "
         "retry when it finishes, or query analytics.duckdb instead"
     )
+
+
+def in_use_error(path: Path, exc: duckdb.IOException) -> MicrosegError | None:
+    """The busy error when `exc` is DuckDB's lock conflict (None: some other I/O error)."""
+    return warehouse_busy_error(path) if "lock" in str(exc).lower() else None
 
 
 @contextmanager
@@ -82,9 +115,23 @@ def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.D
         if not read_only:
             for statement in _raw_ddl():
                 con.execute(statement)
+            _sync_taxonomy(con)
         yield con
     finally:
         con.close()
+
+
+def _sync_taxonomy(con: duckdb.DuckDBPyConnection) -> None:
+    """raw.event_taxonomy holds the event schema's closed value sets (contract.taxonomy_rows),
+    which dbt's staging maps and tests against; rewritten only when the schema changed."""
+    wanted = sorted(event_contract().taxonomy_rows(), key=repr)
+    held = con.execute("select * from raw.event_taxonomy").fetchall()
+    if sorted(held, key=repr) == wanted:
+        return
+    con.execute("begin transaction")
+    con.execute("delete from raw.event_taxonomy")
+    con.executemany("insert into raw.event_taxonomy values (?, ?, ?)", wanted)
+    con.execute("commit")
 
 
 def has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -5,27 +5,23 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from microseg.config import Settings
 from microseg.transform import run_dbt
 
 LAYERS = ("events", "sessions", "person_days")  # the order of dags/behavior_nightly.py
 
 
-def _listed(settings: Settings, capsys: pytest.CaptureFixture, selector: str) -> set[str]:
-    capsys.readouterr()
+def _listed(settings: Settings, selector: str) -> set[str]:
     resources = ["--resource-type", "model", "--resource-type", "test"]
     output = ["--output", "json", "--output-keys", "unique_id"]
-    run_dbt(settings, "ls", "--quiet", "--selector", selector, *resources, *output)
-    lines = capsys.readouterr().out.splitlines()
+    lines = run_dbt(settings, "ls", "--quiet", "--selector", selector, *resources, *output)
     return {json.loads(line)["unique_id"] for line in lines if line.startswith("{")}
 
 
-def test_layers_partition_the_project_in_build_order(settings, capsys) -> None:
+def test_layers_partition_the_project_in_build_order(settings) -> None:
     layer_of: dict[str, int] = {}
     for index, name in enumerate(LAYERS):
-        for node in _listed(settings, capsys, name):
+        for node in _listed(settings, name):
             assert node not in layer_of, f"{node} is in two layers"
             layer_of[node] = index
     manifest = json.loads((settings.dbt_target_dir / "manifest.json").read_text())

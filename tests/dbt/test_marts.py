@@ -195,12 +195,18 @@ def test_failed_dbt_test_names_the_node(built, tmp_path) -> None:
             "insert into raw.events select * replace ('teleport-1' as event_id, "
             "'teleport' as event_type) from raw.events limit 1"
         )
-    with pytest.raises(MicrosegError, match=r"accepted_values_stg_events_event_type"):
+    with pytest.raises(MicrosegError) as failure:
         transform(settings)
+    message = str(failure.value)
+    assert "stg_events.event_type: data test in_event_taxonomy failed (1 rows)" in message
+    assert "value=teleport rows_with_value=1 files=" in message  # the value and its file
+    assert "fix: a value outside the event schema's taxonomy" in message
+    assert f"(log: {settings.home / 'dbt' / 'logs' / 'last_run.log'})" in message
+    assert len(message.splitlines()) == 1
     # what the Airflow dbt tasks read to fail without retries (orchestration callback)
-    failed_tests = failed_nodes(settings.dbt_target_dir / "run_results.json", tests_only=True)
+    failed_tests = failed_nodes(settings.dbt_target_dir, tests_only=True)
     assert len(failed_tests) == 1
-    assert failed_tests[0].startswith("accepted_values_stg_events_event_type")
+    assert failed_tests[0].startswith("stg_events.event_type: data test in_event_taxonomy")
 
 
 def test_rerunning_transform_changes_nothing(built) -> None:

@@ -24,7 +24,7 @@ def test_clean_data_passes_and_builds_data_docs(loaded) -> None:
     assert report.success, report.summary()
     rows, total, passed = report.checked["raw_events"]
     assert rows > 1000 and total == passed == 15
-    assert report.checked["raw_load_manifest"] == (2, 2, 2)
+    assert report.checked["raw_load_manifest"] == (2, 5, 5)
     assert loaded.data_docs_index.exists()
     html = loaded.data_docs_index.read_text()
     assert "raw_events" in html and "raw_load_manifest" in html
@@ -53,6 +53,8 @@ def test_crafted_bad_batch_fails_naming_each_expectation(loaded) -> None:
         ("expect_column_values_to_be_in_set", "event_type"),
         ("expect_column_values_to_be_in_set", "has_identity"),
         ("expect_column_values_to_be_unique", "event_id"),
+        # and the manifest no longer accounts for the file's rows
+        ("expect_column_values_to_be_between", "events_not_in_manifest"),
     }
     assert "event_id=future-1" in failed[("expect_column_values_to_be_between", "event_at")]
     assert "scroll_percent=150" in failed[("expect_column_values_to_be_between", "scroll_percent")]
@@ -78,6 +80,32 @@ def test_quarantine_rate_over_the_limit_names_the_file(settings, tmp_path) -> No
         "quarantine_rate",
     )
     assert failure.examples == ["file_name=mostly_bad.jsonl quarantine_rate=0.75"]
+
+
+def test_raw_rows_that_disagree_with_the_manifest_fail_until_reloaded(
+    settings, dataset_factory
+) -> None:
+    """What a kill during ingest once left (rows replayed from DuckDB's WAL, no manifest row),
+    and a file that lost rows, both fail naming the file; loading them anew repairs both."""
+    dataset = dataset_factory(users=80, days=2)
+    ingest_paths(settings, [dataset])
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        query = "select file_name from raw.load_manifest order by 1"
+        first, second = (row[0] for row in con.execute(query).fetchall())
+        con.execute("delete from raw.load_manifest where file_name = ?", [first])
+        con.execute(
+            "delete from raw.events where source_file = ? and source_line % 10 = 0", [second]
+        )
+    report = validate_raw(settings, as_of=date(2026, 10, 2))
+    failed = {f.column: f.examples for f in report.failures}
+    assert {"rows_unaccounted", "events_not_in_manifest"} <= set(failed), report.summary()
+    assert failed["rows_unaccounted"] == [f"file_name={first} rows_unaccounted=<NA>"]
+    names = sorted(e.split()[0] for e in failed["events_not_in_manifest"])
+    assert names == [f"file_name={first}", f"file_name={second}"]
+
+    proc = run_cli("ingest", "--replace", str(dataset), home=settings.home)
+    assert proc.returncode == 0, proc.stderr
+    assert validate_raw(settings, as_of=date(2026, 10, 2)).success
 
 
 @pytest.mark.usefixtures("loaded")

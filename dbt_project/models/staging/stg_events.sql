@@ -33,7 +33,8 @@ renamed as (
         content_id,
         content_category,
         element_id,
-        device_type,
+        -- as sent (raw.events keeps it); here the schema's canonical value: ios -> mobile
+        {{ canonical_value('device_type', 'device_type') }} as device_type,
         country,
         referrer,
         utm_source,
