@@ -52,9 +52,10 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg train --model purchase_propensity --model content_preference
 	$(BIN)/microseg promote --model purchase_propensity --model content_preference
 	$(BIN)/microseg run --as-of $(DEMO_AS_OF)
+	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"
-	@echo "MLflow UI: make mlflow-ui, then open http://127.0.0.1:$(MLFLOW_PORT)"
+	@echo "MLflow UI: make mlflow-ui (login; the password is printed on its first start), then open http://127.0.0.1:$(MLFLOW_PORT)"
 
 test: install $(CHROMIUM) ## Lint, then run the whole test suite (what CI runs)
 	$(BIN)/ruff check .
@@ -72,13 +73,13 @@ bench: install ## Throughput and peak memory at scale (prints figures; not part 
 	$(BIN)/python -m microseg.bench $(BENCH_ARGS)
 
 airflow: install ## Start Airflow 3 (UI with login on 127.0.0.1:8080, scheduler, dag-processor)
-	$(BIN)/python -m microseg.airflow_local
+	$(BIN)/python -m microseg.serve.airflow_ui
 
 docs: install ## Build dbt docs and GX Data Docs for the current warehouse; print where they are
 	$(BIN)/python -m microseg.docs
 
-mlflow-ui: install ## Serve the MLflow UI (runs, registry, aliases) on 127.0.0.1:$(MLFLOW_PORT)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MICROSEG_HOME)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+mlflow-ui: install ## MLflow UI with login (runs, registry, aliases) on 127.0.0.1, port MLFLOW_PORT (5000)
+	MICROSEG_MLFLOW_PORT=$(MLFLOW_PORT) $(BIN)/python -m microseg.serve.mlflow_ui
 
 clean: ## Remove generated data (keeps .venv)
 	rm -rf $(MICROSEG_HOME) test-artifacts .pytest_cache

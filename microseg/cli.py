@@ -1,7 +1,8 @@
 """`microseg` command line. Each command is a thin call into the package.
 
-Errors a user can act on (MicrosegError) print as one line and exit 1; nothing prints a
-traceback unless MICROSEG_DEBUG=1.
+Errors a user can act on print as one line: exit 1 for data (MicrosegError), 2 for usage or
+configuration (UsageError, ConfigError, and argparse's own), 70 for an internal error; nothing
+prints a traceback unless MICROSEG_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
-from microseg.config import Settings, debug_enabled, disable_telemetry
-from microseg.errors import MicrosegError
+from microseg.config import Settings, debug_enabled, disable_telemetry, restrict_new_files
+from microseg.errors import MicrosegError, UsageError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -96,9 +97,9 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.quality import validate_features, validate_raw
 
     if args.features:
-        from microseg.warehouse import latest_as_of
+        from microseg.warehouse import features_as_of
 
-        report = validate_features(settings, args.as_of or latest_as_of(settings))
+        report = validate_features(settings, features_as_of(settings, args.as_of))
     else:
         report = validate_raw(settings, as_of=args.as_of)
     print(report.summary())
@@ -120,11 +121,14 @@ def cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.segments import run_segments
 
-    sizes = run_segments(settings, args.as_of)
-    width = max(map(len, sizes), default=0)
-    print(f"segments built from {settings.segments_file} (marts.segment_memberships):")
-    for name, members in sizes.items():
+    run = run_segments(settings, args.as_of, file=args.file)
+    width = max(map(len, run.members), default=0)
+    source = args.file or settings.segments_file
+    print(f"segments of {source} as of {run.as_of} ({run.schema}.segment_memberships):")
+    for name, members in run.members.items():
         print(f"  {name:<{width}}  {members:>7,} members")
+    if run.schema != "marts":
+        print(f"a trial: production memberships are made from {settings.segments_file} only")
     return 0
 
 
@@ -138,7 +142,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         as_of=args.as_of,
         min_score=args.min_score,
         score_model=args.score_model,
+        excel=args.excel,
     )
+    if not result.rows:
+        print(f"warning: {result.segment} has no members on {result.as_of}", file=sys.stderr)
     print(
         f"exported {result.rows:,} people of {result.segment} on {result.as_of} to "
         f"{result.path} (manifest {result.manifest_path.name})"
@@ -186,9 +193,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.pipeline import cluster_step
-    from microseg.warehouse import latest_as_of
+    from microseg.warehouse import features_as_of
 
-    print(cluster_step(settings, args.as_of or latest_as_of(settings)))
+    print(cluster_step(settings, features_as_of(settings, args.as_of)))
     return 0
 
 
@@ -255,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--as-of", type=_iso_date, default=None, help="as-of date; default the latest features"
     )
+    seg.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="try another definitions file: evaluated into schema segments_trial, "
+        "production memberships unchanged",
+    )
     seg.set_defaults(handler=cmd_segments)
 
     clu = sub.add_parser("cluster", help="behavioral clusters for a date (marts.person_clusters)")
@@ -267,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--as-of", type=_iso_date, default=None, help="default: latest evaluation")
     exp.add_argument("--min-score", type=_probability, default=None, help="keep scores >= X")
     exp.add_argument("--score-model", default="purchase_propensity", help="model for --min-score")
+    exp.add_argument(
+        "--excel", action="store_true", help="start with a UTF-8 byte order mark (Excel on Windows)"
+    )
     exp.set_defaults(handler=cmd_export)
 
     trn = sub.add_parser("train", help="train models from ml/specs; each becomes challenger")
@@ -305,7 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     disable_telemetry()
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
-        return handler(args, Settings.from_env())
+        settings = Settings.from_env()
+        restrict_new_files(settings)
+        return handler(args, settings)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except MicrosegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

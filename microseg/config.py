@@ -36,6 +36,13 @@ def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
     return raw
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name}={raw!r} is not true or false")
+    return raw in ("true", "1", "yes")
+
+
 def _date(env: Mapping[str, str], name: str, default: date) -> date:
     raw = env.get(name)
     if not raw:
@@ -61,11 +68,17 @@ class Settings:
     validate_max_rows: int
     late_arrival_hours: float
     feature_min_row_ratio: float
+    quiet_days_max: int  # days without events a night carries features over; more: skipped
+    missing_delivery: str  # "warn" or "error": what a night with quiet days before it does
     segments_file: Path
     export_audiences: tuple[str, ...]
     mlflow_tracking_uri: str
     ml_specs_dir: Path
     airflow_port: int
+    mlflow_port: int
+    mlflow_user: str
+    mlflow_password: str | None  # None: generated on first start, printed once
+    group_read: bool  # files under home readable by the owner's group (else owner only)
     airflow_user: str
     airflow_password: str | None  # None: generated on first start, printed once
     nightly_schedule: str | None  # cron of behavior_nightly; None: triggered only
@@ -126,6 +139,14 @@ class Settings:
         segments = env.get("MICROSEG_SEGMENTS_FILE")
         specs = env.get("MICROSEG_ML_SPECS_DIR")
         audiences = env.get("MICROSEG_EXPORT_AUDIENCES", DEFAULT_AUDIENCES)
+        quiet_days_max = int(_number(env, "MICROSEG_QUIET_DAYS_MAX", 7))
+        if quiet_days_max < 0:
+            raise ConfigError(f"MICROSEG_QUIET_DAYS_MAX={quiet_days_max} must be 0 or more")
+        missing_delivery = (env.get("MICROSEG_MISSING_DELIVERY") or "warn").strip().lower()
+        if missing_delivery not in ("warn", "error"):
+            raise ConfigError(
+                f"MICROSEG_MISSING_DELIVERY={missing_delivery!r} must be 'warn' or 'error'"
+            )
         return cls(
             expectations_dir=Path(suites).resolve() if suites else PROJECT_ROOT / "expectations",
             home=home,
@@ -137,6 +158,8 @@ class Settings:
             validate_max_rows=int(_number(env, "MICROSEG_VALIDATE_MAX_ROWS", 2_000_000)),
             late_arrival_hours=_number(env, "MICROSEG_LATE_ARRIVAL_HOURS", 6.0),
             feature_min_row_ratio=_number(env, "MICROSEG_FEATURE_MIN_ROW_RATIO", 0.9),
+            quiet_days_max=quiet_days_max,
+            missing_delivery=missing_delivery,
             segments_file=(
                 Path(segments).expanduser().resolve() if segments else PROJECT_ROOT / "segments.yml"
             ),
@@ -144,6 +167,10 @@ class Settings:
             or f"sqlite:///{home / 'mlflow.db'}",
             ml_specs_dir=Path(specs).expanduser().resolve() if specs else PROJECT_ROOT / "ml/specs",
             airflow_port=int(_number(env, "MICROSEG_AIRFLOW_PORT", 8080)),
+            mlflow_port=int(_number(env, "MICROSEG_MLFLOW_PORT", 5000)),
+            mlflow_user=env.get("MICROSEG_MLFLOW_USER") or "admin",
+            mlflow_password=env.get("MICROSEG_MLFLOW_PASSWORD") or None,
+            group_read=_flag(env, "MICROSEG_GROUP_READ"),
             airflow_user=env.get("MICROSEG_AIRFLOW_USER") or "admin",
             airflow_password=env.get("MICROSEG_AIRFLOW_PASSWORD") or None,
             nightly_schedule=_schedule(env, "MICROSEG_NIGHTLY_SCHEDULE", "0 3 * * *"),
@@ -161,6 +188,15 @@ _OFFLINE_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
 }
+
+
+def restrict_new_files(settings: Settings) -> None:
+    """Files the pipeline writes hold behavior of identifiable people: create them 0600 and
+    folders 0700 (0640/0750 with MICROSEG_GROUP_READ, for analysts in the owner's group).
+    Entry points call this once; child processes (dbt, Airflow tasks) inherit it."""
+    os.umask(0o027 if settings.group_read else 0o077)
+    if settings.home.is_dir() and settings.home.stat().st_uid == os.getuid():
+        settings.home.chmod(0o750 if settings.group_read else 0o700)
 
 
 def debug_enabled() -> bool:

@@ -8,6 +8,7 @@ sees half a file and can verify the one it has.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from microseg.config import Settings
-from microseg.errors import ConfigError
+from microseg.errors import ConfigError, UsageError
 from microseg.warehouse import connect, has_table, require_warehouse
 
 # Text columns that reach a spreadsheet; each is neutralized in SQL before writing.
@@ -48,22 +49,17 @@ def export_audience(
     as_of: date | None = None,
     min_score: float | None = None,
     score_model: str = "purchase_propensity",
+    excel: bool = False,
 ) -> ExportResult:
-    """Write the members of `segment` on `as_of` (default: its latest evaluation) to `out`."""
+    """Write the members of `segment` on `as_of` (default: its latest evaluation) to `out`;
+    `excel` starts the file with a UTF-8 byte order mark, without which Excel on Windows reads
+    it in the local code page and garbles non-ASCII names."""
     require_warehouse(settings)
+    out = out.expanduser().resolve()
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder: name the file, e.g. {out / segment}.csv")
     with connect(settings, read_only=True) as con:
-        evaluated = con.execute(
-            "select as_of_date, definition_hash from marts.segment_evaluations "
-            "where segment_name = ? and (? is null or as_of_date = ?) "
-            "order by as_of_date desc limit 1",
-            [segment, as_of, as_of],
-        ).fetchone()
-        if evaluated is None:
-            when = f" on {as_of}" if as_of else ""
-            raise ConfigError(
-                f"segment {segment!r} was not evaluated{when} (run `microseg segments`)"
-            )
-        as_of, definition_hash = evaluated
+        as_of, definition_hash = _evaluation(con, settings, segment, as_of)
         score_join, score_column = "", ""
         params: list = [segment, as_of]
         if min_score is not None:
@@ -104,18 +100,22 @@ def export_audience(
         """
         columns = [d[0] for d in con.execute(f"{members} limit 0", params).description]
         select_list = ", ".join(_neutralized(c) if c in TEXT_COLUMNS else c for c in columns)
-        out = out.expanduser().resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(f".{out.name}.partial")
         literal_path = str(partial).replace("'", "''")
-        con.execute(
-            f"copy (select {select_list} from ({members}) order by person_id) "
-            f"to '{literal_path}' (header, delimiter ',', quote '\"')",
-            params,
-        )
-        rows = con.execute(f"select count(*) from ({members})", params).fetchone()[0]
-    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
-    os.replace(partial, out)
+        try:
+            con.execute(
+                f"copy (select {select_list} from ({members}) order by person_id) "
+                f"to '{literal_path}' (header, delimiter ',', quote '\"')",
+                params,
+            )
+            rows = con.execute(f"select count(*) from ({members})", params).fetchone()[0]
+            if excel:
+                partial.write_bytes(codecs.BOM_UTF8 + partial.read_bytes())
+            digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)  # never leave a hidden copy of an audience behind
     manifest = {
         "file": out.name,
         "segment": segment,
@@ -126,12 +126,44 @@ def export_audience(
         "min_score": min_score,
         "score_model": score_model if min_score is not None else None,
         "columns": columns,
+        "encoding": "utf-8-sig (with BOM, for Excel)" if excel else "utf-8",
         "consent": "people opted out of personalization are excluded",
     }
     manifest_path = out.with_name(out.name + ".manifest.json")
     partial.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
     os.replace(partial, manifest_path)
     return ExportResult(segment, as_of, rows, out, manifest_path)
+
+
+def _evaluation(con, settings: Settings, segment: str, as_of: date | None) -> tuple[date, str]:
+    """(as-of date, definition hash) of the segment's evaluation on `as_of` (default: its
+    newest), or a one-line error telling an unknown segment from a date it was not evaluated."""
+    evaluated = con.execute(
+        "select as_of_date, definition_hash from marts.segment_evaluations "
+        "where segment_name = ? order by as_of_date desc",
+        [segment],
+    ).fetchall()
+    if not evaluated:
+        from microseg.segments import load_segments
+
+        defined = [s.name for s in load_segments(settings.segments_file)]
+        if segment not in defined:
+            raise UsageError(
+                f"segment {segment!r} does not exist ({settings.segments_file.name} defines: "
+                f"{', '.join(defined)})"
+            )
+        raise UsageError(
+            f"segment {segment!r} has not been evaluated yet (run `microseg segments`)"
+        )
+    if as_of is None:
+        return evaluated[0]
+    for day, definition_hash in evaluated:
+        if day == as_of:
+            return day, definition_hash
+    raise UsageError(
+        f"segment {segment!r} was not evaluated on {as_of} (newest: {evaluated[0][0]}; "
+        f"run `microseg segments --as-of {as_of}`)"
+    )
 
 
 def export_audiences(

@@ -11,8 +11,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from microseg.config import Settings
-from microseg.errors import DataQualityError
+from microseg.config import Settings, restrict_new_files
+from microseg.errors import DataQualityError, NothingToRunError, UsageError
 
 WRITER_POOL = "warehouse_writer"  # one slot: DuckDB allows one process on the file at a time
 
@@ -30,14 +30,21 @@ def as_of_for_run(params: dict[str, Any], data_interval_end: Any) -> date:
 def run_step(
     step: Callable[..., str], params: dict[str, Any], data_interval_end: Any, **options: Any
 ) -> str:
-    """Run one pipeline step for the run's date; data-quality failures fail without retries."""
-    from airflow.sdk.exceptions import AirflowFailException
+    """Run one pipeline step for the run's date. Data-quality and usage failures fail without
+    retries (retrying cannot fix them); a night with nothing to build is skipped."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     as_of = as_of_for_run(params, data_interval_end)
+    settings = Settings.from_env()
+    restrict_new_files(settings)
     try:
-        summary = step(Settings.from_env(), as_of, **options)
+        summary = step(settings, as_of, **options)
+    except NothingToRunError as exc:
+        raise AirflowSkipException(str(exc)) from None
     except DataQualityError as exc:
         raise AirflowFailException(f"data quality: {exc}") from None
+    except UsageError as exc:
+        raise AirflowFailException(f"configuration: {exc}") from None
     print(summary)
     return summary
 

@@ -8,15 +8,17 @@ idempotent for its date (re-running it gives the same tables) and returns a one-
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
 
 from microseg.config import Settings
-from microseg.errors import DataQualityError, InputError
+from microseg.errors import DataQualityError, InputError, NothingToRunError
 
 
 def ingest_step(settings: Settings, as_of: date) -> str:
     """Load the landing folder's new files that are due by `as_of` (a file dated D waits for
-    the night of D + 1: see ingest.split_due); a rejected file stops the run."""
+    the night of D + 1: see ingest.split_due); a rejected file stops the run. Then decide
+    whether the night has anything to build (see _check_quiet_days)."""
     from microseg.ingest import expand_paths, ingest_paths, split_due
 
     due, held = split_due(expand_paths([settings.landing_dir]), as_of)
@@ -25,6 +27,7 @@ def ingest_step(settings: Settings, as_of: date) -> str:
             f"no delivery due by {as_of} in {settings.landing_dir}"
             + (f" (held for later nights: {', '.join(p.name for p in held)})" if held else "")
         )
+    _refuse_far_nights(settings, as_of, due)
     results = ingest_paths(settings, due)
     rejected = [r for r in results if r.status == "rejected"]
     if rejected:
@@ -36,7 +39,82 @@ def ingest_step(settings: Settings, as_of: date) -> str:
     )
     if held:
         summary += f"; {len(held)} held for later nights ({', '.join(p.name for p in held)})"
-    return summary
+    quiet = _check_quiet_days(settings, as_of)
+    return summary + (f"\n{quiet}" if quiet else "")
+
+
+def _newest_event_day(settings: Settings, as_of: date) -> date | None:
+    """The newest day with events before the night of `as_of` in raw.events."""
+    from microseg.warehouse import connect
+
+    if not settings.warehouse_path.exists():
+        return None
+    with connect(settings, read_only=True) as con:
+        return con.execute(
+            "select max(event_at)::date from raw.events where event_at < ?", [as_of]
+        ).fetchone()[0]
+
+
+def _quiet_days(as_of: date, newest: date | None) -> int | None:
+    """Days without events between the newest event day and the night of `as_of`."""
+    return None if newest is None else (as_of - newest).days - 1
+
+
+def _nothing_to_build(settings: Settings, as_of: date, newest: date | None) -> NothingToRunError:
+    limit = settings.quiet_days_max
+    since = f"the newest is on {newest}" if newest else "there are none before it"
+    return NothingToRunError(
+        f"nothing to build for {as_of}: no events in the {limit} days before it ({since}; "
+        f"MICROSEG_QUIET_DAYS_MAX={limit}); to build an earlier night, run it with its own "
+        "as-of date"
+    )
+
+
+def _refuse_far_nights(settings: Settings, as_of: date, due: list[Path]) -> None:
+    """Before loading anything: a night far after the newest dated delivery (the first
+    scheduled Airflow run after loading historical data) loads nothing, so that it cannot
+    take deliveries away from the earlier nights they belong to. Undated files are loaded
+    first and judged by their events."""
+    from microseg.ingest import delivery_date
+
+    dated = [delivery_date(p) for p in due]
+    if any(day is None for day in dated):
+        return
+    known = [day for day in (*dated, _newest_event_day(settings, as_of)) if day]
+    newest = max(known, default=None)  # a delivery dated D holds the events of day D
+    quiet = _quiet_days(as_of, newest)
+    if quiet is None or quiet > settings.quiet_days_max:
+        raise _nothing_to_build(settings, as_of, newest)
+
+
+def _check_quiet_days(settings: Settings, as_of: date) -> str | None:
+    """Decide whether the night of `as_of` goes ahead when the days before it had no events,
+    and record it in raw.nights when it does (features then extend to it: people are still
+    people on a quiet day). Returns a warning naming the quiet days, or None.
+
+    More quiet days than MICROSEG_QUIET_DAYS_MAX: nothing to build (a scheduled run long after
+    the data, or before it arrived); with MICROSEG_MISSING_DELIVERY=error any quiet day fails.
+    """
+    from microseg.warehouse import connect
+
+    newest = _newest_event_day(settings, as_of)
+    quiet = _quiet_days(as_of, newest)
+    if quiet is None or newest is None or quiet > settings.quiet_days_max:
+        raise _nothing_to_build(settings, as_of, newest)
+    days = [newest + timedelta(days=i) for i in range(1, quiet + 1)]
+    named = ", ".join(d.isoformat() for d in days[:3]) + (" ..." if len(days) > 3 else "")
+    if days and settings.missing_delivery == "error":
+        raise DataQualityError(
+            f"no events on {named} (a missing delivery?); MICROSEG_MISSING_DELIVERY=error"
+        )
+    with connect(settings) as con:
+        con.execute("insert or ignore into raw.nights values (?)", [as_of])
+    if not days:
+        return None
+    return (
+        f"warning: no events on {named} (a missing delivery?): features carried forward "
+        f"to {as_of}; set MICROSEG_MISSING_DELIVERY=error to stop such a night instead"
+    )
 
 
 def validate_step(settings: Settings, as_of: date) -> str:
@@ -92,8 +170,8 @@ def cluster_step(settings: Settings, as_of: date) -> str:
 def segments_step(settings: Settings, as_of: date) -> str:
     from microseg.segments import run_segments
 
-    sizes = run_segments(settings, as_of)
-    return "segments: " + ", ".join(f"{name} {n:,}" for name, n in sizes.items())
+    run = run_segments(settings, as_of)
+    return "segments: " + ", ".join(f"{name} {n:,}" for name, n in run.members.items())
 
 
 def export_step(settings: Settings, as_of: date, audiences: list[str] | None = None) -> str:

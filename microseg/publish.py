@@ -2,8 +2,9 @@
 
 DuckDB lets one process write a file and nobody read it meanwhile, so analysts never open the
 working warehouse. They open analytics.duckdb, which this step writes aside (a new file next to
-it), checkpoints and then renames over the old one: a reader holding the old file keeps reading
-the old snapshot, the next connection gets the new one, and nobody ever sees half of a run.
+it), checkpoints, makes read-only and then renames over the old one: a reader holding the old
+file keeps reading the old snapshot, the next connection gets the new one, and nobody ever sees
+half of a run.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def publish(settings: Settings) -> dict[str, int]:
             con.execute("checkpoint")
         with staging.open("rb") as handle:
             os.fsync(handle.fileno())
+        # read-only on disk: a client that opens it read-write by mistake (DBeaver's and the
+        # DuckDB CLI's default) gets "Permission denied" instead of taking DuckDB's exclusive
+        # lock and locking every other analyst out until the next publish
+        staging.chmod(0o440 if settings.group_read else 0o400)
         os.replace(staging, target)
     finally:
         staging.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from microseg.config import Settings
 from microseg.contract import event_contract
+from microseg.data_docs import localize_data_docs
 from microseg.errors import ConfigError
 from microseg.warehouse import FILE_ACCOUNTING_SQL, connect
 
@@ -228,6 +229,7 @@ def _run_suites(
         total, passed, suite_failures = _failures(suite_name, key_column, result)
         checked[suite_name] = (len(frame), total, passed)
         failures += suite_failures
+    localize_data_docs(settings.data_docs_index.parent)  # readable without internet
     return ValidationReport(
         success=not failures,
         checked=checked,

@@ -10,6 +10,7 @@ quoted literals, so a definition cannot inject SQL.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -53,6 +54,12 @@ EVENT_FILTER_COLUMNS = {
 }
 EVENT_ID_COLUMNS = {"event_id", "event_type", "anonymous_id", "user_id"}
 MAX_WITHIN_DAYS = 90
+# Fields a condition takes besides its subject, `as` and one comparison.
+SUBJECT_FIELDS = {
+    "sessions_within_hours": ("within_days",),
+    "count": ("where", "within_minutes", "not_followed_by"),
+    "dwell": ("without",),
+}
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,7 @@ class _Checker:
         leaf_id = f"l{self.leaves}"
         self.leaves += 1
         leaf: dict[str, Any] = {"id": leaf_id, "subject": subject}
-        allowed = {subject, "as", *OPERATORS}
+        self.known_fields(raw, {subject, "as", *OPERATORS, *SUBJECT_FIELDS.get(subject, ())}, where)
         here = f"{where}.{subject}"
         if subject == "feature":
             columns = mart_columns("fct_user_features_daily")
@@ -209,7 +216,6 @@ class _Checker:
             leaf["within_days"] = self.whole(
                 raw.get("within_days", 7), f"{where}.within_days", 1, MAX_WITHIN_DAYS
             )
-            allowed.add("within_days")
             data_type, key = "bigint", f"sessions_{leaf['hours']}h"
         elif subject == "since_last_event":
             unit = raw[subject]
@@ -219,7 +225,6 @@ class _Checker:
             data_type, key = "double", f"{unit}_since_last_event"
         elif subject == "count":
             leaf["event_type"] = self.event_type(raw[subject], here)
-            allowed |= {"where", "within_minutes", "not_followed_by"}
             leaf["filters"] = (
                 self.filters(raw["where"], event_filter_columns(), f"{where}.where")
                 if "where" in raw
@@ -244,7 +249,6 @@ class _Checker:
         elif subject == "dwell":
             columns = mart_columns("fct_page_views")
             leaf["filters"] = self.filters(raw[subject], columns, here)
-            allowed.add("without")
             if "without" in raw:
                 leaf["without"] = self.event_type(raw["without"], f"{where}.without")
             data_type, key = "bigint", "dwell_s"
@@ -252,11 +256,6 @@ class _Checker:
             columns = mart_columns("fct_sessions")
             leaf["column"] = self.column(raw[subject], columns, "session column", here)
             data_type, key = columns[leaf["column"]], leaf["column"]
-        unknown = sorted(set(raw) - allowed)
-        if unknown and re.fullmatch(r"[<>=!~]+", unknown[0]):
-            raise self.fail(where, f"unknown operator {unknown[0]!r}; use {', '.join(OPERATORS)}")
-        if unknown:
-            raise self.fail(where, f"unknown field {unknown[0]!r}")
         leaf["op"], leaf["value"] = self.comparison(raw, data_type, where)
         key = raw.get("as", key)
         if not isinstance(key, str) or not NAME.fullmatch(key):
@@ -266,6 +265,19 @@ class _Checker:
         self.evidence[key] = leaf_id
         leaf["key"] = key
         return leaf
+
+    def known_fields(self, raw: dict[str, Any], allowed: set[str], where: str) -> None:
+        """Refuse a key the condition does not take, before anything else is checked, so a
+        typo (`within_minute`) is named as such rather than as what it left missing."""
+        unknown = sorted(set(raw) - allowed, key=str)
+        if not unknown:
+            return
+        key = str(unknown[0])
+        if re.fullmatch(r"[<>=!~]+", key):
+            raise self.fail(where, f"unknown operator {key!r}; use {', '.join(OPERATORS)}")
+        close = difflib.get_close_matches(key, sorted(allowed - set(OPERATORS)), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise self.fail(where, f"unknown field {key!r}{hint}")
 
     def tree(self, raw: Any, where: str, scope: str) -> dict[str, Any]:
         node = self.mapping(raw, where)
@@ -366,6 +378,24 @@ def _segment(raw: Any, index: int, seen: set[str]) -> Segment:
     )
 
 
+def _yaml_problem(exc: yaml.YAMLError, path: Path) -> str:
+    """Where and what, within the file: a problem found at its end (an unclosed bracket) is
+    shown on its last line, not on the line after it."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return ": not valid YAML"
+    last_line = max(1, len(path.read_text("utf-8").splitlines()))
+    line = min(mark.line + 1, last_line)
+    problem = (getattr(exc, "problem", None) or "syntax error").replace(
+        "'<stream end>'", "the end of the file"
+    )
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    started = ""
+    if context and start and start.line < mark.line:
+        started = f" ({context} started on line {start.line + 1})"
+    return f" line {line}: not valid YAML: {problem}{started}"
+
+
 def load_segments(path: Path) -> list[Segment]:
     """Read and validate a segments file; raise ConfigError naming the segment and the field."""
     try:
@@ -373,9 +403,7 @@ def load_segments(path: Path) -> list[Segment]:
     except OSError as exc:
         raise ConfigError(f"cannot read segment definitions {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML") from None
+        raise ConfigError(f"{path}{_yaml_problem(exc, path)}") from None
     if not isinstance(document, dict) or not isinstance(document.get("segments"), list):
         raise ConfigError(f"{path}: expected a top-level `segments:` list")
     seen: set[str] = set()
@@ -417,33 +445,69 @@ def _require_ml_outputs(settings: Settings, segments: list[Segment], as_of: date
         )
 
 
-def run_segments(settings: Settings, as_of: date | None = None) -> dict[str, int]:
-    """Materialize every segment for one as-of date; returns members per segment.
+TRIAL_SCHEMA = "segments_trial"  # where a file other than the configured one is evaluated
+
+
+@dataclass(frozen=True)
+class SegmentRun:
+    """What one evaluation wrote: members per segment, and where (marts, or the trial schema)."""
+
+    as_of: date
+    schema: str
+    members: dict[str, int]
+
+
+def segment_vars(settings: Settings, segments: list[Segment], as_of: date, schema: str) -> str:
+    """dbt --vars for the segment models. The plan itself goes in a JSON file that the models
+    read (macros/segments.sql): on the command line it met YAML's quoting (an emoji in a title)
+    and the argument-length limit (a few hundred segments)."""
+    plan_file = settings.home / "dbt" / f"segment_plan_{schema}.json"
+    plan_file.parent.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps([s.plan for s in segments]), "utf-8")
+    return json.dumps(
+        {
+            "segment_as_of": as_of.isoformat(),
+            "segment_plan_file": str(plan_file),
+            "segment_schema": schema,
+        }
+    )
+
+
+def run_segments(
+    settings: Settings, as_of: date | None = None, *, file: Path | None = None
+) -> SegmentRun:
+    """Materialize every segment of the configured file for one as-of date.
 
     Re-running a date replaces that date's memberships; earlier dates stay as they were
-    evaluated (that is the membership history).
+    evaluated (that is the membership history). Any other `file` is a trial: it is evaluated
+    into the schema segments_trial (emptied first), and production memberships do not change.
     """
     from microseg.transform import run_dbt
-    from microseg.warehouse import connect, latest_as_of, require_warehouse
+    from microseg.warehouse import connect, features_as_of, require_warehouse
 
-    segments = load_segments(settings.segments_file)
+    source = settings.segments_file if file is None else file.expanduser().resolve()
+    schema = "marts" if source == settings.segments_file else TRIAL_SCHEMA
+    segments = load_segments(source)
     require_warehouse(settings)
-    as_of = as_of or latest_as_of(settings)
+    as_of = features_as_of(settings, as_of)
     _require_ml_outputs(settings, segments, as_of)
+    if schema == TRIAL_SCHEMA:
+        with connect(settings) as con:
+            con.execute(f"drop schema if exists {TRIAL_SCHEMA} cascade")
     run_dbt(
         settings,
         "build",
         "--select",
         "path:models/segments",
         "--vars",
-        json.dumps({"segment_as_of": as_of.isoformat(), "segments": [s.plan for s in segments]}),
+        segment_vars(settings, segments, as_of, schema),
     )
     with connect(settings, read_only=True) as con:
         counts = dict(
             con.execute(
-                "select segment_name, members from marts.segment_daily_summary "
+                f"select segment_name, members from {schema}.segment_daily_summary "
                 "where as_of_date = ?",
                 [as_of],
             ).fetchall()
         )
-    return {s.name: counts.get(s.name, 0) for s in segments}
+    return SegmentRun(as_of, schema, {s.name: counts.get(s.name, 0) for s in segments})

@@ -13,7 +13,12 @@ import duckdb
 
 from microseg.config import Settings
 from microseg.errors import DataQualityError, MicrosegError
-from microseg.warehouse import connect, require_warehouse, warehouse_busy_error
+from microseg.warehouse import (
+    connect,
+    ensure_raw_layer,
+    require_warehouse,
+    warehouse_busy_error,
+)
 
 EXAMPLE_ROWS = 3  # offending rows shown for a failed data test
 
@@ -154,6 +159,7 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
     suite runs them with `dbt test --select test_type:unit`, production runs leave them out.
     """
     require_warehouse(settings)  # dbt would otherwise create an empty one
+    ensure_raw_layer(settings)  # raw tables a newer version reads (after an upgrade)
     run_dbt(
         settings,
         "build",

@@ -11,7 +11,7 @@ import duckdb
 
 from microseg.config import Settings
 from microseg.contract import event_contract
-from microseg.errors import MicrosegError
+from microseg.errors import MicrosegError, UsageError
 
 # One row per file the manifest says is loaded, or that has rows in raw.events without such a
 # manifest row (a load replayed from DuckDB's WAL after a kill can leave exactly that): the
@@ -39,6 +39,9 @@ full join quarantined using (file_name)
 """
 
 
+RAW_TABLES = {"events", "events_quarantine", "event_taxonomy", "nights", "load_manifest"}
+
+
 def _raw_ddl() -> list[str]:
     """raw.* tables. raw.events columns come from the event contract, plus lineage."""
     columns = ",\n    ".join(f"{f.name} {f.sql_type}" for f in event_contract().fields)
@@ -60,6 +63,7 @@ def _raw_ddl() -> list[str]:
     received_value varchar,
     canonical_value varchar not null
 )""",
+        "create table if not exists raw.nights (as_of_date date primary key)",
         """create table if not exists raw.load_manifest (
     file_name varchar primary key,
     file_path varchar not null,
@@ -134,6 +138,22 @@ def _sync_taxonomy(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("commit")
 
 
+def ensure_raw_layer(settings: Settings) -> None:
+    """Create the raw tables this version reads if the warehouse predates them (a write
+    connection only when one is missing: readers in the same process keep working)."""
+    with connect(settings, read_only=True) as con:
+        present = {
+            row[0]
+            for row in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'raw'"
+            ).fetchall()
+        }
+    if present >= RAW_TABLES:
+        return
+    with connect(settings):
+        pass
+
+
 def has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     """Whether schema.table exists (marts written by later steps may not exist yet)."""
     return bool(
@@ -145,15 +165,36 @@ def has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     )
 
 
-def latest_as_of(settings: Settings) -> date:
-    """The newest as-of date with features: the default date of scoring, clusters, segments."""
+def feature_dates(settings: Settings) -> tuple[date, date]:
+    """The first and the newest as-of date with features."""
     with connect(settings, read_only=True) as con:
         try:
-            (latest,) = con.execute(
-                "select max(as_of_date) from marts.fct_user_features_daily"
+            first, latest = con.execute(
+                "select min(as_of_date), max(as_of_date) from marts.fct_user_features_daily"
             ).fetchone()
         except duckdb.CatalogException:
             raise MicrosegError("no features yet: run `microseg transform` first") from None
     if latest is None:
         raise MicrosegError("marts.fct_user_features_daily is empty: no as-of date yet")
-    return latest
+    return first, latest
+
+
+def latest_as_of(settings: Settings) -> date:
+    """The newest as-of date with features: the default date of scoring, clusters, segments."""
+    return feature_dates(settings)[1]
+
+
+def features_as_of(settings: Settings, as_of: date | None) -> date:
+    """`as_of` if features exist for it (default: the newest). A date outside them is an error
+    naming the dates there are: a typo or "tomorrow" must not evaluate to empty audiences."""
+    first, latest = feature_dates(settings)
+    if as_of is None:
+        return latest
+    if as_of > latest:
+        raise UsageError(
+            f"no features for {as_of}: the newest as-of date is {latest} "
+            f"(run the night of {as_of} first: `microseg run --as-of {as_of}`)"
+        )
+    if as_of < first:
+        raise UsageError(f"no features for {as_of}: they start on {first}")
+    return as_of

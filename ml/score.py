@@ -16,7 +16,7 @@ import pandas as pd
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError
-from microseg.warehouse import connect, latest_as_of
+from microseg.warehouse import connect, features_as_of
 from ml import registry
 from ml.specs import load_spec, spec_names
 from ml.train import predict
@@ -46,7 +46,7 @@ def score(
     settings: Settings, as_of: date | None = None, models: list[str] | None = None
 ) -> dict[str, int]:
     """Scores written per model. Models without a champion are skipped when not asked for."""
-    as_of = as_of or latest_as_of(settings)
+    as_of = features_as_of(settings, as_of)
     client = registry.client(settings)
     names = models or [
         n

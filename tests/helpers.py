@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -122,3 +123,50 @@ def warehouse_differences(left: Settings, right: Settings) -> dict[str, tuple[in
             differences[table] = (only[0], only[1])
     con.close()
     return differences
+
+
+def listening_addresses(root_pids: list[int]) -> set[str]:
+    """The local addresses of every TCP socket in LISTEN state held by these processes or
+    their descendants (read from /proc, as `ss -ltnp` would show them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    pids, todo = set(), list(root_pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in pids:
+            pids.add(pid)
+            todo += children.get(pid, [])
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                addresses.add(_address(local))
+    return addresses
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net/tcp's little-endian hex "0100007F:1F90" as "127.0.0.1:8080"."""
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    if len(raw) == 4:
+        shown = ".".join(str(b) for b in reversed(raw))
+    else:  # IPv6: four little-endian 32-bit words
+        words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+        shown = str(ipaddress.IPv6Address(b"".join(words)))
+    return f"{shown}:{int(port, 16)}"

@@ -1,4 +1,17 @@
-{#- Render the segment plan (var `segments`, validated by microseg/segments.py) into SQL.
+{#- The validated segment plan: a JSON file that `microseg segments` writes (var
+    `segment_plan_file`), read through DuckDB so that any Unicode and any number of segments
+    reach dbt (a plan passed on the command line met YAML quoting and the argument limit).
+    Empty while dbt parses, and when no plan file is given. -#}
+{% macro segment_plan() -%}
+    {%- set path = var('segment_plan_file') -%}
+    {%- if not execute or not path -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set read = "select content from read_text('" ~ (path | replace("'", "''")) ~ "')" -%}
+    {{ return(fromjson(run_query(read).columns[0].values()[0])) }}
+{%- endmacro %}
+
+{#- Render the segment plan (segment_plan(), validated by microseg/segments.py) into SQL.
     Identifiers are re-checked here and values rendered as literals with quotes doubled, so
     even a plan passed to dbt by hand cannot inject SQL. -#}
 
@@ -134,6 +147,19 @@
     {%- else -%}
         {{ exceptions.raise_compiler_error('segment plan: unknown condition ' ~ subject) }}
     {%- endif -%}
+{%- endmacro %}
+
+{#- `union all` of many selects, nested in groups: DuckDB's binder nests a flat chain of unions
+    one level per union and stops at its expression depth (1,000 segments reached it). -#}
+{% macro union_all_nested(selects, group_size=100) -%}
+    {%- for group in selects | batch(group_size) %}
+    select * from (
+        {{ group | join('\n        union all\n        ') }}
+    )
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+    {%- endfor %}
 {%- endmacro %}
 
 {#- pre_hooks of the incremental segment models: a run replaces its own as-of date. -#}

@@ -28,10 +28,15 @@ def test_a_shrinking_feature_table_fails_naming_the_expectation(built: Settings)
     ]
 
 
-def test_cli_fails_for_a_date_without_features(built: Settings) -> None:
+def test_a_date_without_features_fails_the_suite_and_the_cli_names_the_newest(
+    built: Settings,
+) -> None:
+    """The suite still stops a night whose transform wrote no features for its date; asked on
+    the command line, a date past the newest features is refused before any suite runs."""
+    report = validate_features(built, date(2030, 1, 1))
+    assert "expect_table_row_count_to_be_between(min_value=1): observed 0" in report.summary()
     result = run_cli("validate", "--features", "--as-of", "2030-01-01", home=built.home)
-    assert result.returncode == 1
-    assert (
-        "FAILED user_features: expect_table_row_count_to_be_between(min_value=1): observed 0"
-        in result.stdout
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "error: no features for 2030-01-01: the newest as-of date is 2026-10-06"
     )

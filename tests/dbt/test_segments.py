@@ -19,7 +19,7 @@ from microseg.export import export_audience
 from microseg.ingest import ingest_paths
 from microseg.segments import run_segments
 from microseg.transform import run_dbt, transform
-from tests.helpers import query, truth_connection
+from tests.helpers import query, run_cli, truth_connection
 
 NIGHTS = (date(2026, 10, 3), date(2026, 10, 4), date(2026, 10, 6))
 
@@ -249,7 +249,7 @@ def test_a_definition_cannot_inject_sql(scratch: Settings, tmp_path: Path) -> No
     settings = Settings.from_env(
         {"MICROSEG_HOME": str(scratch.home), "MICROSEG_SEGMENTS_FILE": str(definitions)}
     )
-    assert run_segments(settings, NIGHTS[0]) == {"probe": 0}
+    assert run_segments(settings, NIGHTS[0]).members == {"probe": 0}
     assert query(settings, "select count(*) from marts.fct_sessions")[0][0] > 500
     # the macros check identifiers again, for a plan handed to dbt without microseg
     plan = {
@@ -275,6 +275,8 @@ def test_a_definition_cannot_inject_sql(scratch: Settings, tmp_path: Path) -> No
         "expression": {"ref": "l0"},
         "evidence": [["k", "l0"]],
     }
+    plan_file = tmp_path / "hand_made_plan.json"
+    plan_file.write_text(json.dumps([plan]))
     with pytest.raises(MicrosegError, match="invalid identifier"):
         run_dbt(
             settings,
@@ -282,7 +284,7 @@ def test_a_definition_cannot_inject_sql(scratch: Settings, tmp_path: Path) -> No
             "--select",
             "segment_memberships",
             "--vars",
-            json.dumps({"segment_as_of": "2026-10-03", "segments": [plan]}),
+            json.dumps({"segment_as_of": "2026-10-03", "segment_plan_file": str(plan_file)}),
         )
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert con.execute("select count(*) from marts.fct_sessions").fetchone()[0] > 500
@@ -317,7 +319,7 @@ def test_exclusive_group_keeps_the_highest_priority_segment(scratch: Settings, t
     settings = Settings.from_env(
         {"MICROSEG_HOME": str(scratch.home), "MICROSEG_SEGMENTS_FILE": str(definitions)}
     )
-    sizes = run_segments(settings, NIGHTS[1])
+    sizes = run_segments(settings, NIGHTS[1]).members
     both = query(
         settings,
         "select count(*) from marts.segment_memberships a join marts.segment_memberships b "
@@ -335,3 +337,121 @@ def test_exclusive_group_keeps_the_highest_priority_segment(scratch: Settings, t
         [NIGHTS[1]],
     )[0][0]
     assert sizes["active"] == everyone_active - sizes["busy"]
+
+
+def _definitions(path: Path, segments: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"segments": segments}, allow_unicode=True), "utf-8")
+    return path
+
+
+def _rule_segment(name: str, title: str, sessions: int) -> dict:
+    return {
+        "name": name,
+        "title": title,
+        "description": "d",
+        "owner": "o",
+        "kind": "rule",
+        "rule": {"feature": "sessions_7d", ">=": sessions},
+    }
+
+
+def test_a_trial_file_never_touches_production(scratch: Settings, tmp_path: Path) -> None:
+    """Evaluating another file once replaced the production memberships of that date."""
+    run_segments(scratch, NIGHTS[1])
+    tables = ("segment_memberships", "segment_membership_history", "segment_evaluations")
+
+    def production() -> dict[str, list[tuple]]:
+        return {t: query(scratch, f"select * from marts.{t} order by all") for t in tables}
+
+    before = production()
+    trial = _definitions(tmp_path / "trial.yml", [_rule_segment("busy", "Busy", 2)])
+    run = run_segments(scratch, NIGHTS[1], file=trial)
+    assert run.schema == "segments_trial" and run.members["busy"] > 0
+    assert production() == before
+    trial_members = query(
+        scratch,
+        "select count(*) from segments_trial.segment_memberships where as_of_date = ?",
+        [NIGHTS[1]],
+    )
+    assert trial_members == [(run.members["busy"],)]
+    # the configured file, named explicitly, is production
+    assert run_segments(scratch, NIGHTS[1], file=scratch.segments_file).schema == "marts"
+
+
+def test_a_thousand_segments_with_any_unicode_reach_dbt(scratch: Settings, tmp_path: Path) -> None:
+    """The plan once went to dbt on its command line: an emoji broke its YAML parsing and
+    ~190 segments exceeded the argument limit."""
+    titles = ["Lectores 📚 «curiosos»", "買い物客 🛒", "Ünïcödé 'quoted' \"too\""]
+    segments = [_rule_segment(f"s{i:04d}", f"{titles[i % 3]} {i}", 1 + i % 4) for i in range(1000)]
+    settings = Settings.from_env(
+        {
+            "MICROSEG_HOME": str(scratch.home),
+            "MICROSEG_SEGMENTS_FILE": str(_definitions(tmp_path / "many.yml", segments)),
+        }
+    )
+    members = run_segments(settings, NIGHTS[1]).members
+    assert len(members) == 1000
+    by_threshold = {n: members[f"s{n - 1:04d}"] for n in (1, 2, 3, 4)}
+    assert by_threshold[1] > by_threshold[2] > by_threshold[3] > 0
+    assert all(members[f"s{i:04d}"] == by_threshold[1 + i % 4] for i in range(1000))
+    stored = dict(
+        query(
+            settings,
+            "select segment_name, segment_title from marts.segment_evaluations "
+            "where as_of_date = ? and segment_name in ('s0000', 's0001', 's0002')",
+            [NIGHTS[1]],
+        )
+    )
+    assert stored == {f"s{i:04d}": f"{titles[i]} {i}" for i in range(3)}
+
+
+def test_dates_without_features_are_refused_naming_the_newest(scratch: Settings) -> None:
+    """`--as-of` tomorrow once exited 0, recorded every member as leaving, and the export
+    wrote an empty CSV."""
+    run_segments(scratch, NIGHTS[1])
+    newest = query(scratch, "select max(as_of_date) from marts.fct_user_features_daily")[0][0]
+    before = query(scratch, "select count(*) from marts.segment_membership_history")
+    for command in ("segments", "score", "cluster"):
+        proc = run_cli(command, "--as-of", "2026-12-02", home=scratch.home)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == (
+            f"error: no features for 2026-12-02: the newest as-of date is {newest} "
+            "(run the night of 2026-12-02 first: `microseg run --as-of 2026-12-02`)\n"
+        )
+    assert query(scratch, "select count(*) from marts.segment_membership_history") == before
+
+
+def test_export_errors_are_one_line_and_excel_gets_a_bom(scratch: Settings, tmp_path) -> None:
+    run_segments(scratch, NIGHTS[1])
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    cases = [
+        (["--segment", "cart_abandoners", "--out", str(folder)], "is a folder: name the file"),
+        (["--segment", "cart_abandonners", "--out", str(folder / "a.csv")], "does not exist"),
+        (
+            [
+                "--segment",
+                "cart_abandoners",
+                "--as-of",
+                "2026-10-02",
+                "--out",
+                str(folder / "a.csv"),
+            ],
+            "was not evaluated on 2026-10-02 (newest: ",
+        ),
+    ]
+    for args, message in cases:
+        proc = run_cli("export", *args, home=scratch.home)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and proc.stderr.count("\n") == 1
+    assert list(folder.iterdir()) == []  # no partial file, visible or hidden
+
+    out = folder / "excel.csv"
+    proc = run_cli(
+        "export", "--segment", "cart_abandoners", "--out", str(out), "--excel", home=scratch.home
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = out.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfperson_id,")
+    manifest = json.loads((folder / "excel.csv.manifest.json").read_text())
+    assert manifest["sha256"] == hashlib.sha256(data).hexdigest()

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from microseg.airflow_local import configure, free_port, prepare, start, stop, wait_until_up
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.ingest import delivery_date, ingest_paths
 from microseg.pipeline import run_nightly
+from microseg.serve.airflow_ui import configure, prepare, start_components, wait_until_up
+from microseg.serve.local import free_port, stop
 from microseg.transform import transform
 from ml.promote import promote
 from ml.train import train
-from tests.helpers import query, warehouse_differences
+from tests.helpers import listening_addresses, query, warehouse_differences
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +52,9 @@ def registry(twelve_days_home: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def airflow(twelve_days: Path, registry: str, tmp_path_factory: pytest.TempPathFactory):
     """Days before 10-09 processed; the 10-09, 10-10 and 10-11 deliveries waiting in the landing
-    folder; Airflow running on a free port with a generated admin password. The scheduler
-    creates no scheduled runs here (use_job_schedule off): every run is the test's."""
+    folder; Airflow running on a free port with a generated admin password, configured as
+    `make airflow` configures it: the DAG starts paused and the scheduler creates its
+    scheduled runs (for today, long after these deliveries)."""
     home = tmp_path_factory.mktemp("e2e_home")
     env = {"MICROSEG_HOME": str(home), "MICROSEG_MLFLOW_TRACKING_URI": registry}
     settings = Settings.from_env(env)
@@ -69,16 +71,14 @@ def airflow(twelve_days: Path, registry: str, tmp_path_factory: pytest.TempPathF
         free_port(),
         "admin",
         None,
-        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
         **env,
     )
     assert generated and len(local.password) >= 12  # no default or empty password
     prepare(local)
-    processes = start(local)
+    processes = start_components(local)
     try:
         wait_until_up(local)
-        yield settings, local, env
+        yield settings, local, env, processes
     finally:
         stop(processes)
         for log in local.home.glob("*.log"):  # keep the component logs for a failed run
@@ -117,6 +117,26 @@ def _finish(local, token: str, run_id: str) -> dict[str, dict]:
     return by_id
 
 
+def _only_files(route, remote: list[str]) -> None:
+    """Let the page load local files only; note anything it asks of the network."""
+    if route.request.url.startswith("file:"):
+        route.continue_()
+    else:
+        remote.append(route.request.url)
+        route.abort()
+
+
+def _scheduled_run(local, token: str, timeout_s: float = 180) -> str:
+    """The id of the scheduled run the scheduler creates once the DAG is unpaused."""
+    deadline = time.monotonic() + timeout_s
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=scheduled&limit=10"
+    while not (runs := _api(local, path, token)["dag_runs"]):
+        assert time.monotonic() < deadline, "the unpaused DAG got no scheduled run"
+        time.sleep(3)
+    [run] = runs
+    return run["dag_run_id"]
+
+
 def _exports(settings: Settings, as_of: date) -> dict[str, str]:
     folder = settings.export_dir / as_of.isoformat()
     return {p.name: p.read_text() for p in sorted(folder.glob("*.csv"))}
@@ -125,7 +145,7 @@ def _exports(settings: Settings, as_of: date) -> dict[str, str]:
 def test_nightly_run_triggered_in_the_browser(airflow) -> None:
     from playwright.sync_api import sync_playwright
 
-    settings, local, _env = airflow
+    settings, local, _env, processes = airflow
     assert CHROMIUM.exists(), "Debian's chromium is missing: `make test` installs it"
 
     # nobody gets in without logging in
@@ -147,6 +167,8 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(f"**/dags/{DAG_ID}", timeout=30_000)
 
+            # the README's first-run path: the paused DAG is triggered with an as_of, the
+            # dialog's defaults left as they are (it unpauses the DAG on trigger)
             page.get_by_role("button", name="Trigger Dag").click()
             dialog = page.get_by_role("dialog")
             dialog.locator("input[name=element_as_of]").fill(UI_AS_OF.isoformat())
@@ -156,6 +178,10 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
 
             token = _token(local)
             states = {t: i["state"] for t, i in _finish(local, token, run_id).items()}
+            # unpausing let the scheduler start today's run, weeks after the newest delivery:
+            # it has nothing to build, loads nothing and ends without a failure
+            scheduled = _scheduled_run(local, token)
+            skipped = {t: i["state"] for t, i in _finish(local, token, scheduled).items()}
             run = _api(local, f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", token)
             assert run["conf"]["as_of"] == UI_AS_OF.isoformat()
 
@@ -163,10 +189,30 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
             page.get_by_text("success").first.wait_for(timeout=30_000)
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "behavior_nightly_run.png"), full_page=True)
+
+            # where a failure sends people: the Data Docs, read with the network off
+            offline = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000})
+            remote: list[str] = []
+            offline.route("**/*", lambda route: _only_files(route, remote))
+            docs = offline.new_page()
+            docs.goto(settings.data_docs_index.as_uri())
+            rows = docs.locator("#section-1-content-block-2-1-body-table tbody tr")
+            rows.first.wait_for(timeout=30_000)
+            listed = rows.count()
+            suites = docs.locator("#section-1-content-block-2-1-body-table").inner_text()
+            docs.screenshot(path=str(ARTIFACTS / "data_docs_offline.png"), full_page=True)
         finally:
             browser.close()
 
+    # the UI, the scheduler, its executor's workers: nothing listens beyond the loopback
+    addresses = listening_addresses([p.pid for p in processes])
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+    validations = list((settings.gx_dir / "uncommitted" / "validations").rglob("*.json"))
+    assert listed == len(validations) == 4  # raw events, manifest, features, feature volume
+    assert all(name in suites for name in ("raw_events", "raw_load_manifest", "user_features"))
+    assert remote == []  # every script, stylesheet and image came from the site itself
     assert len(states) == 11 and set(states.values()) == {"success"}
+    assert len(skipped) == 11 and set(skipped.values()) == {"skipped"}
     # what the run wrote, for the as-of date it was given in the UI: it loaded the one
     # delivery due by then and held the later ones for their own nights
     assert query(
@@ -193,7 +239,7 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
 def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothing(
     airflow, tmp_path: Path
 ) -> None:
-    settings, local, env = airflow
+    settings, local, env, _processes = airflow
     # The reference: the same warehouse, then one nightly run per date without Airflow, each
     # night given only the deliveries that had arrived by then.
     nightly = Settings.from_env({**env, "MICROSEG_HOME": str(tmp_path / "nightly")})

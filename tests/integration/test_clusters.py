@@ -93,7 +93,7 @@ def test_a_cluster_segment_has_the_clusters_members(clustered, tmp_path) -> None
     with_file = Settings.from_env(
         {"MICROSEG_HOME": str(settings.home), "MICROSEG_SEGMENTS_FILE": str(definitions)}
     )
-    sizes = run_segments(with_file, NIGHTS[-1])
+    sizes = run_segments(with_file, NIGHTS[-1]).members
     expected = query(
         settings,
         "select count(*) from marts.person_clusters where as_of_date = ? and cluster_label = ?",

@@ -173,7 +173,7 @@ def test_segments_can_use_scores(home: Path, tmp_path: Path) -> None:
         {"MICROSEG_HOME": str(home), "MICROSEG_SEGMENTS_FILE": str(definitions)}
     )
     (as_of,) = query(settings, "select max(as_of_date) from marts.user_scores")[0]
-    sizes = run_segments(settings, as_of)
+    sizes = run_segments(settings, as_of).members
     expected = query(
         settings,
         "select count(*) from marts.user_scores where as_of_date = ? and score >= 0.75",

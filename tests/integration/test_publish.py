@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -108,3 +109,42 @@ def test_publish_cli_reports_the_snapshot(tmp_path, dataset_factory) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"published {len(MARTS)} marts (")
     assert str(home / "analytics.duckdb") in proc.stdout
+
+
+# An analyst's client, as its owner would run it (a separate process, an unprivileged user).
+OPEN_SNAPSHOT = """
+import sys, duckdb
+try:
+    con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "ro")
+    print(con.execute("select count(*) from marts.dim_persons").fetchone()[0])
+except duckdb.Error as exc:
+    print(type(exc).__name__, str(exc).splitlines()[0])
+"""
+
+
+def test_a_read_write_open_of_the_snapshot_locks_nobody_out(tmp_path, dataset_factory) -> None:
+    """DBeaver and the DuckDB CLI open files read-write by default, which took DuckDB's
+    exclusive lock on analytics.duckdb and locked every other analyst out until the next
+    publish. The snapshot is published read-only: such an open fails at once ("Permission
+    denied", naming the file), and readers go on."""
+    home = tmp_path / "home"
+    assert run_cli("ingest", str(dataset_factory()), home=home).returncode == 0
+    assert run_cli("transform", home=home).returncode == 0
+    assert run_cli("publish", home=home).returncode == 0
+    snapshot = home / "analytics.duckdb"
+    assert snapshot.stat().st_mode & 0o777 == 0o400
+    # root may write any file: as root, the analyst's process runs without that capability
+    unprivileged = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"] if os.getuid() == 0 else []
+
+    def open_snapshot(mode: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*unprivileged, sys.executable, "-c", OPEN_SNAPSHOT, str(snapshot), mode],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    reader = open_snapshot("ro")
+    mistaken = open_snapshot("rw")
+    assert "Permission denied" in mistaken.communicate(timeout=60)[0]
+    assert reader.communicate(timeout=60)[0].strip().isdigit()
+    assert open_snapshot("ro").communicate(timeout=60)[0].strip().isdigit()

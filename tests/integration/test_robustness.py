@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from microseg.config import Settings
+from microseg.errors import DataQualityError, NothingToRunError
 from microseg.pipeline import run_nightly
 from tests.helpers import query
 
@@ -70,3 +73,54 @@ def test_unlisted_device_types_run_through_a_whole_night(settings, dataset_facto
         [NIGHT],
     )
     assert on_day_two[0][0] > 0
+
+
+def test_quiet_days_carry_features_forward_and_far_nights_have_nothing_to_build(
+    settings, dataset_factory
+) -> None:
+    """A night after days without events once failed at the feature checkpoint ("observed
+    0"); the first scheduled Airflow run, long after the demo data, failed the same way."""
+    shutil.copytree(dataset_factory(users=80, days=2), settings.landing_dir)
+    run_nightly(settings, NIGHT, report=lambda _line: None)
+    quiet_night = date(2026, 10, 5)  # 10-03 and 10-04 had no events
+
+    strict = Settings.from_env({**os.environ, "MICROSEG_MISSING_DELIVERY": "error"})
+    with pytest.raises(DataQualityError, match="no events on 2026-10-03, 2026-10-04"):
+        run_nightly(strict, quiet_night, report=lambda _line: None)
+
+    lines: list[str] = []
+    run_nightly(settings, quiet_night, report=lines.append)
+    assert any(
+        "warning: no events on 2026-10-03, 2026-10-04 (a missing delivery?): features carried "
+        "forward to 2026-10-05" in line
+        for line in lines
+    )
+    per_day = dict(
+        query(
+            settings,
+            "select as_of_date, count(*) from marts.fct_user_features_daily "
+            "where as_of_date >= ? group by 1",
+            [NIGHT],
+        )
+    )
+    assert per_day[quiet_night] == per_day[NIGHT] > 0  # everybody is still there
+    carried = query(
+        settings,
+        "select count(*) from marts.fct_user_features_daily a "
+        "join marts.fct_user_features_daily b using (person_id) "
+        "where a.as_of_date = ? and b.as_of_date = ? "
+        "and a.sessions_28d = b.sessions_28d and a.purchases_28d = b.purchases_28d",
+        [NIGHT, quiet_night],
+    )
+    assert carried == [(per_day[NIGHT],)]
+    assert (settings.export_dir / "2026-10-05" / "cart_abandoners.csv").exists()
+
+    with pytest.raises(
+        NothingToRunError,
+        match=r"nothing to build for 2026-10-20: no events in "
+        r"the 7 days before it \(the newest is on 2026-10-02",
+    ):
+        run_nightly(settings, date(2026, 10, 20), report=lambda _line: None)
+    assert query(settings, "select max(as_of_date) from marts.fct_user_features_daily") == [
+        (quiet_night,)
+    ]

@@ -35,7 +35,7 @@ def test_usage_errors(tmp_path, args, message) -> None:
 def test_bad_setting_is_a_one_line_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MICROSEG_QUARANTINE_RATE_MAX", "lots")
     proc = run_cli("validate", home=tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # configuration
     assert proc.stderr.strip() == "error: MICROSEG_QUARANTINE_RATE_MAX='lots' is not a number"
 
 
@@ -67,3 +67,23 @@ def test_generate_reports_what_it_wrote(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "in 1 jsonl.gz files" in proc.stdout
     assert (tmp_path / "out" / "ground_truth" / "files.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("group_read", "file_mode", "dir_mode"), [("", 0o600, 0o700), ("true", 0o640, 0o750)]
+)
+def test_files_under_home_are_private_unless_shared_with_the_group(
+    tmp_path, dataset_factory, group_read, file_mode, dir_mode
+) -> None:
+    """They hold the behavior of identifiable people: once created 0644 (world-readable)."""
+    home = tmp_path / "home"
+    env = {"MICROSEG_GROUP_READ": group_read}
+    proc = run_cli("ingest", str(dataset_factory(users=20, days=1)), home=home, env=env)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("validate", "--as-of", "2026-10-02", home=home, env=env)
+    assert proc.returncode == 0, proc.stderr
+    written = [home, *home.rglob("*")]
+    assert len(written) > 20  # the warehouse, GX's results and Data Docs
+    modes = {p.stat().st_mode & 0o777 for p in written if p.is_file()}
+    assert modes == {file_mode}
+    assert {p.stat().st_mode & 0o777 for p in written if p.is_dir()} == {dir_mode}

@@ -376,16 +376,17 @@ def test_missing_path_is_a_one_line_error(tmp_path) -> None:
 
 
 def test_locked_warehouse_is_a_one_line_error(settings, tmp_path) -> None:
+    """Every writer, dbt included (which once printed 224 lines of traceback first)."""
     dump = tmp_path / "e.jsonl"
     dump.write_text(jsonl(GOOD_EVENT))
-    settings.home.mkdir(parents=True)
+    assert run_cli("ingest", str(dump), home=settings.home).returncode == 0
     with duckdb.connect(str(settings.warehouse_path)):
-        proc = run_cli("ingest", str(dump), home=settings.home)
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: warehouse ")
-    assert "in use by another process" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+        for command in (["ingest", str(dump)], ["transform"], ["segments"]):
+            proc = run_cli(*command, home=settings.home)
+            assert proc.returncode == 1, command
+            assert proc.stderr.startswith("error: warehouse "), command
+            assert "in use by another process" in proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_copy_of_a_loaded_file_under_a_new_name_is_all_duplicates(settings, tmp_path) -> None:
@@ -394,3 +395,25 @@ def test_copy_of_a_loaded_file_under_a_new_name_is_all_duplicates(settings, tmp_
     shutil.copy(dump, tmp_path / "b.jsonl")
     a, b = ingest_paths(settings, [tmp_path])
     assert (a.rows_loaded, b.rows_loaded, b.rows_duplicate) == (2, 0, 2)
+
+
+def test_a_load_whose_rows_disagree_with_its_manifest_row_is_rolled_back(
+    settings, tmp_path, monkeypatch
+) -> None:
+    """The identity rows read = loaded + duplicates + quarantined is checked against what the
+    raw tables hold before the commit: a load that lost a row leaves nothing behind."""
+    import microseg.ingest as ingest
+
+    dump = tmp_path / "e.jsonl"
+    dump.write_text(jsonl(GOOD_EVENT) + jsonl({**GOOD_EVENT, "event_id": "good-2"}))
+    load = ingest._load
+
+    def lossy_load(con, file_name, contract) -> None:  # a load that drops one of its rows
+        load(con, file_name, contract)
+        con.execute("delete from raw.events where event_id = 'good-2'")
+
+    monkeypatch.setattr(ingest, "_load", lossy_load)
+    with pytest.raises(RuntimeError, match=r"e\.jsonl: raw tables disagree with the manifest"):
+        ingest_paths(settings, [dump])
+    assert query(settings, "select count(*) from raw.events") == [(0,)]
+    assert query(settings, "select count(*) from raw.load_manifest") == [(0,)]

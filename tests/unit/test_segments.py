@@ -124,15 +124,37 @@ def test_segment_level_fields_are_checked(tmp_path: Path) -> None:
         load_segments(_write(tmp_path, rule, name="Bad Name"))
 
 
-def test_cli_prints_one_line_and_exits_1(tmp_path: Path) -> None:
+def test_typo_in_a_field_is_named_with_a_suggestion(tmp_path: Path) -> None:
+    """`within_minute` was once reported as the missing `within_minutes` it left behind."""
+    rule = {
+        "any_session": {
+            "count": "add_to_cart",
+            "within_minute": 15,
+            "not_followed_by": "checkout_start",
+            ">=": 1,
+        }
+    }
+    with pytest.raises(ConfigError) as error:
+        load_segments(_write(tmp_path, rule))
+    assert str(error.value) == (
+        "segment 'probe': rule.any_session: unknown field 'within_minute' "
+        "(did you mean 'within_minutes'?)"
+    )
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     bad = _write(tmp_path, {"feature": "nope", ">": 1})
     result = run_cli("segments", home=tmp_path / "home", env={"MICROSEG_SEGMENTS_FILE": str(bad)})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr == "error: segment 'probe': rule.feature: unknown feature 'nope'\n"
     broken = tmp_path / "broken.yml"
     broken.write_text("segments:\n  - name: x\n    rule: {feature: [\n")
     result = run_cli(
         "segments", home=tmp_path / "home", env={"MICROSEG_SEGMENTS_FILE": str(broken)}
     )
-    assert result.returncode == 1
-    assert "not valid YAML" in result.stderr and result.stderr.count("\n") == 1
+    assert result.returncode == 2
+    # the problem is at the end of the file: reported on its last line (3), not past it
+    assert result.stderr == (
+        f"error: {broken} line 3: not valid YAML: expected the node content, "
+        "but found the end of the file\n"
+    )

@@ -4,7 +4,8 @@
     D never changes it. Identity is the current stitching (a later login re-attributes a
     device's past), as in every identity-graph tool; the event facts are point in time.
     Windows are in the names: _1d, _7d, _28d, _90d are the 1/7/28/90 days before D.
-    As-of dates run from the day after a person is first seen to the day after the last event.
+    As-of dates run from the day after a person is first seen to the day after the last event,
+    or to the latest night the pipeline ran if that is later (quiet days carry features over).
     Incremental: touched people from their restart day, and every person's new as-of dates. -#}
 {{ config(materialized='incremental', unique_key=['person_id', 'as_of_date'],
           incremental_strategy='delete+insert',
@@ -24,7 +25,12 @@ category_days as (
 ),
 
 bounds as (
-    select max(event_at)::date + 1 as last_as_of from {{ ref('int_events_stitched') }}
+    -- the day after the newest event, or a later night the pipeline ran (raw.nights): on a
+    -- quiet day people are still people, their features carried forward
+    select greatest(
+        (select max(event_at)::date + 1 from {{ ref('int_events_stitched') }}),
+        (select max(as_of_date) from {{ source('raw', 'nights') }})
+    ) as last_as_of
 ),
 
 people as (

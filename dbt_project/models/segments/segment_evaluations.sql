@@ -3,23 +3,21 @@
     and exports cite the definition hash. Each run replaces its own as-of date. -#}
 {{ config(materialized='incremental', full_refresh=false, pre_hook="{{ delete_segment_date() }}") }}
 
-{%- set segments = var('segments') %}
+{%- set segments = segment_plan() %}
 
 with
 
 evaluated as (
+    {%- set selects = [] %}
     {%- for segment in segments %}
-    select
-        {{ segment_literal(segment['name']) }} as segment_name,
-        {{ segment_literal(segment['title']) }} as segment_title,
-        {{ segment_literal(segment['kind']) }} as segment_kind,
-        {{ segment_literal(segment['owner']) }} as owner,
-        {{ segment_literal(segment['description']) }} as description,
-        {{ segment_literal(segment['definition_hash']) }} as definition_hash
-    {%- if not loop.last %}
-    union all
-    {%- endif %}
+    {%- do selects.append('select ' ~ segment_literal(segment['name']) ~ ' as segment_name, '
+        ~ segment_literal(segment['title']) ~ ' as segment_title, '
+        ~ segment_literal(segment['kind']) ~ ' as segment_kind, '
+        ~ segment_literal(segment['owner']) ~ ' as owner, '
+        ~ segment_literal(segment['description']) ~ ' as description, '
+        ~ segment_literal(segment['definition_hash']) ~ ' as definition_hash') %}
     {%- endfor %}
+    {{ union_all_nested(selects) }}
     {%- if not segments %}
     select null::varchar as segment_name, null::varchar as segment_title,
            null::varchar as segment_kind, null::varchar as owner, null::varchar as description,

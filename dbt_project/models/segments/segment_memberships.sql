@@ -10,7 +10,8 @@
 {%- if execute and not var('segment_as_of') %}
     {{ exceptions.raise_compiler_error('segment models need var segment_as_of: run `microseg segments`') }}
 {%- endif %}
-{%- set segments = var('segments') %}
+{%- set segments = segment_plan() %}
+{%- set segments_per_query = 25 %}
 {%- set as_of = "date '" ~ var('segment_as_of') ~ "'" %}
 {%- set uses = {'score': false, 'cluster': false} %}
 {%- for segment in segments %}{% for leaf in segment['person_leaves'] if leaf['subject'] in uses %}
@@ -59,8 +60,15 @@ clusters as (
 ),
 {%- endif %}
 
-{%- for segment in segments %}
-{%- set s = 's' ~ loop.index0 ~ '_' %}
+candidates as (
+    {#- Segments go in groups, each one subquery with its own CTEs: DuckDB nests a plan level
+        per CTE, and one flat WITH of 1,000 segments exceeded its expression depth. #}
+    {%- for chunk in segments | batch(segments_per_query) %}
+    {%- set chunk_index = loop.index0 %}
+    select * from (
+    with
+{%- for segment in chunk %}
+{%- set s = 's' ~ (chunk_index * segments_per_query + loop.index0) ~ '_' %}
 {%- set leaves = {} %}
 
 {#- session blocks: each leaf per session, then the block per person -#}
@@ -160,12 +168,12 @@ clusters as (
         ) as evidence
     from {{ s }}values
     where {{ segment_condition(segment['expression'], leaves) }}
-),
+){{ ',' if not loop.last }}
 {%- endfor %}
-
-candidates as (
-    {%- for segment in segments %}
-    select * from s{{ loop.index0 }}_members
+    {%- set selects = [] %}
+    {%- for segment in chunk %}{% do selects.append('select * from s' ~ (chunk_index * segments_per_query + loop.index0) ~ '_members') %}{% endfor %}
+    {{ selects | join('\n    union all\n    ') }}
+    )
     {%- if not loop.last %}
     union all
     {%- endif %}

@@ -3,27 +3,31 @@
 api-server (UI and REST) on 127.0.0.1, scheduler and dag-processor; SQLite metadata and the
 LocalExecutor under $MICROSEG_HOME/airflow. Login goes through the simple auth manager with
 one admin user: the password comes from MICROSEG_AIRFLOW_PASSWORD or is generated on first
-start, printed once and kept in the passwords file (never an anonymous admin). The browser
-test starts the same processes on a free port.
+start, printed once and kept in the passwords file (never an anonymous admin). The scheduler
+serves no task logs over the network (its log server binds every interface): with the
+LocalExecutor the api-server reads them from disk. The browser test starts the same
+processes on a free port.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from microseg.config import PROJECT_ROOT, Settings, disable_telemetry
+from microseg.config import PROJECT_ROOT, Settings, disable_telemetry, restrict_new_files
 from microseg.orchestration import WRITER_POOL
+from microseg.serve.local import LOOPBACK, free_port, start, stop, stored_secret, wait_for_http
 
-COMPONENTS = ("api-server", "scheduler", "dag-processor")
+# component -> its command line (the scheduler without its network log server)
+COMPONENTS = {
+    "api-server": ["api-server"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+}
 
 
 @dataclass(frozen=True)
@@ -38,15 +42,7 @@ class LocalAirflow:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return f"http://{LOOPBACK}:{self.port}"
 
 
 def configure(
@@ -56,14 +52,7 @@ def configure(
     home = settings.home / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     passwords = home / "passwords.json"
-    stored = json.loads(passwords.read_text()) if passwords.exists() else {}
-    generated = False
-    if password is None:
-        password = stored.get(username)
-        if password is None:
-            password, generated = secrets.token_urlsafe(12), True
-    passwords.write_text(json.dumps({**stored, username: password}))
-    passwords.chmod(0o600)
+    password, generated = stored_secret(passwords, username, password)
     env = {
         **os.environ,
         "MICROSEG_HOME": str(settings.home),
@@ -76,10 +65,10 @@ def configure(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{username}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__HOST": LOOPBACK,
         "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__BASE_URL": f"http://{LOOPBACK}:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{LOOPBACK}:{port}/execution/",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
@@ -104,55 +93,28 @@ def prepare(airflow: LocalAirflow) -> None:
         )
 
 
-def start(airflow: LocalAirflow) -> list[subprocess.Popen]:
+def start_components(airflow: LocalAirflow) -> list[subprocess.Popen]:
     """Start the three components; their logs go to AIRFLOW_HOME/<component>.log."""
     airflow_bin = str(Path(sys.executable).with_name("airflow"))
-    processes = []
-    for component in COMPONENTS:
-        log = (airflow.home / f"{component}.log").open("ab")
-        processes.append(
-            subprocess.Popen(
-                [airflow_bin, component],
-                env=airflow.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # stop() signals the component and its workers
-            )
-        )
-    return processes
+    return [
+        start([airflow_bin, *COMPONENTS[name]], airflow.env, airflow.home / f"{name}.log")
+        for name in COMPONENTS
+    ]
 
 
 def wait_until_up(airflow: LocalAirflow, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{airflow.url}/api/v2/monitor/health", timeout=5):
-                return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"Airflow did not answer on {airflow.url} within {timeout:.0f} s")
-
-
-def stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    wait_for_http(f"{airflow.url}/api/v2/monitor/health", timeout)
 
 
 def main() -> int:
     disable_telemetry()
     settings = Settings.from_env()
+    restrict_new_files(settings)
     airflow, generated = configure(
         settings, settings.airflow_port, settings.airflow_user, settings.airflow_password
     )
     prepare(airflow)
-    processes = start(airflow)
+    processes = start_components(airflow)
     try:
         wait_until_up(airflow)
         print(f"Airflow UI: {airflow.url}  (user {airflow.username})")

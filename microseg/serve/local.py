@@ -1,0 +1,72 @@
+"""What every local UI server shares: a free loopback port, a password generated once and
+kept 0600, its processes started in their own session and stopped with their children."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def stored_secret(path: Path, key: str, given: str | None) -> tuple[str, bool]:
+    """The secret for `key`: `given` if set, else the one kept in the JSON file at `path`,
+    else a new random one; returns (secret, whether it was generated now). The file is
+    written 0600: it holds what a browser needs to log in."""
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    secret, generated = given or stored.get(key), False
+    if secret is None:
+        secret, generated = secrets.token_urlsafe(12), True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps({**stored, key: secret}))
+    return secret, generated
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a server process in its own session (stop() signals it and its workers)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_for_http(url: str, timeout: float = 180) -> None:
+    """Until `url` answers at all (a 401 is an answer: the login is up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"nothing answered on {url} within {timeout:.0f} s")
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
