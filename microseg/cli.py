@@ -109,6 +109,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.transform import transform
 
+    print(f"dbt build running (its output: {settings.dbt_log})", flush=True)
     counts = transform(settings, full_refresh=args.full_refresh)
     built = ", ".join(f"{n:,} {label}" for label, n in counts.items())
     print(

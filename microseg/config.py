@@ -105,6 +105,11 @@ class Settings:
         return self.home / "dbt" / "target"
 
     @property
+    def dbt_log(self) -> Path:
+        """dbt's output of the latest run (errors name it; the console gets one line)."""
+        return self.home / "dbt" / "logs" / "last_run.log"
+
+    @property
     def export_dir(self) -> Path:
         """Where the nightly run writes audience CSVs (and their manifests)."""
         return self.home / "exports"

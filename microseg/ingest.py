@@ -589,12 +589,7 @@ def ingest_file(
     fmt = detect_format(path)
     con.execute("begin transaction")
     try:
-        if fmt == "jsonl":
-            _stage_jsonl(con, path, settings)
-        elif fmt == "csv":
-            _stage_csv(con, path, contract)
-        else:
-            _stage_parquet(con, path, contract)
+        _stage(con, path, fmt, settings, contract)
         con.execute(_checked_sql(contract))
         _forget(con, path.name)
         _load(con, path.name, contract)
@@ -607,6 +602,37 @@ def ingest_file(
         con.execute("rollback")
         raise
     return FileResult(path.name, "loaded", *counts, top_reasons=reasons)
+
+
+def _stage(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    fmt: str,
+    settings: Settings,
+    contract: EventContract,
+) -> None:
+    """Read the file into the staging table. Only what the reader says about the file's
+    content makes the file unreadable (rejected); running out of memory or disk, or a bug in
+    the SQL that follows, fails the step instead, to be retried or fixed."""
+    try:
+        if fmt == "jsonl":
+            _stage_jsonl(con, path, settings)
+        elif fmt == "csv":
+            _stage_csv(con, path, contract)
+        else:
+            _stage_parquet(con, path, contract)
+    except duckdb.OutOfMemoryException:
+        raise
+    except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as exc:
+        if _is_resource_error(exc):
+            raise
+        raise InputError(f"{path.name}: unreadable ({_first_line(exc)})") from None
+
+
+def _is_resource_error(exc: duckdb.Error) -> bool:
+    """Disk full or a file that vanished: the machine's problem, not the file's content."""
+    text = str(exc).lower()
+    return any(s in text for s in ("no space left", "disk full", "no such file", "permission"))
 
 
 def _verify_accounting(con: duckdb.DuckDBPyConnection, file_name: str) -> None:
@@ -645,9 +671,7 @@ def ingest_paths(
         for path in files:
             try:
                 results.append(ingest_file(con, path, settings, replace=replace))
-            except (InputError, duckdb.Error) as exc:
-                if isinstance(exc, duckdb.Error):  # the reader choked on this file's content
-                    exc = InputError(f"{path.name}: unreadable ({_first_line(exc)})")
+            except InputError as exc:
                 previous = con.execute(
                     "select status from raw.load_manifest where file_name = ?", [path.name]
                 ).fetchone()

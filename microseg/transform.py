@@ -37,12 +37,13 @@ def run_dbt(settings: Settings, command: str, *args: str) -> list[str]:
     A child process, because dbt-duckdb keeps its DuckDB instance open in the process that ran
     it, which would lock later steps of the same run out of the warehouse. profiles.yml reads
     MICROSEG_HOME, so the resolved home is handed over through it. dbt's own output goes to
-    `dbt/logs/last_run.log` under MICROSEG_HOME, whose path every error names.
+    settings.dbt_log, whose path every error names.
     """
     project = str(settings.dbt_project_dir)
     dbt = Path(sys.executable).with_name("dbt")
     env = {**os.environ, "MICROSEG_HOME": str(settings.home)}
-    log_dir = settings.home / "dbt" / "logs"
+    log = settings.dbt_log
+    log_dir = log.parent
     command_line = [
         str(dbt),
         "--no-use-colors",
@@ -60,7 +61,6 @@ def run_dbt(settings: Settings, command: str, *args: str) -> list[str]:
     results = settings.dbt_target_dir / "run_results.json"
     results.unlink(missing_ok=True)  # a stale one would name another run's failures
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / "last_run.log"
     proc = subprocess.run(
         command_line, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import duckdb
 import pandas as pd
 
 from microseg.config import Settings
@@ -64,7 +65,7 @@ def people_at(settings: Settings, spec: Spec, dates: list[date], *, labelled: bo
     with connect(settings, read_only=True) as con:
         try:
             frame = con.execute(sql, [dates]).df()
-        except Exception as exc:  # duckdb.CatalogException before the first dbt build
+        except duckdb.CatalogException as exc:  # no features before the first dbt build
             raise MicrosegError(f"cannot read features: {str(exc).splitlines()[0]}") from None
     for column in spec.features:
         if column in spec.categorical:

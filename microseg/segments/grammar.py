@@ -1,11 +1,11 @@
-"""Segment definitions (segments.yml): parse, validate, and hand to dbt as a plan.
+"""The segment grammar (segments.yml, docs/segments.md): parse and validate into a plan.
 
 Analysts write conditions by column name; this module checks every name against the marts'
 contracts (dbt_project/models/marts/_marts.yml) and the event contract, every operator against
-a fixed list and every value against its column's type, then passes a normalized plan to the
-macro-driven dbt models in dbt_project/models/segments as a var. Identifiers in the plan are
-only names found in those contracts, and values are typed JSON that the macros render as
-quoted literals, so a definition cannot inject SQL.
+a fixed list and every value against its column's type, and normalizes each definition into a
+plan that the macro-driven dbt models render (see run.py). Identifiers in the plan are only
+names found in those contracts, and values are typed JSON that the macros render as quoted
+literals, so a definition cannot inject SQL.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from microseg.config import PROJECT_ROOT, Settings
+from microseg.config import PROJECT_ROOT
 from microseg.contract import event_contract
 from microseg.errors import ConfigError
 
@@ -408,106 +407,3 @@ def load_segments(path: Path) -> list[Segment]:
         raise ConfigError(f"{path}: expected a top-level `segments:` list")
     seen: set[str] = set()
     return [_segment(raw, i, seen) for i, raw in enumerate(document["segments"])]
-
-
-def _require_ml_outputs(settings: Settings, segments: list[Segment], as_of: date) -> None:
-    """Score and cluster conditions need that day's scores and clusters."""
-    from microseg.warehouse import connect, has_table
-
-    needs_scores = {model: s.name for s in segments for model in s.score_models}
-    needs_clusters = [s.name for s in segments if s.uses_clusters]
-    with connect(settings, read_only=True) as con:
-        scored = set()
-        if needs_scores and has_table(con, "marts", "user_scores"):
-            scored = {
-                row[0]
-                for row in con.execute(
-                    "select distinct model_name from marts.user_scores where as_of_date = ?",
-                    [as_of],
-                ).fetchall()
-            }
-        clustered = bool(
-            needs_clusters
-            and has_table(con, "marts", "person_clusters")
-            and con.execute(
-                "select count(*) from marts.person_clusters where as_of_date = ?", [as_of]
-            ).fetchone()[0]
-        )
-    for model, segment in sorted(needs_scores.items()):
-        if model not in scored:
-            raise ConfigError(
-                f"segment '{segment}': score {model!r} has no scores for {as_of} "
-                "(run `microseg score` first)"
-            )
-    if needs_clusters and not clustered:
-        raise ConfigError(
-            f"segment '{needs_clusters[0]}': no clusters for {as_of} (run `microseg cluster`)"
-        )
-
-
-TRIAL_SCHEMA = "segments_trial"  # where a file other than the configured one is evaluated
-
-
-@dataclass(frozen=True)
-class SegmentRun:
-    """What one evaluation wrote: members per segment, and where (marts, or the trial schema)."""
-
-    as_of: date
-    schema: str
-    members: dict[str, int]
-
-
-def segment_vars(settings: Settings, segments: list[Segment], as_of: date, schema: str) -> str:
-    """dbt --vars for the segment models. The plan itself goes in a JSON file that the models
-    read (macros/segments.sql): on the command line it met YAML's quoting (an emoji in a title)
-    and the argument-length limit (a few hundred segments)."""
-    plan_file = settings.home / "dbt" / f"segment_plan_{schema}.json"
-    plan_file.parent.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps([s.plan for s in segments]), "utf-8")
-    return json.dumps(
-        {
-            "segment_as_of": as_of.isoformat(),
-            "segment_plan_file": str(plan_file),
-            "segment_schema": schema,
-        }
-    )
-
-
-def run_segments(
-    settings: Settings, as_of: date | None = None, *, file: Path | None = None
-) -> SegmentRun:
-    """Materialize every segment of the configured file for one as-of date.
-
-    Re-running a date replaces that date's memberships; earlier dates stay as they were
-    evaluated (that is the membership history). Any other `file` is a trial: it is evaluated
-    into the schema segments_trial (emptied first), and production memberships do not change.
-    """
-    from microseg.transform import run_dbt
-    from microseg.warehouse import connect, features_as_of, require_warehouse
-
-    source = settings.segments_file if file is None else file.expanduser().resolve()
-    schema = "marts" if source == settings.segments_file else TRIAL_SCHEMA
-    segments = load_segments(source)
-    require_warehouse(settings)
-    as_of = features_as_of(settings, as_of)
-    _require_ml_outputs(settings, segments, as_of)
-    if schema == TRIAL_SCHEMA:
-        with connect(settings) as con:
-            con.execute(f"drop schema if exists {TRIAL_SCHEMA} cascade")
-    run_dbt(
-        settings,
-        "build",
-        "--select",
-        "path:models/segments",
-        "--vars",
-        segment_vars(settings, segments, as_of, schema),
-    )
-    with connect(settings, read_only=True) as con:
-        counts = dict(
-            con.execute(
-                f"select segment_name, members from {schema}.segment_daily_summary "
-                "where as_of_date = ?",
-                [as_of],
-            ).fetchall()
-        )
-    return SegmentRun(as_of, schema, {s.name: counts.get(s.name, 0) for s in segments})
