@@ -120,7 +120,7 @@ def behavior_nightly():
                 selector=layer,
                 dbt_cmd_flags=["--exclude-resource-type", "unit_test"],  # development tests
                 full_refresh="{{ params.full_refresh }}",
-                vars={"late_arrival_hours": SETTINGS.late_arrival_hours},
+                vars=SETTINGS.dbt_vars,
                 install_deps=False,
                 emit_datasets=False,
                 callback=fail_on_failed_dbt_tests,

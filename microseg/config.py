@@ -66,7 +66,7 @@ class Settings:
     event_at_floor: date
     future_tolerance_hours: float
     validate_max_rows: int
-    late_arrival_hours: float
+    late_arrival_hours: float | None  # None: dbt_project.yml's var late_arrival_hours
     feature_min_row_ratio: float
     quiet_days_max: int  # days without events a night carries features over; more: skipped
     missing_delivery: str  # "warn" or "error": what a night with quiet days before it does
@@ -103,6 +103,14 @@ class Settings:
     def dbt_target_dir(self) -> Path:
         """dbt's compiled SQL, manifest and run results: kept out of the checkout."""
         return self.home / "dbt" / "target"
+
+    @property
+    def dbt_vars(self) -> dict[str, float]:
+        """dbt vars the settings override; everything else keeps dbt_project.yml's value, the
+        one source of each business constant."""
+        if self.late_arrival_hours is None:
+            return {}
+        return {"late_arrival_hours": self.late_arrival_hours}
 
     @property
     def dbt_log(self) -> Path:
@@ -161,7 +169,11 @@ class Settings:
             event_at_floor=_date(env, "MICROSEG_EVENT_AT_FLOOR", date(2000, 1, 1)),
             future_tolerance_hours=_number(env, "MICROSEG_FUTURE_TOLERANCE_HOURS", 24.0),
             validate_max_rows=int(_number(env, "MICROSEG_VALIDATE_MAX_ROWS", 2_000_000)),
-            late_arrival_hours=_number(env, "MICROSEG_LATE_ARRIVAL_HOURS", 6.0),
+            late_arrival_hours=(
+                _number(env, "MICROSEG_LATE_ARRIVAL_HOURS", 0.0)
+                if env.get("MICROSEG_LATE_ARRIVAL_HOURS")
+                else None
+            ),
             feature_min_row_ratio=_number(env, "MICROSEG_FEATURE_MIN_ROW_RATIO", 0.9),
             quiet_days_max=quiet_days_max,
             missing_delivery=missing_delivery,

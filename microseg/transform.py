@@ -168,7 +168,7 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
         "--exclude",
         "path:models/segments",  # `microseg segments` builds these, for one as-of date
         "--vars",
-        json.dumps({"late_arrival_hours": settings.late_arrival_hours}),
+        json.dumps(settings.dbt_vars),
         *(["--full-refresh"] if full_refresh else []),
     )
     with connect(settings, read_only=True) as con:

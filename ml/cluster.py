@@ -165,11 +165,12 @@ def _previous(con, as_of: date) -> pd.DataFrame:
     ).df()
 
 
-def cluster(settings: Settings, as_of: date) -> ClusterResult:
-    """Fit, name (or keep yesterday's names), write the tables, log the run to MLflow."""
+def cluster(settings: Settings, as_of: date, config: ClusterConfig | None = None) -> ClusterResult:
+    """Fit, name (or keep yesterday's names), write the tables, log the run to MLflow
+    (`config`: ml/clustering.yaml unless given)."""
     from scipy.optimize import linear_sum_assignment
 
-    config = load_config()
+    config = config or load_config()
     with connect(settings, read_only=True) as con:
         frame = con.execute(VECTOR_SQL, [as_of]).df()
         previous = _previous(con, as_of)

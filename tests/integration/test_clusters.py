@@ -3,6 +3,8 @@ readable names, keep them from night to night, and feed cluster segments."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -17,10 +19,17 @@ from tests.helpers import query, truth_connection
 NIGHTS = (date(2026, 10, 12), date(2026, 10, 13))
 
 
-@pytest.fixture(scope="module")
-def clustered(twelve_days_home: Path) -> tuple[Settings, list]:
-    settings = Settings.from_env({"MICROSEG_HOME": str(twelve_days_home)})
-    return settings, [cluster(settings, night) for night in NIGHTS]
+@pytest.fixture(scope="module", params=["kmeans", "gmm"])
+def clustered(
+    request: pytest.FixtureRequest, twelve_days_home: Path, tmp_path_factory
+) -> tuple[Settings, list]:
+    """Two nights clustered with each method (ml/clustering.yaml names one), on a copy of the
+    shared warehouse."""
+    home = tmp_path_factory.mktemp(f"clusters_{request.param}")
+    shutil.copy(twelve_days_home / "warehouse.duckdb", home)
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    config = dataclasses.replace(load_config(), method=request.param)
+    return settings, [cluster(settings, night, config) for night in NIGHTS]
 
 
 def test_clusters_recover_the_planted_archetypes(clustered, twelve_days) -> None:

@@ -41,7 +41,8 @@ event_days as (
             as engaged_s,
         count(*) filter (where event_type = 'hover') as hovers,
         coalesce(sum(hover_ms) filter (where event_type = 'hover'), 0)::bigint as hover_ms,
-        count(*) filter (where event_type = 'hover' and element_id = 'cta_subscribe')
+        count(*) filter (where event_type = 'hover'
+                         and element_id = '{{ var("subscribe_element_id") }}')
             as subscribe_hovers,
         count(*) filter (where event_type = 'click') as clicks,
         count(*) filter (where event_type = 'search') as searches,
@@ -114,7 +115,9 @@ intent_sessions as (
 session_pages as (
     select
         session_id,
-        count(*) filter (where page_type = 'article' and engaged_s >= 30) as articles_read,
+        count(*) filter (
+            where page_type = 'article' and engaged_s >= {{ var('article_read_seconds') }}
+        ) as articles_read,
         sum(max_scroll_percent) as scroll_percent_sum,
         count(*) as final_page_views
     from page_views

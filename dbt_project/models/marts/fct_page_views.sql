@@ -29,7 +29,8 @@ page_events as (
         coalesce(max(scroll_percent) filter (where event_type = 'scroll'), 0) as max_scroll_percent,
         count(*) filter (where event_type = 'hover') as hovers,
         coalesce(sum(hover_ms) filter (where event_type = 'hover'), 0)::bigint as hover_ms,
-        count(*) filter (where event_type = 'hover' and element_id = 'cta_subscribe')
+        count(*) filter (where event_type = 'hover'
+                         and element_id = '{{ var("subscribe_element_id") }}')
             as subscribe_hovers,
         count(*) filter (where event_type = 'click') as clicks,
         min(event_at) filter (where event_type = 'click' and element_id like 'cta\_%' escape '\')

@@ -98,7 +98,7 @@ final as (
         session_events.revenue,
         coalesce(session_pages.page_views, 0) <= 1
             and session_events.session_end_at - session_events.session_start_at
-                < interval 10 second as is_bounce
+                < interval '{{ var("bounce_seconds") }} seconds' as is_bounce
     from session_events
     left join session_pages using (session_id)
     left join earlier_sessions using (person_id)
