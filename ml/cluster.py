@@ -109,8 +109,15 @@ def load_config(path: Path = CONFIG) -> ClusterConfig:
     )
 
 
-def _fit(config: ClusterConfig, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, dict]:
-    """(assignments, centroids in z space, quality, quality per k) for the best k."""
+def _fit(
+    config: ClusterConfig, z: np.ndarray, previous: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    """(assignments, centroids in z space, quality, quality per k) for the best k.
+
+    A Gaussian mixture has a tied covariance (full ones overfit ten dimensions of a few
+    hundred people: ARI 0.51 against the planted archetypes, tied 0.76) and, for yesterday's
+    k, starts from yesterday's centroids (`previous`): EM from random starts moved 40 % of the
+    people to another cluster overnight."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
     from sklearn.mixture import GaussianMixture
@@ -126,8 +133,13 @@ def _fit(config: ClusterConfig, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
             )
             fits[k] = (labels, model.cluster_centers_)
         else:
+            start = (
+                {"means_init": previous}
+                if previous is not None and len(previous) == k
+                else {"n_init": 3}
+            )
             model = GaussianMixture(
-                k, covariance_type="full", random_state=config.seed, n_init=3
+                k, covariance_type="tied", random_state=config.seed, **start
             ).fit(z)
             scores[k] = -float(model.bic(z))  # higher is better, like silhouette
             fits[k] = (model.predict(z), model.means_)
@@ -184,16 +196,19 @@ def cluster(settings: Settings, as_of: date, config: ClusterConfig | None = None
     mean, std = values.mean(), values.std(ddof=0).replace(0, 1)
     z_all = ((values - mean) / std).clip(-CLIP_Z, CLIP_Z)
     vector = list(config.vector)
-    assignment, _, quality, per_k = _fit(config, z_all[vector].to_numpy())
+    old = (
+        pd.DataFrame([json.loads(c) for c in previous.centroid])[vector] if len(previous) else None
+    )
+    old_z = None if old is None else ((old - mean[vector]) / std[vector]).to_numpy()
+    warm = None if old_z is None else old_z.clip(-CLIP_Z, CLIP_Z)
+    assignment, _, quality, per_k = _fit(config, z_all[vector].to_numpy(), warm)
     raw_centroids = values[vector].groupby(assignment).mean()
     z_profiles = z_all.groupby(assignment).mean()
 
     # keep yesterday's ids and names for the clusters that match (closest centroids)
     mapping: dict[int, int] = {}
     names: dict[int, str] = {}
-    if not previous.empty:
-        old = pd.DataFrame([json.loads(c) for c in previous.centroid])[vector]
-        old_z = ((old - mean[vector]) / std[vector]).to_numpy()
+    if old_z is not None:
         new_z = ((raw_centroids - mean[vector]) / std[vector]).to_numpy()
         distance = np.linalg.norm(new_z[:, None, :] - old_z[None, :, :], axis=2)
         for r, c in zip(*linear_sum_assignment(distance), strict=True):

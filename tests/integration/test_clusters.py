@@ -13,7 +13,7 @@ import yaml
 
 from microseg.config import Settings
 from microseg.segments import run_segments
-from ml.cluster import cluster, load_config
+from ml.cluster import ClusterConfig, cluster, load_config
 from tests.helpers import query, truth_connection
 
 NIGHTS = (date(2026, 10, 12), date(2026, 10, 13))
@@ -22,20 +22,20 @@ NIGHTS = (date(2026, 10, 12), date(2026, 10, 13))
 @pytest.fixture(scope="module", params=["kmeans", "gmm"])
 def clustered(
     request: pytest.FixtureRequest, twelve_days_home: Path, tmp_path_factory
-) -> tuple[Settings, list]:
+) -> tuple[Settings, list, ClusterConfig]:
     """Two nights clustered with each method (ml/clustering.yaml names one), on a copy of the
     shared warehouse."""
     home = tmp_path_factory.mktemp(f"clusters_{request.param}")
     shutil.copy(twelve_days_home / "warehouse.duckdb", home)
     settings = Settings.from_env({"MICROSEG_HOME": str(home)})
     config = dataclasses.replace(load_config(), method=request.param)
-    return settings, [cluster(settings, night, config) for night in NIGHTS]
+    return settings, [cluster(settings, night, config) for night in NIGHTS], config
 
 
 def test_clusters_recover_the_planted_archetypes(clustered, twelve_days) -> None:
     from sklearn.metrics import adjusted_rand_score
 
-    settings, results = clustered
+    settings, results, _config = clustered
     assert all(load_config().k_min <= r.k <= load_config().k_max for r in results)
     with truth_connection(settings, twelve_days) as con:
         rows = con.execute(
@@ -56,7 +56,7 @@ def test_clusters_recover_the_planted_archetypes(clustered, twelve_days) -> None
 
 
 def test_ids_and_names_stay_from_night_to_night(clustered) -> None:
-    settings, (first, second) = clustered
+    settings, (first, second), _config = clustered
     assert second.matched == min(first.k, second.k)
     assert {second.labels[i] for i in second.labels if i in first.labels} == {
         first.labels[i] for i in first.labels if i in second.labels
@@ -75,7 +75,7 @@ def test_ids_and_names_stay_from_night_to_night(clustered) -> None:
 
 
 def test_rerunning_a_night_replaces_it(clustered) -> None:
-    settings, _ = clustered
+    settings, _results, config = clustered
 
     def snapshot():
         return query(settings, "select * from marts.person_clusters order by all"), query(
@@ -83,13 +83,14 @@ def test_rerunning_a_night_replaces_it(clustered) -> None:
         )
 
     before = snapshot()
-    cluster(settings, NIGHTS[-1])
+    cluster(settings, NIGHTS[-1], config)
     assert snapshot() == before
 
 
 def test_a_cluster_segment_has_the_clusters_members(clustered, tmp_path) -> None:
-    settings, results = clustered
-    name = results[-1].labels[min(results[-1].labels)]
+    settings, results, _config = clustered
+    largest = max(results[-1].members, key=results[-1].members.get)
+    name = results[-1].labels[largest]
     definitions = tmp_path / "segments.yml"
     segment = {
         "name": "by_cluster",
