@@ -402,7 +402,7 @@ def test_a_load_whose_rows_disagree_with_its_manifest_row_is_rolled_back(
 ) -> None:
     """The identity rows read = loaded + duplicates + quarantined is checked against what the
     raw tables hold before the commit: a load that lost a row leaves nothing behind."""
-    import microseg.ingest as ingest
+    import microseg.ingest.load as ingest
 
     dump = tmp_path / "e.jsonl"
     dump.write_text(jsonl(GOOD_EVENT) + jsonl({**GOOD_EVENT, "event_id": "good-2"}))
@@ -422,11 +422,11 @@ def test_a_load_whose_rows_disagree_with_its_manifest_row_is_rolled_back(
 def test_only_the_reader_can_reject_a_file(settings, tmp_path, monkeypatch) -> None:
     """A bug in the generated SQL (or running out of memory) fails the step to be retried or
     fixed; it once marked a good file 'rejected' as if its content were bad."""
-    import microseg.ingest as ingest
+    import microseg.ingest.load as ingest
 
     dump = tmp_path / "e.jsonl"
     dump.write_text(jsonl(GOOD_EVENT))
-    monkeypatch.setattr(ingest, "_checked_sql", lambda _contract: "select frm _staged")
+    monkeypatch.setattr(ingest, "checked_sql", lambda _contract: "select frm _staged")
     with pytest.raises(duckdb.BinderException):
         ingest_paths(settings, [dump])
     assert query(settings, "select count(*) from raw.load_manifest") == [(0,)]

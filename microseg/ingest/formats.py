@@ -1,0 +1,285 @@
+"""Stage 1: read a file into `_incoming(source_line, raw_text, doc, pre_reason)`: JSON Lines
+(canonical events, or Segment/RudderStack messages mapped here), CSV and Parquet."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from microseg.config import Settings
+from microseg.contract import EventContract
+from microseg.errors import InputError
+from microseg.ingest.sqltext import first_line, ident, quote, sql_shown
+
+RAW_TEXT_CHARS = 2000  # quarantined rows keep this much of the offending input
+
+# Segment / RudderStack `track` event names mapped to the canonical taxonomy (docs/events.md).
+# Names not listed are snake-cased ("Page Ping" -> page_ping) and then checked like any event.
+SPEC_TRACK_EVENTS = {
+    "Products Searched": "search",
+    "Product Added": "add_to_cart",
+    "Product Removed": "remove_from_cart",
+    "Checkout Started": "checkout_start",
+    "Order Completed": "purchase",
+    "Video Playback Started": "video_play",
+    "Video Playback Resumed": "video_play",
+    "Video Playback Paused": "video_pause",
+    "Video Content Playing": "video_progress",
+    "Video Playback Completed": "video_complete",
+    "Form Submitted": "form_submit",
+    "Consent Updated": "consent",
+}
+SPEC_MESSAGE_TYPES = {"track", "page", "screen", "identify"}
+# Spec properties that become canonical columns, so they are not kept twice in `properties`.
+SPEC_LIFTED_PROPERTIES = (
+    "page_type",
+    "content_id",
+    "content_category",
+    "category",
+    "element_id",
+    "url",
+    "referrer",
+)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Whole file, decompressed when gzipped; corrupt or truncated gzip is a file error."""
+    data = path.read_bytes()
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except EOFError:
+        raise InputError(
+            f"{path.name}: truncated gzip (ends before the end-of-stream marker)"
+        ) from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(f"{path.name}: corrupt gzip ({exc})") from None
+
+
+def _line_table(data: bytes) -> pa.Table:
+    """Split bytes into lines without a Python loop: (source_line, nbytes, raw) with zero copy.
+
+    Each value keeps its line terminator (values must be contiguous in Arrow); SQL strips it.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], newlines + 1)).astype(np.int64)
+    ends = np.append(starts[1:], len(buf)).astype(np.int64)
+    if len(buf) and buf[-1] == 10:  # the final terminator does not open another line
+        starts, ends = starts[:-1], ends[:-1]
+    offsets = pa.py_buffer(np.append(starts, ends[-1] if len(ends) else 0).astype(np.int64))
+    raw = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(starts), [None, offsets, pa.py_buffer(data)]
+    )
+    return pa.table(
+        {
+            "source_line": pa.array(np.arange(1, len(starts) + 1, dtype=np.int64)),
+            "nbytes": pa.array(ends - starts),
+            "raw": raw,
+        }
+    )
+
+
+def _spec_message_sql(j: str) -> str:
+    """A Segment/RudderStack message `j` as a canonical JSON event (mapping in docs/events.md)."""
+    track = " ".join(
+        f"when {quote(name)} then {quote(canonical)}"
+        for name, canonical in SPEC_TRACK_EVENTS.items()
+    )
+    event_type = f"""case {j}->>'$.type'
+            when 'page' then 'page_view' when 'screen' then 'page_view'
+            when 'identify' then 'identify'
+            when 'track' then case {j}->>'$.event' {track}
+                else regexp_replace(lower(trim({j}->>'$.event')), '[^a-z0-9]+', '_', 'g') end
+        end"""
+    return f"""json_object(
+        'event_id', {j}->'$.messageId',
+        'event_type', {event_type},
+        'event_at', coalesce({j}->'$.timestamp', {j}->'$.originalTimestamp'),
+        'received_at', {j}->'$.receivedAt',
+        'anonymous_id', {j}->'$.anonymousId',
+        'user_id', {j}->'$.userId',
+        'page_url', coalesce({j}->'$.context.page.url', {j}->'$.properties.url'),
+        'page_type', {j}->'$.properties.page_type',
+        'content_id', {j}->'$.properties.content_id',
+        'content_category', coalesce({j}->'$.properties.content_category',
+                                     {j}->'$.properties.category'),
+        'element_id', {j}->'$.properties.element_id',
+        'device_type', {j}->'$.context.device.type',
+        'country', {j}->'$.context.location.country',
+        'referrer', coalesce({j}->'$.context.page.referrer', {j}->'$.properties.referrer'),
+        'utm_source', {j}->'$.context.campaign.source',
+        'utm_medium', {j}->'$.context.campaign.medium',
+        'utm_campaign', {j}->'$.context.campaign.name',
+        'properties', case when {j}->>'$.type' <> 'identify' then json_merge_patch(
+            {j}->'$.properties', {quote(json.dumps(dict.fromkeys(SPEC_LIFTED_PROPERTIES)))}) end
+    )"""
+
+
+def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) -> None:
+    data = _read_bytes(path)
+    head = data[:4096].lstrip()
+    if not head:
+        raise InputError(f"{path.name}: empty file")
+    if head[:1] == b"[":
+        raise InputError(
+            f"{path.name}: a JSON array; expected JSON Lines (one JSON object per line)"
+        )
+    con.register("_lines", _line_table(data))
+    spec_types = ", ".join(quote(t) for t in sorted(SPEC_MESSAGE_TYPES))
+    con.execute(
+        f"""
+        create or replace temp table _incoming as
+        with decoded as (
+            select source_line, nbytes, raw,
+                   case when nbytes <= {settings.max_line_bytes}
+                        then rtrim(try(decode(raw)), chr(13) || chr(10)) end as text
+            from _lines
+        ),
+        parsed as (
+            select *,
+                case
+                    when nbytes > {settings.max_line_bytes} then format(
+                        'line is {{}} bytes, over the {settings.max_line_bytes}-byte limit', nbytes)
+                    when text is null then 'line is not valid UTF-8'
+                    when not json_valid(text) then 'line is not valid JSON'
+                    when json_type(text) <> 'OBJECT' then
+                        'line is a JSON ' || lower(json_type(text)) || ', not an object'
+                end as pre_reason
+            from decoded
+            where nbytes > {settings.max_line_bytes} or text is null or trim(text) <> ''
+        ),
+        classified as (
+            -- JSON functions raise on malformed text, so only parsed lines get a document
+            select *, case when pre_reason is null then json(text) end as j from parsed
+        ),
+        typed as (
+            select *, coalesce(json_exists(j, '$.messageId'), false) as is_spec from classified
+        )
+        select
+            source_line,
+            left(coalesce(text, cast(raw as varchar)), {RAW_TEXT_CHARS}) as raw_text,
+            case when not is_spec then j
+                 when j->>'$.type' in ({spec_types}) then {_spec_message_sql("j")} end as doc,
+            case when is_spec and coalesce(j->>'$.type', '') not in ({spec_types})
+                     then 'unsupported Segment/RudderStack message type '
+                          || {sql_shown("j->>'$.type'")}
+                 else pre_reason end as pre_reason
+        from typed
+        """
+    )
+    con.unregister("_lines")
+
+
+def _doc_from_columns(columns: list[str], contract: EventContract) -> str:
+    """A canonical JSON object from flat (varchar) columns; `properties` text is parsed."""
+    parts = []
+    for name in contract.column_names:
+        if name not in columns:
+            continue
+        if name == "properties":
+            value = (
+                "case when properties is null or trim(properties) = '' then null "
+                "when json_valid(properties) then json(properties) else to_json(properties) end"
+            )
+        else:
+            value = ident(name)
+        parts.append(f"{quote(name)}, {value}")
+    return f"json_object({', '.join(parts)})"
+
+
+def _require_columns(path: Path, columns: list[str], contract: EventContract) -> None:
+    missing = [c for c in contract.required if c not in columns]
+    if missing:
+        raise InputError(f"{path.name}: no column {', '.join(missing)} (see docs/events.md)")
+
+
+def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, contract: EventContract) -> None:
+    """CSV via DuckDB's reader; lines it cannot parse come back from its rejects table."""
+    con.execute("drop table if exists _csv_rejects; drop table if exists _csv_scans")
+    reader = (
+        f"read_csv({quote(str(path))}, header = true, all_varchar = true, "
+        "store_rejects = true, rejects_table = '_csv_rejects', rejects_scan = '_csv_scans', "
+        "parallel = false, max_line_size = 1073741824)"
+    )
+    try:
+        con.execute(f"create or replace temp table _csv as select * from {reader}")
+    except duckdb.Error as exc:
+        raise InputError(f"{path.name}: unreadable CSV ({first_line(exc)})") from None
+    columns = [row[0] for row in con.execute("select column_name from (describe _csv)").fetchall()]
+    rejected = con.execute("select count(distinct line) from _csv_rejects").fetchone()[0]
+    good = con.execute("select count(*) from _csv").fetchone()[0]
+    if good + rejected == 0:
+        raise InputError(f"{path.name}: header-only CSV (no rows)")
+    _require_columns(path, columns, contract)
+    # Good records fill the data lines (2..N) that the reader did not reject, in order.
+    con.execute(
+        f"""
+        create or replace temp table _incoming as
+        with rejected as (
+            select line, first(error_message order by column_idx) as message,
+                   first(csv_line) as csv_line
+            from _csv_rejects group by line
+        ),
+        good_lines as (
+            select line, row_number() over (order by line) as ordinal
+            from range(2, {good + rejected + 2}) as r(line)
+            where line not in (select line from rejected)
+        ),
+        good as (
+            select row_number() over () as ordinal, * from _csv
+        )
+        select g.line as source_line,
+               left(concat_ws(',', {", ".join(ident(c) for c in columns)}),
+                    {RAW_TEXT_CHARS}) as raw_text,
+               {_doc_from_columns(columns, contract)} as doc,
+               null::varchar as pre_reason
+        from good join good_lines g using (ordinal)
+        union all
+        select line, left(csv_line, {RAW_TEXT_CHARS}), null,
+               'unparseable CSV line: ' || message
+        from rejected
+        """
+    )
+
+
+def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, contract: EventContract) -> None:
+    reader = f"read_parquet({quote(str(path))}, file_row_number = true)"
+    try:
+        columns = [
+            r[0]
+            for r in con.execute(
+                f"select column_name from (describe select * from {reader})"
+            ).fetchall()
+        ]
+    except duckdb.Error as exc:
+        raise InputError(f"{path.name}: unreadable Parquet ({first_line(exc)})") from None
+    _require_columns(path, columns, contract)
+    present = [c for c in contract.column_names if c in columns]
+    casts = ", ".join(
+        f"cast({ident(c)} as varchar) as {ident(c)}"
+        if c != "properties"
+        else "case when typeof(properties) = 'VARCHAR' then properties::varchar "
+        "else to_json(properties)::varchar end as properties"
+        for c in present
+    )
+    con.execute(
+        f"""
+        create or replace temp table _incoming as
+        with flat as (select file_row_number + 1 as source_line, {casts} from {reader})
+        select source_line,
+               left(to_json(flat)::varchar, {RAW_TEXT_CHARS}) as raw_text,
+               {_doc_from_columns(present, contract)} as doc,
+               null::varchar as pre_reason
+        from flat
+        """
+    )
+    if con.execute("select count(*) from _incoming").fetchone()[0] == 0:
+        raise InputError(f"{path.name}: Parquet file has no rows")

@@ -1,0 +1,122 @@
+"""Stage 2: type the canonical fields and give each row its first contract violation, with the
+rules compiled from the event JSON Schema (microseg.contract)."""
+
+from __future__ import annotations
+
+import json
+
+from microseg.contract import EventContract
+from microseg.ingest.sqltext import quote, sql_shown
+
+
+def checked_sql(contract: EventContract) -> str:
+    """Typed canonical columns plus `reason`, the first contract rule each row breaks.
+
+    Each document is parsed once (json_transform into a struct of text), not once per rule.
+    """
+    top = {f.name: "JSON" if f.name == "properties" else "VARCHAR" for f in contract.fields}
+    props = {p.name: "VARCHAR" for p in contract.numeric_properties}
+    props |= {name: "JSON" for name in contract.object_properties}
+
+    def text(name: str) -> str:
+        return f"nullif(trim(f.{name}), '')"
+
+    select = []
+    for f in contract.fields:
+        if f.name == "properties":
+            select.append("case when is_object then f.properties end as properties")
+        elif f.is_timestamp:
+            select.append(f"try_cast(f.{f.name} as timestamptz) at time zone 'UTC' as {f.name}")
+        else:
+            select.append(f"{text(f.name)} as {f.name}")
+
+    rules: list[tuple[str, str]] = [("pre_reason is not null", "pre_reason")]
+    rules += [(f"{text(name)} is null", quote(f"missing {name}")) for name in contract.required]
+    ids = contract.identity_any_of
+    rules.append(
+        (
+            " and ".join(f"{text(n)} is null" for n in ids),
+            quote(f"missing both {' and '.join(ids)}"),
+        )
+    )
+    for f in contract.fields:
+        value = f"f.{f.name}"
+        if f.max_length:
+            rules.append(
+                (
+                    f"length({value}) > {f.max_length}",
+                    quote(f"{f.name} longer than {f.max_length} characters"),
+                )
+            )
+        if f.enum:
+            allowed = ", ".join(quote(v) for v in f.enum)
+            rules.append(
+                (
+                    f"{text(f.name)} not in ({allowed})",
+                    f"'unknown {f.name} ' || {sql_shown(value)}",
+                )
+            )
+        if f.is_timestamp:
+            rules.append(
+                (
+                    f"{text(f.name)} is not null and try_cast({value} as timestamptz) is null",
+                    f"'{f.name} is not an ISO-8601 timestamp: ' || {sql_shown(value)}",
+                )
+            )
+    rules.append(
+        (
+            "f.properties is not null and json_type(f.properties) <> 'NULL' and not is_object",
+            "'properties is not a JSON object'",
+        )
+    )
+    for prop in contract.numeric_properties:
+        value = f"p.{prop.name}"
+        number = f"try_cast({value} as double)"
+        rules.append(
+            (
+                f"{value} is not null and {number} is null",
+                f"'properties.{prop.name} is not a number: ' || {sql_shown(value)}",
+            )
+        )
+        bounds = []
+        if prop.minimum is not None:
+            bounds.append(f"{number} < {prop.minimum}")
+        if prop.maximum is not None:
+            bounds.append(f"{number} > {prop.maximum}")
+        if bounds:
+            low = "" if prop.minimum is None else f"{prop.minimum:g}"
+            high = "" if prop.maximum is None else f"{prop.maximum:g}"
+            rules.append(
+                (
+                    " or ".join(bounds),
+                    f"'properties.{prop.name}=' || {value} || ' is outside {low}..{high}'",
+                )
+            )
+    for name in contract.object_properties:
+        rules.append(
+            (
+                f"coalesce(json_type(p.{name}), 'NULL') not in ('OBJECT', 'NULL')",
+                quote(f"properties.{name} is not a JSON object"),
+            )
+        )
+
+    reason = "case " + " ".join(f"when {cond} then {msg}" for cond, msg in rules) + " end"
+    return f"""
+        create or replace temp table _checked as
+        with fields as (
+            select source_line, raw_text, pre_reason,
+                   json_transform(doc, {quote(json.dumps(top))}) as f
+            from _incoming
+        ),
+        typed as (
+            select *, coalesce(json_type(f.properties) = 'OBJECT', false) as is_object
+            from fields
+        ),
+        with_properties as (
+            select *, json_transform(case when is_object then f.properties end,
+                                     {quote(json.dumps(props))}) as p
+            from typed
+        )
+        select source_line, raw_text, {", ".join(select)}, {reason} as reason
+        from with_properties
+    """
