@@ -14,13 +14,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from microseg.config import PROJECT_ROOT, Settings, disable_telemetry, restrict_new_files
 from microseg.orchestration import WRITER_POOL
-from microseg.serve.local import LOOPBACK, free_port, start, stop, stored_secret, wait_for_http
+from microseg.serve.local import (
+    LOOPBACK,
+    LocalServer,
+    free_port,
+    serve_until_interrupted,
+    start,
+    stored_secret,
+    wait_for_http,
+)
 
 # component -> its command line (the scheduler without its network log server)
 COMPONENTS = {
@@ -30,24 +36,9 @@ COMPONENTS = {
 }
 
 
-@dataclass(frozen=True)
-class LocalAirflow:
-    """Where a local Airflow lives and how to reach it."""
-
-    home: Path
-    port: int
-    username: str
-    password: str
-    env: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-
 def configure(
     settings: Settings, port: int, username: str, password: str | None, **extra_env: str
-) -> tuple[LocalAirflow, bool]:
+) -> tuple[LocalServer, bool]:
     """The environment of every Airflow process; returns (airflow, password_was_generated)."""
     home = settings.home / "airflow"
     home.mkdir(parents=True, exist_ok=True)
@@ -74,10 +65,10 @@ def configure(
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         **extra_env,
     }
-    return LocalAirflow(home, port, username, password, env), generated
+    return LocalServer(home, port, username, password, env), generated
 
 
-def prepare(airflow: LocalAirflow) -> None:
+def prepare(airflow: LocalServer) -> None:
     """The metadata database and the writer pool."""
     airflow_bin = str(Path(sys.executable).with_name("airflow"))
     for command in (
@@ -93,7 +84,7 @@ def prepare(airflow: LocalAirflow) -> None:
         )
 
 
-def start_components(airflow: LocalAirflow) -> list[subprocess.Popen]:
+def start_components(airflow: LocalServer) -> list[subprocess.Popen]:
     """Start the three components; their logs go to AIRFLOW_HOME/<component>.log."""
     airflow_bin = str(Path(sys.executable).with_name("airflow"))
     return [
@@ -102,8 +93,12 @@ def start_components(airflow: LocalAirflow) -> list[subprocess.Popen]:
     ]
 
 
-def wait_until_up(airflow: LocalAirflow, timeout: float = 180) -> None:
-    wait_for_http(f"{airflow.url}/api/v2/monitor/health", timeout)
+def health_url(airflow: LocalServer) -> str:
+    return f"{airflow.url}/api/v2/monitor/health"
+
+
+def wait_until_up(airflow: LocalServer, timeout: float = 180) -> None:
+    wait_for_http(health_url(airflow), timeout)
 
 
 def main() -> int:
@@ -114,21 +109,14 @@ def main() -> int:
         settings, settings.airflow_port, settings.airflow_user, settings.airflow_password
     )
     prepare(airflow)
-    processes = start_components(airflow)
-    try:
-        wait_until_up(airflow)
-        print(f"Airflow UI: {airflow.url}  (user {airflow.username})")
-        if generated:
-            print(f"generated password, shown once: {airflow.password}")
-        print(f"logs: {airflow.home}/*.log; Ctrl-C stops every component")
-        while all(p.poll() is None for p in processes):
-            time.sleep(2)
-        print("an Airflow component exited; see its log", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        stop(processes)
+    return serve_until_interrupted(
+        "Airflow",
+        airflow,
+        start_components(airflow),
+        generated=generated,
+        health_url=health_url(airflow),
+        logs=f"{airflow.home}/*.log",
+    )
 
 
 if __name__ == "__main__":

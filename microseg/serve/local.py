@@ -9,12 +9,29 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """Where a local UI server keeps its files, how to reach it and log in, its environment."""
+
+    home: Path
+    port: int
+    username: str
+    password: str
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
 
 
 def free_port() -> int:
@@ -70,3 +87,30 @@ def stop(processes: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def serve_until_interrupted(
+    name: str,
+    server: LocalServer,
+    processes: list[subprocess.Popen],
+    *,
+    generated: bool,
+    health_url: str,
+    logs: str,
+) -> int:
+    """Once the server answers, say where to log in (a generated password once), then wait:
+    0 after Ctrl-C, 1 when one of its processes exits; the processes are stopped either way."""
+    try:
+        wait_for_http(health_url)
+        print(f"{name} UI: {server.url}  (user {server.username})")
+        if generated:
+            print(f"generated password, shown once: {server.password}")
+        print(f"logs: {logs}; Ctrl-C stops it")
+        while all(p.poll() is None for p in processes):
+            time.sleep(2)
+        print(f"a {name} process exited; see {logs}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop(processes)

@@ -11,46 +11,37 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from microseg.config import Settings, disable_telemetry, restrict_new_files
-from microseg.serve.local import LOOPBACK, start, stop, stored_secret, wait_for_http
+from microseg.serve.local import (
+    LOOPBACK,
+    LocalServer,
+    serve_until_interrupted,
+    start,
+    stored_secret,
+)
 
 
-@dataclass(frozen=True)
-class LocalMlflow:
-    """Where a local MLflow server lives and how to log in to it."""
-
-    home: Path
-    port: int
-    username: str
-    password: str
-    env: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def command(self, settings: Settings) -> list[str]:
-        return [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--app-name",
-            "basic-auth",
-            "--backend-store-uri",
-            settings.mlflow_tracking_uri,
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
+def server_command(server: LocalServer, settings: Settings) -> list[str]:
+    """`mlflow server` with the basic-auth app, on the loopback only."""
+    return [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--backend-store-uri",
+        settings.mlflow_tracking_uri,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(server.port),
+        "--workers",
+        "1",
+    ]
 
 
-def configure(settings: Settings, port: int) -> tuple[LocalMlflow, bool]:
+def configure(settings: Settings, port: int) -> tuple[LocalServer, bool]:
     """The auth configuration and environment; returns (server, password_was_generated)."""
     home = settings.home / "mlflow-auth"
     home.mkdir(parents=True, exist_ok=True)
@@ -71,7 +62,7 @@ def configure(settings: Settings, port: int) -> tuple[LocalMlflow, bool]:
         "MLFLOW_AUTH_ADMIN_PASSWORD": password,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key,
     }
-    return LocalMlflow(home, port, username, password, env), generated
+    return LocalServer(home, port, username, password, env), generated
 
 
 def main() -> int:
@@ -79,21 +70,11 @@ def main() -> int:
     settings = Settings.from_env()
     restrict_new_files(settings)
     server, generated = configure(settings, settings.mlflow_port)
-    process = start(server.command(settings), server.env, server.home / "server.log")
-    try:
-        wait_for_http(server.url)
-        print(f"MLflow UI: {server.url}  (user {server.username})")
-        if generated:
-            print(f"generated password, shown once: {server.password}")
-        print(f"log: {server.home / 'server.log'}; Ctrl-C stops the server")
-        while process.poll() is None:
-            time.sleep(2)
-        print("the MLflow server exited; see its log", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        stop([process])
+    log = server.home / "server.log"
+    process = start(server_command(server, settings), server.env, log)
+    return serve_until_interrupted(
+        "MLflow", server, [process], generated=generated, health_url=server.url, logs=str(log)
+    )
 
 
 if __name__ == "__main__":

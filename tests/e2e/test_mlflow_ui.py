@@ -12,7 +12,7 @@ import pytest
 
 from microseg.config import Settings
 from microseg.serve.local import free_port, start, stop, wait_for_http
-from microseg.serve.mlflow_ui import configure
+from microseg.serve.mlflow_ui import configure, server_command
 from tests.helpers import listening_addresses
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def test_mlflow_ui_requires_a_login_and_listens_on_loopback_only(tmp_path) -> No
     server, generated = configure(settings, free_port())
     assert generated and len(server.password) >= 12
     assert (server.home / "passwords.json").stat().st_mode & 0o777 == 0o600
-    process = start(server.command(settings), server.env, tmp_path / "mlflow.log")
+    process = start(server_command(server, settings), server.env, tmp_path / "mlflow.log")
     try:
         wait_for_http(server.url)
         search = f"{server.url}/api/2.0/mlflow/experiments/search?max_results=10"
