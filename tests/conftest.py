@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def twelve_days_home(twelve_days: Path, tmp_path_factory: pytest.TempPathFactory
     settings = Settings.from_env({"MICROSEG_HOME": str(home)})
     ingest_paths(settings, [twelve_days])
     transform(settings)
+    return home
+
+
+@pytest.fixture(scope="session")
+def champion_home(twelve_days_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of twelve_days_home whose MLflow registry holds a purchase_propensity champion
+    trained on all twelve days (shared: read it, or copy the warehouse before changing it)."""
+    from ml.promote import promote
+    from ml.train import train
+
+    home = tmp_path_factory.mktemp("champion_home")
+    shutil.copy(twelve_days_home / "warehouse.duckdb", home)
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    train(settings, "purchase_propensity")
+    assert promote(settings, "purchase_propensity").promoted
     return home
 
 

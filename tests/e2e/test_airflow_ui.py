@@ -22,8 +22,6 @@ from microseg.pipeline import run_nightly
 from microseg.serve.airflow_ui import configure, prepare, start_components, wait_until_up
 from microseg.serve.local import free_port, stop
 from microseg.transform import transform
-from ml.promote import promote
-from ml.train import train
 from tests.helpers import listening_addresses, query, warehouse_differences
 
 pytestmark = pytest.mark.slow
@@ -38,15 +36,10 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def registry(twelve_days_home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def registry(champion_home: Path) -> str:
     """An MLflow registry whose purchase_propensity champion was trained on all twelve days
     (the nights below only score with it; eight days are too few for a 7-day label)."""
-    home = tmp_path_factory.mktemp("registry_home")
-    shutil.copy(twelve_days_home / "warehouse.duckdb", home)
-    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
-    train(settings, "purchase_propensity")
-    assert promote(settings, "purchase_propensity").promoted
-    return settings.mlflow_tracking_uri
+    return Settings.from_env({"MICROSEG_HOME": str(champion_home)}).mlflow_tracking_uri
 
 
 @pytest.fixture(scope="module")

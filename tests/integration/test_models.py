@@ -3,6 +3,7 @@ MLflow registry (SQLite), gated promotion, fairness audit and scoring."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -160,17 +161,28 @@ def test_too_little_data_stops_training(home: Path, tmp_path: Path) -> None:
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == versions_before
 
 
-def test_segments_can_use_scores(home: Path, tmp_path: Path) -> None:
-    settings = _settings(home, PROJECT_ROOT / "ml/specs")
-    if registry.version_by_alias(registry.client(settings), MODEL, "champion") is None:
-        pytest.fail("test_model_lifecycle must run first (it promotes a champion)")
+def test_segments_can_use_scores(champion_home: Path, tmp_path: Path) -> None:
+    """Scores of the champion feed a score segment (on a private copy of the warehouse, so
+    that no other test has to run first)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(champion_home / "warehouse.duckdb", home)
+    registry_uri = Settings.from_env({"MICROSEG_HOME": str(champion_home)}).mlflow_tracking_uri
+    scoring = Settings.from_env(
+        {"MICROSEG_HOME": str(home), "MICROSEG_MLFLOW_TRACKING_URI": registry_uri}
+    )
+    assert score(scoring, models=[MODEL])[MODEL] > 100
     definitions = tmp_path / "segments.yml"
     rule = {"score": MODEL, ">=": 0.75, "as": "propensity"}
     segment = {"name": "likely_buyers", "description": "d", "owner": "o", "kind": "score"}
     segment["rule"] = rule
     definitions.write_text(yaml.safe_dump({"segments": [segment]}))
     settings = Settings.from_env(
-        {"MICROSEG_HOME": str(home), "MICROSEG_SEGMENTS_FILE": str(definitions)}
+        {
+            "MICROSEG_HOME": str(home),
+            "MICROSEG_SEGMENTS_FILE": str(definitions),
+            "MICROSEG_MLFLOW_TRACKING_URI": registry_uri,
+        }
     )
     (as_of,) = query(settings, "select max(as_of_date) from marts.user_scores")[0]
     sizes = run_segments(settings, as_of).members
