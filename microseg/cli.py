@@ -120,7 +120,7 @@ def cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
-    from microseg.segments import run_segments
+    from microseg.segments import TRIAL_SCHEMA, run_segments
 
     run = run_segments(settings, args.as_of, file=args.file)
     width = max(map(len, run.members), default=0)
@@ -128,7 +128,7 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
     print(f"segments of {source} as of {run.as_of} ({run.schema}.segment_memberships):")
     for name, members in run.members.items():
         print(f"  {name:<{width}}  {members:>7,} members")
-    if run.schema != "marts":
+    if run.schema == TRIAL_SCHEMA:
         print(f"a trial: production memberships are made from {settings.segments_file} only")
     return 0
 

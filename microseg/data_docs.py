@@ -80,21 +80,18 @@ def _localized(html: str, to_site: str) -> str:
     return REMOTE_TAG.sub(drop_remote, html)
 
 
-def localize_data_docs(site: Path) -> int:
-    """Copy the assets into `site` and rewrite its pages; returns the number of pages."""
+def localize_data_docs(site: Path) -> None:
+    """Copy the assets into `site` and point its pages at them."""
     if not site.is_dir():
-        return 0
+        return
     for asset in ASSETS.rglob("*"):
         if asset.is_file():  # copyfile and mkdir: the copies take the umask, not the source mode
             copy = site / VENDOR / asset.relative_to(ASSETS)
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(asset, copy)
-    pages = 0
     for page in site.rglob("*.html"):
         to_site = Path(os.path.relpath(site, page.parent)).as_posix()
         text = page.read_text("utf-8")
         localized = _localized(text, to_site)
         if localized != text:
             page.write_text(localized, "utf-8")
-        pages += 1
-    return pages

@@ -75,7 +75,10 @@ def run_dbt(settings: Settings, command: str, *args: str) -> list[str]:
         raise MicrosegError(f"dbt {command} could not run: {_startup_error(lines)} (log: {log})")
     listed = "; ".join(failed[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-    raise DataQualityError(f"dbt {command} failed: {listed}{more} (log: {log})")
+    # only failed data tests are the data's fault (not retried); a failed model may be anything
+    only_tests = len(failed_nodes(settings.dbt_target_dir, tests_only=True)) == len(failed)
+    error = DataQualityError if only_tests else MicrosegError
+    raise error(f"dbt {command} failed: {listed}{more} (log: {log})")
 
 
 def _startup_error(lines: list[str]) -> str:

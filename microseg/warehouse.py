@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -37,9 +38,6 @@ from loaded
 full join events using (file_name)
 full join quarantined using (file_name)
 """
-
-
-RAW_TABLES = {"events", "events_quarantine", "event_taxonomy", "nights", "load_manifest"}
 
 
 def _raw_ddl() -> list[str]:
@@ -148,7 +146,8 @@ def ensure_raw_layer(settings: Settings) -> None:
                 "select table_name from information_schema.tables where table_schema = 'raw'"
             ).fetchall()
         }
-    if present >= RAW_TABLES:
+    created = {re.search(r"raw\.(\w+)", ddl).group(1) for ddl in _raw_ddl() if "table" in ddl}
+    if present >= created:
         return
     with connect(settings):
         pass
