@@ -53,8 +53,10 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg promote --model purchase_propensity --model content_preference
 	$(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
+	$(BIN)/microseg activation report --as-of $(DEMO_AS_OF)
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"
+	@echo "Trigger messages: $(MICROSEG_HOME)/activation/<destination>/ (triggers.yml, docs/triggers.md)"
 	@echo "MLflow UI: make mlflow-ui (login; the password is printed on its first start), then open http://127.0.0.1:$(MLFLOW_PORT)"
 
 test: install $(CHROMIUM) ## Lint, then run the whole test suite (what CI runs)

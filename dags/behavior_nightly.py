@@ -6,14 +6,15 @@ Daily at 03:00 UTC (`MICROSEG_NIGHTLY_SCHEDULE`).
 **Reads** new event files in `$MICROSEG_HOME/landing` (jsonl, jsonl.gz, csv, parquet, Segment
 JSON). **Writes** `$MICROSEG_HOME/warehouse.duckdb` (raw, staging, intermediate, marts),
 `marts.user_scores`, `marts.person_clusters`, `marts.segment_memberships` (+ history,
-summary), audience CSVs in `$MICROSEG_HOME/exports/<as_of>/`, and the analysts' snapshot
-`analytics.duckdb`.
+summary), trigger firings and messages (`marts.trigger_firings`, `marts.activation_outbox`,
+files under `$MICROSEG_HOME/activation/`, webhooks of triggers.yml), audience CSVs in
+`$MICROSEG_HOME/exports/<as_of>/`, and the analysts' snapshot `analytics.duckdb`.
 
 Steps: ingest → raw Great Expectations checkpoint → dbt through Cosmos, one `dbt build` task
 per layer (events → sessions → person_days, `dbt_project/selectors.yml`; a model's data
 tests run right after it, so a failing test stops what is built on it) → feature Great
 Expectations checkpoint → score with each champion model → behavioral clusters → segments →
-audience exports → publish.
+triggers of the day before (`microseg activate`) → audience exports → publish.
 
 **Date.** Every task works on `as_of` = the day of the run's 03:00 trigger (the run of
 2026-10-15 03:00 builds features, scores and segments as of 2026-10-15, i.e. behavior before
@@ -154,6 +155,12 @@ def behavior_nightly():
         return run_step(segments_step, params, data_interval_end)
 
     @task
+    def activate(params=None, data_interval_end=None):
+        from microseg.pipeline import activate_step
+
+        return run_step(activate_step, params, data_interval_end)
+
+    @task
     def export_audiences(params=None, data_interval_end=None):
         from microseg.pipeline import export_step
 
@@ -173,6 +180,7 @@ def behavior_nightly():
         >> score()
         >> cluster()
         >> segments()
+        >> activate()
         >> export_audiences()
         >> publish()
     )

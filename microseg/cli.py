@@ -133,6 +133,20 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.activation import activate, print_run
+
+    print_run(activate(settings, args.as_of, dry_run=args.dry_run, triggers_file=args.file))
+    return 0
+
+
+def cmd_activation_report(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.activation import print_report
+
+    print_report(settings, args.as_of)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.export import export_audience
 
@@ -271,6 +285,36 @@ def build_parser() -> argparse.ArgumentParser:
         "production memberships unchanged",
     )
     seg.set_defaults(handler=cmd_segments)
+
+    act = sub.add_parser(
+        "activate", help="fire the triggers of triggers.yml for a night; cap, queue and deliver"
+    )
+    act.add_argument(
+        "--as-of",
+        type=_iso_date,
+        default=None,
+        help="D: firings of the day before D (default: latest features)",
+    )
+    act.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="evaluate and decide (firings into schema activation_trial); queue and send nothing",
+    )
+    act.add_argument(
+        "--file", type=Path, default=None, help="another triggers file (with --dry-run)"
+    )
+    act.set_defaults(handler=cmd_activate)
+
+    acr = sub.add_parser("activation", help="activation reports")
+    acr_sub = acr.add_subparsers(dest="activation_command", required=True, metavar="COMMAND")
+    rep = acr_sub.add_parser("report", help="fired, capped, expired, sent, failed per trigger")
+    rep.add_argument(
+        "--as-of",
+        type=_iso_date,
+        default=None,
+        help="D: the firings of the day before D (default: all days)",
+    )
+    rep.set_defaults(handler=cmd_activation_report)
 
     clu = sub.add_parser("cluster", help="behavioral clusters for a date (marts.person_clusters)")
     clu.add_argument("--as-of", type=_iso_date, default=None, help="default: latest features")

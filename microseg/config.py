@@ -71,6 +71,7 @@ class Settings:
     quiet_days_max: int  # days without events a night carries features over; more: skipped
     missing_delivery: str  # "warn" or "error": what a night with quiet days before it does
     segments_file: Path
+    triggers_file: Path
     export_audiences: tuple[str, ...]
     mlflow_tracking_uri: str
     ml_specs_dir: Path
@@ -83,6 +84,7 @@ class Settings:
     airflow_password: str | None  # None: generated on first start, printed once
     nightly_schedule: str | None  # cron of behavior_nightly; None: triggered only
     weekly_schedule: str | None  # cron of models_weekly; None: triggered only
+    activation_schedule: str | None  # cron of the activation DAG; None: triggered only
 
     @property
     def warehouse_path(self) -> Path:
@@ -118,6 +120,11 @@ class Settings:
         return self.home / "dbt" / "logs" / "last_run.log"
 
     @property
+    def activation_dir(self) -> Path:
+        """Where file destinations write each run's messages (one folder per destination)."""
+        return self.home / "activation"
+
+    @property
     def export_dir(self) -> Path:
         """Where the nightly run writes audience CSVs (and their manifests)."""
         return self.home / "exports"
@@ -150,6 +157,7 @@ class Settings:
             raise ConfigError(f"MICROSEG_MAX_LINE_BYTES={max_line} must be at least 1024")
         suites = env.get("MICROSEG_EXPECTATIONS_DIR")
         segments = env.get("MICROSEG_SEGMENTS_FILE")
+        triggers = env.get("MICROSEG_TRIGGERS_FILE")
         specs = env.get("MICROSEG_ML_SPECS_DIR")
         audiences = env.get("MICROSEG_EXPORT_AUDIENCES", DEFAULT_AUDIENCES)
         quiet_days_max = int(_number(env, "MICROSEG_QUIET_DAYS_MAX", 7))
@@ -180,6 +188,9 @@ class Settings:
             segments_file=(
                 Path(segments).expanduser().resolve() if segments else PROJECT_ROOT / "segments.yml"
             ),
+            triggers_file=(
+                Path(triggers).expanduser().resolve() if triggers else PROJECT_ROOT / "triggers.yml"
+            ),
             mlflow_tracking_uri=env.get("MICROSEG_MLFLOW_TRACKING_URI")
             or f"sqlite:///{home / 'mlflow.db'}",
             ml_specs_dir=Path(specs).expanduser().resolve() if specs else PROJECT_ROOT / "ml/specs",
@@ -192,6 +203,7 @@ class Settings:
             airflow_password=env.get("MICROSEG_AIRFLOW_PASSWORD") or None,
             nightly_schedule=_schedule(env, "MICROSEG_NIGHTLY_SCHEDULE", "0 3 * * *"),
             weekly_schedule=_schedule(env, "MICROSEG_WEEKLY_SCHEDULE", "0 5 * * 0"),
+            activation_schedule=_schedule(env, "MICROSEG_ACTIVATION_SCHEDULE", "*/15 * * * *"),
             export_audiences=tuple(a.strip() for a in audiences.split(",") if a.strip()),
         )
 

@@ -34,7 +34,7 @@ class ExportResult:
     manifest_path: Path
 
 
-def _neutralized(column: str) -> str:
+def neutralized(column: str) -> str:
     return (
         f"case when regexp_matches({column}, '{FORMULA_START}') then '''' || {column} "
         f"else {column} end as {column}"
@@ -99,7 +99,7 @@ def export_audience(
             where m.segment_name = ? and m.as_of_date = ? and p.is_opted_out is not true
         """
         columns = [d[0] for d in con.execute(f"{members} limit 0", params).description]
-        select_list = ", ".join(_neutralized(c) if c in TEXT_COLUMNS else c for c in columns)
+        select_list = ", ".join(neutralized(c) if c in TEXT_COLUMNS else c for c in columns)
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(f".{out.name}.partial")
         literal_path = str(partial).replace("'", "''")

@@ -174,6 +174,18 @@ def segments_step(settings: Settings, as_of: date) -> str:
     return "segments: " + ", ".join(f"{name} {n:,}" for name, n in run.members.items())
 
 
+def activate_step(settings: Settings, as_of: date) -> str:
+    """The night's triggers (the day before D): fire, cap, queue and deliver."""
+    from microseg.activation import activate
+
+    run = activate(settings, as_of)
+    sent = sum(n for statuses in run.delivered.values() for s, n in statuses.items() if s == "sent")
+    return (
+        f"activate: {sum(run.fired.values()):,} firings, {run.queued:,} messages queued, "
+        f"{sent:,} deliveries, {sum(run.suppressed.values()):,} suppressed"
+    )
+
+
 def export_step(settings: Settings, as_of: date, audiences: list[str] | None = None) -> str:
     from microseg.export import export_audiences
 
@@ -218,5 +230,6 @@ def run_nightly(
     report(score_step(settings, as_of))
     report(cluster_step(settings, as_of))
     report(segments_step(settings, as_of))
+    report(activate_step(settings, as_of))
     report(export_step(settings, as_of, audiences))
     report(publish_step(settings, as_of))

@@ -155,6 +155,10 @@ def failed_nodes(
     return failed
 
 
+# Models their own steps build, for one date or window: `microseg segments`, `microseg activate`
+STEP_MODELS = ("path:models/segments", "path:models/activation")
+
+
 def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, int]:
     """dbt build (models and their data tests); returns the row count of each mart.
 
@@ -169,7 +173,7 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
         "--exclude-resource-type",
         "unit_test",
         "--exclude",
-        "path:models/segments",  # `microseg segments` builds these, for one as-of date
+        *STEP_MODELS,
         "--vars",
         json.dumps(settings.dbt_vars),
         *(["--full-refresh"] if full_refresh else []),

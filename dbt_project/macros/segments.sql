@@ -1,9 +1,10 @@
 {#- The validated segment plan: a JSON file that `microseg segments` writes (var
-    `segment_plan_file`), read through DuckDB so that any Unicode and any number of segments
+    `segment_plan_file`; the trigger plan of `microseg activate`: `trigger_plan_file`), read
+    through DuckDB so that any Unicode and any number of segments
     reach dbt (a plan passed on the command line met YAML quoting and the argument limit).
     Empty while dbt parses, and when no plan file is given. -#}
-{% macro segment_plan() -%}
-    {%- set path = var('segment_plan_file') -%}
+{% macro segment_plan(plan_var='segment_plan_file') -%}
+    {%- set path = var(plan_var) -%}
     {%- if not execute or not path -%}
         {{ return([]) }}
     {%- endif -%}
@@ -48,24 +49,50 @@
 {%- endmacro %}
 
 {#- A condition tree over leaf and block columns of one row: all / any / not / ref. -#}
-{% macro segment_condition(node, leaves) -%}
+{% macro segment_condition(node, leaves, prefix='') -%}
     {%- if 'all' in node or 'any' in node -%}
         {%- set joiner = ' and ' if 'all' in node else ' or ' -%}
-        ({% for child in node.get('all', node.get('any')) %}{{ segment_condition(child, leaves) }}{{ joiner if not loop.last }}{% endfor %})
+        ({% for child in node.get('all', node.get('any')) %}{{ segment_condition(child, leaves, prefix) }}{{ joiner if not loop.last }}{% endfor %})
     {%- elif 'not' in node -%}
-        (not {{ segment_condition(node['not'], leaves) }})
+        (not {{ segment_condition(node['not'], leaves, prefix) }})
     {%- elif node['ref'] in leaves -%}
         {%- set leaf = leaves[node['ref']] -%}
-        {{ segment_comparison(segment_identifier(leaf['id']), leaf['op'], leaf['value']) }}
+        coalesce({{ segment_identifier(leaf['id']) }} {{ segment_operator(leaf['op']) }} {{ segment_threshold(leaf, prefix) }}, false)
     {%- else -%}
         coalesce({{ segment_identifier(node['ref']) }}, false)
     {%- endif -%}
 {%- endmacro %}
 
+{#- The value a comparison is against: a literal, or for a baseline threshold
+    ({percentile, baseline_days}: triggers) the CTE `<prefix><leaf id>_baseline` computed
+    beside it. -#}
+{% macro segment_threshold(leaf, prefix='') -%}
+    {%- if leaf['value'] is mapping -%}
+        (select threshold from {{ prefix }}{{ segment_identifier(leaf['id']) }}_baseline)
+    {%- else -%}
+        {{ segment_literal(leaf['value']) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- How many counted events make `count op threshold` true (for > and >=, which a growing
+    count reaches once and keeps); none for the other comparisons. -#}
+{% macro segment_reach(leaf, threshold) -%}
+    {%- if leaf['op'] == '>=' -%} ceil({{ threshold }})
+    {%- elif leaf['op'] == '>' -%} floor({{ threshold }}) + 1
+    {%- endif -%}
+{%- endmacro %}
+
 {#- One CTE body per leaf: (session_id | person_id, value). `scope` is the block's session CTE
-    for session leaves; person leaves read the as-of relations directly. -#}
-{% macro segment_leaf_sql(leaf, scope, as_of) -%}
+    for session leaves; person leaves read the as-of relations directly. With `threshold` (the
+    SQL of the value compared with), session leaves also return `met_at`: the moment in the
+    session at which the comparison became true (the n-th event, the end of an n-minute wait
+    without the follow-up, the dwell passing the threshold), which triggers fire at; null when
+    the moment is the session's end (a session column, a comparison like < that only the whole
+    session can decide). -#}
+{% macro segment_leaf_sql(leaf, scope, as_of, threshold=none) -%}
     {%- set subject = leaf['subject'] -%}
+    {%- set reach = segment_reach(leaf, threshold) if threshold is not none else '' -%}
+    {%- set met = reach | trim != '' -%}
     {%- if subject == 'feature' -%}
         select person_id, {{ segment_identifier(leaf['column']) }} as value from features
     {%- elif subject == 'score' -%}
@@ -91,9 +118,17 @@
         )
         group by all
     {%- elif subject == 'session' -%}
-        select session_id, {{ segment_identifier(leaf['column']) }} as value from {{ scope }}
+        select session_id, {{ segment_identifier(leaf['column']) }} as value
+            {%- if threshold is not none %}, null::timestamptz as met_at{% endif %}
+        from {{ scope }}
     {%- elif subject == 'dwell' -%}
         select page_views.session_id, max(page_views.dwell_s) as value
+            {%- if threshold is not none %},
+            {% if met -%}
+            min(page_views.page_view_at + to_microseconds((1000000 * {{ threshold }})::bigint))
+                filter (where page_views.dwell_s {{ segment_operator(leaf['op']) }} {{ threshold }})
+            {%- else %}null::timestamptz{% endif %} as met_at
+            {%- endif %}
         from page_views
         where page_views.session_id in (select session_id from {{ scope }})
             {{- segment_filters(leaf['filters'], 'page_views') }}
@@ -105,47 +140,79 @@
         {%- endif %}
         group by all
     {%- elif subject == 'count' and leaf.get('not_followed_by') -%}
+        {#- each counted event qualifies `within_minutes` after it, if no follow-up came -#}
         select session_id, count(*) as value
+            {%- if threshold is not none %},
+            {% if met %}max(qualified_at) filter (where nth = {{ reach }}){% else %}null::timestamptz{% endif %} as met_at
+            {%- endif %}
         from (
             select
-                events.*,
-                first_value(case when event_type = {{ segment_literal(leaf['not_followed_by']) }} then event_at end ignore nulls)
-                    over (partition by person_id order by event_at, event_id
-                          rows between current row and unbounded following) as next_follow_at
-            from events
-            where person_id in (select person_id from {{ scope }})
-              and (event_type = {{ segment_literal(leaf['not_followed_by']) }}
-                   or (event_type = {{ segment_literal(leaf['event_type']) }}
-                       {{- segment_filters(leaf['filters'], 'events') }}))
+                session_id,
+                event_at + interval '{{ leaf['within_minutes'] | int }} minutes' as qualified_at,
+                row_number() over (partition by session_id order by event_at, event_id) as nth
+            from (
+                select
+                    events.*,
+                    first_value(case when event_type = {{ segment_literal(leaf['not_followed_by']) }} then event_at end ignore nulls)
+                        over (partition by person_id order by event_at, event_id
+                              rows between current row and unbounded following) as next_follow_at
+                from events
+                where person_id in (select person_id from {{ scope }})
+                  and (event_type = {{ segment_literal(leaf['not_followed_by']) }}
+                       or (event_type = {{ segment_literal(leaf['event_type']) }}
+                           {{- segment_filters(leaf['filters'], 'events') }}))
+            )
+            where event_type = {{ segment_literal(leaf['event_type']) }}
+              and session_id in (select session_id from {{ scope }})
+              and (next_follow_at is null
+                   or next_follow_at > event_at + interval '{{ leaf['within_minutes'] | int }} minutes')
         )
-        where event_type = {{ segment_literal(leaf['event_type']) }}
-          and session_id in (select session_id from {{ scope }})
-          and (next_follow_at is null
-               or next_follow_at > event_at + interval '{{ leaf['within_minutes'] | int }} minutes')
         group by all
-    {%- elif subject == 'count' and leaf.get('within_minutes') -%}
-        select session_id, max(events_in_window) as value
+    {%- elif subject == 'count' -%}
+        {#- events_so_far: counted events up to each one (within the trailing window when
+            within_minutes is set: the most in any m-minute window is the largest of these) -#}
+        select session_id,
+               {% if leaf.get('within_minutes') %}max(events_so_far){% else %}count(*){% endif %} as value
+            {%- if threshold is not none %},
+            {% if met %}min(event_at) filter (where events_so_far >= {{ reach }}){% else %}null::timestamptz{% endif %} as met_at
+            {%- endif %}
         from (
-            select session_id,
+            select session_id, event_at,
                    count(*) over (
                        partition by session_id order by event_at
-                       range between current row and interval '{{ leaf['within_minutes'] | int }} minutes' following
-                   ) as events_in_window
+                       {%- if leaf.get('within_minutes') %}
+                       range between interval '{{ leaf['within_minutes'] | int }} minutes' preceding and current row
+                       {%- else %}
+                       rows between unbounded preceding and current row
+                       {%- endif %}
+                   ) as events_so_far
             from events
             where session_id in (select session_id from {{ scope }})
               and event_type = {{ segment_literal(leaf['event_type']) }}
               {{- segment_filters(leaf['filters'], 'events') }}
         )
         group by all
-    {%- elif subject == 'count' -%}
-        select session_id, count(*) as value
-        from events
-        where session_id in (select session_id from {{ scope }})
-          and event_type = {{ segment_literal(leaf['event_type']) }}
-          {{- segment_filters(leaf['filters'], 'events') }}
-        group by all
     {%- else -%}
         {{ exceptions.raise_compiler_error('segment plan: unknown condition ' ~ subject) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The moment a session condition tree became true in the session (null if it did not):
+    all -> the last of its parts, any -> the first, a leaf -> its met_at (the session's end when
+    only the whole session decides), not -> the session's start (it held throughout). Columns
+    of one row of a per-session relation: <leaf id> and <leaf id>_at. -#}
+{% macro segment_moment(node, leaves, prefix='') -%}
+    {%- if 'all' in node -%}
+        case when {% for child in node['all'] %}({{ segment_moment(child, leaves, prefix) }}) is not null{{ ' and ' if not loop.last }}{% endfor %}
+             then greatest({% for child in node['all'] %}{{ segment_moment(child, leaves, prefix) }}{{ ', ' if not loop.last }}{% endfor %}) end
+    {%- elif 'any' in node -%}
+        least({% for child in node['any'] %}{{ segment_moment(child, leaves, prefix) }}{{ ', ' if not loop.last }}{% endfor %})
+    {%- elif 'not' in node -%}
+        case when {{ segment_condition(node, leaves, prefix) }} then session_start_at end
+    {%- else -%}
+        {%- set leaf = leaves[node['ref']] -%}
+        case when {{ segment_condition(node, leaves, prefix) }}
+             then coalesce({{ segment_identifier(leaf['id']) }}_at, session_end_at) end
     {%- endif -%}
 {%- endmacro %}
 

@@ -9,7 +9,113 @@ import numpy as np
 import pandas as pd
 
 from microseg.generate.delivery import day_of
-from microseg.generate.world import ARCHETYPES, CATEGORIES, COUNTRIES, GeneratorConfig
+from microseg.generate.world import (
+    ARCHETYPES,
+    CATEGORIES,
+    COUNTRIES,
+    EL,
+    EV,
+    PT,
+    GeneratorConfig,
+)
+
+# The moments triggers.yml's triggers fire at, re-derived from the generated events (never from
+# the pipeline): (trigger, threshold). The decoys are the near misses: the closest cases that
+# must not fire.
+CART_WAIT_S = 15 * 60  # cart_abandoned: add_to_cart not followed by checkout_start in 15 min
+ARTICLES = 5  # binge_reader: the fifth article page view of a session
+LINGER_S = 300  # product_lingerer: a product page view without add_to_cart lasting > 300 s
+HOVER_WINDOW_S = 120  # subscribe_interest: 2 cta_subscribe hovers within 2 minutes
+
+
+def _trigger_truth(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(firings, decoys): session, trigger and the moment (decoys: how far below)."""
+    ev = events.sort_values(["session", "t"], kind="stable")
+    fired, decoys = [], []
+    # cart_abandoned: per person, the next checkout_start after each add_to_cart
+    carts = ev[ev.event.isin([EV["add_to_cart"], EV["checkout_start"]])].sort_values(
+        ["person", "t"]
+    )
+    is_checkout = carts.event.to_numpy() == EV["checkout_start"]
+    next_checkout = (
+        pd.Series(np.where(is_checkout, carts.t.to_numpy(), np.nan), index=carts.index)
+        .groupby(carts.person.to_numpy())
+        .bfill()
+    )
+    adds = carts[~is_checkout].assign(next_checkout=next_checkout[~is_checkout])
+    wait = adds.next_checkout - adds.t
+    left = adds[wait.isna() | (wait > CART_WAIT_S)]
+    first = left.groupby("session").t.min()
+    fired.append(
+        pd.DataFrame(
+            {"trigger": "cart_abandoned", "session": first.index, "t": first + CART_WAIT_S}
+        )
+    )
+    near = adds[(wait <= CART_WAIT_S) & (wait > CART_WAIT_S - 60)]
+    decoys.append(
+        pd.DataFrame(
+            {
+                "trigger": "cart_abandoned",
+                "session": near.session,
+                "margin_s": CART_WAIT_S - wait[near.index],
+            }
+        )
+    )
+    # binge_reader: the fifth article page view; decoys: sessions with exactly four
+    articles = ev[(ev.event == EV["page_view"]) & (ev.page_type == PT["article"])]
+    nth = articles.groupby("session").cumcount() + 1
+    fifth = articles[nth == ARTICLES]
+    fired.append(pd.DataFrame({"trigger": "binge_reader", "session": fifth.session, "t": fifth.t}))
+    per_session = articles.groupby("session").size()
+    four = per_session[per_session == ARTICLES - 1]
+    decoys.append(
+        pd.DataFrame({"trigger": "binge_reader", "session": four.index, "margin_s": np.nan})
+    )
+    # product_lingerer: dwell = to the next page view, or to the page's last event
+    views = ev[ev.event == EV["page_view"]][["session", "page", "t", "page_type"]]
+    following = views.groupby("session").t.shift(-1)
+    last_event = ev.groupby("page").t.max().reindex(views.page).to_numpy()
+    dwell = np.where(following.isna(), last_event, following) - views.t.to_numpy()
+    carted = ev.page[ev.event == EV["add_to_cart"]].unique()
+    product = (views.page_type == PT["product"]).to_numpy() & ~views.page.isin(carted).to_numpy()
+    lingered = views[product & (dwell > LINGER_S)]
+    first = lingered.groupby("session").t.min()
+    fired.append(
+        pd.DataFrame({"trigger": "product_lingerer", "session": first.index, "t": first + LINGER_S})
+    )
+    close = product & (dwell <= LINGER_S) & (dwell > LINGER_S - 30)
+    decoys.append(
+        pd.DataFrame(
+            {
+                "trigger": "product_lingerer",
+                "session": views.session[close],
+                "margin_s": LINGER_S - dwell[close],
+            }
+        )
+    )
+    # subscribe_interest: the first cta_subscribe hover with another in the 2 minutes before
+    hovers = ev[(ev.event == EV["hover"]) & (ev.element == EL["cta_subscribe"])]
+    gap = hovers.t - hovers.groupby("session").t.shift(1)
+    second = hovers[gap <= HOVER_WINDOW_S].groupby("session").t.min()
+    fired.append(
+        pd.DataFrame({"trigger": "subscribe_interest", "session": second.index, "t": second})
+    )
+    slow = hovers[(gap > HOVER_WINDOW_S) & (gap <= HOVER_WINDOW_S + 30)]
+    decoys.append(
+        pd.DataFrame(
+            {
+                "trigger": "subscribe_interest",
+                "session": slow.session,
+                "margin_s": gap[slow.index] - HOVER_WINDOW_S,
+            }
+        )
+    )
+    fired_all = pd.concat(fired, ignore_index=True)
+    decoy_all = pd.concat(decoys, ignore_index=True)
+    # a decoy session must not fire that trigger some other way
+    decoy_all = decoy_all.merge(fired_all[["trigger", "session"]], how="left", indicator=True)
+    decoy_all = decoy_all[decoy_all._merge == "left_only"].drop(columns="_merge")
+    return fired_all, decoy_all.drop_duplicates(["trigger", "session"])
 
 
 def write_truth(
@@ -77,6 +183,15 @@ def write_truth(
     accounting["rows_loaded"] = (
         accounting.rows_read - accounting.rows_duplicate - accounting.rows_quarantined
     )
+    firings, decoys = _trigger_truth(events)
+    key_of = sessions_out.set_index("session").person_key
+    firings = firings.assign(
+        person_key=key_of.reindex(firings.session).to_numpy(),
+        fired_at=epoch + pd.to_timedelta(firings.t.to_numpy(), unit="s"),
+    ).drop(columns="t")
+    decoys = decoys.assign(person_key=key_of.reindex(decoys.session).to_numpy())
+    firings.to_parquet(truth / "trigger_firings.parquet", index=False)
+    decoys.to_parquet(truth / "trigger_decoys.parquet", index=False)
     people_out.to_parquet(truth / "people.parquet", index=False)
     sessions_out.drop(columns=["person", "device"]).to_parquet(
         truth / "sessions.parquet", index=False

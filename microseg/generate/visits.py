@@ -67,6 +67,11 @@ def draw_sessions(rng, people, usage, devices, config: GeneratorConfig) -> pd.Da
     prop = people.propensity.to_numpy()[s.person]
     s["purchase"] = live & (rng.random(len(s)) < np.clip(prop * 1.3, 0, 0.95))
     s["cart_abandon"] = live & ~s.purchase & (rng.random(len(s)) < np.clip(prop * 0.8, 0.01, 0.5))
+    # near-threshold decoys for the cart trigger: checkout 14-14.9 minutes after the cart add
+    # (drawn from their own stream, so the rest of the data set stays as it was)
+    decoys = np.random.default_rng([config.seed, 14])
+    s["slow_checkout"] = s.purchase & (decoys.random(len(s)) < 0.1)
+    s["checkout_delay_s"] = decoys.uniform(14 * 60, 14 * 60 + 55, len(s))
     s["casual_subscribe_hover"] = live & ~s.subscribe_curious & (rng.random(len(s)) < 0.12)
     s["newsletter_signup"] = live & (rng.random(len(s)) < 0.015)
     first_session = ~s.duplicated("person")
@@ -197,6 +202,13 @@ def draw_page_views(rng, s: pd.DataFrame) -> pd.DataFrame:
     first = ~p.session.duplicated().to_numpy()
     session_base = np.maximum.accumulate(np.where(first, csum - step, 0))
     p["t0"] = s.start_s.to_numpy()[p.session] + (csum - step - session_base)
+    # slow checkouts: the checkout page (right after the cart page) starts later, so that
+    # checkout_start (t0 + 1) comes checkout_delay_s after the add_to_cart (cart t0 + 0.7 dwell + 1)
+    slow = np.flatnonzero((role == "checkout") & s.slow_checkout.to_numpy()[p.session])
+    t0 = p.t0.to_numpy().copy()
+    added_at = t0[slow - 1] + p.dwell.to_numpy()[slow - 1] * 0.7 + 1
+    t0[slow] = added_at + s.checkout_delay_s.to_numpy()[p.session.to_numpy()[slow]] - 1
+    p["t0"] = t0
     p["position"] = p.groupby("session").cumcount()
     depth = np.clip(rng.beta(2, 2, len(p)) * 2 * SCROLL_DEPTH[pa_], 0, 1) * 100
     p["scroll_depth"] = np.select(

@@ -104,11 +104,15 @@ def _value_class(data_type: str) -> str:
     return "other"
 
 
-class _Checker:
-    """Validates one segment; errors name the segment and the field path."""
+class Checker:
+    """Validates one definition (a segment, or a trigger: the same building blocks); errors
+    name the definition and the field path. With `baselines`, a session condition may compare
+    with a statistic of recent behavior instead of a number (triggers)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, what: str = "segment", baselines: bool = False) -> None:
         self.name = name
+        self.what = what
+        self.baselines = baselines
         self.leaves = 0
         self.blocks: list[dict[str, Any]] = []
         self.person_leaves: list[dict[str, Any]] = []
@@ -117,7 +121,7 @@ class _Checker:
         self.uses_clusters = False
 
     def fail(self, where: str, problem: str) -> ConfigError:
-        return ConfigError(f"segment '{self.name}': {where}: {problem}")
+        return ConfigError(f"{self.what} '{self.name}': {where}: {problem}")
 
     def mapping(self, raw: Any, where: str) -> dict[str, Any]:
         if not isinstance(raw, dict) or not raw:
@@ -149,10 +153,24 @@ class _Checker:
         if len(ops) != 1:
             raise self.fail(where, f"needs exactly one comparison of {', '.join(OPERATORS)}")
         op = ops[0]
+        if isinstance(raw[op], dict) and self.baselines and _value_class(data_type) == "number":
+            return OPERATORS[op], self.baseline(raw[op], f"{where}.{op}")
         value = self.typed_value(raw[op], data_type, f"{where}.{op}")
         if _value_class(data_type) in ("text", "boolean") and op not in ("=", "!="):
             raise self.fail(where, f"'{op}' does not apply to {data_type}; use = or !=")
         return OPERATORS[op], value
+
+    def baseline(self, raw: dict[str, Any], where: str) -> dict[str, Any]:
+        """`{percentile: 95, baseline_days: 28}`: the threshold is that percentile of the
+        condition's own values over the sessions of the days before the run date."""
+        self.known_fields(raw, {"percentile", "baseline_days", "of"}, where)
+        p = raw.get("percentile")
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p < 100:
+            raise self.fail(f"{where}.percentile", f"must be a number between 0 and 100, got {p!r}")
+        days = self.whole(
+            raw.get("baseline_days", 28), f"{where}.baseline_days", 1, MAX_WITHIN_DAYS
+        )
+        return {"percentile": p, "baseline_days": days, "of": raw.get("of")}
 
     def column(self, raw: Any, columns: dict[str, str], what: str, where: str) -> str:
         if not isinstance(raw, str) or raw not in columns:
@@ -255,10 +273,22 @@ class _Checker:
             columns = mart_columns("fct_sessions")
             leaf["column"] = self.column(raw[subject], columns, "session column", here)
             data_type, key = columns[leaf["column"]], leaf["column"]
-        leaf["op"], leaf["value"] = self.comparison(raw, data_type, where)
+        if scope == "person":
+            self.baselines, baselines = False, self.baselines  # only session values have one
+        try:
+            leaf["op"], leaf["value"] = self.comparison(raw, data_type, where)
+        finally:
+            if scope == "person":
+                self.baselines = baselines
         key = raw.get("as", key)
         if not isinstance(key, str) or not NAME.fullmatch(key):
             raise self.fail(f"{where}.as", f"{key!r} is not a lowercase name")
+        if isinstance(leaf["value"], dict):
+            of = leaf["value"].pop("of")
+            if of not in (None, key):
+                raise self.fail(
+                    f"{where}.of", f"a baseline is of the condition's own value {key!r}, not {of!r}"
+                )
         if key in self.evidence:
             raise self.fail(where, f"evidence name {key!r} is used twice; set `as`")
         self.evidence[key] = leaf_id
@@ -324,7 +354,7 @@ def _segment(raw: Any, index: int, seen: set[str]) -> Segment:
         raise ConfigError(
             f"segments[{index}]: name {name!r} must be lowercase letters, digits and _"
         )
-    check = _Checker(name)
+    check = Checker(name)
     if name in seen:
         raise check.fail("name", "defined twice")
     seen.add(name)

@@ -94,7 +94,8 @@ def test_nightly_runs_the_steps_in_order_with_one_dbt_build_per_layer(report: di
         ("validate_features", "score"),
         ("score", "cluster"),
         ("cluster", "segments"),
-        ("segments", "export_audiences"),
+        ("segments", "activate"),
+        ("activate", "export_audiences"),
         ("export_audiences", "publish"),
     ]:
         assert (step, following) in edges

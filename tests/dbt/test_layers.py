@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from microseg.config import Settings
-from microseg.transform import run_dbt
+from microseg.transform import STEP_MODELS, run_dbt
 
 LAYERS = ("events", "sessions", "person_days")  # the order of dags/behavior_nightly.py
 
@@ -25,17 +25,18 @@ def test_layers_partition_the_project_in_build_order(settings) -> None:
             assert node not in layer_of, f"{node} is in two layers"
             layer_of[node] = index
     manifest = json.loads((settings.dbt_target_dir / "manifest.json").read_text())
-    segment_models = {
-        uid for uid, node in manifest["nodes"].items() if node["path"].startswith("segments/")
+    step_folders = tuple(f"{path.removeprefix('path:models/')}/" for path in STEP_MODELS)
+    step_models = {
+        uid for uid, node in manifest["nodes"].items() if node["path"].startswith(step_folders)
     }
     nodes = {
         uid: node
         for uid, node in manifest["nodes"].items()
         if node["resource_type"] in ("model", "test")
-        and uid not in segment_models
-        and not segment_models & set(node["depends_on"]["nodes"])
+        and uid not in step_models
+        and not step_models & set(node["depends_on"]["nodes"])
     }
-    assert set(layer_of) == set(nodes)  # segments are the segments step's
+    assert set(layer_of) == set(nodes)  # segments and triggers are their steps'
     for uid, node in nodes.items():
         parents = [p for p in node["depends_on"]["nodes"] if p.startswith("model.")]
         latest = max((layer_of[p] for p in parents), default=0)

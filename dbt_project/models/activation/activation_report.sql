@@ -1,0 +1,87 @@
+{#- Fired, capped (by cap), expired, sent and failed per day, trigger and channel. Every
+    firing is in exactly one of: a message (sent, failed or pending) or a suppression.
+    Rebuilt at the end of every `microseg activate`, after delivery. -#}
+{{ config(materialized='table') }}
+
+with
+
+firings as (
+    select fired_at::date as fired_on, trigger_name, channel, count(*) as fired
+    from {{ ref('trigger_firings') }}
+    group by all
+),
+
+message_status as (
+    select
+        outbox.fired_at::date as fired_on,
+        outbox.trigger_name,
+        outbox.channel,
+        case
+            when bool_or(deliveries.status in ('rejected', 'dead_letter')) then 'failed'
+            when count(deliveries.status) filter (where deliveries.status = 'sent')
+                 = len(any_value(outbox.destinations)) then 'sent'
+            else 'pending'
+        end as status
+    from {{ source('activation', 'activation_outbox') }} as outbox
+    left join {{ source('activation', 'activation_deliveries') }} as deliveries
+        using (idempotency_key)
+    group by outbox.idempotency_key, outbox.fired_at, outbox.trigger_name, outbox.channel
+),
+
+messages as (
+    select
+        fired_on,
+        trigger_name,
+        channel,
+        count(*) filter (where status = 'sent') as sent,
+        count(*) filter (where status = 'failed') as failed,
+        count(*) filter (where status = 'pending') as pending
+    from message_status
+    group by all
+),
+
+suppressions as (
+    select
+        suppressions.fired_at::date as fired_on,
+        suppressions.trigger_name,
+        count(*) filter (where reason = 'expired') as expired,
+        count(*) filter (where reason = 'opted_out' or reason like 'not_consented:%') as opted_out,
+        count(*) filter (where reason = 're_eligibility') as re_eligibility,
+        count(*) filter (where reason like 'capped:%') as capped
+    from {{ source('activation', 'trigger_suppressions') }} as suppressions
+    group by all
+),
+
+capped_by as (
+    select fired_on, trigger_name, json_group_object(cap, n) as capped_by
+    from (
+        select fired_at::date as fired_on, trigger_name,
+               substr(reason, length('capped:') + 1) as cap, count(*) as n
+        from {{ source('activation', 'trigger_suppressions') }}
+        where reason like 'capped:%'
+        group by all
+    )
+    group by all
+),
+
+final as (
+    select
+        firings.fired_on,
+        firings.trigger_name,
+        firings.channel,
+        firings.fired,
+        coalesce(messages.sent, 0) as sent,
+        coalesce(messages.failed, 0) as failed,
+        coalesce(messages.pending, 0) as pending,
+        coalesce(suppressions.expired, 0) as expired,
+        coalesce(suppressions.opted_out, 0) as opted_out,
+        coalesce(suppressions.re_eligibility, 0) as re_eligibility,
+        coalesce(suppressions.capped, 0) as capped,
+        coalesce(capped_by.capped_by, '{}'::json) as capped_by
+    from firings
+    left join messages using (fired_on, trigger_name, channel)
+    left join suppressions using (fired_on, trigger_name)
+    left join capped_by using (fired_on, trigger_name)
+)
+
+select * from final

@@ -1,0 +1,194 @@
+"""Deliver queued messages to their destinations and record each outcome.
+
+Consent is checked again at send time: a person who opted out after their firing was queued
+gets nothing (the message moves to the suppressions as opted_out). Files: one folder per
+destination and window, with messages.jsonl, messages.csv (the audience CSV rules: consent,
+formula neutralization) and manifest.json (rows, sha256 of each file); a re-run rewrites the
+same files. Webhooks: signed batches (webhook.py) of the messages no earlier run delivered;
+every message ends sent, rejected (a 4xx) or dead_letter (retries exhausted), recorded batch by
+batch, so a crash between sending and recording re-sends with the same keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+from microseg.activation.grammar import Destination, TriggerFile
+from microseg.activation.webhook import WebhookTarget, deliver
+from microseg.config import Settings
+from microseg.export import neutralized
+
+FINAL_STATUSES = ("sent", "rejected", "dead_letter")
+CSV_TEXT_COLUMNS = ("idempotency_key", "trigger_name", "channel", "person_id", "user_id")
+
+
+def _withdraw_opted_out(con, cutoff: datetime) -> int:
+    """Queued, undelivered messages of people who opted out since: never sent."""
+    pending_opted_out = """
+        from marts.activation_outbox o
+        join marts.dim_persons p using (person_id)
+        where p.is_opted_out
+          and not exists (select 1 from marts.activation_deliveries d
+                          where d.idempotency_key = o.idempotency_key and d.status = 'sent')
+    """
+    withdrawn = con.execute(f"select count(*) {pending_opted_out}").fetchone()[0]
+    if withdrawn:
+        con.execute(
+            f"""insert or replace into marts.trigger_suppressions by name
+                select o.trigger_name, o.person_id, o.session_id, o.fired_at,
+                       'opted_out' as reason, o.relevance, ?::timestamp as decided_for
+                {pending_opted_out}""",
+            [cutoff],
+        )
+        con.execute(
+            f"delete from marts.activation_outbox where idempotency_key in "
+            f"(select o.idempotency_key {pending_opted_out})"
+        )
+    return withdrawn
+
+
+def _record(con, destination: str, rows: list[tuple], cutoff: datetime) -> None:
+    """rows: (key, status, attempts, response_code, latency_ms, error)."""
+    if not rows:
+        return
+    now = datetime.utcnow().replace(microsecond=0)
+    con.executemany(
+        """insert or replace into marts.activation_deliveries
+           values (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [(key, destination, *rest, cutoff, now) for key, *rest in rows],
+    )
+    dead = [
+        (key, attempts, error)
+        for key, status, attempts, _, _, error in rows
+        if status == "dead_letter"
+    ]
+    if dead:
+        con.executemany(
+            """insert or replace into marts.activation_dead_letters
+               select ?, ?, ?, ?, payload, ? from marts.activation_outbox
+               where idempotency_key = ?""",
+            [(key, destination, attempts, error, now, key) for key, attempts, error in dead],
+        )
+
+
+def _write_atomically(path: Path, data: bytes) -> str:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _deliver_files(con, settings: Settings, destination: Destination, window) -> dict[str, int]:
+    """All messages of the window for this destination, as JSONL and CSV, and a manifest."""
+    folder = (
+        settings.activation_dir
+        / destination.name
+        / f"{window.start:%Y-%m-%dT%H%M}_{window.cutoff:%Y-%m-%dT%H%M}"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    in_window = """
+        select o.idempotency_key, o.trigger_name, o.channel, o.person_id, p.user_id,
+               o.session_id, strftime(o.fired_at, '%Y-%m-%dT%H:%M:%S.%fZ') as fired_at,
+               round(o.relevance, 6) as relevance, o.payload::varchar as payload
+        from marts.activation_outbox o
+        join marts.dim_persons p using (person_id)
+        where list_contains(o.destinations, ?) and o.fired_at >= ? and o.fired_at < ?
+          and p.is_opted_out is not true
+        order by o.fired_at, o.idempotency_key
+    """
+    params = [destination.name, window.start, window.cutoff]
+    rows = con.execute(in_window, params).fetchall()
+    lines = "".join(row[-1] + "\n" for row in rows).encode()
+    checksums = {"messages.jsonl": _write_atomically(folder / "messages.jsonl", lines)}
+    columns = [d[0] for d in con.execute(f"{in_window} limit 0", params).description]
+    select_list = ", ".join(neutralized(c) if c in CSV_TEXT_COLUMNS else c for c in columns)
+    partial = folder / ".messages.csv.partial"
+    literal = str(partial).replace("'", "''")
+    con.execute(
+        f"copy (select {select_list} from ({in_window})) to '{literal}' "
+        "(header, delimiter ',', quote '\"')",
+        params,
+    )
+    checksums["messages.csv"] = _write_atomically(folder / "messages.csv", partial.read_bytes())
+    partial.unlink(missing_ok=True)
+    manifest = {
+        "destination": destination.name,
+        "window_start": f"{window.start:%Y-%m-%dT%H:%M:%SZ}",
+        "window_end": f"{window.cutoff:%Y-%m-%dT%H:%M:%SZ}",
+        "rows": len(rows),
+        "files": {name: {"sha256": digest} for name, digest in checksums.items()},
+        "columns": columns,
+        "consent": "people opted out of personalization are excluded",
+    }
+    _write_atomically(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    new = [
+        (row[0], "sent", 1, None, None, None)
+        for row in rows
+        if not con.execute(
+            "select count(*) from marts.activation_deliveries "
+            "where idempotency_key = ? and destination = ? and status = 'sent'",
+            [row[0], destination.name],
+        ).fetchone()[0]
+    ]
+    _record(con, destination.name, new, window.cutoff)
+    return {"sent": len(new)} if new else {}
+
+
+def _deliver_webhook(con, destination: Destination, window) -> dict[str, int]:
+    """The destination's messages without a final outcome yet, oldest first, batch by batch."""
+    target = WebhookTarget(
+        name=destination.name,
+        url=destination.url or "",
+        secret=destination.secret(),
+        timeout_s=destination.timeout_s,
+        max_attempts=destination.max_attempts,
+        batch_size=destination.batch_size,
+    )
+    pending = con.execute(
+        """select o.idempotency_key, o.payload::varchar from marts.activation_outbox o
+           where list_contains(o.destinations, ?)
+             and not exists (
+                select 1 from marts.activation_deliveries d
+                where d.idempotency_key = o.idempotency_key and d.destination = ?
+                  and d.status in ('sent', 'rejected', 'dead_letter'))
+           order by o.fired_at, o.idempotency_key""",
+        [destination.name, destination.name],
+    ).fetchall()
+    counts: dict[str, int] = {}
+    for start in range(0, len(pending), destination.batch_size):
+        batch = [
+            json.loads(payload) for _, payload in pending[start : start + destination.batch_size]
+        ]
+        results = deliver(target, batch)
+        _record(
+            con,
+            destination.name,
+            [
+                (r.idempotency_key, r.status, r.attempts, r.response_code, r.latency_ms, r.error)
+                for r in results
+            ],
+            window.cutoff,
+        )
+        for r in results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+    return counts
+
+
+def deliver_pending(
+    con, settings: Settings, triggers: TriggerFile, window
+) -> dict[str, dict[str, int]]:
+    """Deliver to every destination of triggers.yml; returns destination -> status -> messages."""
+    withdrawn = _withdraw_opted_out(con, window.cutoff)
+    outcome: dict[str, dict[str, int]] = {}
+    for destination in triggers.destinations.values():
+        if destination.type == "files":
+            outcome[destination.name] = _deliver_files(con, settings, destination, window)
+        else:
+            outcome[destination.name] = _deliver_webhook(con, destination, window)
+    if withdrawn:
+        outcome["withdrawn (opted out since queued)"] = {"suppressed": withdrawn}
+    return outcome

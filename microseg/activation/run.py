@@ -1,0 +1,346 @@
+"""`microseg activate`: evaluate triggers for a window, decide, queue and deliver.
+
+One run covers the window [start, cutoff): dbt writes the window's firings
+(marts.trigger_firings); caps.decide turns them into messages (marts.activation_outbox, one
+per firing, keyed by a hash of person, trigger and firing moment) and suppressions
+(marts.trigger_suppressions, with the reason); then every destination gets the messages not
+yet delivered to it, and marts.activation_deliveries records the outcome per message and
+destination. A delivered message is final: a re-run of the window decides again only what was
+not delivered, and never delivers a key twice to a destination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from microseg.activation.caps import country_time_zone, decide
+from microseg.activation.delivery import deliver_pending
+from microseg.activation.grammar import TriggerFile, load_triggers
+from microseg.config import Settings
+from microseg.errors import ConfigError, UsageError
+
+TRIAL_SCHEMA = "activation_trial"  # where a dry run writes its firings
+HISTORY_DAYS = 31  # caps look back at most 30 days; re-eligibility as far as that too
+
+ACTIVATION_DDL = (
+    """create table if not exists marts.activation_outbox (
+        idempotency_key varchar primary key,
+        trigger_name varchar not null,
+        person_id varchar not null,
+        session_id varchar not null,
+        fired_at timestamp not null,
+        channel varchar not null,
+        priority integer not null,
+        relevance double not null,
+        destinations varchar[] not null,
+        payload json not null,
+        queued_for timestamp not null
+    )""",
+    """create table if not exists marts.trigger_suppressions (
+        trigger_name varchar not null,
+        person_id varchar not null,
+        session_id varchar not null,
+        fired_at timestamp not null,
+        reason varchar not null,
+        relevance double not null,
+        decided_for timestamp not null,
+        primary key (trigger_name, person_id, fired_at)
+    )""",
+    """create table if not exists marts.activation_deliveries (
+        idempotency_key varchar not null,
+        destination varchar not null,
+        status varchar not null,
+        attempts integer not null,
+        response_code integer,
+        latency_ms double,
+        error varchar,
+        delivered_for timestamp not null,
+        recorded_at timestamp not null,
+        primary key (idempotency_key, destination)
+    )""",
+    """create table if not exists marts.activation_dead_letters (
+        idempotency_key varchar not null,
+        destination varchar not null,
+        attempts integer not null,
+        error varchar,
+        payload json not null,
+        recorded_at timestamp not null,
+        primary key (idempotency_key, destination)
+    )""",
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The firing moments one run evaluates: [start, cutoff), UTC."""
+
+    start: datetime
+    cutoff: datetime
+
+    @classmethod
+    def night(cls, as_of: date) -> Window:
+        """The nightly run for as-of date D covers the day before D."""
+        cutoff = datetime.combine(as_of, time())
+        return cls(cutoff - timedelta(days=1), cutoff)
+
+
+@dataclass
+class ActivationRun:
+    window: Window
+    fired: dict[str, int]
+    suppressed: dict[str, int]  # reason -> firings
+    queued: int
+    delivered: dict[str, dict[str, int]] = field(default_factory=dict)  # destination -> status
+    dry_run: bool = False
+
+
+def idempotency_key(person_id: str, trigger: str, fired_at: datetime) -> str:
+    text = f"{person_id}|{trigger}|{pd.Timestamp(fired_at).isoformat()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def ensure_activation_tables(con) -> None:
+    con.execute("create schema if not exists marts")
+    for ddl in ACTIVATION_DDL:
+        con.execute(ddl)
+
+
+def trigger_vars(settings: Settings, triggers: TriggerFile, window: Window, schema: str) -> str:
+    """dbt --vars for trigger_firings; the plan goes in a JSON file (as segment plans do)."""
+    plan_file = settings.home / "dbt" / f"trigger_plan_{schema}.json"
+    plan_file.parent.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps([t.plan for t in triggers.triggers]), "utf-8")
+    return json.dumps(
+        {
+            **settings.dbt_vars,
+            "trigger_plan_file": str(plan_file),
+            "trigger_window_start": window.start.isoformat(sep=" "),
+            "trigger_cutoff": window.cutoff.isoformat(sep=" "),
+            "activation_schema": schema,
+        }
+    )
+
+
+def _require_scores(con, triggers: TriggerFile, as_of: date) -> None:
+    from microseg.warehouse import has_table
+
+    for trigger in triggers.triggers:
+        for model in trigger.score_models:
+            scored = (
+                has_table(con, "marts", "user_scores")
+                and con.execute(
+                    "select count(*) from marts.user_scores "
+                    "where model_name = ? and as_of_date = ?",
+                    [model, as_of],
+                ).fetchone()[0]
+            )
+            if not scored:
+                raise ConfigError(
+                    f"trigger '{trigger.name}': score {model!r} has no scores for {as_of} "
+                    "(run `microseg score` first)"
+                )
+
+
+# Payload fields looked up per message, as of the run date (null when the step never ran)
+PAYLOAD_LOOKUPS = {
+    "top_category": (
+        "fct_person_category_daily",
+        """(select content_category from marts.fct_person_category_daily c
+            where c.person_id = d.person_id
+              and c.activity_date >= $as_of - interval 28 day and c.activity_date < $as_of
+            group by content_category order by sum(engaged_s) desc, content_category limit 1)""",
+    ),
+    "scores": (
+        "user_scores",
+        """(select json_group_object(model_name, round(score, 6)) from marts.user_scores s
+            where s.person_id = d.person_id and s.as_of_date = $as_of)""",
+    ),
+    "segments": (
+        "segment_memberships",
+        """(select list(segment_name order by segment_name) from marts.segment_memberships m
+            where m.person_id = d.person_id and m.as_of_date = $as_of)""",
+    ),
+}
+
+
+def _present(value):
+    """None for SQL null however pandas spells it (None, NA, NaN)."""
+    missing = value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    return None if missing else value
+
+
+def _payloads(con, decided: pd.DataFrame, triggers: TriggerFile, schema: str, as_of: date):
+    """The message body per decided firing: the trigger's payload fields and its identity."""
+    from microseg.warehouse import has_table
+
+    lookups = ", ".join(
+        f"{sql if has_table(con, 'marts', table) else 'null'} as {name}"
+        for name, (table, sql) in PAYLOAD_LOOKUPS.items()
+    )
+    con.register("decided", decided)
+    rows = con.execute(
+        f"""select d.*, f.evidence, f.thresholds, {lookups}
+            from decided d
+            join {schema}.trigger_firings f using (trigger_name, person_id, fired_at)
+            order by d.fired_at, d.person_id, d.trigger_name""",
+        {"as_of": as_of} if "$as_of" in lookups else None,
+    ).df()
+    con.unregister("decided")
+    by_name = {t.name: t for t in triggers.triggers}
+    bodies = []
+    for row in rows.itertuples(index=False):
+        trigger = by_name[row.trigger_name]
+        body = {
+            "idempotency_key": idempotency_key(row.person_id, row.trigger_name, row.fired_at),
+            "trigger": row.trigger_name,
+            "title": trigger.title,
+            "channel": trigger.channel,
+            "purpose": trigger.purpose,
+            "person_id": row.person_id,
+            "session_id": row.session_id,
+            "fired_at": pd.Timestamp(row.fired_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "relevance": round(float(row.relevance), 6),
+            "thresholds": json.loads(row.thresholds),
+        }
+        fields = {
+            "evidence": lambda r: json.loads(r.evidence),
+            "top_category": lambda r: _present(r.top_category),
+            "scores": lambda r: json.loads(_present(r.scores) or "{}"),
+            "segments": lambda r: list(_present(r.segments) or []),
+        }
+        for name in trigger.payload:
+            body[name] = fields[name](row)
+        bodies.append(body)
+    rows["payload"] = [json.dumps(b, sort_keys=True) for b in bodies]
+    rows["idempotency_key"] = [b["idempotency_key"] for b in bodies]
+    return rows
+
+
+def activate(
+    settings: Settings,
+    as_of: date | None = None,
+    *,
+    window: Window | None = None,
+    dry_run: bool = False,
+    triggers_file: Path | None = None,
+) -> ActivationRun:
+    """Evaluate, decide and deliver the triggers of triggers.yml for one window (default: the
+    night before the as-of date). A dry run writes its firings to activation_trial and
+    decides, but queues and delivers nothing."""
+    from microseg.transform import run_dbt
+    from microseg.warehouse import connect, features_as_of, require_warehouse
+
+    if triggers_file is not None and not dry_run:
+        raise UsageError(
+            "--file needs --dry-run: messages go out only for the configured triggers file "
+            f"({settings.triggers_file}; MICROSEG_TRIGGERS_FILE)"
+        )
+    triggers = load_triggers(triggers_file or settings.triggers_file)
+    for destination in triggers.destinations.values():
+        if destination.type == "webhook":
+            try:  # a missing secret stops the run before anything is decided
+                destination.secret()
+            except ConfigError as exc:
+                raise ConfigError(f"{triggers.path.name}: {exc}") from None
+    require_warehouse(settings)
+    if window is None:
+        window = Window.night(features_as_of(settings, as_of))
+    run_date = window.cutoff.date()  # features, scores and segments of the run date
+    schema = TRIAL_SCHEMA if dry_run else "marts"
+    with connect(settings) as con:
+        ensure_activation_tables(con)
+        _require_scores(con, triggers, run_date)
+    dbt_vars = trigger_vars(settings, triggers, window, schema)
+    run_dbt(settings, "build", "--select", "trigger_firings", "--vars", dbt_vars)
+    by_name = {t.name: t for t in triggers.triggers}
+    with connect(settings, read_only=dry_run) as con:
+        window_params = [window.start, window.cutoff]
+        if not dry_run:
+            con.begin()  # the window's decisions are written whole or not at all
+            # what was delivered stays as it was; everything else in the window is decided anew
+            con.execute(
+                """delete from marts.activation_outbox
+                   where fired_at >= ? and fired_at < ?
+                     and idempotency_key not in (
+                        select idempotency_key from marts.activation_deliveries
+                        where status = 'sent')""",
+                window_params,
+            )
+            con.execute(
+                "delete from marts.trigger_suppressions where fired_at >= ? and fired_at < ?",
+                window_params,
+            )
+        firings = con.execute(
+            f"""select trigger_name, person_id, session_id, fired_at
+                from {schema}.trigger_firings
+                where fired_at >= ? and fired_at < ?
+                  and (trigger_name, person_id, fired_at) not in (
+                      select (trigger_name, person_id, fired_at) from marts.activation_outbox)
+                order by all""",
+            window_params,
+        ).df()
+        firings = firings[firings.trigger_name.isin(by_name)]
+        accepted_before = con.execute(
+            """select trigger_name, person_id, session_id, fired_at from marts.activation_outbox
+               where fired_at >= ? - interval 31 day and fired_at < ? + interval 31 day""",
+            window_params,
+        ).df()
+        persons = con.execute(
+            "select person_id, is_opted_out, latest_country from marts.dim_persons"
+        ).df()
+        opted_out = set(persons.person_id[persons.is_opted_out.fillna(False).astype(bool)])
+        zones = {
+            p: country_time_zone(c)
+            for p, c in zip(persons.person_id, persons.latest_country, strict=True)
+        }
+        decided = decide(
+            firings, accepted_before, by_name, triggers.caps, window.cutoff, opted_out, zones
+        )
+        fired = con.execute(
+            f"""select trigger_name, count(*) from {schema}.trigger_firings
+                where fired_at >= ? and fired_at < ? group by all""",
+            window_params,
+        ).fetchall()
+        suppressed = decided[decided.reason.notna()]
+        messages = decided[decided.reason.isna()].drop(columns="reason")
+        result = ActivationRun(
+            window,
+            dict(fired),
+            suppressed.reason.value_counts().to_dict(),
+            len(messages),
+            dry_run=dry_run,
+        )
+        if dry_run:
+            return result
+        if len(suppressed):
+            con.register("suppressed", suppressed.assign(decided_for=window.cutoff))
+            con.execute(
+                """insert into marts.trigger_suppressions by name
+                   select trigger_name, person_id, session_id, fired_at, reason, relevance,
+                          decided_for from suppressed"""
+            )
+            con.unregister("suppressed")
+        if len(messages):
+            queued = _payloads(con, messages, triggers, schema, run_date)
+            queued["channel"] = [by_name[n].channel for n in queued.trigger_name]
+            queued["destinations"] = [list(by_name[n].destinations) for n in queued.trigger_name]
+            queued["queued_for"] = window.cutoff
+            con.register("queued", queued)
+            con.execute(
+                """insert into marts.activation_outbox by name
+                   select idempotency_key, trigger_name, person_id, session_id, fired_at,
+                          channel, priority, relevance, destinations, payload::json as payload,
+                          queued_for from queued"""
+            )
+            con.unregister("queued")
+        con.commit()
+        result.delivered = deliver_pending(con, settings, triggers, window)
+    run_dbt(settings, "build", "--select", "activation_report", "--vars", dbt_vars)
+    return result

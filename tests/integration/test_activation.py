@@ -1,0 +1,232 @@
+"""Triggers end to end on the shared small warehouse (a copy): firings against the generator's
+planted moments, re-runs, and delivery to a real signed-webhook receiver that fails on demand."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from microseg.activation import activate
+from microseg.config import PROJECT_ROOT, Settings
+from microseg.errors import ConfigError
+from tests.helpers import run_cli, truth_connection
+from tests.receiver import Receiver
+
+NIGHTS = [date(2026, 10, 2) + timedelta(days=i) for i in range(5)]
+TRUTH_TRIGGERS = ("cart_abandoned", "binge_reader", "product_lingerer", "subscribe_interest")
+SECRET = "test-signing-secret"
+
+
+def _home(built: Settings, tmp_path: Path, monkeypatch, triggers: Path | None = None) -> Settings:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(built.warehouse_path, home)
+    monkeypatch.setenv("MICROSEG_HOME", str(home))
+    if triggers is not None:
+        monkeypatch.setenv("MICROSEG_TRIGGERS_FILE", str(triggers))
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="module")
+def activated(built: Settings, tmp_path_factory) -> Settings:
+    """Every night of the small data set activated once, with the default triggers.yml."""
+    home = tmp_path_factory.mktemp("activated")
+    shutil.copy(built.warehouse_path, home)
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    for night in NIGHTS:
+        activate(settings, night)
+    return settings
+
+
+def test_firings_are_exactly_the_planted_moments_and_no_decoy_fires(activated, small_dataset):
+    con = truth_connection(activated, small_dataset)
+    truth = small_dataset / "ground_truth"
+    con.execute(
+        f"""create temp view expected as
+            select f.trigger as trigger_name, p.person_id, f.fired_at
+            from '{truth}/trigger_firings.parquet' f join truth_people p using (person_key)
+            where f.fired_at < timestamp '{NIGHTS[-1]}'"""
+    )
+    con.execute(
+        f"""create temp view fired as select trigger_name, person_id, fired_at
+            from marts.trigger_firings where trigger_name in {TRUTH_TRIGGERS}"""
+    )
+    # the same moments, to the millisecond the event files carry
+    unmatched = """select trigger_name, person_id, fired_at from {a} a where not exists (
+        select 1 from {b} b where b.trigger_name = a.trigger_name and b.person_id = a.person_id
+          and abs(epoch(b.fired_at) - epoch(a.fired_at)) < 0.002)"""
+    missing = con.execute(unmatched.format(a="expected", b="fired")).fetchall()
+    extra = con.execute(unmatched.format(a="fired", b="expected")).fetchall()
+    per_trigger = dict(
+        con.execute("select trigger_name, count(*) from fired group by all").fetchall()
+    )
+    assert (missing, extra) == ([], [])
+    assert all(per_trigger.get(t, 0) >= 10 for t in TRUTH_TRIGGERS), per_trigger
+    # near misses exist for every trigger, and none fired in its session
+    decoys = con.execute(
+        f"""with decoy_sessions as (
+                select d.trigger, fs.session_id
+                from '{truth}/trigger_decoys.parquet' d
+                join truth_people p using (person_key)
+                join truth_sessions s on s.session = d.session
+                join marts.fct_sessions fs
+                  on fs.person_id = p.person_id
+                 and abs(epoch(fs.session_start_at) - epoch(s.session_start_at)) < 0.002
+                where s.session_end_at < timestamp '{NIGHTS[-1]}' - interval 1 day
+            )
+            select d.trigger, count(*) as decoys, count(f.session_id) as fired
+            from decoy_sessions d
+            left join marts.trigger_firings f
+              on f.trigger_name = d.trigger and f.session_id = d.session_id
+            group by all"""
+    ).fetchall()
+    con.close()
+    assert {t for t, n, _ in decoys if n > 0} == set(TRUTH_TRIGGERS)
+    assert [(t, fired) for t, _, fired in decoys if fired] == []
+
+
+def test_every_firing_is_a_message_or_a_suppression_and_reruns_change_nothing(activated):
+    def state() -> dict:
+        with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+            tables = (
+                "trigger_firings",
+                "activation_outbox",
+                "trigger_suppressions",
+                "activation_report",
+            )
+            out = {
+                t: sorted(con.execute(f"select * from marts.{t}").fetchall(), key=str)
+                for t in tables
+            }
+            out["delivered"] = con.execute(
+                "select count(*), count(distinct idempotency_key || destination) "
+                "from marts.activation_deliveries"
+            ).fetchone()
+            out["unaccounted"] = con.execute(
+                """select count(*) from marts.trigger_firings f
+                   where (trigger_name, person_id, fired_at) not in (
+                            select (trigger_name, person_id, fired_at) from marts.activation_outbox
+                            union all
+                            select (trigger_name, person_id, fired_at)
+                            from marts.trigger_suppressions)"""
+            ).fetchone()[0]
+        files = sorted(activated.activation_dir.rglob("*.*"))
+        out["files"] = {
+            p.name + p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+        }
+        return out
+
+    before = state()
+    assert before["unaccounted"] == 0
+    assert before["delivered"][0] == before["delivered"][1] > 0
+    reasons = {row[4].split(":")[0] for row in before["trigger_suppressions"]}
+    assert {"expired", "capped"} <= reasons
+    activate(activated, NIGHTS[2])
+    assert state() == before
+
+
+def _webhook_triggers(tmp_path: Path, port_url: str) -> Path:
+    document = yaml.safe_load((PROJECT_ROOT / "triggers.yml").read_text())
+    document["destinations"].append(
+        {"name": "hook", "type": "webhook", "url": port_url, "secret_env": "TEST_HOOK_SECRET",
+         "timeout_s": 1, "max_attempts": 3, "batch_size": 20}
+    )  # fmt: skip
+    for trigger in document["triggers"]:
+        trigger["destinations"] = ["hook"]
+    path = tmp_path / "triggers.yml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_webhook_retries_server_errors_and_never_delivers_a_key_twice(built, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    with Receiver(SECRET) as receiver:
+        settings = _home(built, tmp_path, monkeypatch, _webhook_triggers(tmp_path, receiver.url))
+        receiver.fail_next(500, 2)  # the first batch is retried twice
+        run = activate(settings, NIGHTS[1])
+        assert run.delivered["hook"] == {"sent": run.queued} and run.queued > 20
+        assert len(receiver.keys) == len(set(receiver.keys)) == run.queued
+        assert receiver.bad_signatures == 0
+        activate(settings, NIGHTS[1])  # a re-run sends nothing again
+        assert len(receiver.keys) == run.queued
+        # a crash after sending, before recording: the re-run re-sends with the same keys
+        with duckdb.connect(str(settings.warehouse_path)) as con:
+            lost = con.execute(
+                "delete from marts.activation_deliveries where idempotency_key in "
+                "(select idempotency_key from marts.activation_deliveries limit 5) "
+                "returning idempotency_key"
+            ).fetchall()
+        activate(settings, NIGHTS[1])
+        assert sorted(receiver.keys[run.queued :]) == sorted(k for (k,) in lost)
+        # a receiver that refuses (400): recorded as rejected, not retried
+        receiver.fail_next(400, 1)
+        with duckdb.connect(str(settings.warehouse_path)) as con:
+            con.execute("delete from marts.activation_deliveries")
+        requests = receiver.requests
+        activate(settings, NIGHTS[1])
+        assert receiver.requests - requests == -(-run.queued // 20)  # one per batch, no retry
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            statuses = dict(con.execute(
+                "select status, count(*) from marts.activation_deliveries group by all"
+            ).fetchall())  # fmt: skip
+        assert statuses == {"rejected": 20, "sent": run.queued - 20}
+
+
+def test_dead_letters_after_the_last_attempt_and_consent_withdrawn_before_sending(
+    built, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    with Receiver(SECRET) as receiver:
+        settings = _home(built, tmp_path, monkeypatch, _webhook_triggers(tmp_path, receiver.url))
+        receiver.fail_next(503, 3)  # max_attempts 3: the first batch gives up
+        run = activate(settings, NIGHTS[2])
+        assert run.delivered["hook"] == {"dead_letter": 20, "sent": run.queued - 20}
+        with duckdb.connect(str(settings.warehouse_path)) as con:
+            assert con.execute("select count(*) from marts.activation_dead_letters").fetchone() == (
+                20,
+            )
+            # an opt-out after a message was queued, before it went out (the crash again)
+            person, key = con.execute(
+                "select person_id, idempotency_key from marts.activation_outbox "
+                "where idempotency_key not in "
+                "(select idempotency_key from marts.activation_dead_letters) "
+                "order by idempotency_key limit 1"
+            ).fetchone()
+            con.execute("delete from marts.activation_deliveries where idempotency_key = ?", [key])
+            con.execute(
+                "update marts.dim_persons set is_opted_out = true where person_id = ?", [person]
+            )
+        sent = len(receiver.keys)
+        activate(settings, NIGHTS[2])
+        assert len(receiver.keys) == sent  # nothing new went out
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            reasons = con.execute(
+                "select distinct reason from marts.trigger_suppressions where person_id = ?",
+                [person],
+            ).fetchall()
+        assert reasons == [("opted_out",)]
+
+
+def test_missing_secret_and_bad_definitions_stop_before_anything(built, tmp_path, monkeypatch):
+    monkeypatch.delenv("TEST_HOOK_SECRET", raising=False)
+    settings = _home(
+        built, tmp_path, monkeypatch, _webhook_triggers(tmp_path, "http://127.0.0.1:9/x")
+    )
+    with pytest.raises(ConfigError, match="destination 'hook': secret_env: TEST_HOOK_SECRET"):
+        activate(settings, NIGHTS[1])
+    result = run_cli("activate", "--as-of", str(NIGHTS[1]), home=settings.home)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: triggers.yml: destination 'hook': secret_env: TEST_HOOK_SECRET is not set "
+        "in the environment (the webhook signing secret)"
+    ]
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        assert not con.execute(
+            "select count(*) from information_schema.tables where table_name = 'activation_outbox'"
+        ).fetchone()[0]
