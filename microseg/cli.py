@@ -136,6 +136,14 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.activation import activate, print_run
 
+    if args.batch or args.cutoff:
+        from microseg.orchestration import cutoff_for_run
+        from microseg.pipeline import run_batch
+
+        if args.as_of or args.dry_run or args.file:
+            raise UsageError("--batch takes --cutoff only (not --as-of, --dry-run or --file)")
+        run_batch(settings, cutoff_for_run({"cutoff": args.cutoff}, None))
+        return 0
     print_run(activate(settings, args.as_of, dry_run=args.dry_run, triggers_file=args.file))
     return 0
 
@@ -302,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     act.add_argument(
         "--file", type=Path, default=None, help="another triggers file (with --dry-run)"
+    )
+    act.add_argument(
+        "--batch",
+        action="store_true",
+        help="a micro-batch (what the activation DAG runs): load newly landed files, update the "
+        "models, fire the triggers since the previous batch",
+    )
+    act.add_argument(
+        "--cutoff", default=None, help="with --batch: evaluate up to this UTC time (default now)"
     )
     act.set_defaults(handler=cmd_activate)
 

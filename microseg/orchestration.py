@@ -7,7 +7,7 @@ by the clock) and turns data-quality failures into failures Airflow does not ret
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,33 @@ def as_of_for_run(params: dict[str, Any], data_interval_end: Any) -> date:
     return data_interval_end.date()
 
 
+def cutoff_for_run(params: dict[str, Any], data_interval_end: Any) -> datetime:
+    """The `cutoff` param of a manual activation run, else the end of its data interval (UTC,
+    naive, to the second); a manual run without a cutoff: now."""
+    chosen = (params or {}).get("cutoff")
+    if chosen:
+        moment = datetime.fromisoformat(str(chosen).replace("Z", "+00:00"))
+    else:
+        moment = data_interval_end or datetime.now(UTC)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.replace(microsecond=0)
+
+
 def run_step(
-    step: Callable[..., str], params: dict[str, Any], data_interval_end: Any, **options: Any
+    step: Callable[..., str],
+    params: dict[str, Any],
+    data_interval_end: Any,
+    *,
+    moment: Callable[[dict[str, Any], Any], date | datetime] = as_of_for_run,
+    **options: Any,
 ) -> str:
-    """Run one pipeline step for the run's date. Data-quality and usage failures fail without
-    retries (retrying cannot fix them); a night with nothing to build is skipped."""
+    """Run one pipeline step for the run's date (or moment: the activation DAG's cutoff).
+    Data-quality and usage failures fail without retries (retrying cannot fix them); a night
+    with nothing to build is skipped."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    as_of = as_of_for_run(params, data_interval_end)
+    as_of = moment(params, data_interval_end)
     settings = Settings.from_env()
     restrict_new_files(settings)
     try:

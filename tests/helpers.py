@@ -83,7 +83,12 @@ def truth_connection(settings: Settings, dataset: Path) -> duckdb.DuckDBPyConnec
 
 
 # Columns that record when or where a load happened rather than what it loaded.
-WALL_CLOCK_COLUMNS = {"raw.load_manifest": ("loaded_at", "file_path")}
+WALL_CLOCK_COLUMNS = {
+    "raw.load_manifest": ("loaded_at", "file_path"),
+    "marts.activation_deliveries": ("recorded_at",),
+    "marts.activation_dead_letters": ("recorded_at",),
+    "marts.activation_runs": ("finished_at",),
+}
 
 
 def warehouse_differences(left: Settings, right: Settings) -> dict[str, tuple[int, int]]:

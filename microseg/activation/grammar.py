@@ -190,7 +190,7 @@ def _trigger(raw: Any, index: int, destinations: dict[str, Destination]) -> Trig
         tags=_names(check, raw.get("tags", []), "tags"),
         ttl_minutes=check.whole(raw.get("ttl_minutes", 24 * 60), "ttl_minutes", 1, 90 * 24 * 60),
         reeligible_after_hours=check.whole(
-            raw.get("reeligible_after_hours", 24), "reeligible_after_hours", 0, 365 * 24
+            raw.get("reeligible_after_hours", 24), "reeligible_after_hours", 0, 30 * 24
         ),
         half_life_minutes=check.whole(
             raw.get("half_life_minutes", 6 * 60), "half_life_minutes", 1, 90 * 24 * 60

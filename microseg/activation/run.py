@@ -25,11 +25,19 @@ from microseg.activation.delivery import deliver_pending
 from microseg.activation.grammar import TriggerFile, load_triggers
 from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
+from microseg.segments.run import require_scores
 
 TRIAL_SCHEMA = "activation_trial"  # where a dry run writes its firings
 HISTORY_DAYS = 31  # caps look back at most 30 days; re-eligibility as far as that too
 
 ACTIVATION_DDL = (
+    """create table if not exists marts.activation_runs (
+        cutoff timestamp primary key,
+        window_start timestamp not null,
+        fired integer not null,
+        queued integer not null,
+        finished_at timestamp not null
+    )""",
     """create table if not exists marts.activation_outbox (
         idempotency_key varchar primary key,
         trigger_name varchar not null,
@@ -90,6 +98,27 @@ class Window:
         cutoff = datetime.combine(as_of, time())
         return cls(cutoff - timedelta(days=1), cutoff)
 
+    @classmethod
+    def since_last(cls, settings: Settings, cutoff: datetime) -> Window:
+        """A micro-batch: from the previous run's cutoff (at most a day back; the day's start
+        for the first) to this one. A re-run of a cutoff gets the window it had."""
+        from microseg.warehouse import connect, has_table
+
+        cutoff = cutoff.replace(tzinfo=None, microsecond=0)
+        floor = max(cutoff - timedelta(days=1), datetime.combine(cutoff.date(), time()))
+        with connect(settings, read_only=True) as con:
+            if not has_table(con, "marts", "activation_runs"):
+                return cls(floor, cutoff)
+            same, previous = con.execute(
+                """select max(window_start) filter (where cutoff = $cutoff),
+                          max(cutoff) filter (where cutoff < $cutoff)
+                   from marts.activation_runs""",
+                {"cutoff": cutoff},
+            ).fetchone()
+        if same is not None:
+            return cls(same, cutoff)
+        return cls(max(previous, cutoff - timedelta(days=1)) if previous else floor, cutoff)
+
 
 @dataclass
 class ActivationRun:
@@ -112,7 +141,9 @@ def ensure_activation_tables(con) -> None:
         con.execute(ddl)
 
 
-def trigger_vars(settings: Settings, triggers: TriggerFile, window: Window, schema: str) -> str:
+def trigger_vars(
+    settings: Settings, triggers: TriggerFile, window: Window, person_as_of: date, schema: str
+) -> str:
     """dbt --vars for trigger_firings; the plan goes in a JSON file (as segment plans do)."""
     plan_file = settings.home / "dbt" / f"trigger_plan_{schema}.json"
     plan_file.parent.mkdir(parents=True, exist_ok=True)
@@ -123,29 +154,10 @@ def trigger_vars(settings: Settings, triggers: TriggerFile, window: Window, sche
             "trigger_plan_file": str(plan_file),
             "trigger_window_start": window.start.isoformat(sep=" "),
             "trigger_cutoff": window.cutoff.isoformat(sep=" "),
+            "trigger_person_as_of": person_as_of.isoformat(),
             "activation_schema": schema,
         }
     )
-
-
-def _require_scores(con, triggers: TriggerFile, as_of: date) -> None:
-    from microseg.warehouse import has_table
-
-    for trigger in triggers.triggers:
-        for model in trigger.score_models:
-            scored = (
-                has_table(con, "marts", "user_scores")
-                and con.execute(
-                    "select count(*) from marts.user_scores "
-                    "where model_name = ? and as_of_date = ?",
-                    [model, as_of],
-                ).fetchone()[0]
-            )
-            if not scored:
-                raise ConfigError(
-                    f"trigger '{trigger.name}': score {model!r} has no scores for {as_of} "
-                    "(run `microseg score` first)"
-                )
 
 
 # Payload fields looked up per message, as of the run date (null when the step never ran)
@@ -213,7 +225,7 @@ def _payloads(con, decided: pd.DataFrame, triggers: TriggerFile, schema: str, as
             "evidence": lambda r: json.loads(r.evidence),
             "top_category": lambda r: _present(r.top_category),
             "scores": lambda r: json.loads(_present(r.scores) or "{}"),
-            "segments": lambda r: list(_present(r.segments) or []),
+            "segments": lambda r: [] if _present(r.segments) is None else list(r.segments),
         }
         for name in trigger.payload:
             body[name] = fields[name](row)
@@ -235,7 +247,7 @@ def activate(
     night before the as-of date). A dry run writes its firings to activation_trial and
     decides, but queues and delivers nothing."""
     from microseg.transform import run_dbt
-    from microseg.warehouse import connect, features_as_of, require_warehouse
+    from microseg.warehouse import connect, features_as_of, latest_as_of, require_warehouse
 
     if triggers_file is not None and not dry_run:
         raise UsageError(
@@ -252,95 +264,121 @@ def activate(
     require_warehouse(settings)
     if window is None:
         window = Window.night(features_as_of(settings, as_of))
-    run_date = window.cutoff.date()  # features, scores and segments of the run date
+    # the person as of the run date, or (a micro-batch before the night ran) the latest night
+    person_as_of = min(window.cutoff.date(), latest_as_of(settings))
     schema = TRIAL_SCHEMA if dry_run else "marts"
     with connect(settings) as con:
         ensure_activation_tables(con)
-        _require_scores(con, triggers, run_date)
-    dbt_vars = trigger_vars(settings, triggers, window, schema)
+        require_scores(
+            con,
+            {m: f"trigger '{t.name}'" for t in triggers.triggers for m in t.score_models},
+            person_as_of,
+        )
+    dbt_vars = trigger_vars(settings, triggers, window, person_as_of, schema)
     run_dbt(settings, "build", "--select", "trigger_firings", "--vars", dbt_vars)
-    by_name = {t.name: t for t in triggers.triggers}
     with connect(settings, read_only=dry_run) as con:
-        window_params = [window.start, window.cutoff]
         if not dry_run:
             con.begin()  # the window's decisions are written whole or not at all
-            # what was delivered stays as it was; everything else in the window is decided anew
-            con.execute(
-                """delete from marts.activation_outbox
-                   where fired_at >= ? and fired_at < ?
-                     and idempotency_key not in (
-                        select idempotency_key from marts.activation_deliveries
-                        where status = 'sent')""",
-                window_params,
-            )
-            con.execute(
-                "delete from marts.trigger_suppressions where fired_at >= ? and fired_at < ?",
-                window_params,
-            )
-        firings = con.execute(
-            f"""select trigger_name, person_id, session_id, fired_at
-                from {schema}.trigger_firings
-                where fired_at >= ? and fired_at < ?
-                  and (trigger_name, person_id, fired_at) not in (
-                      select (trigger_name, person_id, fired_at) from marts.activation_outbox)
-                order by all""",
-            window_params,
-        ).df()
-        firings = firings[firings.trigger_name.isin(by_name)]
-        accepted_before = con.execute(
-            """select trigger_name, person_id, session_id, fired_at from marts.activation_outbox
-               where fired_at >= ? - interval 31 day and fired_at < ? + interval 31 day""",
-            window_params,
-        ).df()
-        persons = con.execute(
-            "select person_id, is_opted_out, latest_country from marts.dim_persons"
-        ).df()
-        opted_out = set(persons.person_id[persons.is_opted_out.fillna(False).astype(bool)])
-        zones = {
-            p: country_time_zone(c)
-            for p, c in zip(persons.person_id, persons.latest_country, strict=True)
-        }
-        decided = decide(
-            firings, accepted_before, by_name, triggers.caps, window.cutoff, opted_out, zones
-        )
-        fired = con.execute(
-            f"""select trigger_name, count(*) from {schema}.trigger_firings
-                where fired_at >= ? and fired_at < ? group by all""",
-            window_params,
-        ).fetchall()
+            _forget_undelivered(con, window)
+        decided, fired = _decide(con, schema, window, triggers)
         suppressed = decided[decided.reason.notna()]
         messages = decided[decided.reason.isna()].drop(columns="reason")
         result = ActivationRun(
             window,
-            dict(fired),
+            fired,
             suppressed.reason.value_counts().to_dict(),
             len(messages),
             dry_run=dry_run,
         )
         if dry_run:
             return result
-        if len(suppressed):
-            con.register("suppressed", suppressed.assign(decided_for=window.cutoff))
-            con.execute(
-                """insert into marts.trigger_suppressions by name
-                   select trigger_name, person_id, session_id, fired_at, reason, relevance,
-                          decided_for from suppressed"""
-            )
-            con.unregister("suppressed")
-        if len(messages):
-            queued = _payloads(con, messages, triggers, schema, run_date)
-            queued["channel"] = [by_name[n].channel for n in queued.trigger_name]
-            queued["destinations"] = [list(by_name[n].destinations) for n in queued.trigger_name]
-            queued["queued_for"] = window.cutoff
-            con.register("queued", queued)
-            con.execute(
-                """insert into marts.activation_outbox by name
-                   select idempotency_key, trigger_name, person_id, session_id, fired_at,
-                          channel, priority, relevance, destinations, payload::json as payload,
-                          queued_for from queued"""
-            )
-            con.unregister("queued")
+        _record(con, suppressed, messages, triggers, schema, window, person_as_of)
         con.commit()
         result.delivered = deliver_pending(con, settings, triggers, window)
+        con.execute(
+            "insert or replace into marts.activation_runs values (?, ?, ?, ?, now()::timestamp)",
+            [window.cutoff, window.start, sum(result.fired.values()), result.queued],
+        )
     run_dbt(settings, "build", "--select", "activation_report", "--vars", dbt_vars)
     return result
+
+
+def _forget_undelivered(con, window: Window) -> None:
+    """What was delivered stays as it was; everything else in the window is decided anew."""
+    params = [window.start, window.cutoff]
+    con.execute(
+        """delete from marts.activation_outbox
+           where fired_at >= ? and fired_at < ?
+             and idempotency_key not in (
+                select idempotency_key from marts.activation_deliveries where status = 'sent')""",
+        params,
+    )
+    con.execute(
+        "delete from marts.trigger_suppressions where fired_at >= ? and fired_at < ?", params
+    )
+
+
+def _decide(con, schema: str, window: Window, triggers: TriggerFile):
+    """The window's firings not yet messages, decided against the messages around them;
+    and the number of firings per trigger."""
+    by_name = {t.name: t for t in triggers.triggers}
+    params = [window.start, window.cutoff]
+    firings = con.execute(
+        f"""select trigger_name, person_id, session_id, fired_at
+            from {schema}.trigger_firings
+            where fired_at >= ? and fired_at < ?
+              and (trigger_name, person_id, fired_at) not in (
+                  select (trigger_name, person_id, fired_at) from marts.activation_outbox)
+            order by all""",
+        params,
+    ).df()
+    firings = firings[firings.trigger_name.isin(by_name)]
+    accepted_before = con.execute(
+        f"""select trigger_name, person_id, session_id, fired_at from marts.activation_outbox
+            where fired_at >= ? - interval {HISTORY_DAYS} day
+              and fired_at < ? + interval {HISTORY_DAYS} day""",
+        params,
+    ).df()
+    persons = con.execute(
+        "select person_id, is_opted_out, latest_country from marts.dim_persons"
+    ).df()
+    opted_out = set(persons.person_id[persons.is_opted_out.fillna(False).astype(bool)])
+    zones = {
+        p: country_time_zone(c)
+        for p, c in zip(persons.person_id, persons.latest_country, strict=True)
+    }
+    decided = decide(
+        firings, accepted_before, by_name, triggers.caps, window.cutoff, opted_out, zones
+    )
+    fired = con.execute(
+        f"""select trigger_name, count(*) from {schema}.trigger_firings
+            where fired_at >= ? and fired_at < ? group by all""",
+        params,
+    ).fetchall()
+    return decided, dict(fired)
+
+
+def _record(con, suppressed, messages, triggers, schema, window, person_as_of) -> None:
+    """Suppressions with their reasons; messages with their payloads into the outbox."""
+    by_name = {t.name: t for t in triggers.triggers}
+    if len(suppressed):
+        con.register("suppressed", suppressed.assign(decided_for=window.cutoff))
+        con.execute(
+            """insert into marts.trigger_suppressions by name
+               select trigger_name, person_id, session_id, fired_at, reason, relevance,
+                      decided_for from suppressed"""
+        )
+        con.unregister("suppressed")
+    if len(messages):
+        queued = _payloads(con, messages, triggers, schema, person_as_of)
+        queued["channel"] = [by_name[n].channel for n in queued.trigger_name]
+        queued["destinations"] = [list(by_name[n].destinations) for n in queued.trigger_name]
+        queued["queued_for"] = window.cutoff
+        con.register("queued", queued)
+        con.execute(
+            """insert into marts.activation_outbox by name
+               select idempotency_key, trigger_name, person_id, session_id, fired_at,
+                      channel, priority, relevance, destinations, payload::json as payload,
+                      queued_for from queued"""
+        )
+        con.unregister("queued")

@@ -13,22 +13,35 @@ from microseg.errors import ConfigError
 from microseg.segments.grammar import Segment, load_segments
 
 
+def require_scores(con, needs: dict[str, str], as_of: date) -> None:
+    """Each model a definition compares with must have scores for the date; `needs` maps the
+    model to who needs it ("segment 'x'", "trigger 'y'")."""
+    from microseg.warehouse import has_table
+
+    scored = set()
+    if needs and has_table(con, "marts", "user_scores"):
+        scored = {
+            row[0]
+            for row in con.execute(
+                "select distinct model_name from marts.user_scores where as_of_date = ?", [as_of]
+            ).fetchall()
+        }
+    for model, who in sorted(needs.items()):
+        if model not in scored:
+            raise ConfigError(
+                f"{who}: score {model!r} has no scores for {as_of} (run `microseg score` first)"
+            )
+
+
 def _require_ml_outputs(settings: Settings, segments: list[Segment], as_of: date) -> None:
     """Score and cluster conditions need that day's scores and clusters."""
     from microseg.warehouse import connect, has_table
 
-    needs_scores = {model: s.name for s in segments for model in s.score_models}
     needs_clusters = [s.name for s in segments if s.uses_clusters]
     with connect(settings, read_only=True) as con:
-        scored = set()
-        if needs_scores and has_table(con, "marts", "user_scores"):
-            scored = {
-                row[0]
-                for row in con.execute(
-                    "select distinct model_name from marts.user_scores where as_of_date = ?",
-                    [as_of],
-                ).fetchall()
-            }
+        require_scores(
+            con, {model: f"segment '{s.name}'" for s in segments for model in s.score_models}, as_of
+        )
         clustered = bool(
             needs_clusters
             and has_table(con, "marts", "person_clusters")
@@ -36,12 +49,6 @@ def _require_ml_outputs(settings: Settings, segments: list[Segment], as_of: date
                 "select count(*) from marts.person_clusters where as_of_date = ?", [as_of]
             ).fetchone()[0]
         )
-    for model, segment in sorted(needs_scores.items()):
-        if model not in scored:
-            raise ConfigError(
-                f"segment '{segment}': score {model!r} has no scores for {as_of} "
-                "(run `microseg score` first)"
-            )
     if needs_clusters and not clustered:
         raise ConfigError(
             f"segment '{needs_clusters[0]}': no clusters for {as_of} (run `microseg cluster`)"

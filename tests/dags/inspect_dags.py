@@ -30,6 +30,7 @@ report = {
                     "owner": t.owner,
                     "retries": t.retries,
                     "pool": t.pool,
+                    "trigger_rule": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
                     # a Cosmos dbt task's command line after `dbt`
                     "command": " ".join(t.build_cmd(context={})[0][1:])
                     if hasattr(t, "build_cmd")

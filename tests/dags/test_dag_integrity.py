@@ -43,11 +43,15 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_dags_import_without_errors(report: dict) -> None:
     assert report["import_errors"] == {}
-    assert set(report["dags"]) == {"behavior_nightly", "models_weekly"}
+    assert set(report["dags"]) == {"activation", "behavior_nightly", "models_weekly"}
 
 
 def test_dags_parse_fast(report: dict) -> None:
-    assert set(report["parse_seconds"]) == {"behavior_nightly.py", "models_weekly.py"}
+    assert set(report["parse_seconds"]) == {
+        "activation.py",
+        "behavior_nightly.py",
+        "models_weekly.py",
+    }
     for name, seconds in report["parse_seconds"].items():
         assert seconds < PARSE_SECONDS_MAX, (name, seconds)
 
@@ -100,6 +104,19 @@ def test_nightly_runs_the_steps_in_order_with_one_dbt_build_per_layer(report: di
     ]:
         assert (step, following) in edges
     assert "backfill create" in dag["doc_md"]
+
+
+def test_activation_runs_every_15_minutes_and_fires_even_when_nothing_landed(report) -> None:
+    dag = report["dags"]["activation"]
+    assert dag["timetable"] == {
+        "kind": "CronTriggerTimetable",
+        "expression": "*/15 * * * *",
+        "timezone": "UTC",
+    }
+    assert dag["edges"] == [["ingest_landed", "transform"], ["transform", "activate"]]
+    # a skipped ingest (nothing new) skips the model update, not the triggers
+    assert dag["tasks"]["activate"]["trigger_rule"] == "none_failed"
+    assert dag["tasks"]["transform"]["trigger_rule"] == "all_success"
 
 
 def test_weekly_trains_then_promotes_each_spec(report: dict) -> None:

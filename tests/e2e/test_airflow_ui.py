@@ -97,9 +97,9 @@ def _token(local) -> str:
     return _api(local, "/auth/token", body=credentials)["access_token"]
 
 
-def _finish(local, token: str, run_id: str) -> dict[str, dict]:
+def _finish(local, token: str, run_id: str, dag_id: str = DAG_ID) -> dict[str, dict]:
     """Wait for a run to end; its task instances by task id."""
-    run_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
+    run_path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while (state := _api(local, run_path, token)["state"]) in ("queued", "running"):
         assert time.monotonic() < deadline, f"{run_id} did not finish in time"
@@ -204,8 +204,8 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
     assert listed == len(validations) == 4  # raw events, manifest, features, feature volume
     assert all(name in suites for name in ("raw_events", "raw_load_manifest", "user_features"))
     assert remote == []  # every script, stylesheet and image came from the site itself
-    assert len(states) == 11 and set(states.values()) == {"success"}
-    assert len(skipped) == 11 and set(skipped.values()) == {"skipped"}
+    assert len(states) == 12 and set(states.values()) == {"success"}
+    assert len(skipped) == 12 and set(skipped.values()) == {"skipped"}
     # what the run wrote, for the as-of date it was given in the UI: it loaded the one
     # delivery due by then and held the later ones for their own nights
     assert query(
@@ -261,7 +261,7 @@ def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothin
     runs = sorted(runs["dag_runs"], key=lambda r: r["logical_date"])
     assert [r["logical_date"][:10] for r in runs] == [d.isoformat() for d in BACKFILL]
     tasks = [_finish(local, token, run["dag_run_id"]) for run in runs]
-    assert [len(t) for t in tasks] == [11, 11]
+    assert [len(t) for t in tasks] == [12, 12]
     runs = [_api(local, f"/api/v2/dags/{DAG_ID}/dagRuns/{r['dag_run_id']}", token) for r in runs]
     assert runs[0]["end_date"] <= runs[1]["start_date"]  # one night at a time, in date order
     assert all(not (r["conf"] or {}).get("as_of") for r in runs)
@@ -300,6 +300,7 @@ def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothin
         "score",
         "cluster",
         "segments",
+        "activate",
         "export_audiences",
         "publish",
     ]
@@ -309,3 +310,63 @@ def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothin
     assert {t for t in after if after[t] > before[t]} == cleared_ids
     assert warehouse_differences(settings, nightly) == {}
     assert _exports(settings, BACKFILL[-1]) == _exports(nightly, BACKFILL[-1])
+
+
+def test_activation_batch_triggered_in_the_browser(airflow, twelve_days: Path) -> None:
+    """Marketing's path: a micro-batch of the activation DAG, triggered from the UI with a
+    cutoff; it loads the delivery landed for that day and fires the triggers of the morning."""
+    from playwright.sync_api import sync_playwright
+
+    settings, local, _env, _processes = airflow
+    cutoff = f"{BACKFILL[-1]}T12:00:00"
+    [landed] = twelve_days.glob(f"events_{BACKFILL[-1]}.*")
+    shutil.copy(landed, settings.landing_dir)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{local.url}/dags/activation")
+            page.wait_for_url("**/auth/login**", timeout=30_000)
+            page.get_by_label("Username").fill(local.username)
+            page.get_by_label("Password").fill(local.password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/dags/activation", timeout=30_000)
+            page.get_by_role("button", name="Trigger Dag").click()
+            dialog = page.get_by_role("dialog")
+            dialog.locator("input[name=element_cutoff]").fill(cutoff)
+            dialog.get_by_role("button", name="Trigger", exact=True).click()
+            page.wait_for_url("**/dags/activation/runs/**", timeout=30_000)
+            run_id = page.url.rsplit("/runs/", 1)[1]
+            states = {
+                t: i["state"]
+                for t, i in _finish(local, _token(local), run_id, "activation").items()
+            }
+            page.reload()
+            page.get_by_text("success").first.wait_for(timeout=30_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "activation_run.png"), full_page=True)
+        finally:
+            browser.close()
+    # unpausing also lets the scheduler start a batch for now, which may load the file first
+    assert states["activate"] == "success" and set(states.values()) <= {"success", "skipped"}
+    assert query(
+        settings, "select status from raw.load_manifest where file_name = ?", [landed.name]
+    ) == [("loaded",)]
+    window = query(
+        settings,
+        "select window_start, fired, queued from marts.activation_runs where cutoff = ?",
+        [cutoff.replace("T", " ")],
+    )
+    assert [w[0].isoformat() for w in window] == [f"{BACKFILL[-1]}T00:00:00"]
+    fired = query(
+        settings,
+        "select count(*) from marts.trigger_firings where fired_at >= ? and fired_at < ?",
+        [f"{BACKFILL[-1]} 00:00:00", cutoff.replace("T", " ")],
+    )[0][0]
+    assert fired == window[0][1] > 0 and window[0][2] > 0
+    assert list(
+        (settings.activation_dir / "crm_files").glob(f"{BACKFILL[-1]}T0000_*/manifest.json")
+    )

@@ -4,6 +4,7 @@ planted moments, re-runs, and delivery to a real signed-webhook receiver that fa
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from microseg.activation import activate
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import ConfigError
+from microseg.segments import run_segments
 from tests.helpers import run_cli, truth_connection
 from tests.receiver import Receiver
 
@@ -40,8 +42,29 @@ def activated(built: Settings, tmp_path_factory) -> Settings:
     shutil.copy(built.warehouse_path, home)
     settings = Settings.from_env({"MICROSEG_HOME": str(home)})
     for night in NIGHTS:
+        if night >= NIGHTS[-2]:
+            run_segments(settings, night)  # payloads name the person's segments that night
         activate(settings, night)
     return settings
+
+
+def test_payloads_carry_evidence_thresholds_and_the_nights_segments(activated):
+    with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+        rows = con.execute(
+            """select o.payload, list(m.segment_name order by m.segment_name)
+               from marts.activation_outbox o
+               left join marts.segment_memberships m
+                 on m.person_id = o.person_id and m.as_of_date = o.queued_for::date
+               where o.trigger_name = 'binge_reader' and o.queued_for >= ?
+               group by all""",
+            [NIGHTS[-2]],
+        ).fetchall()
+    assert rows
+    for payload, segments in rows:
+        body = json.loads(payload)
+        assert body["segments"] == [s for s in segments if s is not None]
+        assert body["evidence"]["articles_read"] >= 5 == body["thresholds"]["articles_read"]
+    assert any(json.loads(p)["segments"] for p, _ in rows)
 
 
 def test_firings_are_exactly_the_planted_moments_and_no_decoy_fires(activated, small_dataset):

@@ -4,7 +4,8 @@
     validates (triggers.yml) by the segment macros (macros/segments.sql), at most one firing per
     trigger and session. A run evaluates the window [trigger_window_start, trigger_cutoff) and
     replaces the firings in it, so a re-run or a backfill of the window writes the same rows.
-    Baseline thresholds are computed as of the cutoff's date, over sessions before it. -#}
+    Baseline thresholds are computed as of the cutoff's date, over sessions before it; person
+    conditions (`who`) read the latest night's features and scores (trigger_person_as_of). -#}
 {{ config(materialized='incremental', full_refresh=false, pre_hook="{{ delete_trigger_window() }}") }}
 
 {%- if execute and not var('trigger_cutoff') %}
@@ -13,7 +14,9 @@
 {%- set triggers = segment_plan('trigger_plan_file') %}
 {%- set cutoff = "timestamp '" ~ var('trigger_cutoff') ~ "'" %}
 {%- set window_start = "timestamp '" ~ var('trigger_window_start') ~ "'" %}
-{%- set as_of = "(" ~ cutoff ~ ")::date" %}
+{#- baselines: as of the cutoff's date; the person (features, scores): as of the latest night -#}
+{%- set baseline_date = "(" ~ cutoff ~ ")::date" %}
+{%- set as_of = "date '" ~ var('trigger_person_as_of') ~ "'" %}
 {%- set uses_scores = [] %}
 {%- for trigger in triggers %}{% for leaf in trigger['person_leaves'] if leaf['subject'] == 'score' %}
     {%- do uses_scores.append(true) %}
@@ -32,7 +35,7 @@ scope_sessions as (
 final_sessions as (
     -- sessions final before the run date: the baselines, and sessions_within_hours
     select * from {{ ref('fct_sessions') }}
-    where session_end_at + interval '{{ var("session_timeout_minutes") }} minutes' < {{ as_of }}
+    where session_end_at + interval '{{ var("session_timeout_minutes") }} minutes' < {{ baseline_date }}
 ),
 
 events as (
@@ -73,7 +76,7 @@ fired as (
         {%- set l = t ~ segment_identifier(leaf['id']) %}
         {{ l }}_baseline_sessions as (
             select * from final_sessions
-            where session_start_at >= {{ as_of }} - interval '{{ leaf['value']['baseline_days'] | int }} days'
+            where session_start_at >= {{ baseline_date }} - interval '{{ leaf['value']['baseline_days'] | int }} days'
         ),
         {{ l }}_baseline as (
             select quantile_cont(value, {{ leaf['value']['percentile'] / 100.0 }}) as threshold
