@@ -2,9 +2,10 @@
 
 Consent is checked again at send time: a person who opted out after their firing was queued
 gets nothing (the message moves to the suppressions as opted_out). Files: one folder per
-destination and window, with messages.jsonl, messages.csv (the audience CSV rules: consent,
-formula neutralization) and manifest.json (rows, sha256 of each file); a re-run rewrites the
-same files. Webhooks: signed batches (webhook.py) of the messages no earlier run delivered;
+destination and run (named by its window) with the messages that run delivered, each message
+in one file only: messages.jsonl, messages.csv (the audience CSV rules: consent, formula
+neutralization) and manifest.json (rows, sha256 of each file); a re-run rewrites the same
+files. Webhooks: signed batches (webhook.py) of the messages no earlier run delivered;
 every message ends sent, rejected (a 4xx) or dead_letter (retries exhausted), recorded batch by
 batch, so a crash between sending and recording re-sends with the same keys.
 """
@@ -82,34 +83,54 @@ def _write_atomically(path: Path, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _pending(con, destination: Destination) -> list[tuple[str, str]]:
+    """(key, payload) of the destination's messages without a final outcome, oldest first."""
+    return con.execute(
+        """select o.idempotency_key, o.payload::varchar from marts.activation_outbox o
+           where list_contains(o.destinations, $name)
+             and not exists (
+                select 1 from marts.activation_deliveries d
+                where d.idempotency_key = o.idempotency_key and d.destination = $name
+                  and d.status in ('sent', 'rejected', 'dead_letter'))
+           order by o.fired_at, o.idempotency_key""",
+        {"name": destination.name},
+    ).fetchall()
+
+
 def _deliver_files(con, settings: Settings, destination: Destination, window) -> dict[str, int]:
-    """All messages of the window for this destination, as JSONL and CSV, and a manifest."""
+    """The run's file: the messages this run (of this window) delivered to the destination,
+    as JSONL and CSV, and a manifest. Recorded first, then written, so a re-run (or a run
+    after a crash in between) writes the same file; a message is in one file only."""
+    new = [(key, "sent", 1, None, None, None) for key, _ in _pending(con, destination)]
+    _record(con, destination.name, new, window.cutoff)
     folder = (
         settings.activation_dir
         / destination.name
         / f"{window.start:%Y-%m-%dT%H%M}_{window.cutoff:%Y-%m-%dT%H%M}"
     )
     folder.mkdir(parents=True, exist_ok=True)
-    in_window = """
+    delivered_by_this_run = """
         select o.idempotency_key, o.trigger_name, o.channel, o.person_id, p.user_id,
                o.session_id, strftime(o.fired_at, '%Y-%m-%dT%H:%M:%S.%fZ') as fired_at,
                round(o.relevance, 6) as relevance, o.payload::varchar as payload
         from marts.activation_outbox o
+        join marts.activation_deliveries d
+          on d.idempotency_key = o.idempotency_key and d.destination = ?
+         and d.status = 'sent' and d.delivered_for = ?
         join marts.dim_persons p using (person_id)
-        where list_contains(o.destinations, ?) and o.fired_at >= ? and o.fired_at < ?
-          and p.is_opted_out is not true
+        where p.is_opted_out is not true
         order by o.fired_at, o.idempotency_key
     """
-    params = [destination.name, window.start, window.cutoff]
-    rows = con.execute(in_window, params).fetchall()
+    params = [destination.name, window.cutoff]
+    rows = con.execute(delivered_by_this_run, params).fetchall()
     lines = "".join(row[-1] + "\n" for row in rows).encode()
     checksums = {"messages.jsonl": _write_atomically(folder / "messages.jsonl", lines)}
-    columns = [d[0] for d in con.execute(f"{in_window} limit 0", params).description]
+    columns = [d[0] for d in con.execute(f"{delivered_by_this_run} limit 0", params).description]
     select_list = ", ".join(neutralized(c) if c in CSV_TEXT_COLUMNS else c for c in columns)
     partial = folder / ".messages.csv.partial"
     literal = str(partial).replace("'", "''")
     con.execute(
-        f"copy (select {select_list} from ({in_window})) to '{literal}' "
+        f"copy (select {select_list} from ({delivered_by_this_run})) to '{literal}' "
         "(header, delimiter ',', quote '\"')",
         params,
     )
@@ -125,16 +146,6 @@ def _deliver_files(con, settings: Settings, destination: Destination, window) ->
         "consent": "people opted out of personalization are excluded",
     }
     _write_atomically(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
-    new = [
-        (row[0], "sent", 1, None, None, None)
-        for row in rows
-        if not con.execute(
-            "select count(*) from marts.activation_deliveries "
-            "where idempotency_key = ? and destination = ? and status = 'sent'",
-            [row[0], destination.name],
-        ).fetchone()[0]
-    ]
-    _record(con, destination.name, new, window.cutoff)
     return {"sent": len(new)} if new else {}
 
 
@@ -148,16 +159,7 @@ def _deliver_webhook(con, destination: Destination, window) -> dict[str, int]:
         max_attempts=destination.max_attempts,
         batch_size=destination.batch_size,
     )
-    pending = con.execute(
-        """select o.idempotency_key, o.payload::varchar from marts.activation_outbox o
-           where list_contains(o.destinations, ?)
-             and not exists (
-                select 1 from marts.activation_deliveries d
-                where d.idempotency_key = o.idempotency_key and d.destination = ?
-                  and d.status in ('sent', 'rejected', 'dead_letter'))
-           order by o.fired_at, o.idempotency_key""",
-        [destination.name, destination.name],
-    ).fetchall()
+    pending = _pending(con, destination)
     counts: dict[str, int] = {}
     for start in range(0, len(pending), destination.batch_size):
         batch = [

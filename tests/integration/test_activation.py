@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
@@ -16,6 +16,7 @@ import yaml
 from microseg.activation import activate
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import ConfigError
+from microseg.pipeline import run_batch
 from microseg.segments import run_segments
 from tests.helpers import run_cli, truth_connection
 from tests.receiver import Receiver
@@ -253,3 +254,51 @@ def test_missing_secret_and_bad_definitions_stop_before_anything(built, tmp_path
         assert not con.execute(
             "select count(*) from information_schema.tables where table_name = 'activation_outbox'"
         ).fetchone()[0]
+
+
+def test_micro_batches_cover_the_day_once_and_the_night_sends_nothing_twice(
+    built, tmp_path, monkeypatch
+):
+    settings = _home(built, tmp_path, monkeypatch)
+    settings.landing_dir.mkdir()
+    day = NIGHTS[-2]  # the batches of 10-05, then its night (as-of 10-06)
+    noon, quarter_past = datetime.combine(day, time(12)), datetime.combine(day, time(12, 15))
+    run_batch(settings, noon, report=lambda _line: None)
+    run_batch(settings, quarter_past, report=lambda _line: None)
+    run_batch(settings, noon, report=lambda _line: None)  # a re-run of the noon batch
+
+    def table(sql: str) -> list[tuple]:
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            return con.execute(sql).fetchall()
+
+    assert table("select window_start, cutoff from marts.activation_runs order by cutoff") == [
+        (datetime.combine(day, time()), noon),
+        (noon, quarter_past),
+    ]
+    keys = table("select idempotency_key, destination from marts.activation_deliveries")
+    assert len(keys) == len(set(keys)) > 0
+    morning = table(
+        f"select count(*) from marts.trigger_firings where fired_at < '{quarter_past}'"
+    )[0][0]
+    decided = table(
+        "select (select count(*) from marts.activation_outbox)"
+        " + (select count(*) from marts.trigger_suppressions)"
+    )[0][0]
+    assert morning == decided > 0
+    sent_before = dict(
+        table("select idempotency_key, recorded_at from marts.activation_deliveries")
+    )
+    activate(settings, NIGHTS[-1])  # the night re-evaluates the whole of 10-05
+    sent_after = dict(table("select idempotency_key, recorded_at from marts.activation_deliveries"))
+    assert {k: sent_after[k] for k in sent_before} == sent_before  # nothing delivered again
+    files = list(settings.activation_dir.rglob("messages.jsonl"))
+    in_files = [json.loads(line)["idempotency_key"] for f in files for line in f.open()]
+    assert len(files) == 6 and len(in_files) == len(set(in_files)) == len(sent_after)
+    assert table(
+        f"""select count(*) from marts.trigger_firings f
+            where fired_at >= '{day}' and fired_at < '{NIGHTS[-1]}'
+              and (trigger_name, person_id, fired_at) not in (
+                  select (trigger_name, person_id, fired_at) from marts.activation_outbox
+                  union all
+                  select (trigger_name, person_id, fired_at) from marts.trigger_suppressions)"""
+    ) == [(0,)]
