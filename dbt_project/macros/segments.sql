@@ -119,7 +119,7 @@
         group by all
     {%- elif subject == 'session' -%}
         select session_id, {{ segment_identifier(leaf['column']) }} as value
-            {%- if threshold is not none %}, null::timestamptz as met_at{% endif %}
+            {%- if threshold is not none %}, null::timestamp as met_at{% endif %}
         from {{ scope }}
     {%- elif subject == 'dwell' -%}
         select page_views.session_id, max(page_views.dwell_s) as value
@@ -127,7 +127,7 @@
             {% if met -%}
             min(page_views.page_view_at + to_microseconds((1000000 * {{ threshold }})::bigint))
                 filter (where page_views.dwell_s {{ segment_operator(leaf['op']) }} {{ threshold }})
-            {%- else %}null::timestamptz{% endif %} as met_at
+            {%- else %}null::timestamp{% endif %} as met_at
             {%- endif %}
         from page_views
         where page_views.session_id in (select session_id from {{ scope }})
@@ -143,7 +143,7 @@
         {#- each counted event qualifies `within_minutes` after it, if no follow-up came -#}
         select session_id, count(*) as value
             {%- if threshold is not none %},
-            {% if met %}max(qualified_at) filter (where nth = {{ reach }}){% else %}null::timestamptz{% endif %} as met_at
+            {% if met %}max(qualified_at) filter (where nth = {{ reach }}){% else %}null::timestamp{% endif %} as met_at
             {%- endif %}
         from (
             select
@@ -168,13 +168,20 @@
                    or next_follow_at > event_at + interval '{{ leaf['within_minutes'] | int }} minutes')
         )
         group by all
+    {%- elif subject == 'count' and not leaf.get('within_minutes') and threshold is none -%}
+        select session_id, count(*) as value
+        from events
+        where session_id in (select session_id from {{ scope }})
+          and event_type = {{ segment_literal(leaf['event_type']) }}
+          {{- segment_filters(leaf['filters'], 'events') }}
+        group by all
     {%- elif subject == 'count' -%}
         {#- events_so_far: counted events up to each one (within the trailing window when
             within_minutes is set: the most in any m-minute window is the largest of these) -#}
         select session_id,
                {% if leaf.get('within_minutes') %}max(events_so_far){% else %}count(*){% endif %} as value
             {%- if threshold is not none %},
-            {% if met %}min(event_at) filter (where events_so_far >= {{ reach }}){% else %}null::timestamptz{% endif %} as met_at
+            {% if met %}min(event_at) filter (where events_so_far >= {{ reach }}){% else %}null::timestamp{% endif %} as met_at
             {%- endif %}
         from (
             select session_id, event_at,

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from microseg.errors import ConfigError
-from microseg.segments.grammar import NAME, Checker, _yaml_problem
+from microseg.segments.grammar import NAME, Checker, read_definitions
 
 CHANNELS = ("email", "onsite", "push", "webhook")
 PAYLOAD_FIELDS = ("evidence", "segments", "scores", "top_category")
@@ -180,13 +178,25 @@ def _trigger(raw: Any, index: int, destinations: dict[str, Destination]) -> Trig
     definition_hash = hashlib.sha256(
         json.dumps(raw, sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
-    trigger = Trigger(
+    priority = check.whole(raw.get("priority", 0), "priority", -1000, 1000)
+    plan = {  # what trigger_firings.sql renders
+        "name": name,
+        "priority": priority,
+        "channel": channel,
+        "definition_hash": definition_hash,
+        "leaves": check.blocks[0]["leaves"],
+        "when": when,
+        "person_leaves": check.person_leaves,
+        "who": who,
+        "evidence": sorted(check.evidence.items()),
+    }
+    return Trigger(
         name=name,
         title=str(raw.get("title", name)),
         owner=owner,
         purpose=purpose,
         channel=channel,
-        priority=check.whole(raw.get("priority", 0), "priority", -1000, 1000),
+        priority=priority,
         tags=_names(check, raw.get("tags", []), "tags"),
         ttl_minutes=check.whole(raw.get("ttl_minutes", 24 * 60), "ttl_minutes", 1, 90 * 24 * 60),
         reeligible_after_hours=check.whole(
@@ -199,23 +209,9 @@ def _trigger(raw: Any, index: int, destinations: dict[str, Destination]) -> Trig
         payload=_names(check, raw.get("payload", ["evidence"]), "payload", PAYLOAD_FIELDS),
         destinations=dests,
         definition_hash=definition_hash,
-        plan={},
+        plan=plan,
         score_models=tuple(sorted(check.score_models)),
     )
-    trigger.plan.update(
-        {
-            "name": name,
-            "priority": trigger.priority,
-            "channel": channel,
-            "definition_hash": definition_hash,
-            "leaves": check.blocks[0]["leaves"],
-            "when": when,
-            "person_leaves": check.person_leaves,
-            "who": who,
-            "evidence": sorted(check.evidence.items()),
-        }
-    )
-    return trigger
 
 
 def _cap(raw: Any, index: int) -> Cap:
@@ -288,12 +284,7 @@ def _unique(items: list, what: str) -> None:
 def load_triggers(path: Path) -> TriggerFile:
     """Read and validate a triggers file; raise ConfigError naming the file, the trigger (cap,
     destination) and the field."""
-    try:
-        document = yaml.safe_load(path.read_text("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read trigger definitions {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}{_yaml_problem(exc, path)}") from None
+    document = read_definitions(path, "trigger")
     if not isinstance(document, dict) or not isinstance(document.get("triggers"), list):
         raise ConfigError(f"{path}: expected a top-level `triggers:` list")
     unknown = sorted(set(document) - {"triggers", "caps", "destinations"}, key=str)

@@ -425,14 +425,20 @@ def _yaml_problem(exc: yaml.YAMLError, path: Path) -> str:
     return f" line {line}: not valid YAML: {problem}{started}"
 
 
-def load_segments(path: Path) -> list[Segment]:
-    """Read and validate a segments file; raise ConfigError naming the segment and the field."""
+def read_definitions(path: Path, what: str) -> Any:
+    """A definitions file's YAML; a file that cannot be read or parsed is one line naming
+    it (and the line of a syntax error)."""
     try:
-        document = yaml.safe_load(path.read_text("utf-8"))
+        return yaml.safe_load(path.read_text("utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read segment definitions {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} definitions {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}{_yaml_problem(exc, path)}") from None
+
+
+def load_segments(path: Path) -> list[Segment]:
+    """Read and validate a segments file; raise ConfigError naming the segment and the field."""
+    document = read_definitions(path, "segment")
     if not isinstance(document, dict) or not isinstance(document.get("segments"), list):
         raise ConfigError(f"{path}: expected a top-level `segments:` list")
     seen: set[str] = set()

@@ -302,3 +302,51 @@ def test_micro_batches_cover_the_day_once_and_the_night_sends_nothing_twice(
                   union all
                   select (trigger_name, person_id, fired_at) from marts.trigger_suppressions)"""
     ) == [(0,)]
+
+
+def test_a_dry_run_of_another_file_fires_session_columns_at_the_sessions_end(activated, tmp_path):
+    """`session:` conditions decide with the whole session: they fire at its last event;
+    `not` holds throughout; `all` fires when its last part does. A dry run changes no mart."""
+    trial = tmp_path / "trial.yml"
+    trial.write_text(
+        yaml.safe_dump(
+            {
+                "destinations": [{"name": "files", "type": "files"}],
+                "triggers": [
+                    {
+                        "name": "long_visit_no_cart",
+                        "owner": "qa@example.com",
+                        "purpose": "personalization",
+                        "channel": "onsite",
+                        "destinations": ["files"],
+                        "when": {
+                            "all": [
+                                {"session": "page_views", ">=": 6},
+                                {"not": {"count": "add_to_cart", ">=": 1}},
+                            ]
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+        outbox_before = con.execute("select count(*) from marts.activation_outbox").fetchone()
+    run = activate(activated, NIGHTS[2], dry_run=True, triggers_file=trial)
+    assert run.dry_run and run.delivered == {}
+    with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+        fired = con.execute(
+            "select session_id, fired_at from activation_trial.trigger_firings order by all"
+        ).fetchall()
+        expected = con.execute(
+            """select session_id, session_end_at from marts.fct_sessions
+               where page_views >= 6 and cart_adds = 0
+                 and session_end_at >= ? - interval 1 day and session_end_at < ?
+               order by all""",
+            [NIGHTS[2], NIGHTS[2]],
+        ).fetchall()
+        assert con.execute("select count(*) from marts.activation_outbox").fetchone() == (
+            outbox_before
+        )
+    assert fired == expected and len(fired) > 0
+    assert run.fired == {"long_visit_no_cart": len(fired)}
