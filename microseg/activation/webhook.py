@@ -77,6 +77,10 @@ class DeliveryResult:
     error: str | None  # one line, e.g. "HTTP 500", "timed out after 5.0 s", "connection refused"
 
 
+# A request timeout and a rate limit say "later", not "never": retried like a 5xx.
+RETRYABLE_4XX = (408, 429)
+
+
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """The X-Microseg-Signature value: one definition for the sender and every receiver."""
     digest = hmac.new(
@@ -98,7 +102,7 @@ def verify(secret: str, timestamp: str, body: bytes, header: str | None) -> bool
 def batch_key(keys: list[str]) -> str:
     """The batch's Idempotency-Key: the same messages in the same order give the same key, on
     every retry and on a later run that sends the same batch again."""
-    return hashlib.sha256(",".join(keys).encode("utf-8")).hexdigest()
+    return hashlib.sha256(json.dumps(keys).encode("utf-8")).hexdigest()  # unambiguous
 
 
 def deliver(
@@ -174,7 +178,7 @@ def _deliver_batch(
         code, error, latency_ms = _post(target, opener, body, idempotency_key)
         if code is not None and 200 <= code < 300:
             status = "sent"
-        elif code is not None and code < 500:
+        elif code is not None and code < 500 and code not in RETRYABLE_4XX:
             status = "rejected"  # 4xx (or a refused 3xx): the same request cannot pass later
         elif attempt >= target.max_attempts:
             status = "dead_letter"

@@ -45,7 +45,7 @@ def _target(url: str, **overrides) -> WebhookTarget:
 
 
 def _batch_key(keys: list[str]) -> str:
-    return hashlib.sha256(",".join(keys).encode("utf-8")).hexdigest()
+    return hashlib.sha256(json.dumps(keys).encode("utf-8")).hexdigest()
 
 
 def test_all_sent_once_signed_and_in_order() -> None:
@@ -109,11 +109,12 @@ def test_receiver_with_another_secret_rejects_without_retry() -> None:
     assert sleeps == []
 
 
-def test_two_500s_then_sent_with_exponential_backoff() -> None:
+@pytest.mark.parametrize("code", [500, 429, 408])
+def test_two_failures_that_say_later_then_sent_with_exponential_backoff(code: int) -> None:
     messages = _messages(4)
     sleeps: list[float] = []
     with Receiver(SECRET) as receiver:
-        receiver.fail_next(500, times=2)
+        receiver.fail_next(code, times=2)
         results = deliver(_target(receiver.url), messages, sleep=sleeps.append)
     assert {(r.status, r.attempts, r.response_code, r.error) for r in results} == {
         ("sent", 3, 200, None)
