@@ -77,9 +77,10 @@ def export_audience(
                 )
             score_join = (
                 "join marts.user_scores s on s.person_id = m.person_id "
-                "and s.as_of_date = m.as_of_date and s.model_name = ? and s.score >= ?"
+                "and s.as_of_date = m.as_of_date and s.model_name = ? "
+                "and coalesce(s.decayed_score, s.score) >= ?"
             )
-            score_column = ", round(s.score, 6) as score"
+            score_column = ", round(coalesce(s.decayed_score, s.score), 6) as score"
             params = [score_model, min_score, *params]
         members = f"""
             select

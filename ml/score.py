@@ -28,6 +28,7 @@ create table if not exists marts.user_scores (
     model_name varchar not null,
     model_version varchar not null,
     score double not null,
+    decayed_score double,
     predicted_class varchar,
     decile integer not null,
     is_above_threshold boolean not null,
@@ -40,6 +41,28 @@ def deciles(scores: np.ndarray) -> np.ndarray:
     """1 = the highest-scoring tenth; ties broken by position (rows arrive sorted by person)."""
     ranks = pd.Series(-scores).rank(method="first").to_numpy()
     return np.ceil(ranks * 10 / max(len(scores), 1)).astype(int)
+
+
+def _relevance(settings: Settings, spec, person_ids: pd.Series, as_of: date) -> np.ndarray:
+    """exp(-ln 2 * days since the last session / half-life) with the spec's
+    decay_half_life_days (1 without one, or for someone without a session): the score to act
+    on fades as the behavior it was computed from goes stale."""
+    if spec.decay_half_life_days is None:
+        return np.ones(len(person_ids))
+    with connect(settings, read_only=True) as con:
+        days = (
+            con.execute(
+                "select person_id, days_since_last_session from marts.fct_user_features_daily "
+                "where as_of_date = ?",
+                [as_of],
+            )
+            .df()
+            .set_index("person_id")
+            .days_since_last_session.reindex(person_ids)
+            .fillna(0)
+            .to_numpy(dtype=float)
+        )
+    return np.exp(-np.log(2) * days / spec.decay_half_life_days)
 
 
 def score(
@@ -71,6 +94,7 @@ def score(
                 "model_name": name,
                 "model_version": version,
                 "score": scores,
+                "decayed_score": scores * _relevance(settings, spec, people.person_id, as_of),
                 "predicted_class": predicted_class,
                 "decile": deciles(scores),
                 "is_above_threshold": scores >= spec.activation_threshold,
@@ -80,9 +104,10 @@ def score(
         with connect(settings) as con:
             con.execute("create schema if not exists marts")
             con.execute(USER_SCORES_DDL)
-            con.execute(
-                "alter table marts.user_scores add column if not exists predicted_class varchar"
-            )  # tables from before multiclass models
+            for column, kind in (("predicted_class", "varchar"), ("decayed_score", "double")):
+                con.execute(  # tables from before multiclass models, before decay
+                    f"alter table marts.user_scores add column if not exists {column} {kind}"
+                )
             con.execute("begin")
             con.execute(
                 "delete from marts.user_scores where model_name = ? and as_of_date = ?",

@@ -74,6 +74,7 @@ class Spec:
     search_seed: int
     search_space: dict[str, list[Any]]
     activation_threshold: float
+    decay_half_life_days: float | None  # scores fade with days since the last session
     promotion: dict[str, Any]
     fairness: dict[str, Any]
     raw: dict[str, Any]
@@ -132,6 +133,13 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
     threshold = float(_get(raw, "activation_threshold", (int, float), name))
     if not 0 < threshold < 1:
         raise ConfigError(f"model spec '{name}': activation_threshold: must be between 0 and 1")
+    decay = raw.get("decay_half_life_days")
+    if decay is not None and (
+        isinstance(decay, bool) or not isinstance(decay, int | float) or decay <= 0
+    ):
+        raise ConfigError(
+            f"model spec '{name}': decay_half_life_days: must be a positive number of days"
+        )
     groups = _get(raw, "fairness.groups", list, name)
     for group in groups:
         if group not in FAIRNESS_GROUPS:
@@ -160,6 +168,7 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         search_seed=_get(raw, "lightgbm.search.seed", int, name),
         search_space=dict(_get(raw, "lightgbm.search.space", dict, name)),
         activation_threshold=threshold,
+        decay_half_life_days=None if decay is None else float(decay),
         promotion=dict(_get(raw, "promotion", dict, name)),
         fairness=dict(_get(raw, "fairness", dict, name)),
         raw=raw,

@@ -96,7 +96,8 @@
     {%- if subject == 'feature' -%}
         select person_id, {{ segment_identifier(leaf['column']) }} as value from features
     {%- elif subject == 'score' -%}
-        select person_id, score as value from scores
+        {#- the score to act on: faded by the spec's decay_half_life_days, if it has one -#}
+        select person_id, coalesce(decayed_score, score) as value from scores
         where model_name = {{ segment_literal(leaf['model']) }}
     {%- elif subject == 'cluster' -%}
         select person_id, cluster_label as value from clusters
@@ -220,6 +221,19 @@
         {%- set leaf = leaves[node['ref']] -%}
         case when {{ segment_condition(node, leaves, prefix) }}
              then coalesce({{ segment_identifier(leaf['id']) }}_at, session_end_at) end
+    {%- endif -%}
+{%- endmacro %}
+
+{#- A member's relevance on the as-of date: exp(-ln 2 * age / half-life), the age counted from
+    the end of the latest session that qualified them (segments.yml `decay`); 1 without a
+    decay, or when only person conditions qualified them (nothing to age). -#}
+{% macro segment_relevance(segment, as_of) -%}
+    {%- if segment.get('decay') -%}
+        coalesce(exp(-ln(2) * epoch({{ as_of }}::timestamp - greatest(
+            {%- for block in segment['blocks'] %}{{ segment_identifier(block['id']) }}_last_at{{ ', ' if not loop.last }}{% endfor -%}
+        )) / {{ segment['decay']['half_life_days'] * 86400 }}), 1.0)
+    {%- else -%}
+        1.0::double
     {%- endif -%}
 {%- endmacro %}
 

@@ -171,7 +171,8 @@ PAYLOAD_LOOKUPS = {
     ),
     "scores": (
         "user_scores",
-        """(select json_group_object(model_name, round(score, 6)) from marts.user_scores s
+        """(select json_group_object(model_name, round(coalesce(decayed_score, score), 6))
+            from marts.user_scores s
             where s.person_id = d.person_id and s.as_of_date = $as_of)""",
     ),
     "segments": (

@@ -38,6 +38,7 @@ SEGMENT_KEYS = {
     "priority",
     "exclusive_group",
     "rule",
+    "decay",
 }
 PERSON_SUBJECTS = ("feature", "score", "cluster", "sessions_within_hours", "since_last_event")
 SESSION_SUBJECTS = ("count", "dwell", "session")
@@ -346,6 +347,24 @@ class Checker:
         return {"ref": block["id"]}
 
 
+def _decay(check: Checker, raw: Any) -> dict[str, Any] | None:
+    """`decay: {half_life_days: 7, min_relevance: 0.25}`: a member's relevance halves every
+    half-life after the last session that qualified them; below min_relevance they leave."""
+    if raw is None:
+        return None
+    raw = check.mapping(raw, "decay")
+    check.known_fields(raw, {"half_life_days", "min_relevance"}, "decay")
+    if not check.blocks:
+        raise check.fail("decay", "needs a session block (any_session / every_session) to age")
+    half_life = raw.get("half_life_days")
+    if isinstance(half_life, bool) or not isinstance(half_life, int | float) or half_life <= 0:
+        raise check.fail("decay.half_life_days", f"must be a positive number, got {half_life!r}")
+    floor = raw.get("min_relevance", 0)
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1:
+        raise check.fail("decay.min_relevance", f"must be from 0 to below 1, got {floor!r}")
+    return {"half_life_days": half_life, "min_relevance": floor}
+
+
 def _segment(raw: Any, index: int, seen: set[str]) -> Segment:
     if not isinstance(raw, dict):
         raise ConfigError(f"segments[{index}]: expected a mapping with name, kind and rule")
@@ -378,6 +397,7 @@ def _segment(raw: Any, index: int, seen: set[str]) -> Segment:
         raise check.fail("rule", "a score segment needs a score condition")
     if kind == "cluster" and not check.uses_clusters:
         raise check.fail("rule", "a cluster segment needs a cluster condition")
+    decay = _decay(check, raw.get("decay"))
     definition_hash = hashlib.sha256(
         json.dumps(raw, sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
@@ -390,6 +410,7 @@ def _segment(raw: Any, index: int, seen: set[str]) -> Segment:
         "kind": kind,
         "priority": priority,
         "exclusive_group": group,
+        "decay": decay,
         "definition_hash": definition_hash,
         "person_leaves": check.person_leaves,
         "blocks": check.blocks,

@@ -115,6 +115,35 @@ def test_evidence_holds_the_values_that_qualified(con) -> None:
             assert values["sessions_24h"] > 3
 
 
+def test_relevance_decays_from_the_latest_qualifying_session(con) -> None:
+    """product_hesitators declares a 3-day half-life: its members' relevance follows the
+    planted hesitation sessions; segments without a decay stay at 1."""
+    relevances = []
+    for night in NIGHTS:
+        rows = con.execute(
+            """with latest as (
+                   select p.person_id, max(t.session_end_at) as last_end
+                   from truth_sessions t join truth_people p using (person_key)
+                   where t.product_hesitation
+                     and t.session_end_at + interval 30 minute < $as_of::timestamp
+                     and t.session_start_at >= $as_of::timestamp - interval 7 day
+                   group by all)
+               select m.relevance,
+                      exp(-ln(2) * epoch($as_of::timestamp - latest.last_end) / (3 * 86400))
+               from marts.segment_memberships m join latest using (person_id)
+               where m.segment_name = 'product_hesitators' and m.as_of_date = $as_of""",
+            {"as_of": night},
+        ).fetchall()
+        assert rows and all(abs(found - expected) < 1e-6 for found, expected in rows)
+        relevances += [found for found, _ in rows]
+    assert min(relevances) < 0.5 < max(relevances)  # both fresh and faded members
+    others = con.execute(
+        "select distinct relevance from marts.segment_memberships "
+        "where segment_name <> 'product_hesitators'"
+    ).fetchall()
+    assert others == [(1.0,)]
+
+
 def test_history_records_joins_and_exits_across_three_nights(con) -> None:
     members = {night: _members(con, night) for night in NIGHTS}
     expected: dict[tuple[str, str, date], date | None] = {}

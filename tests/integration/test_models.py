@@ -192,6 +192,40 @@ def test_segments_can_use_scores(champion_home: Path, tmp_path: Path) -> None:
         [as_of],
     )[0][0]
     assert sizes == {"likely_buyers": expected} and expected > 10
+    assert query(settings, "select count(*) from marts.user_scores where decayed_score <> score")[
+        0
+    ] == (0,)  # no decay declared: the score to act on is the score
+
+    # the same champion, its spec declaring a 2-day half-life: scores fade with recency
+    specs = tmp_path / "specs"
+    shutil.copytree(PROJECT_ROOT / "ml/specs", specs)
+    spec = specs / f"{MODEL}.yaml"
+    spec.write_text(spec.read_text() + "decay_half_life_days: 2\n")
+    decaying = Settings.from_env(
+        {
+            "MICROSEG_HOME": str(home),
+            "MICROSEG_SEGMENTS_FILE": str(definitions),
+            "MICROSEG_MLFLOW_TRACKING_URI": registry_uri,
+            "MICROSEG_ML_SPECS_DIR": str(specs),
+        }
+    )
+    score(decaying, as_of, models=[MODEL])
+    off = query(
+        decaying,
+        """select count(*), max(abs(s.decayed_score
+                  - s.score * exp(-ln(2) * coalesce(f.days_since_last_session, 0) / 2)))
+           from marts.user_scores s
+           join marts.fct_user_features_daily f using (person_id, as_of_date)
+           where s.as_of_date = ?""",
+        [as_of],
+    )[0]
+    assert off[0] > 100 and off[1] < 1e-9
+    faded = query(
+        decaying,
+        "select count(*) from marts.user_scores where as_of_date = ? and decayed_score >= 0.75",
+        [as_of],
+    )[0][0]
+    assert run_segments(decaying, as_of).members == {"likely_buyers": faded} and faded < expected
 
 
 def test_content_preference_is_a_multiclass_model_end_to_end(home: Path, tmp_path: Path) -> None:

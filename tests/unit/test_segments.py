@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,11 +118,28 @@ def test_segment_level_fields_are_checked(tmp_path: Path) -> None:
         ({"priority": 1.5}, "segment 'probe': priority: must be a whole number"),
         ({"kind": "score"}, "segment 'probe': rule: a score segment needs a score condition"),
         ({"colour": "red"}, "segment 'probe': colour: unknown field"),
+        (
+            {"decay": {"half_life_days": 3}},
+            "segment 'probe': decay: needs a session block (any_session / every_session)",
+        ),
     ]:
-        with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
+        with pytest.raises(ConfigError, match="^" + re.escape(message)):
             load_segments(_write(tmp_path, rule, **extra))
     with pytest.raises(ConfigError, match=r"segments\[0\]: name 'Bad Name' must be lowercase"):
         load_segments(_write(tmp_path, rule, name="Bad Name"))
+
+
+def test_a_decay_is_checked_and_kept_in_the_plan(tmp_path: Path) -> None:
+    block = {"any_session": {"count": "hover", ">=": 2}}
+    for decay, message in [
+        ({"half_life_days": 0}, "decay.half_life_days: must be a positive number, got 0"),
+        ({"half_life_days": 2, "min_relevance": 1}, "decay.min_relevance: must be from 0"),
+        ({"half_life": 2}, "decay: unknown field 'half_life' (did you mean 'half_life_days'?)"),
+    ]:
+        with pytest.raises(ConfigError, match="^" + re.escape(f"segment 'probe': {message}")):
+            load_segments(_write(tmp_path, block, decay=decay))
+    [segment] = load_segments(_write(tmp_path, block, decay={"half_life_days": 2}))
+    assert segment.plan["decay"] == {"half_life_days": 2, "min_relevance": 0}
 
 
 def test_typo_in_a_field_is_named_with_a_suggestion(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@
     Each run replaces its own as-of date only: earlier dates keep what they said then, which is
     the membership history. Consent first: people opted out on the as-of date, or now, are in no
     segment, and a new opt-out removes the person from every earlier date too (pre_hook). -#}
-{{ config(materialized='incremental', full_refresh=false,
+{{ config(materialized='incremental', full_refresh=false, on_schema_change='append_new_columns',
           pre_hook=["{{ delete_segment_date() }}", "{{ delete_opted_out_members() }}"]) }}
 
 {%- if execute and not var('segment_as_of') %}
@@ -91,7 +91,8 @@ candidates as (
     select
         sessions.person_id,
         sessions.session_id,
-        sessions.session_start_at
+        sessions.session_start_at,
+        sessions.session_end_at
         {%- for leaf in block['leaves'] %}
         {%- set l = segment_identifier(leaf['id']) %},
         {% if leaf['subject'] == 'count' %}coalesce({{ s }}{{ l }}.value, 0){% else %}{{ s }}{{ l }}.value{% endif %} as {{ l }}
@@ -107,7 +108,8 @@ candidates as (
     -- the latest session that meets the conditions is the evidence
     select
         person_id,
-        true as {{ segment_identifier(block['id']) }}
+        true as {{ segment_identifier(block['id']) }},
+        session_end_at as {{ segment_identifier(block['id']) }}_last_at
         {%- for leaf in block['leaves'] %}, {{ segment_identifier(leaf['id']) }}{% endfor %}
     from {{ b }}_per_session
     where {{ segment_condition(block['expression'], leaves) }}
@@ -118,7 +120,8 @@ candidates as (
     -- every session of the window meets the conditions; evidence: the extremes
     select
         person_id,
-        bool_and({{ segment_condition(block['expression'], leaves) }}) as {{ segment_identifier(block['id']) }}
+        bool_and({{ segment_condition(block['expression'], leaves) }}) as {{ segment_identifier(block['id']) }},
+        max(session_end_at) as {{ segment_identifier(block['id']) }}_last_at
         {%- for leaf in block['leaves'] %}, max({{ segment_identifier(leaf['id']) }}) as {{ segment_identifier(leaf['id']) }}{% endfor %}
     from {{ b }}_per_session
     group by all
@@ -165,9 +168,13 @@ candidates as (
             {%- for key, leaf_id in segment['evidence'] %}
             {{ segment_literal(key) }}, {{ segment_identifier(leaf_id) }}{{ ',' if not loop.last }}
             {%- endfor %}
-        ) as evidence
+        ) as evidence,
+        {{ segment_relevance(segment, as_of) }} as relevance
     from {{ s }}values
     where {{ segment_condition(segment['expression'], leaves) }}
+    {%- if segment.get('decay') and segment['decay']['min_relevance'] > 0 %}
+      and {{ segment_relevance(segment, as_of) }} >= {{ segment['decay']['min_relevance'] }}
+    {%- endif %}
 ){{ ',' if not loop.last }}
 {%- endfor %}
     {%- set selects = [] %}
@@ -181,7 +188,7 @@ candidates as (
     {%- if not segments %}
     select null::varchar as person_id, null::varchar as segment_name, null::varchar as segment_kind,
            null::integer as priority, null::varchar as exclusive_group,
-           null::varchar as definition_hash, null::json as evidence
+           null::varchar as definition_hash, null::json as evidence, null::double as relevance
     where false
     {%- endif %}
 ),
@@ -210,7 +217,8 @@ final as (
         person_id,
         segment_kind,
         evidence,
-        definition_hash
+        definition_hash,
+        relevance
     from exclusive
 )
 
