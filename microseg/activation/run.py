@@ -34,8 +34,8 @@ ACTIVATION_DDL = (
     """create table if not exists marts.activation_runs (
         cutoff timestamp primary key,
         window_start timestamp not null,
-        fired integer not null,
-        queued integer not null,
+        fired integer not null,  -- firings in the window
+        queued integer not null,  -- messages in the window, whichever run queued them
         finished_at timestamp not null
     )""",
     """create table if not exists marts.activation_outbox (
@@ -296,9 +296,11 @@ def activate(
         _record(con, suppressed, messages, triggers, schema, window, person_as_of)
         con.commit()
         result.delivered = deliver_pending(con, settings, triggers, window)
-        con.execute(
-            "insert or replace into marts.activation_runs values (?, ?, ?, ?, now()::timestamp)",
-            [window.cutoff, window.start, sum(result.fired.values()), result.queued],
+        con.execute(  # the window as it now stands (a re-run records the same)
+            """insert or replace into marts.activation_runs
+               select $cutoff, $start, $fired, count(*), now()::timestamp
+               from marts.activation_outbox where fired_at >= $start and fired_at < $cutoff""",
+            {"cutoff": window.cutoff, "start": window.start, "fired": sum(result.fired.values())},
         )
     run_dbt(settings, "build", "--select", "activation_report", "--vars", dbt_vars)
     return result

@@ -128,6 +128,9 @@ def test_every_firing_is_a_message_or_a_suppression_and_reruns_change_nothing(ac
                 t: sorted(con.execute(f"select * from marts.{t}").fetchall(), key=str)
                 for t in tables
             }
+            out["runs"] = con.execute(
+                "select * exclude (finished_at) from marts.activation_runs order by cutoff"
+            ).fetchall()
             out["delivered"] = con.execute(
                 "select count(*), count(distinct idempotency_key || destination) "
                 "from marts.activation_deliveries"
