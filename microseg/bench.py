@@ -62,7 +62,7 @@ else:
             rows = con.execute("select count(*) from intermediate.int_events_stitched where "
                                "batch = (select max(batch) from "
                                "intermediate.int_events_stitched)").fetchone()[0]
-    if stage in ("train", "score", "cluster", "segments"):
+    if stage in ("train", "score", "cluster", "segments", "activate"):
         from microseg.warehouse import latest_as_of
         as_of = latest_as_of(settings)
     if stage == "train":

@@ -25,8 +25,8 @@ PUBLISHED_RAW_TABLES = ("load_manifest", "events_quarantine")
 def _published_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     marts = con.execute(
         "select table_schema, table_name from information_schema.tables "
-        "where table_catalog = 'source' and table_schema = 'marts' "
-        "and table_type = 'BASE TABLE' order by table_name"
+        "where table_catalog = 'warehouse' and table_schema = 'marts' "
+        "and table_type in ('BASE TABLE', 'VIEW') order by table_name"
     ).fetchall()
     return [*marts, *(("raw", name) for name in PUBLISHED_RAW_TABLES)]
 
@@ -43,7 +43,9 @@ def publish(settings: Settings) -> dict[str, int]:
             con.execute("set TimeZone = 'UTC'")
             # the snapshot file is the writable database; the warehouse is only read
             try:
-                con.execute(f"attach '{warehouse}' as source (read_only)")
+                # as `warehouse`: the name dbt's views use for it (a view is published as the
+                # table it reads as at the moment of the snapshot)
+                con.execute(f"attach '{warehouse}' as warehouse (read_only)")
             except duckdb.IOException as exc:
                 error = in_use_error(warehouse, exc)
                 if error:
@@ -56,12 +58,12 @@ def publish(settings: Settings) -> dict[str, int]:
                 con.execute(f"create schema {schema}")
             for schema, table in tables:
                 con.execute(
-                    f"create table {schema}.{table} as select * from source.{schema}.{table}"
+                    f"create table {schema}.{table} as select * from warehouse.{schema}.{table}"
                 )
                 counts[f"{schema}.{table}"] = con.execute(
                     f"select count(*) from {schema}.{table}"
                 ).fetchone()[0]
-            con.execute("detach source")
+            con.execute("detach warehouse")
             con.execute("checkpoint")
         with staging.open("rb") as handle:
             os.fsync(handle.fileno())

@@ -1,5 +1,5 @@
-"""What a run did and what the triggers did, for the terminal (`microseg activate`,
-`microseg activation report`); the numbers come from marts.activation_report."""
+"""For the terminal: what one run did (`microseg activate`), and what the triggers did per
+day (`microseg activation report`, from marts.activation_report)."""
 
 from __future__ import annotations
 

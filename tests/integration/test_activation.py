@@ -353,3 +353,21 @@ def test_a_dry_run_of_another_file_fires_session_columns_at_the_sessions_end(act
         )
     assert fired == expected and len(fired) > 0
     assert run.fired == {"long_visit_no_cart": len(fired)}
+
+
+def test_the_report_command_prints_the_report_mart(activated):
+    result = run_cli("activation", "report", "--as-of", str(NIGHTS[2]), home=activated.home)
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.strip().splitlines()
+    assert header.split()[:4] == ["fired", "on", "trigger", "channel"]
+    with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+        rows = con.execute(
+            """select fired_on, trigger_name, channel, fired, sent, failed, pending, expired,
+                      opted_out, re_eligibility, capped
+               from marts.activation_report where fired_on = ? order by trigger_name""",
+            [NIGHTS[2] - timedelta(days=1)],
+        ).fetchall()
+    printed = [line.split()[:11] for line in lines]
+    assert printed == [[str(v) for v in row] for row in rows] and len(rows) == 5
+    for row in rows:  # every firing is accounted for once
+        assert row[3] == sum(row[4:11])

@@ -1,7 +1,7 @@
 {#- Fired, capped (by cap), expired, sent and failed per day, trigger and channel. Every
     firing is in exactly one of: a message (sent, failed or pending) or a suppression.
-    Rebuilt at the end of every `microseg activate`, after delivery. -#}
-{{ config(materialized='table') }}
+    A view: current as soon as a run has delivered (`microseg publish` snapshots it as a table). -#}
+{{ config(materialized='view') }}
 
 with
 
