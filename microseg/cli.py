@@ -38,6 +38,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number_in(text: str, low: float, high: float, closed_low: bool, label: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (low <= value if closed_low else low < value) or not value < high or value != value:
+        raise argparse.ArgumentTypeError(f"{text} must be {label}")
+    return value
+
+
+def _open_unit(text: str) -> float:
+    return _number_in(text, 0.0, 1.0, False, "between 0 and 1 (exclusive)")
+
+
+def _unit_or_zero(text: str) -> float:
+    return _number_in(text, 0.0, 1.0, True, "from 0 to below 1")
+
+
+def _positive_float(text: str) -> float:
+    return _number_in(text, 0.0, float("inf"), False, "a positive number")
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -152,6 +174,17 @@ def cmd_activation_report(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.activation import print_report
 
     print_report(settings, args.as_of)
+    return 0
+
+
+def cmd_experiment_power(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.experiments.power import power_lines
+
+    options = {"alpha": args.alpha, "power": args.power, "cuped_r2": args.cuped_r2}
+    for line in power_lines(
+        settings, args.baseline, args.mde, arms=args.arms, daily=args.daily, **options
+    ):
+        print(line)
     return 0
 
 
@@ -332,6 +365,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="D: the firings of the day before D (default: all days)",
     )
     rep.set_defaults(handler=cmd_activation_report)
+
+    exm = sub.add_parser("experiment", help="A/B tests: sample sizes (analysis: coming)")
+    exm_sub = exm.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
+    pw = exm_sub.add_parser("power", help="people per arm and days needed to detect a change")
+    pw.add_argument("--baseline", type=_open_unit, required=True, help="control conversion rate")
+    pw.add_argument(
+        "--mde", type=_positive_float, required=True, help="relative change, 0.10 = +10%%"
+    )
+    pw.add_argument("--alpha", type=_open_unit, default=0.05, help="two-sided (default 0.05)")
+    pw.add_argument("--power", type=_open_unit, default=0.8, help="default 0.8")
+    pw.add_argument(
+        "--cuped-r2",
+        type=_unit_or_zero,
+        default=0.0,
+        help="variance a pre-period covariate explains",
+    )
+    pw.add_argument("--arms", type=_positive_int, default=2, help="arms including control")
+    pw.add_argument(
+        "--daily",
+        type=_positive_float,
+        default=None,
+        help="eligible people a day (default: from the warehouse)",
+    )
+    pw.set_defaults(handler=cmd_experiment_power)
 
     clu = sub.add_parser("cluster", help="behavioral clusters for a date (marts.person_clusters)")
     clu.add_argument("--as-of", type=_iso_date, default=None, help="default: latest features")
