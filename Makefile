@@ -54,6 +54,7 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
 	$(BIN)/microseg activation report --as-of $(DEMO_AS_OF)
+	$(BIN)/microseg experiment check
 	$(BIN)/microseg experiment power --baseline 0.05 --mde 0.10
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"

@@ -177,6 +177,25 @@ def cmd_activation_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_experiment_check(_args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.experiments.grammar import load_configured_experiments
+
+    checked = load_configured_experiments(settings)
+    print(
+        f"{settings.experiments_file}: {len(checked.experiments)} experiment(s), "
+        f"{len(checked.metrics)} metric(s), holdout {checked.holdout:.0%}"
+    )
+    for e in checked.experiments:
+        arms = ", ".join(
+            f"{a.name} {a.weight:.0%}{' (control)' if a.control else ''}" for a in e.arms
+        )
+        print(
+            f"  {e.name}: {e.target_kind} {e.target}, {e.start} to {e.end}, layer {e.layer}; "
+            f"{arms}; primary {e.primary}"
+        )
+    return 0
+
+
 def cmd_experiment_power(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.experiments.power import power_lines
 
@@ -366,8 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.set_defaults(handler=cmd_activation_report)
 
-    exm = sub.add_parser("experiment", help="A/B tests: sample sizes (analysis: coming)")
+    exm = sub.add_parser("experiment", help="A/B tests: check definitions, sample sizes")
     exm_sub = exm.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
+    chk = exm_sub.add_parser("check", help="validate experiments.yml and list its experiments")
+    chk.set_defaults(handler=cmd_experiment_check)
     pw = exm_sub.add_parser("power", help="people per arm and days needed to detect a change")
     pw.add_argument("--baseline", type=_open_unit, required=True, help="control conversion rate")
     pw.add_argument(

@@ -72,6 +72,7 @@ class Settings:
     missing_delivery: str  # "warn" or "error": what a night with quiet days before it does
     segments_file: Path
     triggers_file: Path
+    experiments_file: Path
     export_audiences: tuple[str, ...]
     mlflow_tracking_uri: str
     ml_specs_dir: Path
@@ -158,6 +159,7 @@ class Settings:
         suites = env.get("MICROSEG_EXPECTATIONS_DIR")
         segments = env.get("MICROSEG_SEGMENTS_FILE")
         triggers = env.get("MICROSEG_TRIGGERS_FILE")
+        experiments = env.get("MICROSEG_EXPERIMENTS_FILE")
         specs = env.get("MICROSEG_ML_SPECS_DIR")
         audiences = env.get("MICROSEG_EXPORT_AUDIENCES", DEFAULT_AUDIENCES)
         quiet_days_max = int(_number(env, "MICROSEG_QUIET_DAYS_MAX", 7))
@@ -190,6 +192,11 @@ class Settings:
             ),
             triggers_file=(
                 Path(triggers).expanduser().resolve() if triggers else PROJECT_ROOT / "triggers.yml"
+            ),
+            experiments_file=(
+                Path(experiments).expanduser().resolve()
+                if experiments
+                else PROJECT_ROOT / "experiments.yml"
             ),
             mlflow_tracking_uri=env.get("MICROSEG_MLFLOW_TRACKING_URI")
             or f"sqlite:///{home / 'mlflow.db'}",

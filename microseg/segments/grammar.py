@@ -95,7 +95,7 @@ def event_filter_columns() -> dict[str, str]:
     return {**strings, **EVENT_FILTER_COLUMNS}
 
 
-def _value_class(data_type: str) -> str:
+def value_class(data_type: str) -> str:
     if data_type.startswith(("bigint", "integer", "double", "decimal", "float", "smallint")):
         return "number"
     if data_type == "boolean":
@@ -136,7 +136,7 @@ class Checker:
 
     def typed_value(self, raw: Any, data_type: str, where: str) -> Any:
         """The value if it fits a column of data_type; numbers must be finite."""
-        kind = _value_class(data_type)
+        kind = value_class(data_type)
         ok = {
             "number": isinstance(raw, int | float)
             and not isinstance(raw, bool)
@@ -154,10 +154,10 @@ class Checker:
         if len(ops) != 1:
             raise self.fail(where, f"needs exactly one comparison of {', '.join(OPERATORS)}")
         op = ops[0]
-        if isinstance(raw[op], dict) and self.baselines and _value_class(data_type) == "number":
+        if isinstance(raw[op], dict) and self.baselines and value_class(data_type) == "number":
             return OPERATORS[op], self.baseline(raw[op], f"{where}.{op}")
         value = self.typed_value(raw[op], data_type, f"{where}.{op}")
-        if _value_class(data_type) in ("text", "boolean") and op not in ("=", "!="):
+        if value_class(data_type) in ("text", "boolean") and op not in ("=", "!="):
             raise self.fail(where, f"'{op}' does not apply to {data_type}; use = or !=")
         return OPERATORS[op], value
 
