@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from microseg.activation.caps import country_time_zone, decide
+from microseg.activation.caps import country_time_zone, decide, relevance
 from microseg.activation.delivery import deliver_pending
 from microseg.activation.grammar import TriggerFile, load_triggers
 from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
+from microseg.experiments.arms import ASSIGNMENTS_DDL, apply_arms, held_out
+from microseg.experiments.grammar import load_configured_experiments
 from microseg.segments.run import require_scores
 
 TRIAL_SCHEMA = "activation_trial"  # where a dry run writes its firings
@@ -137,7 +139,7 @@ def idempotency_key(person_id: str, trigger: str, fired_at: datetime) -> str:
 
 def ensure_activation_tables(con) -> None:
     con.execute("create schema if not exists marts")
-    for ddl in ACTIVATION_DDL:
+    for ddl in (*ACTIVATION_DDL, ASSIGNMENTS_DDL):
         con.execute(ddl)
 
 
@@ -256,6 +258,7 @@ def activate(
             f"({settings.triggers_file}; MICROSEG_TRIGGERS_FILE)"
         )
     triggers = load_triggers(triggers_file or settings.triggers_file)
+    experiments = load_configured_experiments(settings)
     for destination in triggers.destinations.values():
         if destination.type == "webhook":
             try:  # a missing secret stops the run before anything is decided
@@ -276,14 +279,14 @@ def activate(
             person_as_of,
         )
     dbt_vars = trigger_vars(settings, triggers, window, person_as_of, schema)
-    # the report is a view (its numbers are current after delivery); a dry run needs neither
-    models = ["trigger_firings"] if dry_run else ["trigger_firings", "activation_report"]
+    # the report and the exposures are views (current after delivery); a dry run needs neither
+    models = ["trigger_firings"] if dry_run else ["path:models/activation"]
     run_dbt(settings, "build", "--select", *models, "--vars", dbt_vars)
     with connect(settings, read_only=dry_run) as con:
         if not dry_run:
             con.begin()  # the window's decisions are written whole or not at all
             _forget_undelivered(con, window)
-        decided, fired = _decide(con, schema, window, triggers)
+        decided, fired, assignments = _decide(con, schema, window, triggers, experiments)
         suppressed = decided[decided.reason.notna()]
         messages = decided[decided.reason.isna()].drop(columns="reason")
         result = ActivationRun(
@@ -296,6 +299,11 @@ def activate(
         if dry_run:
             return result
         _record(con, suppressed, messages, triggers, schema, window, person_as_of)
+        if assignments:  # sticky: a person keeps the arm of their first assignment
+            con.executemany(
+                "insert or ignore into marts.experiment_assignments values (?, ?, ?, ?, ?, ?)",
+                assignments,
+            )
         con.commit()
         result.delivered = deliver_pending(con, settings, triggers, window)
         con.execute(  # the window as it now stands (a re-run records the same)
@@ -322,9 +330,10 @@ def _forget_undelivered(con, window: Window) -> None:
     )
 
 
-def _decide(con, schema: str, window: Window, triggers: TriggerFile):
-    """The window's firings not yet messages, decided against the messages around them;
-    and the number of firings per trigger."""
+def _decide(con, schema: str, window: Window, triggers: TriggerFile, experiments):
+    """The window's firings not yet messages, decided against the messages around them (the
+    holdout first, experiments' arms last: microseg/experiments/arms.py); and the number of
+    firings per trigger."""
     by_name = {t.name: t for t in triggers.triggers}
     params = [window.start, window.cutoff]
     firings = con.execute(
@@ -337,11 +346,18 @@ def _decide(con, schema: str, window: Window, triggers: TriggerFile):
         params,
     ).df()
     firings = firings[firings.trigger_name.isin(by_name)]
+    # what counts toward caps: messages, and a control arm's would-be messages (both arms
+    # must meet the same caps for the experiment to compare like with like)
     accepted_before = con.execute(
         f"""select trigger_name, person_id, session_id, fired_at from marts.activation_outbox
-            where fired_at >= ? - interval {HISTORY_DAYS} day
-              and fired_at < ? + interval {HISTORY_DAYS} day""",
-        params,
+            where fired_at >= $start - interval {HISTORY_DAYS} day
+              and fired_at < $cutoff + interval {HISTORY_DAYS} day
+            union all
+            select trigger_name, person_id, session_id, fired_at from marts.trigger_suppressions
+            where reason like 'experiment_control:%'
+              and fired_at >= $start - interval {HISTORY_DAYS} day
+              and fired_at < $cutoff + interval {HISTORY_DAYS} day""",
+        {"start": window.start, "cutoff": window.cutoff},
     ).df()
     persons = con.execute(
         "select person_id, is_opted_out, latest_country from marts.dim_persons"
@@ -351,15 +367,32 @@ def _decide(con, schema: str, window: Window, triggers: TriggerFile):
         p: country_time_zone(c)
         for p, c in zip(persons.person_id, persons.latest_country, strict=True)
     }
+    held = held_out(firings.person_id, experiments.holdout)
     decided = decide(
-        firings, accepted_before, by_name, triggers.caps, window.cutoff, opted_out, zones
+        firings[~held], accepted_before, by_name, triggers.caps, window.cutoff, opted_out, zones
     )
+    known = {
+        (e, p): arm
+        for e, p, arm in con.execute(
+            "select experiment, person_id, arm from marts.experiment_assignments"
+        ).fetchall()
+    }
+    decided, assignments = apply_arms(decided, experiments, known)
+    holdout = firings[held].assign(
+        reason="holdout",
+        relevance=[
+            relevance(window.cutoff - t.to_pydatetime(), by_name[n].half_life_minutes)
+            for n, t in zip(firings[held].trigger_name, firings[held].fired_at, strict=True)
+        ],
+        priority=[by_name[n].priority for n in firings[held].trigger_name],
+    )
+    decided = pd.concat([decided, holdout], ignore_index=True)
     fired = con.execute(
         f"""select trigger_name, count(*) from {schema}.trigger_firings
             where fired_at >= ? and fired_at < ? group by all""",
         params,
     ).fetchall()
-    return decided, dict(fired)
+    return decided, dict(fired), assignments
 
 
 def _record(con, suppressed, messages, triggers, schema, window, person_as_of) -> None:

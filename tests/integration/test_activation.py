@@ -363,11 +363,11 @@ def test_the_report_command_prints_the_report_mart(activated):
     with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
         rows = con.execute(
             """select fired_on, trigger_name, channel, fired, sent, failed, pending, expired,
-                      opted_out, re_eligibility, capped
+                      opted_out, re_eligibility, capped, holdout, experiment_control
                from marts.activation_report where fired_on = ? order by trigger_name""",
             [NIGHTS[2] - timedelta(days=1)],
         ).fetchall()
-    printed = [line.split()[:11] for line in lines]
+    printed = [line.split()[:13] for line in lines]
     assert printed == [[str(v) for v in row] for row in rows] and len(rows) == 5
     for row in rows:  # every firing is accounted for once
-        assert row[3] == sum(row[4:11])
+        assert row[3] == sum(row[4:13])

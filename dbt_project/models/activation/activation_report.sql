@@ -47,7 +47,9 @@ suppressions as (
         count(*) filter (where reason = 'expired') as expired,
         count(*) filter (where reason = 'opted_out' or reason like 'not_consented:%') as opted_out,
         count(*) filter (where reason = 're_eligibility') as re_eligibility,
-        count(*) filter (where reason like 'capped:%') as capped
+        count(*) filter (where reason like 'capped:%') as capped,
+        count(*) filter (where reason = 'holdout') as holdout,
+        count(*) filter (where reason like 'experiment_control:%') as experiment_control
     from {{ source('activation', 'trigger_suppressions') }} as suppressions
     group by all
 ),
@@ -77,6 +79,8 @@ final as (
         coalesce(suppressions.opted_out, 0) as opted_out,
         coalesce(suppressions.re_eligibility, 0) as re_eligibility,
         coalesce(suppressions.capped, 0) as capped,
+        coalesce(suppressions.holdout, 0) as holdout,
+        coalesce(suppressions.experiment_control, 0) as experiment_control,
         coalesce(capped_by.capped_by, '{}'::json) as capped_by
     from firings
     left join messages using (fired_on, trigger_name, channel)

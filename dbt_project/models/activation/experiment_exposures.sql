@@ -1,0 +1,42 @@
+{#- One row per experiment and person: the first moment the person's arm acted on them, after
+    their assignment - a message of the targeted trigger went out (treatment), or would have
+    and was withheld (control, suppression experiment_control:<experiment>). The analysis
+    compares arms over exposed people only, not diluted by everyone assigned. A view. -#}
+{{ config(materialized='view') }}
+
+with
+
+assignments as (
+    select * from {{ source('activation', 'experiment_assignments') }}
+),
+
+acted as (
+    select person_id, trigger_name, fired_at, session_id, null::varchar as experiment
+    from {{ source('activation', 'activation_outbox') }}
+    union all
+    select person_id, trigger_name, fired_at, session_id,
+           substr(reason, length('experiment_control:') + 1) as experiment
+    from {{ source('activation', 'trigger_suppressions') }}
+    where reason like 'experiment_control:%'
+),
+
+final as (
+    select
+        assignments.experiment,
+        assignments.person_id,
+        assignments.arm,
+        acted.fired_at as exposed_at,
+        acted.trigger_name,
+        acted.session_id
+    from assignments
+    join acted
+      on acted.person_id = assignments.person_id
+     and acted.trigger_name = assignments.trigger_name
+     and acted.fired_at >= assignments.assigned_at
+     and (acted.experiment is null or acted.experiment = assignments.experiment)
+    qualify row_number() over (
+        partition by assignments.experiment, assignments.person_id order by acted.fired_at
+    ) = 1
+)
+
+select * from final

@@ -1,0 +1,57 @@
+"""The experiments' holdout and arms acting on decided firings (experiments/arms.py)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+
+from microseg.experiments.arms import apply_arms, held_out
+from microseg.experiments.assignment import bucket
+from microseg.experiments.grammar import Arm, Experiment, ExperimentFile
+
+EXPERIMENT = Experiment(
+    name="cart_reminder", hypothesis="h", owner="o", target_kind="trigger",
+    target="cart_abandoned", layer="l", start=date(2026, 10, 5), end=date(2026, 10, 19),
+    salt="cart_reminder", primary="converted_7d", secondary=(), guardrails=(),
+    arms=(Arm("control", 0.5, True, False, None), Arm("reminder", 0.5, False, True, None)),
+)  # fmt: skip
+FILE = ExperimentFile(path=None, holdout=0.05, metrics={}, experiments=[EXPERIMENT])
+
+
+def _decided(rows) -> pd.DataFrame:
+    """rows: (trigger, person, fired_at, reason)."""
+    frame = pd.DataFrame(rows, columns=["trigger_name", "person_id", "fired_at", "reason"])
+    return frame.assign(session_id="s", relevance=1.0, priority=0)
+
+
+def test_the_holdout_takes_its_share_by_the_documented_hash() -> None:
+    people = pd.Series([f"per_{i:05d}" for i in range(20_000)])
+    held = held_out(people, 0.05)
+    assert abs(held.mean() - 0.05) < 0.005
+    assert held.tolist() == [bucket("microseg_holdout", p) < 0.05 for p in people]
+
+
+def test_control_withholds_would_be_messages_and_arms_are_sticky() -> None:
+    people = [f"per_{i:04d}" for i in range(400)]
+    day = datetime(2026, 10, 6, 12)
+    rows = [("cart_abandoned", p, day, None) for p in people]
+    rows += [("cart_abandoned", people[0], day + timedelta(days=1), "capped:x")]
+    rows += [("binge_reader", people[1], day, None)]  # not the experiment's trigger
+    rows += [("cart_abandoned", people[2], datetime(2026, 10, 20), None)]  # after its end
+    decided, assignments = apply_arms(_decided(rows), FILE, known={})
+    arms = {person: arm for _, person, arm, *_ in assignments}
+    assert len(assignments) == len(people)  # once each, at the first firing
+    control = {p for p, arm in arms.items() if arm == "control"}
+    assert 150 < len(control) < 250
+    first_day = decided[(decided.fired_at == day) & (decided.trigger_name == "cart_abandoned")]
+    withheld = set(first_day.person_id[first_day.reason == "experiment_control:cart_reminder"])
+    assert withheld == control and first_day.reason[~first_day.person_id.isin(control)].isna().all()
+    assert decided.reason.iloc[-3] == "capped:x"  # already suppressed: left as it was
+    assert decided.reason.iloc[-2:].isna().all()  # another trigger; after the experiment
+    # a later run keeps the recorded arm, whatever the hash says
+    flipped = {("cart_reminder", p): "reminder" for p in control}
+    again, new = apply_arms(
+        _decided([r for r in rows[: len(people)] if r[1] in control]), FILE, known=flipped
+    )
+    assert new == [] and again.reason.isna().all()
