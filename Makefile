@@ -51,10 +51,13 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg transform
 	$(BIN)/microseg train --model purchase_propensity --model content_preference
 	$(BIN)/microseg promote --model purchase_propensity --model content_preference
+	@echo "activating the nights of 2026-10-06 ... 2026-10-14 (what the activation DAG did while the data arrived; log: $(MICROSEG_HOME)/demo_activation.log)"
+	@for day in 06 07 08 09 10 11 12 13 14; do $(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
 	$(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
 	$(BIN)/microseg activation report --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg experiment check
+	$(BIN)/microseg experiment analyze --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg experiment power --baseline 0.05 --mde 0.10
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"

@@ -14,7 +14,8 @@ Steps: ingest → raw Great Expectations checkpoint → dbt through Cosmos, one 
 per layer (events → sessions → person_days, `dbt_project/selectors.yml`; a model's data
 tests run right after it, so a failing test stops what is built on it) → feature Great
 Expectations checkpoint → score with each champion model → behavioral clusters → segments →
-triggers of the day before (`microseg activate`) → audience exports → publish.
+triggers of the day before (`microseg activate`) → experiments analyzed
+(`marts.experiment_results`, `marts.experiment_decisions`) → audience exports → publish.
 
 **Date.** Every task works on `as_of` = the day of the run's 03:00 trigger (the run of
 2026-10-15 03:00 builds features, scores and segments as of 2026-10-15, i.e. behavior before
@@ -161,6 +162,12 @@ def behavior_nightly():
         return run_step(activate_step, params, data_interval_end)
 
     @task
+    def experiments(params=None, data_interval_end=None):
+        from microseg.pipeline import experiments_step
+
+        return run_step(experiments_step, params, data_interval_end)
+
+    @task
     def export_audiences(params=None, data_interval_end=None):
         from microseg.pipeline import export_step
 
@@ -181,6 +188,7 @@ def behavior_nightly():
         >> cluster()
         >> segments()
         >> activate()
+        >> experiments()
         >> export_audiences()
         >> publish()
     )

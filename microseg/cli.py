@@ -196,6 +196,23 @@ def cmd_experiment_check(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_experiment_analyze(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.experiments.analyze import analyze
+    from microseg.experiments.grammar import load_configured_experiments
+    from microseg.warehouse import features_as_of
+
+    experiments = load_configured_experiments(settings)
+    known = {e.name for e in experiments.experiments}
+    for name in args.names:
+        if name not in known:
+            raise UsageError(f"no experiment {name!r} in {settings.experiments_file}")
+    as_of = features_as_of(settings, args.as_of)
+    for d in analyze(settings, experiments, as_of, args.names or None):
+        print(f"{d.experiment} as of {as_of}: {d.decision} - {d.reasons}")
+    print("per arm and metric: marts.experiment_results; decisions: marts.experiment_decisions")
+    return 0
+
+
 def cmd_experiment_power(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.experiments.power import power_lines
 
@@ -385,10 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.set_defaults(handler=cmd_activation_report)
 
-    exm = sub.add_parser("experiment", help="A/B tests: check definitions, sample sizes")
+    exm = sub.add_parser("experiment", help="A/B tests: check, analyze, sample sizes")
     exm_sub = exm.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
     chk = exm_sub.add_parser("check", help="validate experiments.yml and list its experiments")
     chk.set_defaults(handler=cmd_experiment_check)
+    ana = exm_sub.add_parser("analyze", help="arms against control, per metric, and a decision")
+    ana.add_argument("names", nargs="*", metavar="NAME", help="experiments (default: all)")
+    ana.add_argument("--as-of", type=_iso_date, default=None, help="default: latest features")
+    ana.set_defaults(handler=cmd_experiment_analyze)
     pw = exm_sub.add_parser("power", help="people per arm and days needed to detect a change")
     pw.add_argument("--baseline", type=_open_unit, required=True, help="control conversion rate")
     pw.add_argument(

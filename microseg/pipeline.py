@@ -181,6 +181,18 @@ def activate_step(settings: Settings, as_of: date) -> str:
     return _activation_summary(activate(settings, as_of))
 
 
+def experiments_step(settings: Settings, as_of: date) -> str:
+    """The experiments of experiments.yml analyzed as of D (after the night's activation)."""
+    from microseg.experiments.analyze import analyze
+    from microseg.experiments.grammar import load_configured_experiments
+
+    decisions = analyze(settings, load_configured_experiments(settings), as_of)
+    return "experiments: " + (
+        "; ".join(f"{d.experiment}: {d.decision} ({d.exposed:,} exposed)" for d in decisions)
+        or "none declared"
+    )
+
+
 def ingest_landed_step(settings: Settings, cutoff: datetime) -> str:
     """The activation DAG's first task: load files landed since the last batch (any dated up
     to the cutoff's day, for the triggers; the nightly run goes on loading by its own dates).
@@ -270,5 +282,6 @@ def run_nightly(
     report(cluster_step(settings, as_of))
     report(segments_step(settings, as_of))
     report(activate_step(settings, as_of))
+    report(experiments_step(settings, as_of))
     report(export_step(settings, as_of, audiences))
     report(publish_step(settings, as_of))

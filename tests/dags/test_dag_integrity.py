@@ -99,7 +99,8 @@ def test_nightly_runs_the_steps_in_order_with_one_dbt_build_per_layer(report: di
         ("score", "cluster"),
         ("cluster", "segments"),
         ("segments", "activate"),
-        ("activate", "export_audiences"),
+        ("activate", "experiments"),
+        ("experiments", "export_audiences"),
         ("export_audiences", "publish"),
     ]:
         assert (step, following) in edges

@@ -13,11 +13,13 @@ import duckdb
 import pytest
 import yaml
 
-from microseg.activation import activate
+from microseg.activation import activate, load_triggers
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import ConfigError
+from microseg.experiments.analyze import analyze
+from microseg.experiments.grammar import load_experiments
 from microseg.pipeline import run_batch
-from microseg.segments import run_segments
+from microseg.segments import load_segments, run_segments
 from tests.helpers import run_cli, truth_connection
 from tests.receiver import Receiver
 
@@ -36,12 +38,26 @@ def _home(built: Settings, tmp_path: Path, monkeypatch, triggers: Path | None = 
     return Settings.from_env()
 
 
+def _experiments_file(folder: Path) -> Path:
+    """experiments.yml, its experiment running over the small data set, with 1-day windows."""
+    document = yaml.safe_load((PROJECT_ROOT / "experiments.yml").read_text())
+    for metric in document["metrics"]:
+        metric["window_days"] = 1
+    document["experiments"][0].update(start="2026-10-01", end="2026-10-10")
+    path = folder / "experiments.yml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
 @pytest.fixture(scope="module")
 def activated(built: Settings, tmp_path_factory) -> Settings:
-    """Every night of the small data set activated once, with the default triggers.yml."""
+    """Every night of the small data set activated once, with the default triggers.yml, and
+    the cart_reminder experiment running throughout."""
     home = tmp_path_factory.mktemp("activated")
     shutil.copy(built.warehouse_path, home)
-    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    settings = Settings.from_env(
+        {"MICROSEG_HOME": str(home), "MICROSEG_EXPERIMENTS_FILE": str(_experiments_file(home))}
+    )
     for night in NIGHTS:
         if night >= NIGHTS[-2]:
             run_segments(settings, night)  # payloads name the person's segments that night
@@ -371,3 +387,66 @@ def test_the_report_command_prints_the_report_mart(activated):
     assert printed == [[str(v) for v in row] for row in rows] and len(rows) == 5
     for row in rows:  # every firing is accounted for once
         assert row[3] == sum(row[4:13])
+
+
+def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activated):
+    with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+        per_arm = "select arm, count(*) from marts.{} group by all"
+        arms = dict(con.execute(per_arm.format("experiment_assignments")).fetchall())
+        withheld = con.execute(
+            """select count(*) from marts.experiment_exposures e
+               join marts.trigger_suppressions s
+                 on s.person_id = e.person_id and s.fired_at = e.exposed_at
+                and s.reason = 'experiment_control:cart_reminder'
+               where e.arm = 'control'"""
+        ).fetchone()[0]
+        exposed = dict(con.execute(per_arm.format("experiment_exposures")).fetchall())
+        sent_to_control = con.execute(
+            """select count(*) from marts.activation_outbox o
+               join marts.experiment_assignments a
+                 on a.person_id = o.person_id and a.trigger_name = o.trigger_name
+               where a.arm = 'control' and o.fired_at >= a.assigned_at"""
+        ).fetchone()[0]
+    assert set(arms) == {"control", "reminder"} and min(arms.values()) > 20
+    assert withheld == exposed["control"] > 0 and exposed["reminder"] > 0
+    assert sent_to_control == 0  # the control arm never got the cart message
+    experiments = load_experiments(
+        activated.experiments_file,
+        segments={s.name for s in load_segments(activated.segments_file)},
+        triggers={t.name for t in load_triggers(activated.triggers_file).triggers},
+    )
+    as_of = NIGHTS[-1]
+    [decision] = analyze(activated, experiments, as_of)
+    again = analyze(activated, experiments, as_of)
+    with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+        rows = {
+            r[0]: r[1:]
+            for r in con.execute(
+                """select metric, n, control_n, mean, control_mean from marts.experiment_results
+                   where as_of_date = ? and arm = 'reminder'""",
+                [as_of],
+            ).fetchall()
+        }
+        # the primary metric re-derived: bought within a day of exposure, mature people only
+        expected = dict(
+            (arm, (n, rate))
+            for arm, n, rate in con.execute(
+                """select e.arm, count(*), avg(coalesce((
+                        select bool_or(s.has_purchase) from marts.fct_sessions s
+                        where s.person_id = e.person_id and s.session_start_at >= e.exposed_at
+                          and s.session_start_at < e.exposed_at + interval 1 day), false)::int)
+                   from marts.experiment_exposures e
+                   where e.exposed_at + interval 1 day <= ?::timestamp group by all""",
+                [as_of],
+            ).fetchall()
+        )
+        stored = con.execute(
+            "select count(*) from marts.experiment_decisions where as_of_date = ?", [as_of]
+        ).fetchone()[0]
+    n, control_n, mean, control_mean = rows["converted_7d"]
+    assert (n, control_n) == (expected["reminder"][0], expected["control"][0]) and n > 10
+    assert abs(mean - expected["reminder"][1]) < 1e-12
+    assert abs(control_mean - expected["control"][1]) < 1e-12
+    assert set(rows) == {"converted_7d", "revenue_7d", "opted_out_7d", "bounce_rate_7d"}
+    assert decision.exposed == sum(exposed.values()) and again == [decision] and stored == 1
+    assert decision.decision in ("keep running", "ship reminder", "stop for harm")

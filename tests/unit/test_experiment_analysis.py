@@ -1,0 +1,93 @@
+"""From per-person values to a decision (experiments/analyze.py), on planted data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from microseg.experiments.analyze import decide, results
+from microseg.experiments.grammar import Arm, Experiment, Guardrail, Metric
+
+CONVERTED = Metric("converted_7d", "conversion", "has_purchase", 7)
+BOUNCE = Metric("bounce_rate_7d", "mean", "is_bounce", 7)
+METRICS = {m.name: m for m in (CONVERTED, BOUNCE)}
+EXPERIMENT = Experiment(
+    name="cart_reminder", hypothesis="h", owner="o", target_kind="trigger",
+    target="cart_abandoned", layer="l", start=date(2026, 10, 5), end=date(2026, 10, 19),
+    salt="cart_reminder", primary="converted_7d", secondary=(),
+    guardrails=(Guardrail("bounce_rate_7d", "lower", 0.02),),
+    arms=(Arm("control", 0.5, True, False, None), Arm("reminder", 0.5, False, True, None)),
+)  # fmt: skip
+DURING, AFTER = date(2026, 10, 12), date(2026, 10, 20)
+
+
+def _values(seed: int, *, convert=(0.10, 0.10), bounce=(0.30, 0.30), n=(8_000, 8_000)):
+    """Per metric, (person_id, arm, y, x): planted conversion rates per arm (on average over
+    the covariate), and a pre-period covariate, the same in both arms, that predicts
+    conversion (so CUPED has something to remove)."""
+    rng = np.random.default_rng(seed)
+    arms = np.repeat(["control", "reminder"], n)
+    rate = np.repeat(convert, n)
+    x = rng.binomial(4, 0.25, arms.size).astype(float)  # mean 1
+    y = (rng.random(arms.size) < np.clip(rate * x, 0, 1)).astype(int)
+    b = (rng.random(arms.size) < np.repeat(bounce, n)).astype(float)
+    people = [f"p{i}" for i in range(arms.size)]
+    return {
+        "converted_7d": pd.DataFrame({"person_id": people, "arm": arms, "y": y, "x": x}),
+        "bounce_rate_7d": pd.DataFrame({"person_id": people, "arm": arms, "y": b, "x": 0.0}),
+    }
+
+
+def _decision(values, as_of=DURING, counts=None):
+    frame = results(lambda m: values[m.name], EXPERIMENT, METRICS)
+    arms = counts or dict(values["converted_7d"].arm.value_counts())
+    return frame, decide(EXPERIMENT, frame, arms, as_of)
+
+
+def test_a_planted_lift_ships_with_an_interval_around_it() -> None:
+    frame, decision = _decision(_values(1, convert=(0.10, 0.13)))
+    primary = frame[frame.role == "primary"].iloc[0]
+    assert decision.decision == "ship reminder", decision.reasons
+    assert primary.sequential_low > 0 and primary.lift_low < primary.lift < primary.lift_high
+    assert primary.lift_high - primary.lift_low < primary.sequential_high - primary.sequential_low
+    assert primary.variance_reduction > 0.05  # the covariate explains part of the variance
+    assert primary.relative_low < primary.relative_lift < primary.relative_high
+    assert primary.relative_lift > 0.15 and primary.chance_to_beat_control > 0.99
+    assert bool(frame[frame.role == "guardrail"].guardrail_ok.iloc[0])
+
+
+def test_no_effect_keeps_running_and_ends_inconclusive() -> None:
+    values = _values(2)
+    assert _decision(values)[1].decision == "keep running"
+    assert _decision(values, as_of=AFTER)[1].decision == "inconclusive"
+
+
+def test_a_breached_guardrail_stops_the_experiment_whatever_the_lift() -> None:
+    _, decision = _decision(_values(3, convert=(0.10, 0.13), bounce=(0.30, 0.36)))
+    assert decision.decision == "stop for harm"
+    assert decision.reasons == "guardrail breached: bounce_rate_7d"
+
+
+def test_a_sample_ratio_mismatch_makes_the_results_untrustworthy() -> None:
+    values = _values(4, convert=(0.10, 0.13), n=(8_400, 7_600))  # planned 50/50
+    _, decision = _decision(values)
+    assert decision.decision == "untrustworthy" and decision.srm_p_value < 0.001
+
+
+def test_nobody_mature_yet_keeps_running() -> None:
+    empty = {name: frame.iloc[:0] for name, frame in _values(5).items()}
+    frame, decision = _decision(empty, counts={"control": 10, "reminder": 12})
+    assert decision.decision == "keep running"
+    assert decision.reasons == "no exposed person's window has passed yet"
+    assert frame.lift.isna().all()
+
+
+def test_holm_adjusts_across_primary_and_secondary() -> None:
+    two = replace(EXPERIMENT, secondary=("bounce_rate_7d",), guardrails=())
+    values = _values(6, convert=(0.10, 0.11))
+    frame = results(lambda m: values[m.name], two, METRICS)
+    assert (frame.adjusted_p_value >= frame.p_value).all()
+    assert frame.adjusted_p_value.max() <= 1
