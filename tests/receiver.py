@@ -25,6 +25,7 @@ class Receiver:
 
     def __init__(self, secret: str) -> None:
         self.secret = secret
+        self.answer_after_s = 0.0  # accepted batches: keys kept at once, the answer this late
         self.keys: list[str] = []
         self.batch_keys: list[str] = []
         self.bad_signatures = 0
@@ -112,6 +113,8 @@ class Receiver:
                     keys = [m["idempotency_key"] for m in json.loads(body)["messages"]]
                 if keys is not None:
                     self.keys.extend(keys)
+        if keys is not None and self.answer_after_s:
+            self._stopping.wait(self.answer_after_s)  # a sender killed meanwhile never hears
         if stall is not None:
             self._stopping.wait(stall)
             code = 503

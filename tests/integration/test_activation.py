@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic, sleep
 
 import duckdb
 import pytest
@@ -450,3 +455,52 @@ def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activa
     assert set(rows) == {"converted_7d", "revenue_7d", "opted_out_7d", "bounce_rate_7d"}
     assert decision.exposed == sum(exposed.values()) and again == [decision] and stored == 1
     assert decision.decision in ("keep running", "ship reminder", "stop for harm")
+
+
+def test_a_run_killed_while_delivering_resends_only_what_it_could_not_record(
+    built, tmp_path, monkeypatch
+):
+    """SIGKILL in the middle of webhook delivery, then the same night again: every message
+    arrives, and only a batch whose answer the killed run never heard arrives twice (with the
+    same keys, for the receiver to deduplicate)."""
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    with Receiver(SECRET) as receiver:
+        triggers = _webhook_triggers(tmp_path, receiver.url)
+        document = yaml.safe_load(triggers.read_text())
+        document["destinations"][-1]["batch_size"] = 5
+        triggers.write_text(yaml.safe_dump(document))
+        settings = _home(built, tmp_path, monkeypatch, triggers)
+        receiver.answer_after_s = 0.3  # about 6 s of delivery for a night's ~100 messages
+        night = str(NIGHTS[1])
+        env = {**os.environ, "MICROSEG_HOME": str(settings.home)}
+        killed = subprocess.Popen(
+            [sys.executable, "-m", "microseg.cli", "activate", "--as-of", night], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = monotonic() + 120
+        while len(receiver.keys) < 15 and killed.poll() is None:
+            assert monotonic() < deadline, "delivery never started"
+            sleep(0.05)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        assert killed.returncode == -signal.SIGKILL  # it died mid-delivery
+        before_rerun = len(receiver.keys)
+        receiver.answer_after_s = 0.0
+        rerun = activate(settings, NIGHTS[1])
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        queued = {
+            k
+            for (k,) in con.execute(
+                "select idempotency_key from marts.activation_outbox"
+            ).fetchall()
+        }
+        sent = con.execute(
+            "select count(*) from marts.activation_deliveries where status = 'sent'"
+        ).fetchone()[0]
+    counts = {k: receiver.keys.count(k) for k in set(receiver.keys)}
+    assert set(counts) == queued and sent == len(queued) > 20
+    assert before_rerun < len(queued)  # the kill left messages undelivered
+    assert max(counts.values()) <= 2 and sum(c == 2 for c in counts.values()) <= 5
+    assert rerun.delivered["hook"]["sent"] == len(queued) - before_rerun + sum(
+        c == 2 for c in counts.values()
+    )
