@@ -92,7 +92,7 @@ def decide(
 ) -> pd.DataFrame:
     """Each candidate firing with its relevance at the cutoff and its fate: reason None (a
     message) or opted_out, expired, re_eligibility or capped:<cap> (the most restrictive cap
-    it breaks: the smallest max, then the name)."""
+    it breaks: the smallest max, then the shortest window, then the name)."""
     ledgers: dict[str, _Ledger] = {}
 
     def ledger(person: str) -> _Ledger:

@@ -18,23 +18,27 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
+
 from microseg.activation.grammar import Destination, TriggerFile
 from microseg.activation.webhook import WebhookTarget, deliver
 from microseg.config import Settings
 from microseg.export import neutralized
 
 FINAL_STATUSES = ("sent", "rejected", "dead_letter")
+# messages with an outcome at some destination: never decided or withdrawn again
+FINAL_KEYS = (
+    f"select idempotency_key from marts.activation_deliveries where status in {FINAL_STATUSES}"
+)
 CSV_TEXT_COLUMNS = ("idempotency_key", "trigger_name", "channel", "person_id", "user_id")
 
 
 def _withdraw_opted_out(con, cutoff: datetime) -> int:
     """Queued, undelivered messages of people who opted out since: never sent."""
-    pending_opted_out = """
+    pending_opted_out = f"""
         from marts.activation_outbox o
         join marts.dim_persons p using (person_id)
-        where p.is_opted_out
-          and not exists (select 1 from marts.activation_deliveries d
-                          where d.idempotency_key = o.idempotency_key and d.status = 'sent')
+        where p.is_opted_out and o.idempotency_key not in ({FINAL_KEYS})
     """
     withdrawn = con.execute(f"select count(*) {pending_opted_out}").fetchone()[0]
     if withdrawn:
@@ -86,39 +90,44 @@ def _write_atomically(path: Path, data: bytes) -> str:
 def _pending(con, destination: Destination) -> list[tuple[str, str]]:
     """(key, payload) of the destination's messages without a final outcome, oldest first."""
     return con.execute(
-        """select o.idempotency_key, o.payload::varchar from marts.activation_outbox o
-           where list_contains(o.destinations, $name)
-             and not exists (
-                select 1 from marts.activation_deliveries d
-                where d.idempotency_key = o.idempotency_key and d.destination = $name
-                  and d.status in ('sent', 'rejected', 'dead_letter'))
-           order by o.fired_at, o.idempotency_key""",
+        f"""select o.idempotency_key, o.payload::varchar from marts.activation_outbox o
+            join marts.dim_persons p using (person_id)
+            where list_contains(o.destinations, $name)
+              and p.is_opted_out is not true  -- consent again, at each destination
+              and not exists (
+                 select 1 from marts.activation_deliveries d
+                 where d.idempotency_key = o.idempotency_key and d.destination = $name
+                   and d.status in {FINAL_STATUSES})
+            order by o.fired_at, o.idempotency_key""",
         {"name": destination.name},
     ).fetchall()
 
 
 def _deliver_files(con, settings: Settings, destination: Destination, window) -> dict[str, int]:
-    """The run's file: the messages this run (of this window) delivered to the destination,
-    as JSONL and CSV, and a manifest. Recorded first, then written, so a re-run (or a run
-    after a crash in between) writes the same file; a message is in one file only."""
+    """The run's file: the messages this run (of this window) delivers to the destination, as
+    JSONL and CSV, and a manifest: written first, then recorded, so a crash in between
+    rewrites the same file on the re-run; a message is in one file only."""
     new = [(key, "sent", 1, None, None, None) for key, _ in _pending(con, destination)]
-    _record(con, destination.name, new, window.cutoff)
     folder = (
         settings.activation_dir
         / destination.name
         / f"{window.start:%Y-%m-%dT%H%M}_{window.cutoff:%Y-%m-%dT%H%M}"
     )
     folder.mkdir(parents=True, exist_ok=True)
+    con.register(
+        "new_keys", pd.DataFrame({"idempotency_key": [row[0] for row in new]}, dtype=object)
+    )
     delivered_by_this_run = """
         select o.idempotency_key, o.trigger_name, o.channel, o.person_id, p.user_id,
                o.session_id, strftime(o.fired_at, '%Y-%m-%dT%H:%M:%S.%fZ') as fired_at,
                round(o.relevance, 6) as relevance, o.payload::varchar as payload
         from marts.activation_outbox o
-        join marts.activation_deliveries d
-          on d.idempotency_key = o.idempotency_key and d.destination = ?
-         and d.status = 'sent' and d.delivered_for = ?
         join marts.dim_persons p using (person_id)
         where p.is_opted_out is not true
+          and (o.idempotency_key in (select idempotency_key from new_keys)
+               or o.idempotency_key in (
+                   select idempotency_key from marts.activation_deliveries
+                   where destination = ? and status = 'sent' and delivered_for = ?))
         order by o.fired_at, o.idempotency_key
     """
     params = [destination.name, window.cutoff]
@@ -134,6 +143,7 @@ def _deliver_files(con, settings: Settings, destination: Destination, window) ->
         "(header, delimiter ',', quote '\"')",
         params,
     )
+    con.unregister("new_keys")
     checksums["messages.csv"] = _write_atomically(folder / "messages.csv", partial.read_bytes())
     partial.unlink(missing_ok=True)
     manifest = {
@@ -146,6 +156,7 @@ def _deliver_files(con, settings: Settings, destination: Destination, window) ->
         "consent": "people opted out of personalization are excluded",
     }
     _write_atomically(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    _record(con, destination.name, new, window.cutoff)
     return {"sent": len(new)} if new else {}
 
 

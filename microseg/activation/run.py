@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from microseg.activation.caps import country_time_zone, decide, relevance
-from microseg.activation.delivery import deliver_pending
+from microseg.activation.delivery import FINAL_KEYS, deliver_pending
 from microseg.activation.grammar import TriggerFile, load_triggers
 from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
@@ -316,32 +316,39 @@ def activate(
 
 
 def _forget_undelivered(con, window: Window) -> None:
-    """What was delivered stays as it was; everything else in the window is decided anew."""
+    """What is final stays as it was: a message with an outcome at some destination (sent,
+    rejected, dead letter), and a control arm's withheld message (an exposure). Everything
+    else in the window is decided anew."""
     params = [window.start, window.cutoff]
     con.execute(
-        """delete from marts.activation_outbox
-           where fired_at >= ? and fired_at < ?
-             and idempotency_key not in (
-                select idempotency_key from marts.activation_deliveries where status = 'sent')""",
+        f"""delete from marts.activation_outbox
+            where fired_at >= ? and fired_at < ?
+              and idempotency_key not in ({FINAL_KEYS})""",
         params,
     )
     con.execute(
-        "delete from marts.trigger_suppressions where fired_at >= ? and fired_at < ?", params
+        """delete from marts.trigger_suppressions
+           where fired_at >= ? and fired_at < ? and reason not like 'experiment_control:%'""",
+        params,
     )
 
 
 def _decide(con, schema: str, window: Window, triggers: TriggerFile, experiments):
     """The window's firings not yet messages, decided against the messages around them (the
     holdout first, experiments' arms last: microseg/experiments/arms.py); and the number of
-    firings per trigger."""
+    firings per trigger. A session whose firing of a trigger already became a message (or a
+    control's withheld one) is not decided again, even if a later look moved its moment."""
     by_name = {t.name: t for t in triggers.triggers}
     params = [window.start, window.cutoff]
     firings = con.execute(
         f"""select trigger_name, person_id, session_id, fired_at
             from {schema}.trigger_firings
             where fired_at >= ? and fired_at < ?
-              and (trigger_name, person_id, fired_at) not in (
-                  select (trigger_name, person_id, fired_at) from marts.activation_outbox)
+              and (trigger_name, session_id) not in (
+                  select (trigger_name, session_id) from marts.activation_outbox
+                  union all
+                  select (trigger_name, session_id) from marts.trigger_suppressions
+                  where reason like 'experiment_control:%')
             order by all""",
         params,
     ).df()

@@ -154,7 +154,9 @@ def compare(values: pd.DataFrame, experiment: Experiment, metric: Metric) -> lis
             test = welch_t_test(
                 at.mean(), at.var(ddof=1), at.size, ac.mean(), ac.var(ddof=1), ac.size
             )
-        halfwidth = confidence_sequence_halfwidth(test.standard_error, yt.size + yc.size)
+        halfwidth = confidence_sequence_halfwidth(
+            test.standard_error, yt.size + yc.size, experiment.planned_people
+        )
         relative = relative_lift(
             yt.mean(), yt.var(ddof=1), yt.size, yc.mean(), yc.var(ddof=1), yc.size
         )
@@ -173,16 +175,19 @@ def compare(values: pd.DataFrame, experiment: Experiment, metric: Metric) -> lis
     return rows
 
 
-ONE_SIDED_95 = 1.6448536269514722  # z of a one-sided 95% bound
-
-
 def _judge_guardrail(frame: pd.DataFrame, guardrail) -> pd.DataFrame:
-    """Non-inferiority, one-sided at 95%: the bound on the bad side stays within the margin."""
+    """Non-inferiority on the always-valid interval: guardrail_ok is true once the harmful
+    side is shown within the margin, false once harm beyond the margin is shown, and null
+    while neither is (uncertainty is not harm)."""
     at = (frame.role == "guardrail") & (frame.metric == guardrail.metric) & frame.lift.notna()
     sign = 1.0 if guardrail.better == "lower" else -1.0  # the direction of harm
-    worst = sign * frame.lift[at] + ONE_SIDED_95 * frame.standard_error[at]
+    half = (frame.sequential_high[at] - frame.sequential_low[at]) / 2
+    harm = sign * frame.lift[at]
+    status = np.where(
+        harm + half <= guardrail.margin, True, np.where(harm - half > guardrail.margin, False, None)
+    )
     frame = frame.assign(guardrail_ok=frame.guardrail_ok.astype(object))
-    frame.loc[at, "guardrail_ok"] = (worst <= guardrail.margin).astype(object)
+    frame.loc[at, "guardrail_ok"] = pd.Series(status, index=frame.index[at], dtype=object)
     return frame
 
 
@@ -211,6 +216,16 @@ def decide(
     if primary.empty:
         return verdict("keep running", "no exposed person's window has passed yet")
     winners = primary[primary.sequential_low > 0]
+    guardrails = rows[rows.role == "guardrail"]
+    unproven = sorted(set(guardrails.metric[guardrails.guardrail_ok.isna()]))
+    if len(winners) and unproven:
+        best = winners.sort_values("lift", ascending=False).iloc[0]
+        ended = as_of >= experiment.end
+        return verdict(
+            "inconclusive" if ended else "keep running",
+            f"{best.arm} lifts {experiment.primary} {best.relative_lift:+.1%}, but "
+            f"{', '.join(unproven)} not yet shown within the margin",
+        )
     if len(winners):
         best = winners.sort_values("lift", ascending=False).iloc[0]
         return verdict(

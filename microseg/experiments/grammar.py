@@ -26,7 +26,7 @@ METRIC_KINDS = {  # kind -> the kinds of session column it aggregates over the w
 }
 EXPERIMENT_KEYS = {
     "name", "hypothesis", "owner", "targeting", "layer", "start", "end", "salt", "arms",
-    "primary", "secondary", "guardrails",
+    "primary", "secondary", "guardrails", "planned_people",
 }  # fmt: skip
 ARM_KEYS = {"name", "weight", "control", "send", "variant"}
 WEIGHT_TOLERANCE = 1e-9
@@ -71,6 +71,7 @@ class Experiment:
     primary: str
     secondary: tuple[str, ...]
     guardrails: tuple[Guardrail, ...]
+    planned_people: int  # exposed people the confidence sequence is tuned for
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ def _experiment(
         target=target, layer=layer, start=start, end=end, salt=salt, arms=arms, primary=primary,
         secondary=tuple(metric(m, f"secondary[{i}]") for i, m in enumerate(secondary)),
         guardrails=tuple(guardrails),
+        planned_people=check.whole(raw.get("planned_people", 10_000), "planned_people", 100, 10**9),
     )  # fmt: skip
 
 

@@ -100,16 +100,15 @@ def cuped(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float, float]:
     return adjusted, theta, float(reduction)
 
 
-def confidence_sequence_halfwidth(standard_error, n_total, alpha: float = 0.05,
-                                  planned_n: float | None = None) -> np.ndarray:  # fmt: skip
+def confidence_sequence_halfwidth(standard_error, n_total, planned_n, alpha: float = 0.05):
     """Half-width of the asymptotic confidence sequence for a difference whose fixed-horizon
     standard error is `standard_error` after `n_total` people: valid at every look at once, so
-    a report read every night keeps its error rate (Waudby-Smith et al., normal mixture).
-    rho is tuned to be tightest at `planned_n` (default: the current n)."""
+    a report read every night keeps its error rate (Waudby-Smith et al., normal mixture). The
+    mixture is tuned to be tightest at `planned_n`, which must be fixed in advance (re-tuning
+    it to each look's n would make it a fixed interval again)."""
     se, n = np.asarray(standard_error, dtype=float), np.asarray(n_total, dtype=float)
-    target = n if planned_n is None else np.asarray(planned_n, dtype=float)
     log_term = -2 * np.log(alpha)
-    rho2 = (log_term + np.log(log_term + 1)) / target
+    rho2 = (log_term + np.log(log_term + 1)) / np.asarray(planned_n, dtype=float)
     sigma = se * np.sqrt(n)  # the per-person standard deviation the boundary is written in
     return sigma * np.sqrt(
         2 * (n * rho2 + 1) / (n**2 * rho2) * np.log(np.sqrt(n * rho2 + 1) / alpha)

@@ -18,8 +18,9 @@ EXPERIMENT = Experiment(
     name="cart_reminder", hypothesis="h", owner="o", target_kind="trigger",
     target="cart_abandoned", layer="l", start=date(2026, 10, 5), end=date(2026, 10, 19),
     salt="cart_reminder", primary="converted_7d", secondary=(),
-    guardrails=(Guardrail("bounce_rate_7d", "lower", 0.02),),
+    guardrails=(Guardrail("bounce_rate_7d", "lower", 0.04),),
     arms=(Arm("control", 0.5, True, False, None), Arm("reminder", 0.5, False, True, None)),
+    planned_people=16_000,
 )  # fmt: skip
 DURING, AFTER = date(2026, 10, 12), date(2026, 10, 20)
 
@@ -66,9 +67,18 @@ def test_no_effect_keeps_running_and_ends_inconclusive() -> None:
 
 
 def test_a_breached_guardrail_stops_the_experiment_whatever_the_lift() -> None:
-    _, decision = _decision(_values(3, convert=(0.10, 0.13), bounce=(0.30, 0.36)))
+    _, decision = _decision(_values(3, convert=(0.10, 0.13), bounce=(0.30, 0.40)))
     assert decision.decision == "stop for harm"
     assert decision.reasons == "guardrail breached: bounce_rate_7d"
+
+
+def test_an_unproven_guardrail_is_not_harm_but_holds_the_ship() -> None:
+    """Few people: the guardrail's interval is wider than its margin either way."""
+    values = _values(7, convert=(0.10, 0.30), n=(400, 400))
+    frame, decision = _decision(values)
+    assert frame[frame.role == "guardrail"].guardrail_ok.isna().all()
+    assert decision.decision == "keep running"
+    assert decision.reasons.startswith("reminder lifts converted_7d")
 
 
 def test_a_sample_ratio_mismatch_makes_the_results_untrustworthy() -> None:

@@ -15,6 +15,7 @@ EXPERIMENT = Experiment(
     target="cart_abandoned", layer="l", start=date(2026, 10, 5), end=date(2026, 10, 19),
     salt="cart_reminder", primary="converted_7d", secondary=(), guardrails=(),
     arms=(Arm("control", 0.5, True, False, None), Arm("reminder", 0.5, False, True, None)),
+    planned_people=16_000,
 )  # fmt: skip
 FILE = ExperimentFile(path=None, holdout=0.05, metrics={}, experiments=[EXPERIMENT])
 

@@ -4,8 +4,10 @@
     validates (triggers.yml) by the segment macros (macros/segments.sql), at most one firing per
     trigger and session. A run evaluates the window [trigger_window_start, trigger_cutoff) and
     replaces the firings in it, so a re-run or a backfill of the window writes the same rows.
-    Baseline thresholds are computed as of the cutoff's date, over sessions before it; person
-    conditions (`who`) read the latest night's features and scores (trigger_person_as_of). -#}
+    Baseline thresholds are computed as of the window's first day, over sessions before it;
+    person conditions (`who`) read the latest night's features and scores. A moment at the
+    session's end (session columns, comparisons only the whole session decides) is only taken
+    once the session is over (its timeout passed before the cutoff). -#}
 {{ config(materialized='incremental', full_refresh=false, pre_hook="{{ delete_trigger_window() }}") }}
 
 {%- if execute and not var('trigger_cutoff') %}
@@ -14,8 +16,9 @@
 {%- set triggers = segment_plan('trigger_plan_file') %}
 {%- set cutoff = "timestamp '" ~ var('trigger_cutoff') ~ "'" %}
 {%- set window_start = "timestamp '" ~ var('trigger_window_start') ~ "'" %}
-{#- baselines: as of the cutoff's date; the person (features, scores): as of the latest night -#}
-{%- set baseline_date = "(" ~ cutoff ~ ")::date" %}
+{#- baselines: as of the window's first day (every look at a day, a 15-minute batch or the
+    night, uses the same threshold); the person (features, scores): as of the latest night -#}
+{%- set baseline_date = "(" ~ window_start ~ ")::date" %}
 {%- set as_of = "date '" ~ var('trigger_person_as_of') ~ "'" %}
 {%- set uses_scores = [] %}
 {%- for trigger in triggers %}{% for leaf in trigger['person_leaves'] if leaf['subject'] == 'score' %}
@@ -143,6 +146,9 @@ fired as (
             {{ segment_literal(trigger['definition_hash']) }} as definition_hash
         from moments
         where fired_at >= {{ window_start }} and fired_at < {{ cutoff }}
+          -- a moment that only the whole session decides waits until the session is over
+          and (fired_at <> session_end_at
+               or session_end_at + interval '{{ var("session_timeout_minutes") }} minutes' < {{ cutoff }})
     )
     {%- endfor %}
 ),
