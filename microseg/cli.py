@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from microseg.config import Settings, debug_enabled, disable_telemetry, restrict_new_files
@@ -26,6 +26,17 @@ def _iso_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _utc_moment(text: str) -> str:
+    """An ISO date-time (UTC), e.g. 2026-10-15T10:15:00."""
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date-time such as 2026-10-15T10:15:00"
+        ) from None
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -387,7 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
         "models, fire the triggers since the previous batch",
     )
     act.add_argument(
-        "--cutoff", default=None, help="with --batch: evaluate up to this UTC time (default now)"
+        "--cutoff",
+        type=_utc_moment,
+        default=None,
+        help="with --batch: evaluate up to this UTC time (default now)",
     )
     act.set_defaults(handler=cmd_activate)
 

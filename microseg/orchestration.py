@@ -32,7 +32,12 @@ def cutoff_for_run(params: dict[str, Any], data_interval_end: Any) -> datetime:
     naive, to the second); a manual run without a cutoff: now."""
     chosen = (params or {}).get("cutoff")
     if chosen:
-        moment = datetime.fromisoformat(str(chosen).replace("Z", "+00:00"))
+        try:
+            moment = datetime.fromisoformat(str(chosen).replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(
+                f"cutoff {chosen!r} is not a date-time such as 2026-10-15T10:15:00"
+            ) from None
     else:
         moment = data_interval_end or datetime.now(UTC)
     if moment.tzinfo is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from microseg.activation.webhook import url_problem
 from microseg.errors import ConfigError
 from microseg.segments.grammar import NAME, Checker, read_definitions
 
@@ -35,7 +36,6 @@ DESTINATION_KEYS = {
     "files": {"name", "type"},
     "webhook": {"name", "type", "url", "secret_env", "timeout_s", "max_attempts", "batch_size"},
 }
-URL = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -251,8 +251,9 @@ def _destination(raw: Any, index: int) -> Destination:
     if kind == "files":
         return Destination(name, kind)
     url = raw.get("url")
-    if not isinstance(url, str) or not URL.fullmatch(url):
-        raise ConfigError(f"{label}: url: {url!r} is not an http(s) URL")
+    problem = url_problem(url) if isinstance(url, str) else "is not text"
+    if problem:
+        raise ConfigError(f"{label}: url: {url!r} {problem}")
     secret_env = raw.get("secret_env")
     if not isinstance(secret_env, str) or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", secret_env):
         raise ConfigError(

@@ -25,6 +25,18 @@ from urllib.parse import urlsplit
 from microseg.errors import ConfigError
 
 
+def url_problem(url: str) -> str | None:
+    """Why a URL cannot receive webhooks (None: it can): checked when triggers.yml is read."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "is not http(s)"
+    try:
+        parts.port  # noqa: B018 (parsing it is the check: "host:abc" would fail every send)
+    except ValueError as exc:
+        return f"has a bad port: {exc}"
+    return None
+
+
 @dataclass(frozen=True)
 class WebhookTarget:
     """Where and how to deliver: checked when built, so a bad URL fails before any send."""
@@ -38,13 +50,9 @@ class WebhookTarget:
     batch_size: int = 100
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"webhook '{self.name}': url {self.url!r} is not http(s)")
-        try:
-            parts.port  # noqa: B018 (parsing it is the check: "host:abc" would fail every send)
-        except ValueError as exc:
-            raise ConfigError(f"webhook '{self.name}': url {self.url!r}: {exc}") from exc
+        problem = url_problem(self.url)
+        if problem:
+            raise ConfigError(f"webhook '{self.name}': url {self.url!r} {problem}")
         if self.max_attempts < 1:
             raise ConfigError(
                 f"webhook '{self.name}': max_attempts {self.max_attempts!r} must be at least 1"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,8 @@ def _share(check: Checker, raw: Any, where: str, *, closed: bool = False) -> flo
 
 
 def _date(check: Checker, raw: Any, where: str) -> date:
+    if isinstance(raw, datetime):
+        raise check.fail(where, f"{raw!r} is a moment, not a date (YYYY-MM-DD)")
     if isinstance(raw, date):
         return raw
     try:
@@ -109,7 +111,7 @@ def _metric(raw: Any, index: int) -> Metric:
     check = Checker(name, what="metric")
     check.known_fields(raw, {"name", "kind", "column", "window_days"}, "metric")
     kind = raw.get("kind")
-    if kind not in METRIC_KINDS:
+    if not isinstance(kind, str) or kind not in METRIC_KINDS:
         raise check.fail("kind", f"{kind!r} is not one of {', '.join(METRIC_KINDS)}")
     column = raw.get("column")
     if kind == "opted_out":
@@ -117,7 +119,7 @@ def _metric(raw: Any, index: int) -> Metric:
             raise check.fail("column", "an opted_out metric takes no column")
     else:
         columns = mart_columns("fct_sessions")
-        if column not in columns:
+        if not isinstance(column, str) or column not in columns:
             raise check.fail("column", f"unknown column {column!r} of marts.fct_sessions")
         if value_class(columns[column]) not in METRIC_KINDS[kind]:
             raise check.fail("column", f"{column!r} ({columns[column]}) cannot be a {kind} metric")
@@ -179,7 +181,7 @@ def _experiment(
     ):
         raise check.fail("targeting", "needs one of {trigger: NAME} or {segment: NAME}")
     kind, target = next(iter(targeting.items()))
-    if target not in targets[kind]:
+    if not isinstance(target, str) or target not in targets[kind]:
         known = ", ".join(sorted(targets[kind])) or "none"
         raise check.fail(f"targeting.{kind}", f"no {kind} {target!r} (known: {known})")
     layer = raw.get("layer", name)
@@ -194,7 +196,7 @@ def _experiment(
     arms = _arms(check, raw.get("arms"))
 
     def metric(value: Any, where: str) -> str:
-        if value not in metrics:
+        if not isinstance(value, str) or value not in metrics:
             raise check.fail(
                 where, f"unknown metric {value!r} (metrics: {', '.join(metrics) or 'none'})"
             )
@@ -205,6 +207,8 @@ def _experiment(
     if not isinstance(secondary, list):
         raise check.fail("secondary", "expected a list of metric names")
     guardrails = []
+    if not isinstance(raw.get("guardrails", []), list):
+        raise check.fail("guardrails", "expected a list of {metric, better, margin}")
     for i, item in enumerate(raw.get("guardrails", [])):
         where = f"guardrails[{i}]"
         if not isinstance(item, dict):

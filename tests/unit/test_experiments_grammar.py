@@ -89,6 +89,22 @@ PREFIX = "experiments.yml: experiment 'cart_reminder': "
             PREFIX + "guardrails[0].better: 'smaller' is not higher or lower",
         ),
         (
+            lambda d: _first(d).update(primary=["converted_7d"]),
+            PREFIX + "primary: unknown metric ['converted_7d']",
+        ),
+        (
+            lambda d: _first(d).update(guardrails=5),
+            PREFIX + "guardrails: expected a list of {metric, better, margin}",
+        ),
+        (
+            lambda d: _first(d).update(start="2026-10-05T10:00:00"),
+            PREFIX + "start: '2026-10-05T10:00:00' is not a date (YYYY-MM-DD)",
+        ),
+        (
+            lambda d: d["metrics"][0].update(kind=["conversion"]),
+            "experiments.yml: metric 'converted_7d': kind: ['conversion'] is not one of",
+        ),
+        (
             lambda d: _first(d).update(hypotesis="typo"),
             PREFIX + "experiment: unknown field 'hypotesis' (did you mean 'hypothesis'?)",
         ),

@@ -60,7 +60,13 @@ def _first_when(document, when) -> None:
             lambda d: d["destinations"].append(
                 {"name": "hook", "type": "webhook", "url": "ftp://x.example/h", "secret_env": "S"}
             ),
-            "triggers.yml: destination 'hook': url: 'ftp://x.example/h' is not an http(s) URL",
+            "triggers.yml: destination 'hook': url: 'ftp://x.example/h' is not http(s)",
+        ),
+        (
+            lambda d: d["destinations"].append(
+                {"name": "hook", "type": "webhook", "url": "http://h:99999/x", "secret_env": "S"}
+            ),
+            "triggers.yml: destination 'hook': url: 'http://h:99999/x' has a bad port: ",
         ),
         (
             lambda d: d["triggers"][0].update({"destinations": ["nowhere"]}),
@@ -81,7 +87,7 @@ def _first_when(document, when) -> None:
 def test_bad_definitions_name_file_trigger_and_field(tmp_path, change, message) -> None:
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, change)
-    assert str(caught.value) == message
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
 def test_the_shipped_file_is_valid_and_a_baseline_is_kept_in_the_plan() -> None:
