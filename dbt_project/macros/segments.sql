@@ -225,12 +225,12 @@
 {%- endmacro %}
 
 {#- A member's relevance on the as-of date: exp(-ln 2 * age / half-life), the age counted from
-    the end of the latest session that qualified them (segments.yml `decay`); 1 without a
-    decay, or when only person conditions qualified them (nothing to age). -#}
+    the end of the latest session of a block that held for them (segments.yml `decay`); 1
+    without a decay, or when only person conditions qualified them (nothing to age). -#}
 {% macro segment_relevance(segment, as_of) -%}
     {%- if segment.get('decay') -%}
         coalesce(exp(-ln(2) * epoch({{ as_of }}::timestamp - greatest(
-            {%- for block in segment['blocks'] %}{{ segment_identifier(block['id']) }}_last_at{{ ', ' if not loop.last }}{% endfor -%}
+            {%- for block in segment['blocks'] %}case when {{ segment_identifier(block['id']) }} then {{ segment_identifier(block['id']) }}_last_at end{{ ', ' if not loop.last }}{% endfor -%}
         )) / {{ segment['decay']['half_life_days'] * 86400 }}), 1.0)
     {%- else -%}
         1.0::double
