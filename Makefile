@@ -59,6 +59,8 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg experiment check
 	$(BIN)/microseg experiment analyze --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg experiment power --baseline 0.05 --mde 0.10
+	$(BIN)/microseg erase --user-id user_0000042 --reason "demo: a deletion request"
+	$(BIN)/microseg privacy report --as-of $(DEMO_AS_OF)
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"
 	@echo "Trigger messages: $(MICROSEG_HOME)/activation/<destination>/ (triggers.yml, docs/triggers.md)"

@@ -110,9 +110,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             continue
         counts = (r.rows_read, r.rows_loaded, r.rows_duplicate, r.rows_quarantined)
         totals = [t + c for t, c in zip(totals, counts, strict=True)]
+        erased = f" + erased {r.rows_erased:,}" if r.rows_erased else ""
         print(
             f"{r.file_name}: read {r.rows_read:,} = loaded {r.rows_loaded:,} "
-            f"+ duplicates {r.rows_duplicate:,} + quarantined {r.rows_quarantined:,}"
+            f"+ duplicates {r.rows_duplicate:,} + quarantined {r.rows_quarantined:,}{erased}"
         )
         for reason, rows, line in r.top_reasons:
             print(f"  quarantined {rows:,} x {reason} (first at line {line})")
@@ -185,6 +186,40 @@ def cmd_activation_report(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.activation import print_report
 
     print_report(settings, args.as_of)
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.privacy.erase import erase, read_requests
+
+    pairs = [
+        (option, value)
+        for option in ("user_id", "anonymous_id", "person")
+        for value in getattr(args, option) or ()
+    ]
+    done = erase(
+        settings,
+        read_requests(pairs, Path(args.from_file) if args.from_file else None),
+        reason=args.reason,
+        wait_minutes=args.wait_minutes,
+    )
+    rows = sum(done.rows_deleted.values())
+    files = ", ".join(f"{folder} {n}" for folder, n in sorted(done.files_rewritten.items()))
+    print(
+        f"erased {done.people} person(s), {done.identifiers} id(s): {rows:,} rows from "
+        f"{len(done.rows_deleted)} tables; files rewritten: {files or 'none'}; "
+        f"warehouse rewritten{'; analysts snapshot re-published' if done.republished else ''}; "
+        f"their ids are refused at ingest from now on (request {done.request_id} in "
+        "privacy.erasure_log)"
+    )
+    return 0
+
+
+def cmd_privacy_report(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.privacy.report import print_privacy_report
+    from microseg.warehouse import features_as_of
+
+    print_privacy_report(settings, features_as_of(settings, args.as_of))
     return 0
 
 
@@ -416,6 +451,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.set_defaults(handler=cmd_activation_report)
 
+    prv = sub.add_parser("privacy", help="privacy reports")
+    prv_sub = prv.add_subparsers(dest="privacy_command", required=True, metavar="COMMAND")
+    prr = prv_sub.add_parser(
+        "report", help="consent per purpose, and where personal data lives (tables, files)"
+    )
+    prr.add_argument(
+        "--as-of", type=_iso_date, default=None, help="consent as of D (default: newest night)"
+    )
+    prr.set_defaults(handler=cmd_privacy_report)
+
     exm = sub.add_parser("experiment", help="A/B tests: check, analyze, sample sizes")
     exm_sub = exm.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
     chk = exm_sub.add_parser("check", help="validate experiments.yml and list its experiments")
@@ -485,6 +530,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--audiences", default=None, help="comma-separated segments to export (default: settings)"
     )
     run.set_defaults(handler=cmd_run)
+
+    era = sub.add_parser(
+        "erase", help="forget people everywhere (warehouse, files, snapshot); refuse their ids"
+    )
+    era.add_argument("--user-id", dest="user_id", action="append", metavar="ID")
+    era.add_argument("--anonymous-id", dest="anonymous_id", action="append", metavar="ID")
+    era.add_argument("--person", action="append", metavar="PERSON_ID")
+    era.add_argument(
+        "--from-file", metavar="FILE", help="one request per line: user_id=..., anonymous_id=..."
+    )
+    era.add_argument("--reason", help="recorded in privacy.erasure_log (e.g. a ticket number)")
+    era.add_argument(
+        "--wait-minutes",
+        type=float,
+        default=10.0,
+        help="how long to wait for a running step to release the warehouse (default 10)",
+    )
+    era.set_defaults(handler=cmd_erase)
 
     pub = sub.add_parser("publish", help="replace analytics.duckdb with a fresh snapshot")
     pub.set_defaults(handler=cmd_publish)

@@ -11,6 +11,7 @@ from pathlib import Path
 from microseg.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout (installed editable by uv)
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 
 DEFAULT_AUDIENCES = "subscribe_curious_readers,cart_abandoners"
@@ -83,6 +84,8 @@ class Settings:
     group_read: bool  # files under home readable by the owner's group (else owner only)
     airflow_user: str
     airflow_password: str | None  # None: generated on first start, printed once
+    privacy_key: str | None  # None: generated on first use into $MICROSEG_HOME/privacy/key
+    privacy_old_keys: tuple[str, ...]  # keys rotated out: their tombstones still match
     nightly_schedule: str | None  # cron of behavior_nightly; None: triggered only
     weekly_schedule: str | None  # cron of models_weekly; None: triggered only
     activation_schedule: str | None  # cron of the activation DAG; None: triggered only
@@ -100,7 +103,7 @@ class Settings:
     @property
     def dbt_project_dir(self) -> Path:
         """The dbt project (models, tests, the committed profiles.yml)."""
-        return PROJECT_ROOT / "dbt_project"
+        return DBT_PROJECT_DIR
 
     @property
     def dbt_target_dir(self) -> Path:
@@ -208,6 +211,12 @@ class Settings:
             group_read=_flag(env, "MICROSEG_GROUP_READ"),
             airflow_user=env.get("MICROSEG_AIRFLOW_USER") or "admin",
             airflow_password=env.get("MICROSEG_AIRFLOW_PASSWORD") or None,
+            privacy_key=env.get("MICROSEG_PRIVACY_KEY") or None,
+            privacy_old_keys=tuple(
+                k.strip()
+                for k in (env.get("MICROSEG_PRIVACY_OLD_KEYS") or "").split(",")
+                if k.strip()
+            ),
             nightly_schedule=_schedule(env, "MICROSEG_NIGHTLY_SCHEDULE", "0 3 * * *"),
             weekly_schedule=_schedule(env, "MICROSEG_WEEKLY_SCHEDULE", "0 5 * * 0"),
             activation_schedule=_schedule(env, "MICROSEG_ACTIVATION_SCHEDULE", "*/15 * * * *"),

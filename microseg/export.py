@@ -18,6 +18,7 @@ from pathlib import Path
 
 from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
+from microseg.privacy import consent_policy
 from microseg.warehouse import connect, has_table, require_warehouse
 
 # Text columns that reach a spreadsheet; each is neutralized in SQL before writing.
@@ -58,10 +59,11 @@ def export_audience(
     out = out.expanduser().resolve()
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder: name the file, e.g. {out / segment}.csv")
+    purpose = consent_policy().purpose_of["exports"]
     with connect(settings, read_only=True) as con:
         as_of, definition_hash = _evaluation(con, settings, segment, as_of)
         score_join, score_column = "", ""
-        params: list = [segment, as_of]
+        params: list = [segment, as_of, purpose]
         if min_score is not None:
             scored = (
                 has_table(con, "marts", "user_scores")
@@ -97,7 +99,8 @@ def export_audience(
              and h.entered_at <= m.as_of_date
              and (h.exited_at is null or h.exited_at > m.as_of_date)
             {score_join}
-            where m.segment_name = ? and m.as_of_date = ? and p.is_opted_out is not true
+            where m.segment_name = ? and m.as_of_date = ?
+              and marts.has_consent(m.person_id, ?, m.as_of_date)
         """
         columns = [d[0] for d in con.execute(f"{members} limit 0", params).description]
         select_list = ", ".join(neutralized(c) if c in TEXT_COLUMNS else c for c in columns)
@@ -128,7 +131,7 @@ def export_audience(
         "score_model": score_model if min_score is not None else None,
         "columns": columns,
         "encoding": "utf-8-sig (with BOM, for Excel)" if excel else "utf-8",
-        "consent": "people opted out of personalization are excluded",
+        "consent": f"only people with {purpose} consent on the as-of date, and still",
     }
     manifest_path = out.with_name(out.name + ".manifest.json")
     partial.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")

@@ -20,6 +20,9 @@ from microseg.warehouse import in_use_error, require_warehouse
 
 # What analysts get: every mart, and what happened to the input files.
 PUBLISHED_RAW_TABLES = ("load_manifest", "events_quarantine")
+# Columns analysts never get: a quarantined line's raw text can hold anything a tracker sent
+# (emails, IPs); the file, line and reason say what went wrong without it.
+UNPUBLISHED_COLUMNS = {"raw.events_quarantine": ("raw_text",)}
 
 
 def _published_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -57,12 +60,21 @@ def publish(settings: Settings) -> dict[str, int]:
             for schema in sorted({schema for schema, _ in tables}):
                 con.execute(f"create schema {schema}")
             for schema, table in tables:
+                hidden = UNPUBLISHED_COLUMNS.get(f"{schema}.{table}")
+                columns = f"* exclude ({', '.join(hidden)})" if hidden else "*"
                 con.execute(
-                    f"create table {schema}.{table} as select * from warehouse.{schema}.{table}"
+                    f"create table {schema}.{table} as "
+                    f"select {columns} from warehouse.{schema}.{table}"
                 )
                 counts[f"{schema}.{table}"] = con.execute(
                     f"select count(*) from {schema}.{table}"
                 ).fetchone()[0]
+            for name, parameters, body in con.execute(
+                "select function_name, parameters, macro_definition from duckdb_functions() "
+                "where database_name = 'warehouse' and schema_name = 'marts' "
+                "and function_type = 'macro'"
+            ).fetchall():  # the marts' macros (marts.has_consent) work in the snapshot too
+                con.execute(f"create macro marts.{name}({', '.join(parameters)}) as {body}")
             con.execute("detach warehouse")
             con.execute("checkpoint")
         with staging.open("rb") as handle:

@@ -30,7 +30,7 @@ select
     coalesce(loaded.rows_quarantined, 0) / greatest(coalesce(loaded.rows_read, 0), 1)
         as quarantine_rate,
     loaded.rows_read - loaded.rows_loaded - loaded.rows_duplicate - loaded.rows_quarantined
-        as rows_unaccounted,
+        - coalesce(loaded.rows_erased, 0) as rows_unaccounted,
     coalesce(events.rows, 0) - coalesce(loaded.rows_loaded, 0) as events_not_in_manifest,
     coalesce(quarantined.rows, 0) - coalesce(loaded.rows_quarantined, 0)
         as quarantine_rows_not_in_manifest
@@ -74,8 +74,11 @@ def _raw_ddl() -> list[str]:
     rows_loaded bigint not null,
     rows_duplicate bigint not null,
     rows_quarantined bigint not null,
-    loaded_at timestamp not null
+    loaded_at timestamp not null,
+    rows_erased bigint not null default 0
 )""",
+        # manifests from before erasure: rows of erased people are counted, never stored
+        "alter table raw.load_manifest add column if not exists rows_erased bigint default 0",
     ]
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import ConfigError, DataQualityError
+from microseg.privacy import consent_policy
 from microseg.warehouse import connect, has_table
 
 CONFIG = PROJECT_ROOT / "ml" / "clustering.yaml"
@@ -44,9 +45,8 @@ select
     ln(1 + cart_adds_28d / sessions_28d) as cart_adds_per_session,
     ln(1 + purchases_28d / sessions_28d) as purchases_per_session
 from marts.fct_user_features_daily as features
-join marts.dim_persons as persons using (person_id)
 where features.as_of_date = ? and features.sessions_28d > 0
-  and features.is_opted_out is not true and persons.is_opted_out is not true
+  and marts.has_consent(features.person_id, ?, features.as_of_date)
 order by features.person_id
 """
 PROFILE_COLUMNS = (
@@ -91,6 +91,11 @@ class ClusterResult:
     members: dict[int, int]
     matched: int  # clusters that kept yesterday's id and name
     quality: float  # silhouette (kmeans) or BIC (gmm) of the chosen k
+
+
+def _purpose() -> str:
+    """Clusters describe people like segments do, so they need the segments' consent."""
+    return consent_policy().purpose_of["segments"]
 
 
 def load_config(path: Path = CONFIG) -> ClusterConfig:
@@ -184,7 +189,7 @@ def cluster(settings: Settings, as_of: date, config: ClusterConfig | None = None
 
     config = config or load_config()
     with connect(settings, read_only=True) as con:
-        frame = con.execute(VECTOR_SQL, [as_of]).df()
+        frame = con.execute(VECTOR_SQL, [as_of, _purpose()]).df()
         previous = _previous(con, as_of)
     if len(frame) < config.k_max * 10:
         raise DataQualityError(
@@ -278,8 +283,9 @@ def _write(settings: Settings, as_of: date, members: pd.DataFrame, profiles: pd.
         con.execute("insert into marts.person_clusters by name select * from new_members")
         con.execute("insert into marts.cluster_profiles by name select * from new_profiles")
         con.execute(  # consent first, and no rows for identities merged away since
-            "delete from marts.person_clusters where person_id not in "
-            "(select person_id from marts.dim_persons where is_opted_out is not true)"
+            "delete from marts.person_clusters "
+            "where not marts.has_consent(person_id, ?, as_of_date)",
+            [_purpose()],
         )
         con.execute("commit")
 

@@ -16,10 +16,11 @@ import pandas as pd
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError
+from microseg.privacy import consent_policy
 from microseg.warehouse import connect, features_as_of
 from ml import registry
 from ml.specs import load_spec, spec_names
-from ml.train import predict
+from ml.train import deciles, predict
 from ml.training_sets import people_at
 
 USER_SCORES_DDL = """
@@ -35,12 +36,6 @@ create table if not exists marts.user_scores (
     as_of_date date not null,
     primary key (person_id, model_name, as_of_date)
 )"""
-
-
-def deciles(scores: np.ndarray) -> np.ndarray:
-    """1 = the highest-scoring tenth; ties broken by position (rows arrive sorted by person)."""
-    ranks = pd.Series(-scores).rank(method="first").to_numpy()
-    return np.ceil(ranks * 10 / max(len(scores), 1)).astype(int)
 
 
 def _relevance(settings: Settings, spec, person_ids: pd.Series, as_of: date) -> np.ndarray:
@@ -116,8 +111,9 @@ def score(
             con.register("new_scores", rows)
             con.execute("insert into marts.user_scores by name select * from new_scores")
             con.execute(  # consent first; and no rows for identities merged away since
-                "delete from marts.user_scores where person_id not in "
-                "(select person_id from marts.dim_persons where is_opted_out is not true)"
+                "delete from marts.user_scores "
+                "where not marts.has_consent(person_id, ?, as_of_date)",
+                [consent_policy().purpose_of["scores"]],
             )
             con.execute("commit")
         written[name] = len(rows)

@@ -30,6 +30,12 @@ class TrainResult:
     rows: dict[str, int]
 
 
+def deciles(scores: np.ndarray) -> np.ndarray:
+    """1 = the highest-scoring tenth; ties broken by position (rows arrive sorted by person)."""
+    ranks = pd.Series(-scores).rank(method="first").to_numpy()
+    return np.ceil(ranks * 10 / max(len(scores), 1)).astype(int)
+
+
 def model_inputs(frame: pd.DataFrame, features: list[str], categorical: tuple[str, ...]):
     """The feature matrix LightGBM sees: numbers as float, categorical columns as category."""
     inputs = frame[features].copy()
@@ -316,9 +322,12 @@ def train(settings: Settings, name: str) -> TrainResult:
         )
         folder = Path(tmp)
         importance.to_csv(folder / "importance.csv", index=False)
-        pd.DataFrame(contributions, columns=features).assign(
-            person_id=test.person_id.to_numpy(), as_of_date=test.as_of_date.to_numpy()
-        ).to_csv(folder / "contributions_test.csv", index=False)
+        # explanations without people (MLflow holds no per-person rows: docs/privacy.md): the
+        # mean contribution of each feature in each score decile of the test set
+        top = scores if classes is None else scores.max(axis=1)
+        pd.DataFrame(contributions, columns=features).groupby(deciles(top)).mean().rename_axis(
+            "score_decile"
+        ).reset_index().to_csv(folder / "contributions_by_score_decile.csv", index=False)
         _plots(spec, labels, scores, classes, importance, folder)
         mlflow.log_artifacts(tmp, "explanations")
         tags = registry.lineage_tags(settings)

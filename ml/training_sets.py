@@ -14,6 +14,7 @@ import pandas as pd
 
 from microseg.config import Settings
 from microseg.errors import DataQualityError, MicrosegError
+from microseg.privacy import consent_policy
 from microseg.warehouse import connect
 from ml.specs import Spec
 
@@ -37,7 +38,9 @@ def labelled_dates(settings: Settings, spec: Spec) -> list[date]:
 
 
 def people_at(settings: Settings, spec: Spec, dates: list[date], *, labelled: bool) -> pd.DataFrame:
-    """Eligible, consenting people on each date with their features (and label if asked)."""
+    """Eligible, consenting people on each date with their features (and label if asked):
+    consent for the scores' purpose, for training as for scoring."""
+    purpose = consent_policy().purpose_of["scores"]
     features = ", ".join(f"features.{c}" for c in spec.features)
     label_join = (
         f"join ({spec.label_relation}) as labels on labels.person_id = features.person_id "
@@ -58,13 +61,12 @@ def people_at(settings: Settings, spec: Spec, dates: list[date], *, labelled: bo
         join marts.dim_persons persons on persons.person_id = features.person_id
         where features.as_of_date in (select unnest(?::date[]))
           and ({spec.eligible_sql})
-          and features.is_opted_out is not true
-          and persons.is_opted_out is not true
+          and marts.has_consent(features.person_id, ?, features.as_of_date)
         order by features.as_of_date, features.person_id
     """
     with connect(settings, read_only=True) as con:
         try:
-            frame = con.execute(sql, [dates]).df()
+            frame = con.execute(sql, [dates, purpose]).df()
         except duckdb.CatalogException as exc:  # no features before the first dbt build
             raise MicrosegError(f"cannot read features: {str(exc).splitlines()[0]}") from None
     for column in spec.features:

@@ -20,6 +20,8 @@ MARTS = (
     "fct_session_micro_behaviors",
     "fct_person_category_daily",
     "fct_user_features_daily",
+    "consent_ledger",
+    "consent_periods",
 )
 
 

@@ -14,3 +14,20 @@
 {% macro person_id(identity_key) -%}
     'per_' || left(md5({{ identity_key }}), 24)
 {%- endmacro %}
+
+{#- Rows of `events` with their person: by their own usable user id, else by their device's
+    stitched identity (`identities`: int_identities_stitched). Rows whose only ids are
+    placeholders belong to nobody we can tell apart and are left out. -#}
+{% macro attributed_to_persons(events, identities) -%}
+    select
+        {{ events }}.*,
+        coalesce(by_user.person_id, by_device.person_id) as person_id
+    from {{ events }}
+    left join {{ identities }} as by_user
+        on by_user.id_type = 'user'
+       and by_user.identifier = {{ usable_id(events ~ '.user_id') }}
+    left join {{ identities }} as by_device
+        on by_device.id_type = 'anonymous'
+       and by_device.identifier = {{ usable_id(events ~ '.anonymous_id') }}
+    where coalesce(by_user.person_id, by_device.person_id) is not null
+{%- endmacro %}

@@ -259,15 +259,14 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Consent first: someone who opted out leaves every date of the membership table. So do the
-    rows of an identity that no longer exists (a device's anonymous person merged into a
-    logged-in one): they could otherwise outlive that person's opt-out. -#}
-{% macro delete_opted_out_members() -%}
+{#- Consent first: someone who withdrew consent for the segments' purpose leaves every date of
+    the membership table. So do the rows of an identity that no longer exists (a device's
+    anonymous person merged into a logged-in one): it has no consent periods. -#}
+{% macro delete_unconsented_members() -%}
     {%- if is_incremental() -%}
     delete from {{ this }}
-    where person_id not in (
-        select person_id from {{ ref('dim_persons') }} where is_opted_out is not true
-    )
+    where not {{ has_consent('person_id', consent_purpose_of('segments'), 'as_of_date',
+                             ref('consent_periods')) }}
     {%- else -%}
     select 1
     {%- endif -%}

@@ -87,11 +87,12 @@ def decide(
     triggers: dict[str, Trigger],
     caps: list[Cap],
     cutoff: datetime,
-    opted_out: set[str],
+    unconsented: set[tuple[str, str]],
     time_zones: dict[str, str],
 ) -> pd.DataFrame:
     """Each candidate firing with its relevance at the cutoff and its fate: reason None (a
-    message) or opted_out, expired, re_eligibility or capped:<cap> (the most restrictive cap
+    message) or not_consented:<purpose> (`unconsented` holds (person, purpose) pairs without
+    consent at the cutoff), expired, re_eligibility or capped:<cap> (the most restrictive cap
     it breaks: the smallest max, then the shortest window, then the name)."""
     ledgers: dict[str, _Ledger] = {}
 
@@ -123,8 +124,8 @@ def decide(
         fired_at = row.fired_at.to_pydatetime()
         book = ledger(row.person_id)
         reason = None
-        if row.person_id in opted_out:
-            reason = "opted_out"
+        if (row.person_id, trigger.purpose) in unconsented:
+            reason = f"not_consented:{trigger.purpose}"
         elif cutoff - fired_at > timedelta(minutes=trigger.ttl_minutes):
             reason = "expired"
         elif book.too_soon(trigger, fired_at):

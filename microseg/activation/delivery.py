@@ -1,7 +1,8 @@
 """Deliver queued messages to their destinations and record each outcome.
 
-Consent is checked again at send time: a person who opted out after their firing was queued
-gets nothing (the message moves to the suppressions as opted_out). Files: one folder per
+Consent is checked again at send time: a person without consent for the message's purpose at
+the cutoff (withdrawn after the firing was queued) gets nothing (the message moves to the
+suppressions as not_consented:<purpose>). Files: one folder per
 destination and run (named by its window) with the messages that run delivered, each message
 in one file only: messages.jsonl, messages.csv (the audience CSV rules: consent, formula
 neutralization) and manifest.json (rows, sha256 of each file); a re-run rewrites the same
@@ -33,25 +34,29 @@ FINAL_KEYS = (
 CSV_TEXT_COLUMNS = ("idempotency_key", "trigger_name", "channel", "person_id", "user_id")
 
 
-def _withdraw_opted_out(con, cutoff: datetime) -> int:
-    """Queued, undelivered messages of people who opted out since: never sent."""
-    pending_opted_out = f"""
+def _withdraw_unconsented(con, cutoff: datetime) -> int:
+    """Queued, undelivered messages of people without consent for the message's purpose at
+    the cutoff (withdrawn since it was queued): never sent."""
+    pending_unconsented = f"""
         from marts.activation_outbox o
-        join marts.dim_persons p using (person_id)
-        where p.is_opted_out and o.idempotency_key not in ({FINAL_KEYS})
+        where not marts.has_consent(o.person_id, o.purpose, $cutoff::timestamp)
+          and o.idempotency_key not in ({FINAL_KEYS})
     """
-    withdrawn = con.execute(f"select count(*) {pending_opted_out}").fetchone()[0]
+    at = {"cutoff": cutoff}
+    withdrawn = con.execute(f"select count(*) {pending_unconsented}", at).fetchone()[0]
     if withdrawn:
         con.execute(
             f"""insert or replace into marts.trigger_suppressions by name
                 select o.trigger_name, o.person_id, o.session_id, o.fired_at,
-                       'opted_out' as reason, o.relevance, ?::timestamp as decided_for
-                {pending_opted_out}""",
-            [cutoff],
+                       'not_consented:' || coalesce(o.purpose, 'none') as reason, o.relevance,
+                       $cutoff::timestamp as decided_for
+                {pending_unconsented}""",
+            at,
         )
         con.execute(
             f"delete from marts.activation_outbox where idempotency_key in "
-            f"(select o.idempotency_key {pending_opted_out})"
+            f"(select o.idempotency_key {pending_unconsented})",
+            at,
         )
     return withdrawn
 
@@ -87,19 +92,19 @@ def _write_atomically(path: Path, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _pending(con, destination: Destination) -> list[tuple[str, str]]:
+def _pending(con, destination: Destination, cutoff: datetime) -> list[tuple[str, str]]:
     """(key, payload) of the destination's messages without a final outcome, oldest first."""
     return con.execute(
         f"""select o.idempotency_key, o.payload::varchar from marts.activation_outbox o
-            join marts.dim_persons p using (person_id)
             where list_contains(o.destinations, $name)
-              and p.is_opted_out is not true  -- consent again, at each destination
+              -- consent again, at each destination
+              and marts.has_consent(o.person_id, o.purpose, $cutoff::timestamp)
               and not exists (
                  select 1 from marts.activation_deliveries d
                  where d.idempotency_key = o.idempotency_key and d.destination = $name
                    and d.status in {FINAL_STATUSES})
             order by o.fired_at, o.idempotency_key""",
-        {"name": destination.name},
+        {"name": destination.name, "cutoff": cutoff},
     ).fetchall()
 
 
@@ -107,7 +112,9 @@ def _deliver_files(con, settings: Settings, destination: Destination, window) ->
     """The run's file: the messages this run (of this window) delivers to the destination, as
     JSONL and CSV, and a manifest: written first, then recorded, so a crash in between
     rewrites the same file on the re-run; a message is in one file only."""
-    new = [(key, "sent", 1, None, None, None) for key, _ in _pending(con, destination)]
+    new = [
+        (key, "sent", 1, None, None, None) for key, _ in _pending(con, destination, window.cutoff)
+    ]
     folder = (
         settings.activation_dir
         / destination.name
@@ -123,14 +130,14 @@ def _deliver_files(con, settings: Settings, destination: Destination, window) ->
                round(o.relevance, 6) as relevance, o.payload::varchar as payload
         from marts.activation_outbox o
         join marts.dim_persons p using (person_id)
-        where p.is_opted_out is not true
+        where marts.has_consent(o.person_id, o.purpose, ?::timestamp)
           and (o.idempotency_key in (select idempotency_key from new_keys)
                or o.idempotency_key in (
                    select idempotency_key from marts.activation_deliveries
                    where destination = ? and status = 'sent' and delivered_for = ?))
         order by o.fired_at, o.idempotency_key
     """
-    params = [destination.name, window.cutoff]
+    params = [window.cutoff, destination.name, window.cutoff]
     rows = con.execute(delivered_by_this_run, params).fetchall()
     lines = "".join(row[-1] + "\n" for row in rows).encode()
     checksums = {"messages.jsonl": _write_atomically(folder / "messages.jsonl", lines)}
@@ -153,7 +160,7 @@ def _deliver_files(con, settings: Settings, destination: Destination, window) ->
         "rows": len(rows),
         "files": {name: {"sha256": digest} for name, digest in checksums.items()},
         "columns": columns,
-        "consent": "people opted out of personalization are excluded",
+        "consent": "only people with consent for each message's purpose at the cutoff",
     }
     _write_atomically(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     _record(con, destination.name, new, window.cutoff)
@@ -170,7 +177,7 @@ def _deliver_webhook(con, destination: Destination, window) -> dict[str, int]:
         max_attempts=destination.max_attempts,
         batch_size=destination.batch_size,
     )
-    pending = _pending(con, destination)
+    pending = _pending(con, destination, window.cutoff)
     counts: dict[str, int] = {}
     for start in range(0, len(pending), destination.batch_size):
         batch = [
@@ -195,7 +202,7 @@ def deliver_pending(
     con, settings: Settings, triggers: TriggerFile, window
 ) -> dict[str, dict[str, int]]:
     """Deliver to every destination of triggers.yml; returns destination -> status -> messages."""
-    withdrawn = _withdraw_opted_out(con, window.cutoff)
+    withdrawn = _withdraw_unconsented(con, window.cutoff)
     outcome: dict[str, dict[str, int]] = {}
     for destination in triggers.destinations.values():
         if destination.type == "files":
@@ -203,5 +210,5 @@ def deliver_pending(
         else:
             outcome[destination.name] = _deliver_webhook(con, destination, window)
     if withdrawn:
-        outcome["withdrawn (opted out since queued)"] = {"suppressed": withdrawn}
+        outcome["withdrawn (consent withdrawn since queued)"] = {"suppressed": withdrawn}
     return outcome

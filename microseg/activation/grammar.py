@@ -19,6 +19,7 @@ from typing import Any
 
 from microseg.activation.webhook import url_problem
 from microseg.errors import ConfigError
+from microseg.privacy import consent_policy
 from microseg.segments.grammar import NAME, Checker, read_definitions
 
 CHANNELS = ("email", "onsite", "push", "webhook")
@@ -151,6 +152,9 @@ def _trigger(raw: Any, index: int, destinations: dict[str, Destination]) -> Trig
         raise check.fail(
             "purpose", f"{purpose!r}: the consent purpose is required (a lowercase name)"
         )
+    purposes = consent_policy().defaults
+    if purpose not in purposes:
+        raise check.fail("purpose", f"{purpose!r} is not a consent purpose ({', '.join(purposes)})")
     channel = raw.get("channel")
     if channel not in CHANNELS:
         raise check.fail("channel", f"{channel!r} is not one of {', '.join(CHANNELS)}")

@@ -10,7 +10,7 @@ from microseg.activation.run import ActivationRun
 from microseg.config import Settings
 
 REPORT_COLUMNS = (
-    "fired", "sent", "failed", "pending", "expired", "opted_out", "re_eligibility", "capped",
+    "fired", "sent", "failed", "pending", "expired", "not_consented", "re_eligibility", "capped",
     "holdout", "experiment_control",
 )  # fmt: skip
 

@@ -27,6 +27,7 @@ from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
 from microseg.experiments.arms import ASSIGNMENTS_DDL, apply_arms, held_out
 from microseg.experiments.grammar import load_configured_experiments
+from microseg.privacy import consent_policy
 from microseg.segments.run import require_scores
 
 TRIAL_SCHEMA = "activation_trial"  # where a dry run writes its firings
@@ -47,6 +48,7 @@ ACTIVATION_DDL = (
         session_id varchar not null,
         fired_at timestamp not null,
         channel varchar not null,
+        purpose varchar,
         priority integer not null,
         relevance double not null,
         destinations varchar[] not null,
@@ -141,6 +143,8 @@ def ensure_activation_tables(con) -> None:
     con.execute("create schema if not exists marts")
     for ddl in (*ACTIVATION_DDL, ASSIGNMENTS_DDL):
         con.execute(ddl)
+    # outboxes from before consent by purpose (their rows have none: never sent)
+    con.execute("alter table marts.activation_outbox add column if not exists purpose varchar")
 
 
 def trigger_vars(
@@ -366,17 +370,36 @@ def _decide(con, schema: str, window: Window, triggers: TriggerFile, experiments
               and fired_at < $cutoff + interval {HISTORY_DAYS} day""",
         {"start": window.start, "cutoff": window.cutoff},
     ).df()
-    persons = con.execute(
-        "select person_id, is_opted_out, latest_country from marts.dim_persons"
-    ).df()
-    opted_out = set(persons.person_id[persons.is_opted_out.fillna(False).astype(bool)])
+    persons = con.execute("select person_id, latest_country from marts.dim_persons").df()
+    experiments_purpose = consent_policy().purpose_of["experiments"]
+    con.register(
+        "wanted_consent",
+        pd.DataFrame(
+            {
+                "person_id": [*firings.person_id, *firings.person_id],
+                "purpose": [
+                    *(by_name[n].purpose for n in firings.trigger_name),
+                    *([experiments_purpose] * len(firings)),
+                ],
+            },
+            dtype=object,
+        ),
+    )
+    unconsented = set(
+        con.execute(
+            "select distinct person_id, purpose from wanted_consent "
+            "where not marts.has_consent(person_id, purpose, ?::timestamp)",
+            [window.cutoff],
+        ).fetchall()
+    )
+    con.unregister("wanted_consent")
     zones = {
         p: country_time_zone(c)
         for p, c in zip(persons.person_id, persons.latest_country, strict=True)
     }
     held = held_out(firings.person_id, experiments.holdout)
     decided = decide(
-        firings[~held], accepted_before, by_name, triggers.caps, window.cutoff, opted_out, zones
+        firings[~held], accepted_before, by_name, triggers.caps, window.cutoff, unconsented, zones
     )
     known = {
         (e, p): arm
@@ -384,7 +407,12 @@ def _decide(con, schema: str, window: Window, triggers: TriggerFile, experiments
             "select experiment, person_id, arm from marts.experiment_assignments"
         ).fetchall()
     }
-    decided, assignments = apply_arms(decided, experiments, known)
+    decided, assignments = apply_arms(
+        decided,
+        experiments,
+        known,
+        {person for person, purpose in unconsented if purpose == experiments_purpose},
+    )
     holdout = firings[held].assign(
         reason="holdout",
         relevance=[
@@ -416,13 +444,14 @@ def _record(con, suppressed, messages, triggers, schema, window, person_as_of) -
     if len(messages):
         queued = _payloads(con, messages, triggers, schema, person_as_of)
         queued["channel"] = [by_name[n].channel for n in queued.trigger_name]
+        queued["purpose"] = [by_name[n].purpose for n in queued.trigger_name]
         queued["destinations"] = [list(by_name[n].destinations) for n in queued.trigger_name]
         queued["queued_for"] = window.cutoff
         con.register("queued", queued)
         con.execute(
             """insert into marts.activation_outbox by name
                select idempotency_key, trigger_name, person_id, session_id, fired_at,
-                      channel, priority, relevance, destinations, payload::json as payload,
-                      queued_for from queued"""
+                      channel, purpose, priority, relevance, destinations,
+                      payload::json as payload, queued_for from queued"""
         )
         con.unregister("queued")

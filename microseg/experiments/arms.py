@@ -50,17 +50,22 @@ def running(experiments: ExperimentFile, trigger: str, moment: datetime) -> Expe
 
 
 def apply_arms(
-    decided: pd.DataFrame, experiments: ExperimentFile, known: dict[tuple[str, str], str]
+    decided: pd.DataFrame,
+    experiments: ExperimentFile,
+    known: dict[tuple[str, str], str],
+    unconsented: set[str] = frozenset(),
 ) -> tuple[pd.DataFrame, list[tuple]]:
     """(decisions, new assignment rows): each firing of a running experiment's trigger gets
-    the person's arm; would-be messages of an arm that does not send become suppressions."""
+    the person's arm; would-be messages of an arm that does not send become suppressions.
+    People in `unconsented` (no consent for the experiments' purpose) take part in no
+    experiment: their firings are decided as if none ran."""
     assignments: list[tuple] = []
     decided = decided.reset_index(drop=True)
     reasons = decided.reason.tolist()
     for row in decided.sort_values(["fired_at", "person_id"]).itertuples():
         moment = row.fired_at.to_pydatetime()
         experiment = running(experiments, row.trigger_name, moment)
-        if experiment is None:
+        if experiment is None or row.person_id in unconsented:
             continue
         key = (experiment.name, row.person_id)
         if key not in known:

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from microseg.generate.delivery import day_of
+from microseg.generate.population import declines_marketing
 from microseg.generate.world import (
     CAMPAIGNS,
     CATEGORIES,
@@ -64,8 +65,9 @@ select
         struct_pack(k := 'revenue', v := to_json(revenue)),
         struct_pack(k := 'currency', v := to_json(case when revenue is not null or price is not null
                                                    then 'USD' end)),
+        -- consent: 0 withdraws everything but analytics, 1 grants all, 2 all but marketing
         struct_pack(k := 'purposes', v := case when consent is not null then json_object(
-            'personalization', consent = 1, 'marketing', consent = 1, 'analytics', true) end)
+            'personalization', consent >= 1, 'marketing', consent = 1, 'analytics', true) end)
     ], x -> x.v is not null)) as properties,
     sort_key,
     file_day
@@ -84,15 +86,19 @@ select json_object(
         when 'video_pause' then 'Video Playback Paused'
         when 'video_progress' then 'Video Content Playing'
         when 'video_complete' then 'Video Playback Completed'
-        when 'form_submit' then 'Form Submitted' when 'consent' then 'Consent Updated'
+        when 'form_submit' then 'Form Submitted'
+        when 'consent' then 'Segment Consent Preference Updated'
         when 'page_view' then null when 'identify' then null else event_type end,
     'messageId', event_id, 'timestamp', event_at, 'receivedAt', received_at,
     'anonymousId', anonymous_id, 'userId', user_id,
     'properties', case when event_type <> 'identify' then json_merge_patch(
         coalesce(to_json(properties), '{{}}'),
         json_object('page_type', page_type, 'content_id', content_id,
-                    'category', content_category, 'element_id', element_id)) end,
+                    'category', content_category, 'element_id', element_id,
+                    'purposes', null)) end,
     'context', json_object(
+        'consent', case when event_type = 'consent' then json_object(
+            'categoryPreferences', to_json(properties)->'$.purposes') end,
         'page', json_object('url', page_url, 'referrer', referrer),
         'device', json_object('type', device_type),
         'location', json_object('country', country),
@@ -165,7 +171,9 @@ def coded_frame(
             "price": col("price"),
             "quantity": col("quantity"),
             "revenue": col("revenue"),
-            "consent": col("consent"),
+            "consent": np.where(
+                (col("consent") == 1) & declines_marketing(person), 2, col("consent")
+            ),
             "placeholder_user_id": np.where(
                 placeholder >= 0, np.array(PLACEHOLDER_USER_IDS)[placeholder], None
             ),

@@ -15,6 +15,14 @@ from microseg.generate.world import (
     REGISTERED_P,
 )
 
+MARKETING_DECLINE_PERCENT = 15  # of people, whose consent events never grant marketing
+
+
+def declines_marketing(person: np.ndarray) -> np.ndarray:
+    """Who answers every consent prompt with marketing: false. A hash of the person rather
+    than a draw, so adding it moved no other random value of the world."""
+    return (np.asarray(person, dtype=np.int64) * 2654435761) % 100 < MARKETING_DECLINE_PERCENT
+
 
 def draw_people(rng: np.random.Generator, users: int) -> pd.DataFrame:
     n_bots = max(1, users // 200)

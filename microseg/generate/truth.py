@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from microseg.generate.delivery import day_of
+from microseg.generate.population import declines_marketing
 from microseg.generate.world import (
     ARCHETYPES,
     CATEGORIES,
@@ -157,6 +158,7 @@ def write_truth(
             "is_bot": people.archetype == ARCHETYPES.index("bot"),
             "is_opted_out": opted_out & ~regranted,
             "ever_opted_out": opted_out,
+            "declines_marketing": declines_marketing(people.person.to_numpy()),
             "anonymous_ids": ids.reindex(people.person).to_numpy(),
         }
     )

@@ -34,6 +34,7 @@ SPEC_TRACK_EVENTS = {
     "Video Playback Completed": "video_complete",
     "Form Submitted": "form_submit",
     "Consent Updated": "consent",
+    "Segment Consent Preference Updated": "consent",
 }
 SPEC_MESSAGE_TYPES = {"track", "page", "screen", "identify"}
 # Spec properties that become canonical columns, so they are not kept twice in `properties`.
@@ -118,8 +119,13 @@ def _spec_message_sql(j: str) -> str:
         'utm_source', {j}->'$.context.campaign.source',
         'utm_medium', {j}->'$.context.campaign.medium',
         'utm_campaign', {j}->'$.context.campaign.name',
-        'properties', case when {j}->>'$.type' <> 'identify' then json_merge_patch(
-            {j}->'$.properties', {quote(json.dumps(dict.fromkeys(SPEC_LIFTED_PROPERTIES)))}) end
+        'properties', case when {j}->>'$.type' <> 'identify' then json_merge_patch(json_merge_patch(
+            {j}->'$.properties', {quote(json.dumps(dict.fromkeys(SPEC_LIFTED_PROPERTIES)))}),
+            -- Segment Consent Management: the consent categories ride in the context
+            case when {event_type} = 'consent'
+                      and json_type({j}, '$.context.consent.categoryPreferences') = 'OBJECT'
+                 then json_object('purposes', {j}->'$.context.consent.categoryPreferences')
+                 else '{{}}' end) end
     )"""
 
 

@@ -16,6 +16,7 @@ from microseg.ingest.formats import stage_csv, stage_jsonl, stage_parquet
 from microseg.ingest.landing import detect_format, expand_paths, sha256_of
 from microseg.ingest.rules import checked_sql
 from microseg.ingest.sqltext import first_line
+from microseg.privacy.tombstones import drop_erased_rows
 from microseg.warehouse import FILE_ACCOUNTING_SQL, connect
 
 
@@ -29,6 +30,7 @@ class FileResult:
     rows_loaded: int = 0
     rows_duplicate: int = 0
     rows_quarantined: int = 0
+    rows_erased: int = 0  # rows of erased people (privacy tombstones): counted, not stored
     error: str | None = None
     top_reasons: tuple[tuple[str, int, int], ...] = ()  # (reason, rows, first line)
 
@@ -59,12 +61,12 @@ def _load(con: duckdb.DuckDBPyConnection, file_name: str, contract: EventContrac
     )
 
 
-def _counts(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int]:
-    read, quarantined = con.execute(
+def _counts(con: duckdb.DuckDBPyConnection, erased: int) -> tuple[int, int, int, int, int]:
+    kept, quarantined = con.execute(
         "select count(*), count(*) filter (where reason is not null) from _checked"
     ).fetchone()
     loaded = con.execute("select count(*) from _fresh").fetchone()[0]
-    return read, loaded, read - loaded - quarantined, quarantined
+    return kept + erased, loaded, kept - loaded - quarantined, quarantined, erased
 
 
 def _top_reasons(con: duckdb.DuckDBPyConnection) -> tuple[tuple[str, int, int], ...]:
@@ -82,11 +84,14 @@ def _record(
     digest: str,
     status: str,
     error: str | None,
-    counts: tuple[int, int, int, int],
+    counts: tuple[int, int, int, int, int],
 ) -> None:
     con.execute("delete from raw.load_manifest where file_name = ?", [path.name])
     con.execute(
-        "insert into raw.load_manifest values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)",
+        """insert into raw.load_manifest (file_name, file_path, file_format, content_sha256,
+               file_bytes, status, error, rows_read, rows_loaded, rows_duplicate,
+               rows_quarantined, rows_erased, loaded_at)
+           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)""",
         [path.name, str(path.resolve()), fmt, digest, path.stat().st_size, status, error, *counts],
     )
 
@@ -119,9 +124,10 @@ def ingest_file(
     try:
         _stage(con, path, fmt, settings, contract)
         con.execute(checked_sql(contract))
+        erased = drop_erased_rows(con, settings)
         _forget(con, path.name)
         _load(con, path.name, contract)
-        counts = _counts(con)
+        counts = _counts(con, erased)
         reasons = _top_reasons(con)
         _record(con, path, fmt, digest, "loaded", None, counts)
         _verify_accounting(con, path.name)
@@ -182,7 +188,7 @@ def _reject(con: duckdb.DuckDBPyConnection, path: Path, error: str) -> FileResul
         fmt = detect_format(path)
     con.execute("begin transaction")
     _forget(con, path.name)
-    _record(con, path, fmt, sha256_of(path), "rejected", error, (0, 0, 0, 0))
+    _record(con, path, fmt, sha256_of(path), "rejected", error, (0, 0, 0, 0, 0))
     con.execute("commit")
     return FileResult(path.name, "rejected", error=error)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -12,7 +13,7 @@ from microseg.config import Settings
 from microseg.errors import MicrosegError
 from microseg.ingest import ingest_paths
 from microseg.transform import failed_nodes, transform
-from tests.helpers import MARTS, query, truth_connection
+from tests.helpers import MARTS, query, run_cli, truth_connection
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +228,72 @@ def test_dbt_unit_tests_pass(built) -> None:
     results = json.loads((built.dbt_target_dir / "run_results.json").read_text())["results"]
     assert len(results) >= 7
     assert {r["status"] for r in results} == {"pass"}
+
+
+def test_consent_counts_from_just_after_its_statement_and_a_withdrawal_reaches_back(
+    built, small_dataset
+) -> None:
+    """marts.has_consent on real statements: marketing (opt-in) starts just after the grant;
+    a withdrawal that still holds also ends consent on every earlier date (backfills)."""
+    con = truth_connection(built, small_dataset)  # its own: `transform(built)` ran since
+
+    def has(person, purpose, at) -> bool:
+        return con.execute("select marts.has_consent(?, ?, ?)", [person, purpose, at]).fetchone()[0]
+
+    person, granted_at = con.execute("""
+        select person_id, stated_at from marts.consent_ledger
+        where purpose = 'marketing' and state = 'granted'
+          and person_id in (select person_id from truth_people
+                            where not declines_marketing and not is_opted_out)
+        order by stated_at limit 1
+    """).fetchone()
+    assert not has(person, "marketing", granted_at)
+    assert has(person, "marketing", granted_at + timedelta(milliseconds=1))
+    assert has(person, "analytics", granted_at)  # a default of granted: since ever
+    leaver, left_at = con.execute("""
+        select person_id, max(stated_at) from marts.consent_ledger
+        where purpose = 'personalization' and state <> 'granted'
+          and person_id in (select person_id from truth_people where is_opted_out)
+        group by person_id order by person_id limit 1
+    """).fetchone()
+    state_before = con.execute(
+        "select state from marts.consent_periods where person_id = ? and purpose = ? "
+        "and valid_to = ?",
+        [leaver, "personalization", left_at],
+    ).fetchone()
+    assert state_before == ("granted",)  # the timeline keeps what held then
+    assert not has(leaver, "personalization", left_at - timedelta(days=1))  # acting needs now too
+    bots = con.execute("""
+        select count(*), count(*) filter (where marts.has_consent(person_id, 'marketing', now())),
+               count(*) filter (where marts.has_consent(person_id, 'personalization', now()))
+        from truth_people where is_bot
+    """).fetchone()
+    assert bots[0] > 0 and bots[1:] == (0, bots[0])  # no statement: each purpose's default
+
+
+def test_privacy_report_counts_consent_and_lists_where_people_are(built) -> None:
+    result = run_cli("privacy", "report", "--as-of", "2026-10-04", home=built.home)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    printed = {
+        line.split()[0]: [int(v.replace(",", "")) for v in line.split()[2:7]] for line in lines[2:5]
+    }
+    expected = {
+        purpose: list(counts)
+        for purpose, *counts in query(
+            built,
+            """select purpose, count(*),
+                      count(*) filter (where marts.has_consent(person_id, purpose, $d)),
+                      count(*) filter (where marts.has_consent(person_id, purpose, $d)
+                                         and valid_from is null),
+                      count(*) filter (where state = 'denied'),
+                      count(*) filter (where state = 'withdrawn')
+               from marts.consent_periods
+               where coalesce(valid_from < $d, true) and coalesce(valid_to >= $d, true)
+               group by purpose""",
+            {"d": date(2026, 10, 4)},
+        )
+    }
+    assert printed == expected and printed["marketing"][1] < printed["personalization"][1]
+    tables = {line.split()[0] for line in lines if line.startswith("  raw.") or ".fct_" in line}
+    assert {"raw.events", "raw.events_quarantine", "marts.fct_sessions"} <= tables

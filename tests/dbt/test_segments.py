@@ -192,6 +192,25 @@ def scratch(built: Settings, tmp_path: Path) -> Settings:
     return Settings.from_env({"MICROSEG_HOME": str(home), "MICROSEG_LATE_ARRIVAL_HOURS": "96"})
 
 
+def test_each_use_reads_consent_for_its_own_purpose(con, segmented, tmp_path) -> None:
+    """People who never grant marketing stay in segments (personalization) and are in no
+    export (marketing, opt-in); neither are bots, who state no consent at all."""
+    night = NIGHTS[-1]
+    members = {p for s, p in _members(con, night) if s == "cart_abandoners"}
+    not_for_marketing = {
+        person
+        for (person,) in con.execute(
+            "select person_id from truth_people where declines_marketing or is_bot"
+        ).fetchall()
+    }
+    assert members & not_for_marketing and members - not_for_marketing
+    out = tmp_path / "audience.csv"
+    export_audience(segmented, "cart_abandoners", out, as_of=night)
+    with out.open(newline="", encoding="utf-8") as handle:
+        exported = {row["person_id"] for row in csv.DictReader(handle)}
+    assert exported == members - not_for_marketing
+
+
 def _event(event_id: str, event_type: str, at: str, **fields) -> dict:
     return {"event_id": event_id, "event_type": event_type, "event_at": at, **fields}
 
@@ -222,7 +241,14 @@ def test_opt_out_leaves_every_segment_and_export_and_formulas_are_neutralized(
             user_id=leaver_user,
             properties={"purposes": {"personalization": False, "marketing": False}},
         ),
-        # a new cart abandoner whose login id is a spreadsheet formula
+        # a new cart abandoner whose login id is a spreadsheet formula (marketing is opt-in)
+        _event(
+            "t-evil-0",
+            "consent",
+            "2026-10-05T19:59:00Z",
+            user_id=evil,
+            properties={"purposes": {"marketing": True}},
+        ),
         _event("t-evil-1", "page_view", "2026-10-05T20:00:00Z", user_id=evil, **product),
         _event("t-evil-2", "add_to_cart", "2026-10-05T20:01:00Z", user_id=evil, **product),
     ]

@@ -239,16 +239,18 @@ def test_dead_letters_after_the_last_attempt_and_consent_withdrawn_before_sendin
             assert con.execute("select count(*) from marts.activation_dead_letters").fetchone() == (
                 20,
             )
-            # an opt-out after a message was queued, before it went out (the crash again)
-            person, key = con.execute(
-                "select person_id, idempotency_key from marts.activation_outbox "
+            # consent withdrawn after a message was queued, before it went out (the crash again)
+            person, key, purpose = con.execute(
+                "select person_id, idempotency_key, purpose from marts.activation_outbox "
                 "where idempotency_key not in "
                 "(select idempotency_key from marts.activation_dead_letters) "
                 "order by idempotency_key limit 1"
             ).fetchone()
             con.execute("delete from marts.activation_deliveries where idempotency_key = ?", [key])
-            con.execute(
-                "update marts.dim_persons set is_opted_out = true where person_id = ?", [person]
+            con.execute(  # what the next dbt build makes of a withdrawal for that purpose
+                "update marts.consent_periods set is_held_now = false "
+                "where person_id = ? and purpose = ?",
+                [person, purpose],
             )
         sent = len(receiver.keys)
         activate(settings, NIGHTS[2])
@@ -258,7 +260,7 @@ def test_dead_letters_after_the_last_attempt_and_consent_withdrawn_before_sendin
                 "select distinct reason from marts.trigger_suppressions where person_id = ?",
                 [person],
             ).fetchall()
-        assert reasons == [("opted_out",)]
+        assert reasons == [(f"not_consented:{purpose}",)]
 
 
 def test_missing_secret_and_bad_definitions_stop_before_anything(built, tmp_path, monkeypatch):
@@ -384,7 +386,7 @@ def test_the_report_command_prints_the_report_mart(activated):
     with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
         rows = con.execute(
             """select fired_on, trigger_name, channel, fired, sent, failed, pending, expired,
-                      opted_out, re_eligibility, capped, holdout, experiment_control
+                      not_consented, re_eligibility, capped, holdout, experiment_control
                from marts.activation_report where fired_on = ? order by trigger_name""",
             [NIGHTS[2] - timedelta(days=1)],
         ).fetchall()

@@ -3,6 +3,7 @@ MLflow registry (SQLite), gated promotion, fairness audit and scoring."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -91,7 +92,13 @@ def test_model_lifecycle(home: Path, twelve_days: Path, tmp_path: Path) -> None:
     assert run.data.params["rows_test"] == str(better.rows["test"])
     assert run.data.metrics["test_roc_auc"] == pytest.approx(better.metrics["roc_auc"])
     artifacts = {a.path for a in client.list_artifacts(better.run_id, "explanations")}
-    assert {"explanations/roc.png", "explanations/importance.csv"} <= artifacts
+    assert {"explanations/roc.png", "explanations/contributions_by_score_decile.csv"} <= artifacts
+    # and no person in any MLflow file: explanations are per score decile, not per person
+    person = re.compile(rb"per_[0-9a-f]{24}")
+    mlflow_files = [home / "mlflow.db", *(home / "mlartifacts").rglob("*")]
+    mlflow_files = [p for p in mlflow_files if p.is_file()]
+    assert len(mlflow_files) > 10
+    assert [p for p in mlflow_files if person.search(p.read_bytes())] == []
     version = client.get_model_version(MODEL, better.version)
     assert len(version.tags["git_commit"]) == 40
     assert str(registry.version_by_alias(client, MODEL, "challenger").version) == better.version

@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import date, timedelta
 
+import duckdb
 import pytest
 
 from microseg.config import Settings
@@ -109,6 +110,25 @@ def test_publish_cli_reports_the_snapshot(tmp_path, dataset_factory) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"published {len(MARTS)} marts (")
     assert str(home / "analytics.duckdb") in proc.stdout
+    consenting = (
+        "select count(*) filter (where marts.has_consent(person_id, 'marketing', now())), "
+        "count(*) from marts.dim_persons"
+    )
+    with duckdb.connect(str(home / "analytics.duckdb"), read_only=True) as snapshot:
+        in_snapshot = snapshot.execute(consenting).fetchone()  # the macro came along
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as warehouse:
+        assert in_snapshot == warehouse.execute(consenting).fetchone()
+    assert 0 < in_snapshot[0] < in_snapshot[1]
+    assert (
+        query(
+            Settings.from_env({"MICROSEG_HOME": str(home)}),
+            "select count(*) from raw.events_quarantine",
+        )[0][0]
+        > 0
+    )
+    with duckdb.connect(str(home / "analytics.duckdb"), read_only=True) as snapshot:
+        published = [r[0] for r in snapshot.execute("describe raw.events_quarantine").fetchall()]
+    assert published == ["source_file", "source_line", "reason"]  # never the raw text
 
 
 # An analyst's client, as its owner would run it (a separate process, an unprivileged user).

@@ -36,7 +36,7 @@ def fates(decided: pd.DataFrame) -> dict[tuple[str, datetime], str | None]:
     }
 
 
-def run(candidates, triggers, caps, *, before=None, zones=None, opted_out=()):
+def run(candidates, triggers, caps, *, before=None, zones=None, unconsented=()):
     by_name = {t.name: t for t in triggers}
     return decide(
         candidates,
@@ -44,7 +44,7 @@ def run(candidates, triggers, caps, *, before=None, zones=None, opted_out=()):
         by_name,
         caps,
         CUTOFF,
-        set(opted_out),
+        set(unconsented),
         zones or {},
     )
 
@@ -137,15 +137,17 @@ def test_consent_ttl_and_re_eligibility() -> None:
             ("cart", "p", "s2", t + timedelta(minutes=50)),  # 20 min after: too soon
             ("old", "p", "s1", t),  # 2 h before the cutoff, TTL 30 min
             ("cart", "gone", "s3", t + timedelta(minutes=40)),
+            ("cart", "other", "s4", t + timedelta(minutes=40)),
         ),
         triggers,
         [],
-        opted_out={"gone"},
+        unconsented={("gone", "marketing"), ("other", "personalization")},
     )
     assert fates(decided)[("cart", t + timedelta(minutes=50))] is None  # fresher one first
     assert fates(decided)[("cart", t + timedelta(minutes=30))] == "re_eligibility"
     assert fates(decided)[("old", t)] == "expired"
-    assert fates(decided)[("cart", t + timedelta(minutes=40))] == "opted_out"
+    reasons = {r.person_id: r.reason for r in decided.itertuples() if r.session_id in ("s3", "s4")}
+    assert reasons == {"gone": "not_consented:marketing", "other": None}  # the trigger's purpose
 
 
 @pytest.mark.parametrize("age_minutes, expected", [(0, 1.0), (60, 0.5), (120, 0.25)])

@@ -21,18 +21,7 @@ identities as (
 ),
 
 attributed as (
-    select
-        events.*,
-        coalesce(by_user.person_id, by_device.person_id) as person_id
-    from events
-    left join identities as by_user
-        on by_user.id_type = 'user'
-       and by_user.identifier = {{ usable_id('events.user_id') }}
-    left join identities as by_device
-        on by_device.id_type = 'anonymous'
-       and by_device.identifier = {{ usable_id('events.anonymous_id') }}
-    -- an event whose only id is a placeholder belongs to nobody we can tell apart
-    where coalesce(by_user.person_id, by_device.person_id) is not null
+    {{ attributed_to_persons('events', 'identities') }}
 ),
 
 {% if is_incremental() %}

@@ -2,10 +2,11 @@
     on the run's as-of date, and the evidence (the values of every condition). Rendered from the
     plan that `microseg segments` validates and passes as var `segments` (macros/segments.sql).
     Each run replaces its own as-of date only: earlier dates keep what they said then, which is
-    the membership history. Consent first: people opted out on the as-of date, or now, are in no
-    segment, and a new opt-out removes the person from every earlier date too (pre_hook). -#}
+    the membership history. Consent first: people without consent for the segments' purpose
+    (var consent_purpose_of) on the as-of date, or now, are in no segment, and a withdrawal
+    removes the person from every earlier date too (pre_hook). -#}
 {{ config(materialized='incremental', full_refresh=false, on_schema_change='append_new_columns',
-          pre_hook=["{{ delete_segment_date() }}", "{{ delete_opted_out_members() }}"]) }}
+          pre_hook=["{{ delete_segment_date() }}", "{{ delete_unconsented_members() }}"]) }}
 
 {%- if execute and not var('segment_as_of') %}
     {{ exceptions.raise_compiler_error('segment models need var segment_as_of: run `microseg segments`') }}
@@ -23,10 +24,6 @@ with
 features as (
     select * from {{ ref('fct_user_features_daily') }}
     where as_of_date = {{ as_of }}
-),
-
-persons as (
-    select * from {{ ref('dim_persons') }}
 ),
 
 final_sessions as (
@@ -197,8 +194,8 @@ consenting as (
     select candidates.*
     from candidates
     join features using (person_id)
-    join persons using (person_id)
-    where features.is_opted_out is not true and persons.is_opted_out is not true
+    where {{ has_consent('candidates.person_id', consent_purpose_of('segments'), as_of,
+                         ref('consent_periods')) }}
 ),
 
 exclusive as (

@@ -1,0 +1,128 @@
+"""Erasure, proven the way an auditor would: every byte under MICROSEG_HOME, every table."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from microseg.config import Settings
+from microseg.export import export_audience
+from microseg.ingest import ingest_paths
+from microseg.privacy.erase import person_id_of
+from microseg.publish import publish
+from microseg.segments import run_segments
+from microseg.warehouse import FILE_ACCOUNTING_SQL
+from tests.helpers import query, run_cli
+
+NIGHT = date(2026, 10, 4)
+
+
+def _files_holding(home: Path, needles: set[str]) -> set[str]:
+    """Files under `home` whose bytes (gzip: decompressed) contain any needle."""
+    found = set()
+    for path in home.rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        if any(n.encode() in data for n in needles):
+            found.add(str(path.relative_to(home)))
+    return found
+
+
+@pytest.fixture
+def home(built: Settings, small_dataset: Path, tmp_path: Path) -> Settings:
+    """The built warehouse with its dumps in landing, a night of segments, an audience CSV
+    and the analysts' snapshot: every kind of copy erasure must reach."""
+    root = tmp_path / "home"
+    shutil.copytree(small_dataset, root / "landing", ignore=shutil.ignore_patterns("ground_*"))
+    shutil.copy(built.warehouse_path, root / "warehouse.duckdb")
+    settings = Settings.from_env({"MICROSEG_HOME": str(root)})
+    ingest_paths(settings, [settings.landing_dir])  # the manifest now names these copies
+    run_segments(settings, NIGHT)
+    return settings
+
+
+def test_erased_people_leave_every_byte_and_never_load_again(home: Settings, tmp_path) -> None:
+    person, user_id, devices = query(
+        home,
+        """select p.person_id, p.user_id, p.anonymous_ids from marts.dim_persons p
+           join marts.segment_memberships m using (person_id)
+           where m.segment_name = 'cart_abandoners' and m.as_of_date = ? and p.devices >= 2
+             and marts.has_consent(p.person_id, 'marketing', m.as_of_date)
+           order by p.person_id limit 1""",
+        [NIGHT],
+    )[0]
+    assert person == person_id_of(f"user:{user_id}")  # the same id dbt gives them
+    export = home.export_dir / "cart_abandoners.csv"
+    export_audience(home, "cart_abandoners", export, as_of=NIGHT)
+    publish(home)
+    needles = {person, user_id, *devices}
+    before = _files_holding(home.home, needles)
+    assert {"exports/cart_abandoners.csv"} < before and any("landing/" in f for f in before)
+    their_events = tmp_path / "redelivered.jsonl"
+    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+        con.execute(
+            f"""copy (select * exclude (source_file, source_line) from raw.events
+                      where user_id = ? or anonymous_id in (select unnest(?::varchar[])))
+                to '{their_events}' (format json)""",
+            [user_id, devices],
+        )
+
+    result = run_cli("erase", "--user-id", user_id, "--reason", "ticket 7", home=home.home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"erased 1 person(s), {1 + len(devices)} id(s): ")
+
+    assert _files_holding(home.home, needles) == set()  # warehouse, snapshot, CSV, dumps
+    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+        columns = con.execute(
+            """select table_schema || '.' || table_name, column_name from information_schema.columns
+               where column_name in ('person_id', 'user_id', 'anonymous_id', 'identifier')
+                 and table_schema <> 'privacy'"""
+        ).fetchall()
+        for table, column in columns:
+            assert con.execute(
+                f"select count(*) from {table} where {column} in (select unnest(?::varchar[]))",
+                [sorted(needles)],
+            ).fetchone() == (0,), f"{table}.{column}"
+        # the load manifest still adds up: their rows are counted as erased
+        assert con.execute(
+            f"select count(*) from ({FILE_ACCOUNTING_SQL}) where rows_unaccounted <> 0 "
+            "or events_not_in_manifest <> 0 or quarantine_rows_not_in_manifest <> 0"
+        ).fetchone() == (0,)
+        log = con.execute(
+            "select reason, identifiers, people, rows_deleted from privacy.erasure_log"
+        ).fetchall()
+    assert [(r, i, p) for r, i, p, _ in log] == [("ticket 7", 1 + len(devices), 1)]
+    assert json.loads(log[0][3])["raw.events"] > 0
+    manifest = json.loads(export.with_name(export.name + ".manifest.json").read_text())
+    rows = export.read_text().count("\n") - 1
+    assert manifest["rows"] == rows
+    assert manifest["sha256"] == hashlib.sha256(export.read_bytes()).hexdigest()
+
+    # their old events delivered again load nothing; the night's files stay as loaded
+    loaded = ingest_paths(home, [their_events])[0]
+    assert loaded.rows_read > 0 and loaded.rows_loaded == 0 == loaded.rows_quarantined
+    assert loaded.rows_erased == loaded.rows_read
+    assert {r.status for r in ingest_paths(home, [home.landing_dir])} == {"skipped"}
+    # again: nothing more to do, and it says so
+    again = run_cli("erase", "--user-id", user_id, home=home.home)
+    assert again.returncode == 0 and " 0 rows from 0 tables" in again.stdout
+
+
+def test_unknown_people_and_bad_requests_are_one_line_errors(built: Settings, tmp_path) -> None:
+    (tmp_path / "home").mkdir()
+    shutil.copy(built.warehouse_path, tmp_path / "home" / "warehouse.duckdb")
+    result = run_cli("erase", "--person", "per_nobody", home=tmp_path / "home")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: no person per_nobody in the warehouse (see marts.dim_persons)"
+    ]
+    assert run_cli("erase", home=tmp_path / "home").returncode == 2
