@@ -60,6 +60,9 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg experiment analyze --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg experiment power --baseline 0.05 --mde 0.10
 	$(BIN)/microseg erase --user-id user_0000042 --reason "demo: a deletion request"
+	@echo "pseudonymization at the door: one day loaded aside with MICROSEG_PSEUDONYMIZE (docs/privacy.md)"
+	MICROSEG_HOME=$(MICROSEG_HOME)/pseudonymized MICROSEG_PSEUDONYMIZE=properties.email,user_id MICROSEG_PRIVACY_KEY=demo-only-key $(BIN)/microseg ingest $(MICROSEG_HOME)/landing/events_$(DEMO_START).jsonl.gz
+	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/pseudonymized/warehouse.duckdb', read_only=True).sql(\"select user_id, properties ->> 'email' as email, properties ->> 'ip' as ip, page_url from raw.events where user_id is not null order by (properties ->> 'email') is null, event_id limit 4\").show(max_width=250)"
 	$(BIN)/microseg privacy report --as-of $(DEMO_AS_OF)
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -15,6 +16,7 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 
 DEFAULT_AUDIENCES = "subscribe_curious_readers,cart_abandoners"
+SCRUBBED_PARAMS = "email,mail,e,token,password,phone"  # query parameters ingest removes
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -42,6 +44,21 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw not in ("true", "false", "1", "0", "yes", "no"):
         raise ConfigError(f"{name}={raw!r} is not true or false")
     return raw in ("true", "1", "yes")
+
+
+def _list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    """A comma-separated setting; an empty value is an empty list."""
+    raw = env.get(name, default)
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _fields(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    """Event fields: user_id or properties.<key>."""
+    fields = _list(env, name, default)
+    for field in fields:
+        if field != "user_id" and not re.fullmatch(r"properties\.[A-Za-z_][A-Za-z0-9_]*", field):
+            raise ConfigError(f"{name}: {field!r} is not user_id or properties.<key>")
+    return fields
 
 
 def _date(env: Mapping[str, str], name: str, default: date) -> date:
@@ -86,6 +103,9 @@ class Settings:
     airflow_password: str | None  # None: generated on first start, printed once
     privacy_key: str | None  # None: generated on first use into $MICROSEG_HOME/privacy/key
     privacy_old_keys: tuple[str, ...]  # keys rotated out: their tombstones still match
+    pseudonymized_fields: tuple[str, ...]  # stored as keyed pseudonyms (privacy/pseudonymize)
+    ip_fields: tuple[str, ...]  # truncated to /24 or /48 at ingest
+    scrub_query_params: tuple[str, ...]  # removed from page_url and referrer at ingest
     nightly_schedule: str | None  # cron of behavior_nightly; None: triggered only
     weekly_schedule: str | None  # cron of models_weekly; None: triggered only
     activation_schedule: str | None  # cron of the activation DAG; None: triggered only
@@ -168,6 +188,12 @@ class Settings:
         quiet_days_max = int(_number(env, "MICROSEG_QUIET_DAYS_MAX", 7))
         if quiet_days_max < 0:
             raise ConfigError(f"MICROSEG_QUIET_DAYS_MAX={quiet_days_max} must be 0 or more")
+        pseudonymized = _fields(env, "MICROSEG_PSEUDONYMIZE", "")
+        if pseudonymized and not env.get("MICROSEG_PRIVACY_KEY"):
+            raise ConfigError(
+                "MICROSEG_PSEUDONYMIZE is set but MICROSEG_PRIVACY_KEY is not: pseudonyms need "
+                "a key kept outside MICROSEG_HOME (docs/privacy.md)"
+            )
         missing_delivery = (env.get("MICROSEG_MISSING_DELIVERY") or "warn").strip().lower()
         if missing_delivery not in ("warn", "error"):
             raise ConfigError(
@@ -212,11 +238,10 @@ class Settings:
             airflow_user=env.get("MICROSEG_AIRFLOW_USER") or "admin",
             airflow_password=env.get("MICROSEG_AIRFLOW_PASSWORD") or None,
             privacy_key=env.get("MICROSEG_PRIVACY_KEY") or None,
-            privacy_old_keys=tuple(
-                k.strip()
-                for k in (env.get("MICROSEG_PRIVACY_OLD_KEYS") or "").split(",")
-                if k.strip()
-            ),
+            privacy_old_keys=_list(env, "MICROSEG_PRIVACY_OLD_KEYS", ""),
+            pseudonymized_fields=pseudonymized,
+            ip_fields=_fields(env, "MICROSEG_IP_FIELDS", "properties.ip"),
+            scrub_query_params=_list(env, "MICROSEG_SCRUB_QUERY_PARAMS", SCRUBBED_PARAMS),
             nightly_schedule=_schedule(env, "MICROSEG_NIGHTLY_SCHEDULE", "0 3 * * *"),
             weekly_schedule=_schedule(env, "MICROSEG_WEEKLY_SCHEDULE", "0 5 * * 0"),
             activation_schedule=_schedule(env, "MICROSEG_ACTIVATION_SCHEDULE", "*/15 * * * *"),

@@ -39,7 +39,11 @@ select
     'anon_' || left(md5('{seed}:device:' || device), 20) as anonymous_id,
     case when logged_in then 'user_' || lpad(person::varchar, 7, '0')
          else placeholder_user_id end as user_id,
-    'https://shop.example.com/' || page_type || '/' || content as page_url,
+    'https://shop.example.com/' || page_type || '/' || content
+        -- newsletter links of logged-in readers carry their email (scrubbed at ingest)
+        || case when campaign <> '' and logged_in
+                then '?email=user_' || lpad(person::varchar, 7, '0') || '@mail.example' else ''
+           end as page_url,
     page_type,
     case when page_type in ('article', 'video', 'product') then page_type || '_' || content end
         as content_id,
@@ -65,6 +69,11 @@ select
         struct_pack(k := 'revenue', v := to_json(revenue)),
         struct_pack(k := 'currency', v := to_json(case when revenue is not null or price is not null
                                                    then 'USD' end)),
+        -- personal data trackers send: an email with logins and forms, the client's IP
+        struct_pack(k := 'email', v := to_json(case when event_type in ('identify', 'form_submit')
+            and logged_in then 'user_' || lpad(person::varchar, 7, '0') || '@mail.example' end)),
+        struct_pack(k := 'ip', v := to_json(case when event_type = 'page_view'
+            then '198.51.' || (device // 256 % 256) || '.' || (device % 256) end)),
         -- consent: 0 withdraws everything but analytics, 1 grants all, 2 all but marketing
         struct_pack(k := 'purposes', v := case when consent is not null then json_object(
             'personalization', consent >= 1, 'marketing', consent = 1, 'analytics', true) end)

@@ -41,6 +41,7 @@ import pandas as pd
 from microseg.config import Settings
 from microseg.errors import InputError, MicrosegError, UsageError
 from microseg.privacy.keys import key_id, keyed_hash, privacy_key
+from microseg.privacy.pseudonymize import stored_user_id
 from microseg.privacy.tombstones import PRIVACY_DDL
 from microseg.warehouse import connect, has_table, require_warehouse
 
@@ -73,6 +74,14 @@ class Erasure:
     rows_deleted: dict[str, int] = field(default_factory=dict)
     files_rewritten: dict[str, int] = field(default_factory=dict)
     republished: bool = False
+
+
+def stored_requests(settings: Settings, requests: list[Request]) -> list[Request]:
+    """Requests as the warehouse stores their ids (user ids may be pseudonyms)."""
+    return [
+        Request(r.kind, stored_user_id(settings, r.value)) if r.kind == "user" else r
+        for r in requests
+    ]
 
 
 def read_requests(pairs: list[tuple[str, str]], from_file: Path | None) -> list[Request]:
@@ -427,13 +436,14 @@ def erase(
     with _connect_waiting(settings, wait_minutes) as con:
         for ddl in PRIVACY_DDL:
             con.execute(ddl)
-        identifiers, people, persons = _resolve(con, requests)
+        identifiers, people, persons = _resolve(con, stored_requests(settings, requests))
         erasure = Erasure(uuid.uuid4().hex, len(people), len(identifiers))
         con.execute("begin transaction")
         erasure.rows_deleted = _delete_everywhere(con, identifiers, persons)
         _tombstone(con, settings, identifiers)
         con.execute("commit")
-        needles = {i for _, i in identifiers} | persons
+        # the stored ids, and the ids as asked: landing dumps hold them in clear
+        needles = {i for _, i in identifiers} | persons | {r.value for r in requests}
         erasure.files_rewritten = _scrub_home_files(con, settings, needles)
         con.execute(
             "insert into privacy.erasure_log values (?, ?, now()::timestamp, ?, ?, ?, ?, ?)",
