@@ -5,6 +5,10 @@ class MicrosegError(Exception):
     """Base class: anything raised as this reaches the user as `error: <message>`."""
 
 
+class WarehouseBusyError(MicrosegError):
+    """Another process holds the warehouse (DuckDB allows one writer): worth waiting for."""
+
+
 class UsageError(MicrosegError):
     """The command asked for something that cannot be (a date without features, a segment
     that does not exist): exit code 2, like an argument the parser refuses."""

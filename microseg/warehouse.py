@@ -12,7 +12,7 @@ import duckdb
 
 from microseg.config import Settings
 from microseg.contract import event_contract
-from microseg.errors import MicrosegError, UsageError
+from microseg.errors import MicrosegError, UsageError, WarehouseBusyError
 
 # One row per file the manifest says is loaded, or that has rows in raw.events without such a
 # manifest row (a load replayed from DuckDB's WAL after a kill can leave exactly that): the
@@ -90,9 +90,9 @@ def require_warehouse(settings: Settings) -> Path:
     return path
 
 
-def warehouse_busy_error(path: Path) -> MicrosegError:
+def warehouse_busy_error(path: Path) -> WarehouseBusyError:
     """DuckDB's lock conflict as one line saying what to do."""
-    return MicrosegError(
+    return WarehouseBusyError(
         f"warehouse {path} is in use by another process (DuckDB allows one writer); "
         "retry when it finishes, or query analytics.duckdb instead"
     )

@@ -31,6 +31,8 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +41,7 @@ import duckdb
 import pandas as pd
 
 from microseg.config import Settings
-from microseg.errors import InputError, MicrosegError, UsageError
+from microseg.errors import InputError, UsageError, WarehouseBusyError
 from microseg.privacy.keys import key_id, keyed_hash, privacy_key
 from microseg.privacy.pseudonymize import stored_user_id
 from microseg.privacy.tombstones import PRIVACY_DDL
@@ -197,8 +199,12 @@ def _predicate(columns: list[tuple[str, str]], regex: str) -> str | None:
     return " or ".join(parts) or None
 
 
-def _delete_everywhere(con, identifiers: set[tuple[str, str]], persons: set[str]) -> dict:
-    """Delete the people's rows from every table; returns table -> rows deleted."""
+def _delete_everywhere(
+    con, identifiers: set[tuple[str, str]], persons: set[str], as_asked: set[str]
+) -> dict:
+    """Delete the people's rows from every table; returns table -> rows deleted. Free text
+    is searched for the ids `as_asked` too (a quarantined line holds a user id in clear even
+    when the warehouse stores its pseudonym)."""
     con.register(
         "_erase_ids_frame",
         pd.DataFrame({"identifier": sorted({i for _, i in identifiers})}, dtype=object),
@@ -215,7 +221,7 @@ def _delete_everywhere(con, identifiers: set[tuple[str, str]], persons: set[str]
         "create or replace temp table _erase_keys as "
         + (keys or "select null::varchar as idempotency_key where false")
     )
-    regex = _needle_regex({i for _, i in identifiers} | persons).replace("'", "''")
+    regex = _needle_regex({i for _, i in identifiers} | persons | as_asked).replace("'", "''")
     deleted: dict[str, int] = {}
     _count_erased_raw_rows(con, regex)
     for table, columns in _tables(con):
@@ -259,16 +265,25 @@ def _tombstone(con, settings: Settings, identifiers: set[tuple[str, str]]) -> No
     )
 
 
-def _connect_waiting(settings: Settings, wait_minutes: float):
+@contextmanager
+def _connect_waiting(
+    settings: Settings, wait_minutes: float
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A write connection, waiting for the step that holds the warehouse to finish."""
     deadline = time.monotonic() + wait_minutes * 60
     while True:
+        opening = connect(settings)
         try:
-            return connect(settings)
-        except MicrosegError as exc:  # busy: another step is writing
-            if "in use" not in str(exc) or time.monotonic() > deadline:
+            con = opening.__enter__()
+            break
+        except WarehouseBusyError:
+            if time.monotonic() > deadline:
                 raise
             time.sleep(WAIT_SECONDS)
+    try:
+        yield con
+    finally:
+        opening.__exit__(None, None, None)
 
 
 def rewrite_warehouse(settings: Settings) -> None:
@@ -439,11 +454,12 @@ def erase(
         identifiers, people, persons = _resolve(con, stored_requests(settings, requests))
         erasure = Erasure(uuid.uuid4().hex, len(people), len(identifiers))
         con.execute("begin transaction")
-        erasure.rows_deleted = _delete_everywhere(con, identifiers, persons)
+        as_asked = {r.value for r in requests}
+        erasure.rows_deleted = _delete_everywhere(con, identifiers, persons, as_asked)
         _tombstone(con, settings, identifiers)
         con.execute("commit")
         # the stored ids, and the ids as asked: landing dumps hold them in clear
-        needles = {i for _, i in identifiers} | persons | {r.value for r in requests}
+        needles = {i for _, i in identifiers} | persons | as_asked
         erasure.files_rewritten = _scrub_home_files(con, settings, needles)
         con.execute(
             "insert into privacy.erasure_log values (?, ?, now()::timestamp, ?, ?, ?, ?, ?)",

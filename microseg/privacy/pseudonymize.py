@@ -66,23 +66,23 @@ def _set_sql(field: str, value: str) -> str:
     return f"properties = json_merge_patch(properties, json_object({quote(key)}, {value}))"
 
 
-def _truncated_ip_sql(value: str) -> str:
+def truncated_ip_sql(value: str) -> str:
     """/24 of an IPv4 address, /48 of an IPv6 one (the first three groups), else null."""
     return f"""case
         when regexp_full_match({value}, '{IPV4_RE}')
             then regexp_replace({value}, '\\.\\d{{1,3}}$', '.0')
         when contains({value}, ':')
-            then array_to_string(string_split({value}, ':')[1:3], ':') || '::'
+            then rtrim(array_to_string(string_split({value}, ':')[1:3], ':'), ':') || '::'
         end"""
 
 
-def _scrubbed_url_sql(column: str, params: tuple[str, ...]) -> str:
+def scrubbed_url_sql(column: str, params: tuple[str, ...]) -> str:
     """`column` without the named query parameters (and a dangling ? or &)."""
     if not params:
         return column
-    names = "|".join(params)
-    removed = f"regexp_replace({column}, '([?&])({names})=[^&#]*&?', '\\1', 'gi')"
-    return f"regexp_replace({removed}, '[?&]+(#|$)', '\\1')"
+    names = "|".join(re.escape(p) for p in params).replace("'", "''")
+    removed = f"regexp_replace({column}, '[?&]({names})=[^&#]*', '', 'gi')"
+    return f"regexp_replace({removed}, '^([^?#]*)&', '\\1?')"  # the first one left opens
 
 
 def protect_staged_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
@@ -90,11 +90,11 @@ def protect_staged_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> N
     for field in settings.ip_fields:
         value = _value_sql(field)
         con.execute(
-            f"update _checked set {_set_sql(field, _truncated_ip_sql(value))} "
+            f"update _checked set {_set_sql(field, truncated_ip_sql(value))} "
             f"where {value} is not null"
         )
     for column in ("page_url", "referrer"):
-        scrubbed = _scrubbed_url_sql(column, settings.scrub_query_params)
+        scrubbed = scrubbed_url_sql(column, settings.scrub_query_params)
         con.execute(f"update _checked set {column} = {scrubbed} where {column} like '%?%'")
     if not settings.pseudonymized_fields:
         return

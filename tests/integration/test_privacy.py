@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -127,6 +129,31 @@ def test_unknown_people_and_bad_requests_are_one_line_errors(built: Settings, tm
         "error: no person per_nobody in the warehouse (see marts.dim_persons)"
     ]
     assert run_cli("erase", home=tmp_path / "home").returncode == 2
+
+
+def test_erasure_waits_for_the_step_holding_the_warehouse(built: Settings, tmp_path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(built.warehouse_path, home / "warehouse.duckdb")
+    hold = (
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+        "print('held', flush=True); time.sleep(8)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(home / "warehouse.duckdb")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = run_cli("erase", "--anonymous-id", "anon_x", "--wait-minutes", "0", home=home)
+        assert busy.returncode == 1 and "in use by another process" in busy.stderr
+        waited = run_cli("erase", "--anonymous-id", "anon_x", "--wait-minutes", "1", home=home)
+        assert waited.returncode == 0, waited.stderr
+        assert holder.poll() is not None  # it ran once the holder had finished
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")

@@ -20,6 +20,7 @@ from microseg.privacy.erase import (
     scrub_file,
 )
 from microseg.privacy.keys import keyed_hash
+from microseg.privacy.pseudonymize import scrubbed_url_sql, truncated_ip_sql
 
 GONE = {"user_12", "anon_a"}
 
@@ -87,3 +88,31 @@ def test_reports_and_logs_keep_their_records_with_ids_redacted(tmp_path: Path) -
         "unexpected": ["[erased]", "user_123", "[erased]", "[erased]"],
         "n": 4,
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://x/a?email=ann@b.c&utm_source=n", "https://x/a?utm_source=n"),
+        ("https://x/a?utm_source=n&EMAIL=ann@b.c", "https://x/a?utm_source=n"),
+        ("https://x/a?email=ann@b.c#top", "https://x/a#top"),
+        ("https://x/a?token=1&e=2&ok=3", "https://x/a?ok=3"),
+        ("https://x/a?emails=1&mail=2", "https://x/a?emails=1"),  # names match whole
+    ],
+)
+def test_query_parameters_named_are_removed_from_urls(url: str, kept: str) -> None:
+    sql = scrubbed_url_sql(f"'{url}'", ("email", "mail", "token", "e"))
+    assert duckdb.sql(f"select {sql}").fetchone() == (kept,)
+
+
+@pytest.mark.parametrize(
+    ("ip", "network"),
+    [
+        ("203.0.113.57", "203.0.113.0"),
+        ("2001:db8:85a3::8a2e:370:7334", "2001:db8:85a3::"),
+        ("2001:db8::1", "2001:db8::"),
+        ("not an address", None),
+    ],
+)
+def test_ip_addresses_keep_only_their_network(ip: str, network: str | None) -> None:
+    assert duckdb.sql(f"select {truncated_ip_sql(repr(ip))}").fetchone() == (network,)
