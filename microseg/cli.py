@@ -191,6 +191,7 @@ def cmd_activation_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.privacy.erase import erase, read_requests
+    from ml.registry import RETRAIN_TAG
 
     pairs = [
         (option, value)
@@ -212,6 +213,11 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
         f"their ids are refused at ingest from now on (request {done.request_id} in "
         "privacy.erasure_log)"
     )
+    if done.models_to_retrain:
+        print(
+            f"models trained on data that held them (tag {RETRAIN_TAG}; retrain with "
+            f"`microseg train`): {', '.join(done.models_to_retrain)}"
+        )
     return 0
 
 

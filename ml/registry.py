@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import subprocess
+from datetime import date, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from microseg.config import PROJECT_ROOT, Settings
@@ -96,3 +98,37 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
         hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else "unknown"
     )
     return {"git_commit": commit, "dbt_manifest_sha256": manifest_hash}
+
+
+RETRAIN_TAG = "retrain_after_erasure"  # value: the erasure request that asked for it
+FEATURE_LOOKBACK_DAYS = 90  # the longest feature window: events this old still shape a row
+
+
+def flag_for_retraining(
+    settings: Settings, active: tuple[date, date], request_id: str
+) -> list[str]:
+    """Tag every model version whose training data could hold people erased by `request_id`
+    (active from active[0] to active[1]): its features (90 days back from its first as-of
+    date) or labels (horizon days after its last) overlap that time. Returns "model vN"."""
+    if (
+        settings.mlflow_tracking_uri.startswith("sqlite:///")
+        and not Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")).exists()
+    ):
+        return []  # nothing was ever trained here
+    mlflow_client = client(settings)
+    flagged = []
+    for model in mlflow_client.search_registered_models():
+        for version in mlflow_client.search_model_versions(f"name = '{model.name}'"):
+            params = mlflow_client.get_run(version.run_id).data.params
+            if "as_of_first" not in params:
+                continue
+            start = date.fromisoformat(params["as_of_first"]) - timedelta(FEATURE_LOOKBACK_DAYS)
+            end = date.fromisoformat(params["as_of_last"]) + timedelta(
+                int(params.get("horizon_days", 0))
+            )
+            if active[0] <= end and start <= active[1]:
+                mlflow_client.set_model_version_tag(
+                    model.name, version.version, RETRAIN_TAG, request_id
+                )
+                flagged.append(f"{model.name} v{version.version}")
+    return sorted(flagged)

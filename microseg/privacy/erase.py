@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -46,6 +46,7 @@ from microseg.privacy.keys import key_id, keyed_hash, privacy_key
 from microseg.privacy.pseudonymize import stored_user_id
 from microseg.privacy.tombstones import PRIVACY_DDL
 from microseg.warehouse import connect, has_table, require_warehouse
+from ml.registry import flag_for_retraining
 
 KINDS = {"user_id": "user", "anonymous_id": "anonymous", "person": "person"}
 # Columns whose value is a person, user or device id, or a message of one.
@@ -75,6 +76,7 @@ class Erasure:
     identifiers: int
     rows_deleted: dict[str, int] = field(default_factory=dict)
     files_rewritten: dict[str, int] = field(default_factory=dict)
+    models_to_retrain: list[str] = field(default_factory=list)
     republished: bool = False
 
 
@@ -255,6 +257,20 @@ def _count_erased_raw_rows(con, regex: str) -> None:
             ) as gone
             where m.file_name = gone.source_file"""
     )
+
+
+def _active_days(con, identifiers: set[tuple[str, str]]) -> tuple[date, date] | None:
+    """First and last day of the people's events (None: none loaded)."""
+    first, last = con.execute(
+        "select min(event_at)::date, max(event_at)::date from raw.events "
+        "where user_id in (select unnest(?::varchar[])) "
+        "or anonymous_id in (select unnest(?::varchar[]))",
+        [
+            [i for t, i in identifiers if t == "user"],
+            [i for t, i in identifiers if t == "anonymous"],
+        ],
+    ).fetchone()
+    return (first, last) if first else None
 
 
 def _tombstone(con, settings: Settings, identifiers: set[tuple[str, str]]) -> None:
@@ -453,6 +469,7 @@ def erase(
             con.execute(ddl)
         identifiers, people, persons = _resolve(con, stored_requests(settings, requests))
         erasure = Erasure(uuid.uuid4().hex, len(people), len(identifiers))
+        active = _active_days(con, identifiers)
         con.execute("begin transaction")
         as_asked = {r.value for r in requests}
         erasure.rows_deleted = _delete_everywhere(con, identifiers, persons, as_asked)
@@ -462,7 +479,9 @@ def erase(
         needles = {i for _, i in identifiers} | persons | as_asked
         erasure.files_rewritten = _scrub_home_files(con, settings, needles)
         con.execute(
-            "insert into privacy.erasure_log values (?, ?, now()::timestamp, ?, ?, ?, ?, ?)",
+            """insert into privacy.erasure_log (request_id, requested_at, completed_at, reason,
+                   identifiers, people, rows_deleted, files_rewritten)
+               values (?, ?, now()::timestamp, ?, ?, ?, ?, ?)""",
             [
                 erasure.request_id,
                 requested_at,
@@ -473,6 +492,13 @@ def erase(
                 json.dumps(erasure.files_rewritten),
             ],
         )
+    if active is not None:
+        erasure.models_to_retrain = flag_for_retraining(settings, active, erasure.request_id)
+        with connect(settings) as con:
+            con.execute(
+                "update privacy.erasure_log set models_to_retrain = ? where request_id = ?",
+                [json.dumps(erasure.models_to_retrain), erasure.request_id],
+            )
     rewrite_warehouse(settings)
     if settings.analytics_path.exists():
         publish(settings)

@@ -29,8 +29,10 @@ PRIVACY_DDL = (
         identifiers integer not null,  -- user ids and device ids erased (their count only)
         people integer not null,
         rows_deleted json,             -- table -> rows
-        files_rewritten json           -- folder -> files
+        files_rewritten json,          -- folder -> files
+        models_to_retrain json         -- "model vN" trained on data that held them
     )""",
+    "alter table privacy.erasure_log add column if not exists models_to_retrain json",
 )
 
 

@@ -22,6 +22,7 @@ from microseg.privacy.erase import person_id_of
 from microseg.publish import publish
 from microseg.segments import run_segments
 from microseg.warehouse import FILE_ACCOUNTING_SQL
+from ml import registry
 from tests.helpers import query, run_cli
 
 NIGHT = date(2026, 10, 4)
@@ -193,3 +194,22 @@ def test_with_pseudonymization_no_clear_email_or_ip_is_stored(dataset_factory, t
     erased = run_cli("erase", "--user-id", user, home=home, env=private)
     assert erased.returncode == 0, erased.stderr
     assert before - query(settings, "select count(*) from raw.events")[0][0] > 0
+
+
+def test_models_whose_training_data_held_them_are_flagged(tmp_path) -> None:
+    """A real MLflow registry: versions trained on data overlapping the erased people's
+    activity (90 days of features back, the label horizon forward) get the retrain tag."""
+    import mlflow
+
+    settings = Settings.from_env({"MICROSEG_HOME": str(tmp_path / "home")})
+    mlflow_client = registry.client(settings)
+    experiment = registry.experiment_id(settings, mlflow_client, "m")
+    mlflow_client.create_registered_model("m")
+    for first, last in (("2026-06-01", "2026-06-10"), ("2026-09-20", "2026-10-01")):
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_params({"as_of_first": first, "as_of_last": last, "horizon_days": 7})
+        mlflow_client.create_model_version("m", run.info.artifact_uri, run_id=run.info.run_id)
+    active = (date(2026, 10, 5), date(2026, 10, 6))  # within v2's label horizon only
+    assert registry.flag_for_retraining(settings, active, "req1") == ["m v2"]
+    tags = {str(v.version): v.tags for v in mlflow_client.search_model_versions("name = 'm'")}
+    assert tags["2"][registry.RETRAIN_TAG] == "req1" and registry.RETRAIN_TAG not in tags["1"]
