@@ -41,6 +41,7 @@ while not stop.exists():
                 "       (select count(*) from raw.load_manifest)").fetchone())
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
+    time.sleep(0.02)  # an analyst re-querying, not a core spinning beside the nightly runs
 out.write_text(json.dumps({"reads": reads, "errors": errors}))
 """
 
