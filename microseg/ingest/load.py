@@ -16,7 +16,7 @@ from microseg.ingest.formats import stage_csv, stage_jsonl, stage_parquet
 from microseg.ingest.landing import detect_format, expand_paths, sha256_of
 from microseg.ingest.rules import checked_sql
 from microseg.ingest.sqltext import first_line
-from microseg.privacy.pseudonymize import protect_staged_rows
+from microseg.privacy import pseudonymize  # a module: pseudonymize imports ingest's sqltext
 from microseg.privacy.tombstones import drop_erased_rows
 from microseg.warehouse import FILE_ACCOUNTING_SQL, connect
 
@@ -125,7 +125,8 @@ def ingest_file(
     try:
         _stage(con, path, fmt, settings, contract)
         con.execute(checked_sql(contract))
-        protect_staged_rows(con, settings)  # before anything is stored, and before tombstones
+        # before anything is stored, and before tombstones (they match the stored form)
+        pseudonymize.protect_staged_rows(con, settings)
         erased = drop_erased_rows(con, settings)
         _forget(con, path.name)
         _load(con, path.name, contract)

@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 
 from microseg.config import Settings
+from microseg.ingest.sqltext import quote
 from microseg.privacy.keys import key_id, keyed_hash, privacy_key
 
 EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
@@ -43,10 +44,6 @@ def stored_user_id(settings: Settings, user_id: str) -> str:
 
 def _is_email(value: str) -> bool:
     return re.fullmatch(EMAIL_RE, value) is not None
-
-
-def quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _property(field: str) -> str | None:
