@@ -12,6 +12,8 @@ DEMO_DAYS ?= 14
 DEMO_START ?= 2026-10-01
 # the morning after the last demo day: features, scores and segments describe the days before
 DEMO_AS_OF ?= 2026-10-15
+DEMO_LAST_DAY ?= 2026-10-14
+DEMO_RETENTION_DAYS ?= 10
 MLFLOW_PORT ?= 5000
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -46,14 +48,16 @@ install: $(VENV)/.synced ## Create .venv from the committed uv.lock (bootstraps 
 
 demo: install ## Sample events, then the weekly training and the nightly run: segments, scores, exports
 	$(BIN)/microseg generate --out $(MICROSEG_HOME)/landing --users $(DEMO_USERS) --days $(DEMO_DAYS) --start $(DEMO_START) --seed 7
-	$(BIN)/microseg ingest $(MICROSEG_HOME)/landing
+	@echo "loading the deliveries before $(DEMO_LAST_DAY); that day's arrives with the night of $(DEMO_AS_OF)"
+	$(BIN)/microseg ingest $$(ls $(MICROSEG_HOME)/landing/events_*.jsonl.gz | grep -v $(DEMO_LAST_DAY))
 	$(BIN)/microseg validate --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg transform
 	$(BIN)/microseg train --model purchase_propensity --model content_preference
 	$(BIN)/microseg promote --model purchase_propensity --model content_preference
 	@echo "activating the nights of 2026-10-06 ... 2026-10-14 (what the activation DAG did while the data arrived; log: $(MICROSEG_HOME)/demo_activation.log)"
 	@for day in 06 07 08 09 10 11 12 13 14; do $(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
-	$(BIN)/microseg run --as-of $(DEMO_AS_OF)
+	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS; its expire step); the facts built from older ones stay. Its incremental lookback takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS)"
+	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) MICROSEG_LATE_ARRIVAL_HOURS=96 $(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
 	$(BIN)/microseg activation report --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg experiment check
@@ -61,9 +65,9 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg experiment power --baseline 0.05 --mde 0.10
 	$(BIN)/microseg erase --user-id user_0000042 --reason "demo: a deletion request"
 	@echo "pseudonymization at the door: one day loaded aside with MICROSEG_PSEUDONYMIZE (docs/privacy.md)"
-	MICROSEG_HOME=$(MICROSEG_HOME)/pseudonymized MICROSEG_PSEUDONYMIZE=properties.email,user_id MICROSEG_PRIVACY_KEY=demo-only-key $(BIN)/microseg ingest $(MICROSEG_HOME)/landing/events_$(DEMO_START).jsonl.gz
+	MICROSEG_HOME=$(MICROSEG_HOME)/pseudonymized MICROSEG_PSEUDONYMIZE=properties.email,user_id MICROSEG_PRIVACY_KEY=demo-only-key $(BIN)/microseg ingest $(MICROSEG_HOME)/landing/events_$(DEMO_LAST_DAY).jsonl.gz
 	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/pseudonymized/warehouse.duckdb', read_only=True).sql(\"select user_id, properties ->> 'email' as email, properties ->> 'ip' as ip, page_url from raw.events where user_id is not null order by (properties ->> 'email') is null, event_id limit 4\").show(max_width=250)"
-	$(BIN)/microseg privacy report --as-of $(DEMO_AS_OF)
+	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) $(BIN)/microseg privacy report --as-of $(DEMO_AS_OF)
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"
 	@echo "Trigger messages: $(MICROSEG_HOME)/activation/<destination>/ (triggers.yml, docs/triggers.md)"

@@ -15,7 +15,9 @@ per layer (events → sessions → person_days, `dbt_project/selectors.yml`; a m
 tests run right after it, so a failing test stops what is built on it) → feature Great
 Expectations checkpoint → score with each champion model → behavioral clusters → segments →
 triggers of the day before (`microseg activate`) → experiments analyzed
-(`marts.experiment_results`, `marts.experiment_decisions`) → audience exports → publish.
+(`marts.experiment_results`, `marts.experiment_decisions`) → audience exports → retention
+(`microseg privacy expire`: MICROSEG_RAW_RETENTION_DAYS, MICROSEG_QUARANTINE_RETENTION_DAYS) →
+publish.
 
 **Date.** Every task works on `as_of` = the day of the run's 03:00 trigger (the run of
 2026-10-15 03:00 builds features, scores and segments as of 2026-10-15, i.e. behavior before
@@ -174,6 +176,12 @@ def behavior_nightly():
         return run_step(export_step, params, data_interval_end, audiences=params.get("audiences"))
 
     @task
+    def expire(params=None, data_interval_end=None):
+        from microseg.pipeline import expire_step
+
+        return run_step(expire_step, params, data_interval_end)
+
+    @task
     def publish(params=None, data_interval_end=None):
         from microseg.pipeline import publish_step
 
@@ -190,6 +198,7 @@ def behavior_nightly():
         >> activate()
         >> experiments()
         >> export_audiences()
+        >> expire()
         >> publish()
     )
 

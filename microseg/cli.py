@@ -229,6 +229,13 @@ def cmd_privacy_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_privacy_expire(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.pipeline import expire_step
+
+    print(expire_step(settings, args.as_of))
+    return 0
+
+
 def cmd_experiment_check(_args: argparse.Namespace, settings: Settings) -> int:
     from microseg.experiments.grammar import load_configured_experiments
 
@@ -457,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.set_defaults(handler=cmd_activation_report)
 
-    prv = sub.add_parser("privacy", help="privacy reports")
+    prv = sub.add_parser("privacy", help="privacy report and retention")
     prv_sub = prv.add_subparsers(dest="privacy_command", required=True, metavar="COMMAND")
     prr = prv_sub.add_parser(
         "report", help="consent per purpose, and where personal data lives (tables, files)"
@@ -466,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of", type=_iso_date, default=None, help="consent as of D (default: newest night)"
     )
     prr.set_defaults(handler=cmd_privacy_report)
+    pre = prv_sub.add_parser(
+        "expire",
+        help="retention: delete raw events and quarantined lines older than the settings allow",
+    )
+    pre.add_argument(
+        "--as-of", type=_iso_date, required=True, help="D: ages are counted back from D"
+    )
+    pre.set_defaults(handler=cmd_privacy_expire)
 
     exm = sub.add_parser("experiment", help="A/B tests: check, analyze, sample sizes")
     exm_sub = exm.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")

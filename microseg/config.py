@@ -29,6 +29,16 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+def _days(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """A whole number of days, at least 1 (unset: the default)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name}={raw!r} must be a whole number of days, at least 1")
+    return int(raw)
+
+
 def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
     """A cron expression, or None for "none" (the DAG runs only when triggered)."""
     raw = env.get(name, default).strip()
@@ -106,6 +116,8 @@ class Settings:
     pseudonymized_fields: tuple[str, ...]  # stored as keyed pseudonyms (privacy/pseudonymize)
     ip_fields: tuple[str, ...]  # truncated to /24 or /48 at ingest
     scrub_query_params: tuple[str, ...]  # removed from page_url and referrer at ingest
+    raw_retention_days: int | None  # events of sessions ended longer ago are deleted; None: kept
+    quarantine_retention_days: int  # quarantined lines of files loaded longer ago are deleted
     nightly_schedule: str | None  # cron of behavior_nightly; None: triggered only
     weekly_schedule: str | None  # cron of models_weekly; None: triggered only
     activation_schedule: str | None  # cron of the activation DAG; None: triggered only
@@ -194,6 +206,8 @@ class Settings:
                 "MICROSEG_PSEUDONYMIZE is set but MICROSEG_PRIVACY_KEY is not: pseudonyms need "
                 "a key kept outside MICROSEG_HOME (docs/privacy.md)"
             )
+        raw_retention = _days(env, "MICROSEG_RAW_RETENTION_DAYS", None)
+        quarantine_retention = _days(env, "MICROSEG_QUARANTINE_RETENTION_DAYS", 30)
         missing_delivery = (env.get("MICROSEG_MISSING_DELIVERY") or "warn").strip().lower()
         if missing_delivery not in ("warn", "error"):
             raise ConfigError(
@@ -242,6 +256,8 @@ class Settings:
             pseudonymized_fields=pseudonymized,
             ip_fields=_fields(env, "MICROSEG_IP_FIELDS", "properties.ip"),
             scrub_query_params=_list(env, "MICROSEG_SCRUB_QUERY_PARAMS", SCRUBBED_PARAMS),
+            raw_retention_days=raw_retention,
+            quarantine_retention_days=quarantine_retention,
             nightly_schedule=_schedule(env, "MICROSEG_NIGHTLY_SCHEDULE", "0 3 * * *"),
             weekly_schedule=_schedule(env, "MICROSEG_WEEKLY_SCHEDULE", "0 5 * * 0"),
             activation_schedule=_schedule(env, "MICROSEG_ACTIVATION_SCHEDULE", "*/15 * * * *"),

@@ -234,6 +234,24 @@ def export_step(settings: Settings, as_of: date, audiences: list[str] | None = N
     return "export: " + ", ".join(f"{r.path} ({r.rows:,} people)" for r in results)
 
 
+def expire_step(settings: Settings, as_of: date) -> str:
+    """Retention: delete what the settings no longer allow to keep (privacy/retention.py)."""
+    from microseg.privacy.retention import expire
+
+    done = expire(settings, as_of)
+    events = (
+        f"{done.events:,} events of sessions ended before {done.events_before} "
+        f"(+ {done.unbuilt_events:,} never built into one)"
+        if done.events_before
+        else "raw events kept (MICROSEG_RAW_RETENTION_DAYS unset)"
+    )
+    return (
+        f"expire: {events}; {done.quarantined:,} quarantined lines of files loaded over "
+        f"{settings.quarantine_retention_days} days before {as_of}; "
+        f"{done.landing_files:,} landing files emptied and deleted"
+    )
+
+
 def publish_step(settings: Settings, _as_of: date) -> str:
     from microseg.publish import publish
 
@@ -284,4 +302,5 @@ def run_nightly(
     report(activate_step(settings, as_of))
     report(experiments_step(settings, as_of))
     report(export_step(settings, as_of, audiences))
+    report(expire_step(settings, as_of))
     report(publish_step(settings, as_of))

@@ -30,7 +30,7 @@ select
     coalesce(loaded.rows_quarantined, 0) / greatest(coalesce(loaded.rows_read, 0), 1)
         as quarantine_rate,
     loaded.rows_read - loaded.rows_loaded - loaded.rows_duplicate - loaded.rows_quarantined
-        - coalesce(loaded.rows_erased, 0) as rows_unaccounted,
+        - coalesce(loaded.rows_erased, 0) - coalesce(loaded.rows_expired, 0) as rows_unaccounted,
     coalesce(events.rows, 0) - coalesce(loaded.rows_loaded, 0) as events_not_in_manifest,
     coalesce(quarantined.rows, 0) - coalesce(loaded.rows_quarantined, 0)
         as quarantine_rows_not_in_manifest
@@ -75,10 +75,25 @@ def _raw_ddl() -> list[str]:
     rows_duplicate bigint not null,
     rows_quarantined bigint not null,
     loaded_at timestamp not null,
-    rows_erased bigint not null default 0
+    rows_erased bigint not null default 0,
+    rows_expired bigint not null default 0,
+    delivered_sha256 varchar  -- as delivered: content_sha256 follows erasure's rewrites
 )""",
-        # manifests from before erasure: rows of erased people are counted, never stored
+        # manifests from before erasure and retention: rows they removed stay counted
         "alter table raw.load_manifest add column if not exists rows_erased bigint default 0",
+        "alter table raw.load_manifest add column if not exists rows_expired bigint default 0",
+        "alter table raw.load_manifest add column if not exists delivered_sha256 varchar",
+        # privacy/retention.py: one row per night that expired rows. dbt reads the newest
+        # events_before: facts dated before it are final (full refreshes are refused)
+        """create table if not exists raw.retention_runs (
+    as_of_date date primary key,
+    events_before date,  -- null: raw retention off (quarantine only)
+    events_expired bigint not null,
+    unbuilt_events_expired bigint not null,
+    quarantined_expired bigint not null,
+    landing_files_deleted bigint not null,
+    expired_at timestamp not null
+)""",
     ]
 
 

@@ -31,14 +31,26 @@
         ) as held
         where held.held_person_id = {{ person }}
           and held.held_purpose = {{ purpose }}
-          and (held.held_from is null or held.held_from < {{ as_of }}::timestamp)
-          and (held.held_to is null or held.held_to >= {{ as_of }}::timestamp)
+          and {{ in_force('held.held_from', 'held.held_to', as_of) }}
     ))
 {%- endmacro %}
 
+{#- Whether a consent period [valid_from, valid_to] is the one in force at `as_of` (a date
+    means its midnight): statements count from strictly after the moment they were made. -#}
+{% macro in_force(valid_from, valid_to, as_of) -%}
+    (({{ valid_from }} is null or {{ valid_from }} < {{ as_of }}::timestamp)
+     and ({{ valid_to }} is null or {{ valid_to }} >= {{ as_of }}::timestamp))
+{%- endmacro %}
+
+{#- consent_periods' post-hooks: the rules above as warehouse macros, for Python and analysts -#}
 {% macro create_has_consent_macro() -%}
     create or replace macro {{ this.schema }}.has_consent(person, purpose_name, as_of) as
     {{ has_consent('person', 'purpose_name', 'as_of', this.schema ~ '.' ~ this.identifier) }}
+{%- endmacro %}
+
+{% macro create_in_force_macro() -%}
+    create or replace macro {{ this.schema }}.consent_in_force(valid_from, valid_to, as_of) as
+    {{ in_force('valid_from', 'valid_to', 'as_of') }}
 {%- endmacro %}
 
 {#- The purpose `use` (segments, scores, experiments, exports) acts under, as a SQL literal. -#}

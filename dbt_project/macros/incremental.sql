@@ -34,21 +34,32 @@
 
 {#- People whose facts changed in this run, with the first day that changed: the first day of
     their rewritten events, or the beginning of time for people who lost re-attributed events.
-    Daily person models rewrite these people from that day on. -#}
+    Daily person models rewrite these people from that day on. After raw retention, never
+    before its horizon (the days before it are final: their events are gone), unless the
+    person has no session left (all they had moved to others): then they go entirely. -#}
 {% macro touched_people() -%}
-    select person_id, min(restart_date) as restart_date
+    select
+        person_id,
+        case
+            when person_id in (select person_id from {{ ref('fct_sessions') }})
+                then greatest(restart_date, {{ retention_horizon() }})
+            else restart_date
+        end as restart_date
     from (
-        select person_id, min(event_at)::date as restart_date
-        from {{ ref('int_events_sessionized') }}
-        where batch = {{ current_batch(ref('int_events_sessionized')) }}
+        select person_id, min(restart_date) as restart_date
+        from (
+            select person_id, min(event_at)::date as restart_date
+            from {{ ref('int_events_sessionized') }}
+            where batch = {{ current_batch(ref('int_events_sessionized')) }}
+            group by all
+            union all
+            select previous_person_id, '-infinity'::date
+            from {{ ref('int_events_stitched') }}
+            where batch = {{ current_batch(ref('int_events_stitched')) }}
+              and previous_person_id is not null
+        )
         group by all
-        union all
-        select previous_person_id, '-infinity'::date
-        from {{ ref('int_events_stitched') }}
-        where batch = {{ current_batch(ref('int_events_stitched')) }}
-          and previous_person_id is not null
     )
-    group by all
 {%- endmacro %}
 
 {#- pre_hook for daily person models: remove the rows of touched people from their restart

@@ -102,9 +102,15 @@
     {%- elif subject == 'cluster' -%}
         select person_id, cluster_label as value from clusters
     {%- elif subject == 'since_last_event' -%}
+        {#- sessions ended before the run date end with an event; they outlive raw retention -#}
         select person_id,
-               date_diff('second', max(event_at), {{ as_of }}) / {{ leaf['seconds_per_unit'] | int }} as value
-        from events
+               date_diff('second', max(last_at), {{ as_of }}) / {{ leaf['seconds_per_unit'] | int }} as value
+        from (
+            select person_id, event_at as last_at from events
+            union all
+            select person_id, session_end_at from {{ ref('fct_sessions') }}
+            where session_end_at < {{ as_of }}
+        )
         group by all
     {%- elif subject == 'sessions_within_hours' -%}
         select person_id, max(sessions_in_window) as value

@@ -90,10 +90,20 @@ def _record(
     con.execute("delete from raw.load_manifest where file_name = ?", [path.name])
     con.execute(
         """insert into raw.load_manifest (file_name, file_path, file_format, content_sha256,
-               file_bytes, status, error, rows_read, rows_loaded, rows_duplicate,
-               rows_quarantined, rows_erased, loaded_at)
-           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)""",
-        [path.name, str(path.resolve()), fmt, digest, path.stat().st_size, status, error, *counts],
+               delivered_sha256, file_bytes, status, error, rows_read, rows_loaded,
+               rows_duplicate, rows_quarantined, rows_erased, loaded_at)
+           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)""",
+        [
+            path.name,
+            str(path.resolve()),
+            fmt,
+            digest,
+            digest,
+            path.stat().st_size,
+            status,
+            error,
+            *counts,
+        ],
     )
 
 
@@ -111,10 +121,13 @@ def ingest_file(
     contract = event_contract()
     digest = sha256_of(path)
     previous = con.execute(
-        "select content_sha256, status from raw.load_manifest where file_name = ?", [path.name]
+        "select status, [content_sha256, delivered_sha256] from raw.load_manifest "
+        "where file_name = ?",
+        [path.name],
     ).fetchone()
-    if previous and previous[1] == "loaded" and not replace:
-        if previous[0] == digest:
+    if previous and previous[0] == "loaded" and not replace:
+        # the file as loaded, or as delivered before erasure rewrote it: the same delivery
+        if digest in previous[1]:
             return FileResult(path.name, "skipped")
         raise InputError(
             f"{path.name}: already loaded with different content "

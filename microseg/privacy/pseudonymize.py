@@ -1,14 +1,14 @@
 """Personal data minimized at the door: what ingest changes before anything is stored.
 
 Always: IP addresses (MICROSEG_IP_FIELDS, default properties.ip) are truncated to their /24
-(IPv4) or /48 (IPv6) network, and the query parameters named in MICROSEG_SCRUB_QUERY_PARAMS
-(email, token, ...) are removed from page_url and referrer.
+(IPv4) or /48 (IPv6) network, the query parameters named in MICROSEG_SCRUB_QUERY_PARAMS
+(email, token, ...) are removed from page_url and referrer, and quarantined raw lines have
+every email address and IPv4 address replaced by [email] / [ip].
 
 With MICROSEG_PSEUDONYMIZE (a list of fields, e.g. `properties.email,user_id`): each value of
 those fields becomes a pseudonym, `ps<key id>_<32 hex>` (HMAC-SHA256 with the privacy key),
 the same for the same value, so joins and identity stitching still work; user ids that are
-email addresses are pseudonymized even when user_id is not listed; and quarantined raw lines
-have every email address and IP address replaced by [email] / [ip]. The key id prefix names
+email addresses are pseudonymized even when user_id is not listed. The key id prefix names
 the key that made a pseudonym (rotation: docs/privacy.md).
 """
 
@@ -93,6 +93,11 @@ def protect_staged_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> N
     for column in ("page_url", "referrer"):
         scrubbed = scrubbed_url_sql(column, settings.scrub_query_params)
         con.execute(f"update _checked set {column} = {scrubbed} where {column} like '%?%'")
+    con.execute(
+        f"""update _checked set raw_text = regexp_replace(
+                regexp_replace(raw_text, '{EMAIL_RE}', '[email]', 'g'), '{IPV4_RE}', '[ip]', 'g')
+            where raw_text is not null"""
+    )
     if not settings.pseudonymized_fields:
         return
     key = privacy_key(settings)
@@ -126,8 +131,3 @@ def protect_staged_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> N
                 from _pseudonyms where {value} = _pseudonyms.value"""
         )
         con.unregister("_pseudonyms")
-    con.execute(
-        f"""update _checked set raw_text = regexp_replace(
-                regexp_replace(raw_text, '{EMAIL_RE}', '[email]', 'g'), '{IPV4_RE}', '[ip]', 'g')
-            where raw_text is not null"""
-    )

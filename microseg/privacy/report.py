@@ -15,13 +15,20 @@ from pathlib import Path
 from microseg.config import Settings
 from microseg.errors import UsageError
 from microseg.privacy.consent import consent_policy
+from microseg.privacy.erase import ID_COLUMNS, LIST_COLUMNS, TEXT_COLUMNS
 from microseg.warehouse import connect, has_table
 
-# Columns that identify a person or can hold what they typed or where they were.
+# Columns that identify a person (what erasure deletes by) or can hold what they typed or
+# where they were.
 PERSONAL_COLUMNS = (
-    "person_id", "user_id", "anonymous_id", "user_ids", "anonymous_ids", "identifier",
-    "page_url", "referrer", "raw_text", "payload", "properties", "search_query",
-)  # fmt: skip
+    *ID_COLUMNS,
+    *LIST_COLUMNS,
+    *TEXT_COLUMNS,
+    "page_url",
+    "referrer",
+    "properties",
+    "search_query",
+)
 # Folders of MICROSEG_HOME whose files hold people's ids or events.
 PERSONAL_FOLDERS = ("landing", "exports", "activation", "mlartifacts", "gx")
 
@@ -52,8 +59,7 @@ def consent_coverage(settings: Settings, as_of: date) -> list[PurposeCoverage]:
                       count(*) filter (where state = 'denied'),
                       count(*) filter (where state = 'withdrawn')
                from marts.consent_periods
-               where (valid_from is null or valid_from < $as_of::timestamp)
-                 and (valid_to is null or valid_to >= $as_of::timestamp)
+               where marts.consent_in_force(valid_from, valid_to, $as_of)
                group by purpose""",
             {"as_of": as_of},
         ).fetchall()
@@ -107,6 +113,35 @@ def personal_files(settings: Settings) -> list[tuple[str, int, int, datetime | N
     return found
 
 
+def _retention_line(settings: Settings) -> str:
+    """The retention settings, and what they deleted so far (raw.retention_runs)."""
+    with connect(settings, read_only=True) as con:
+        before, events, unbuilt, quarantined, files = (
+            con.execute(
+                "select max(events_before), sum(events_expired), sum(unbuilt_events_expired), "
+                "sum(quarantined_expired), sum(landing_files_deleted) from raw.retention_runs"
+            ).fetchone()
+            if has_table(con, "raw", "retention_runs")
+            else (None,) * 5
+        )
+    kept = (
+        f"raw events {settings.raw_retention_days} days"
+        if settings.raw_retention_days
+        else "raw events forever (MICROSEG_RAW_RETENTION_DAYS unset)"
+    )
+    done = (
+        f"; deleted so far: {events or 0:,} events (sessions ended before {before}) + "
+        f"{unbuilt or 0:,} never built, {quarantined or 0:,} quarantined lines, "
+        f"{files or 0:,} landing files"
+        if events is not None
+        else "; nothing deleted yet"
+    )
+    return (
+        f"retention: {kept}, quarantined lines {settings.quarantine_retention_days} days, "
+        f"consent events until erasure{done}"
+    )
+
+
 def _file_line(path: Path) -> tuple[int, int, datetime | None]:
     if not path.exists():
         return 0, 0, None
@@ -133,6 +168,7 @@ def print_privacy_report(settings: Settings, as_of: date) -> None:
     for table, rows, personal, oldest in personal_tables(settings):
         since = str(oldest or "-")[:19]
         print(f"  {table:<42} {rows:>10,} rows  oldest {since:<19}  {', '.join(personal)}")
+    print(_retention_line(settings))
     print(f"personal data in files under {settings.home}:")
     for folder, count, size, oldest in personal_files(settings):
         print(f"  {folder:<42} {count:>6,} files {size / 1e6:>9.1f} MB  oldest {oldest or '-'}")

@@ -101,7 +101,8 @@ def test_nightly_runs_the_steps_in_order_with_one_dbt_build_per_layer(report: di
         ("segments", "activate"),
         ("activate", "experiments"),
         ("experiments", "export_audiences"),
-        ("export_audiences", "publish"),
+        ("export_audiences", "expire"),
+        ("expire", "publish"),
     ]:
         assert (step, following) in edges
     assert "backfill create" in dag["doc_md"]

@@ -297,3 +297,7 @@ def test_privacy_report_counts_consent_and_lists_where_people_are(built) -> None
     assert printed == expected and printed["marketing"][1] < printed["personalization"][1]
     tables = {line.split()[0] for line in lines if line.startswith("  raw.") or ".fct_" in line}
     assert {"raw.events", "raw.events_quarantine", "marts.fct_sessions"} <= tables
+    assert (
+        "retention: raw events forever (MICROSEG_RAW_RETENTION_DAYS unset), quarantined lines "
+        "30 days, consent events until erasure; nothing deleted yet"
+    ) in lines

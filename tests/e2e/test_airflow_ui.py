@@ -261,7 +261,7 @@ def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothin
     runs = sorted(runs["dag_runs"], key=lambda r: r["logical_date"])
     assert [r["logical_date"][:10] for r in runs] == [d.isoformat() for d in BACKFILL]
     tasks = [_finish(local, token, run["dag_run_id"]) for run in runs]
-    assert [len(t) for t in tasks] == [13, 13]
+    assert [len(t) for t in tasks] == [14, 14]
     runs = [_api(local, f"/api/v2/dags/{DAG_ID}/dagRuns/{r['dag_run_id']}", token) for r in runs]
     assert runs[0]["end_date"] <= runs[1]["start_date"]  # one night at a time, in date order
     assert all(not (r["conf"] or {}).get("as_of") for r in runs)
@@ -303,6 +303,7 @@ def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothin
         "activate",
         "experiments",
         "export_audiences",
+        "expire",
         "publish",
     ]
     assert cleared_ids == {"dbt_build.person_days", *downstream}

@@ -73,6 +73,8 @@ def test_erased_people_leave_every_byte_and_never_load_again(home: Settings, tmp
     before = _files_holding(home.home, needles)
     assert {"exports/cart_abandoners.csv"} < before and any("landing/" in f for f in before)
     their_events = tmp_path / "redelivered.jsonl"
+    originals = tmp_path / "originals"  # the source re-sends a dump exactly as it was
+    shutil.copytree(home.landing_dir, originals)
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
         con.execute(
             f"""copy (select * exclude (source_file, source_line) from raw.events
@@ -117,6 +119,7 @@ def test_erased_people_leave_every_byte_and_never_load_again(home: Settings, tmp
     assert loaded.rows_read > 0 and loaded.rows_loaded == 0 == loaded.rows_quarantined
     assert loaded.rows_erased == loaded.rows_read
     assert {r.status for r in ingest_paths(home, [home.landing_dir])} == {"skipped"}
+    assert {r.status for r in ingest_paths(home, [originals])} == {"skipped"}  # as delivered
     # again: nothing more to do, and it says so
     again = run_cli("erase", "--user-id", user_id, home=home.home)
     assert again.returncode == 0 and " 0 rows from 0 tables" in again.stdout

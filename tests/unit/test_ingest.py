@@ -84,6 +84,15 @@ def test_quarantine_points_at_the_exact_line(settings, tmp_path) -> None:
     assert loaded == [("good-1", 1, "2026-10-01 08:00:00"), ("g2", 3, "2026-10-01 08:00:00")]
 
 
+def test_quarantined_lines_keep_no_email_or_ip_address(settings, tmp_path) -> None:
+    dump = tmp_path / "d.jsonl"
+    dump.write_text(jsonl('{"user_id": "ann@example.com", "ip": "203.0.113.57", "event_ty'))
+    ingest_paths(settings, [dump])
+    assert query(settings, "select raw_text from raw.events_quarantine") == [
+        ('{"user_id": "[email]", "ip": "[ip]", "event_ty',)
+    ]
+
+
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [

@@ -2,25 +2,26 @@
     edge. Connected components become people; each component's key is its smallest user id
     (or, with no user id, the device's own id), so a person's id only changes when their
     component gains a smaller user id.
+    The pairs come from int_identity_links, which outlives raw retention.
     Guards against over-merging: placeholder ids never join anything (var identity_blocklist),
     and a device seen with more than var identity_max_users_per_device user ids (a family
     tablet, a shop-floor kiosk) links nobody. -#}
 with recursive
 
-events as (
-    select * from {{ ref('stg_events') }}
+links as (
+    select * from {{ ref('int_identity_links') }}
 ),
 
 ids as (
     select
         {{ usable_id('anonymous_id') }} as anonymous_id,
         {{ usable_id('user_id') }} as user_id,
-        event_at
-    from events
+        first_seen_at
+    from links
 ),
 
 edges as (
-    select anonymous_id, user_id, min(event_at) as first_linked_at
+    select anonymous_id, user_id, min(first_seen_at) as first_linked_at
     from ids
     where anonymous_id is not null and user_id is not null
     group by all

@@ -2,9 +2,10 @@
     state held, from the statement that began it (valid_from; null: since ever, the purpose's
     default from var consent_purposes) to the next one (valid_to; null: still). The state at
     moment t is the period with valid_from < t <= valid_to: a statement counts from just after
-    it was made. The post-hook creates marts.has_consent(person, purpose, as_of), the one
-    check every step acting on people uses. -#}
-{{ config(post_hook="{{ create_has_consent_macro() }}") }}
+    it was made. The post-hooks create marts.has_consent(person, purpose, as_of), the one
+    check every step acting on people uses, and marts.consent_in_force(valid_from, valid_to,
+    as_of), which picks the period in force at a moment. -#}
+{{ config(post_hook=["{{ create_has_consent_macro() }}", "{{ create_in_force_macro() }}"]) }}
 
 with
 

@@ -25,22 +25,24 @@ ids as (
     group by person_id
 ),
 
-seen as (
+consents as (
     select
         person_id,
-        min(event_at) as first_seen_at,
-        max(event_at) as last_seen_at,
         arg_max(consents_to_personalization, (event_at, event_id))
-            filter (where event_type = 'consent' and consents_to_personalization is not null)
+            filter (where consents_to_personalization is not null)
             as consents_to_personalization,
-        max(event_at) filter (where event_type = 'consent') as consent_updated_at
+        max(event_at) as consent_updated_at
     from events
+    where event_type = 'consent'
     group by person_id
 ),
 
+-- from the sessions, which hold every attributed event and outlive raw retention
 visits as (
     select
         person_id,
+        min(session_start_at) as first_seen_at,
+        max(session_end_at) as last_seen_at,
         count(*) as sessions,
         arg_max(device_type, session_start_at) as latest_device_type,
         arg_max(country, session_start_at) as latest_country
@@ -50,23 +52,23 @@ visits as (
 
 final as (
     select
-        seen.person_id,
+        visits.person_id,
         ids.identity_key,
         ids.user_id,
         ids.user_id is not null as is_identified,
         coalesce(ids.user_ids, []) as user_ids,
         coalesce(ids.anonymous_ids, []) as anonymous_ids,
         len(coalesce(ids.anonymous_ids, [])) as devices,
-        seen.first_seen_at,
-        seen.last_seen_at,
-        coalesce(visits.sessions, 0) as sessions,
+        visits.first_seen_at,
+        visits.last_seen_at,
+        visits.sessions,
         visits.latest_device_type,
         visits.latest_country,
-        coalesce(not seen.consents_to_personalization, false) as is_opted_out,
-        seen.consent_updated_at
-    from seen
+        coalesce(not consents.consents_to_personalization, false) as is_opted_out,
+        consents.consent_updated_at
+    from visits
     left join ids using (person_id)
-    left join visits using (person_id)
+    left join consents using (person_id)
 )
 
 select * from final
