@@ -13,7 +13,7 @@ DEMO_START ?= 2026-10-01
 # the morning after the last demo day: features, scores and segments describe the days before
 DEMO_AS_OF ?= 2026-10-15
 DEMO_LAST_DAY ?= 2026-10-14
-DEMO_RETENTION_DAYS ?= 10
+DEMO_RETENTION_DAYS ?= 29
 MLFLOW_PORT ?= 5000
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -56,7 +56,7 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg promote --model purchase_propensity --model content_preference
 	@echo "activating the nights of 2026-10-06 ... 2026-10-14 (what the activation DAG did while the data arrived; log: $(MICROSEG_HOME)/demo_activation.log)"
 	@for day in 06 07 08 09 10 11 12 13 14; do $(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
-	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS; its expire step); the facts built from older ones stay. Its incremental lookback takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS)"
+	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes older ones, none yet in 14 days), and takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) MICROSEG_LATE_ARRIVAL_HOURS=96 $(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
 	$(BIN)/microseg activation report --as-of $(DEMO_AS_OF)

@@ -7,6 +7,9 @@
     (select max(batch) from {{ relation }})
 {%- endmacro %}
 
+{#- Also the rows of people who no longer exist (an identity merged into another): their
+    sessions were rewritten under the surviving person, except those raw retention had already
+    expired, which go with them (macros/retention.sql). -#}
 {% macro delete_stale_sessions() -%}
     {%- if is_incremental() -%}
     delete from {{ this }}
@@ -15,6 +18,7 @@
         where batch = {{ current_batch(ref('int_events_sessionized')) }}
           and previous_session_id is not null
     )
+       or person_id not in (select person_id from {{ ref('int_identities_stitched') }})
     {%- else -%}
     select 1
     {%- endif -%}
@@ -34,43 +38,38 @@
 
 {#- People whose facts changed in this run, with the first day that changed: the first day of
     their rewritten events, or the beginning of time for people who lost re-attributed events.
-    Daily person models rewrite these people from that day on. After raw retention, never
-    before its horizon (the days before it are final: their events are gone), unless the
-    person has no session left (all they had moved to others): then they go entirely. -#}
+    Daily person models rewrite these people from that day on; after raw retention never
+    before its horizon (the days before it are final: their events are gone). -#}
 {% macro touched_people() -%}
-    select
-        person_id,
-        case
-            when person_id in (select person_id from {{ ref('fct_sessions') }})
-                then greatest(restart_date, {{ retention_horizon() }})
-            else restart_date
-        end as restart_date
+    select person_id, greatest(min(restart_date), {{ retention_horizon() }}) as restart_date
     from (
-        select person_id, min(restart_date) as restart_date
-        from (
-            select person_id, min(event_at)::date as restart_date
-            from {{ ref('int_events_sessionized') }}
-            where batch = {{ current_batch(ref('int_events_sessionized')) }}
-            group by all
-            union all
-            select previous_person_id, '-infinity'::date
-            from {{ ref('int_events_stitched') }}
-            where batch = {{ current_batch(ref('int_events_stitched')) }}
-              and previous_person_id is not null
-        )
+        select person_id, min(event_at)::date as restart_date
+        from {{ ref('int_events_sessionized') }}
+        where batch = {{ current_batch(ref('int_events_sessionized')) }}
         group by all
+        union all
+        select previous_person_id, '-infinity'::date
+        from {{ ref('int_events_stitched') }}
+        where batch = {{ current_batch(ref('int_events_stitched')) }}
+          and previous_person_id is not null
     )
+    group by all
 {%- endmacro %}
 
 {#- pre_hook for daily person models: remove the rows of touched people from their restart
     day on (`date_column` >= restart, or > restart for as-of dates, which describe the days
-    before them). -#}
+    before them), and every row of people who no longer exist (merged into another; without
+    retention their events moved, so they were touched from the beginning anyway). -#}
 {% macro delete_touched_days(date_column, strictly_after=false) -%}
     {%- if is_incremental() -%}
     delete from {{ this }} as target
-    using ({{ touched_people() }}) as touched
-    where target.person_id = touched.person_id
-      and target.{{ date_column }} {{ '>' if strictly_after else '>=' }} touched.restart_date
+    where exists (
+            select 1 from ({{ touched_people() }}) as touched
+            where target.person_id = touched.person_id
+              and target.{{ date_column }} {{ '>' if strictly_after else '>=' }}
+                  touched.restart_date
+        )
+       or target.person_id not in (select person_id from {{ ref('int_identities_stitched') }})
     {%- else -%}
     select 1
     {%- endif -%}

@@ -1,24 +1,30 @@
 {#- Raw retention (microseg/privacy/retention.py) deletes the events of sessions that ended
     before a horizon; the facts built from them are final. These macros keep them so. -#}
 
-{#- The newest horizon: facts dated before it are final ('-infinity' before any expiry). -#}
+{#- The newest horizon events were deleted before: facts dated before it are final
+    ('-infinity' while retention has deleted no event). -#}
 {% macro retention_horizon() -%}
     (select coalesce(max(events_before), '-infinity'::date)
-     from {{ source('raw', 'retention_runs') }})
+     from {{ source('raw', 'retention_runs') }}
+     where events_expired + unbuilt_events_expired > 0)
 {%- endmacro %}
 
-{#- A full build reads events only; once retention has deleted some, it would rebuild the
-    facts of those days from nothing. Called by the first model of the chain (stg_events). -#}
-{% macro refuse_rebuild_after_retention() -%}
-    {%- if execute and not is_incremental() -%}
-        {%- set expired = run_query(
-            "select max(events_before) from " ~ source('raw', 'retention_runs')
-            ~ " where events_expired > 0").columns[0].values()[0] -%}
-        {%- if expired is not none -%}
+{#- on-run-start: a full refresh rebuilds from the events alone; once retention has deleted
+    some, it would rebuild the facts of those days from nothing. Refused, whatever is selected
+    (`microseg transform --full-refresh`, a DAG run with full_refresh, plain dbt). -#}
+{% macro refuse_full_refresh_after_retention() -%}
+    {%- set runs = source('raw', 'retention_runs') -%}
+    {%- if execute and flags.FULL_REFRESH
+          and adapter.get_relation(runs.database, runs.schema, runs.identifier) -%}
+        {%- set found = run_query("select " ~ retention_horizon() ~ " > '-infinity'::date, "
+                                  ~ retention_horizon() ~ "::varchar") -%}
+        {%- set horizon = found.columns[1].values()[0] -%}
+        {%- if found.columns[0].values()[0] -%}
             {{ exceptions.raise_compiler_error(
                 "a full refresh would rebuild sessions and features from the events kept since "
-                ~ expired ~ " and lose the older ones, which retention deleted "
+                ~ horizon ~ " and lose the older ones, which retention deleted "
                 ~ "(MICROSEG_RAW_RETENTION_DAYS); run without --full-refresh") }}
         {%- endif -%}
     {%- endif -%}
+    select 1
 {%- endmacro %}

@@ -253,6 +253,7 @@ def activate(
     """Evaluate, decide and deliver the triggers of triggers.yml for one window (default: the
     night before the as-of date). A dry run writes its firings to activation_trial and
     decides, but queues and delivers nothing."""
+    from microseg.privacy.retention import check_event_lookback, reading_events
     from microseg.transform import run_dbt
     from microseg.warehouse import connect, features_as_of, latest_as_of, require_warehouse
 
@@ -262,6 +263,7 @@ def activate(
             f"({settings.triggers_file}; MICROSEG_TRIGGERS_FILE)"
         )
     triggers = load_triggers(triggers_file or settings.triggers_file)
+    check_event_lookback(settings, reading_events([], triggers.triggers))
     experiments = load_configured_experiments(settings)
     for destination in triggers.destinations.values():
         if destination.type == "webhook":

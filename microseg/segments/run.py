@@ -92,14 +92,14 @@ def run_segments(
     evaluated (that is the membership history). Any other `file` is a trial: it is evaluated
     into the schema segments_trial (emptied first), and production memberships do not change.
     """
-    from microseg.privacy.retention import check_event_lookback
+    from microseg.privacy.retention import check_event_lookback, reading_events
     from microseg.transform import run_dbt
     from microseg.warehouse import connect, features_as_of, require_warehouse
 
     source = settings.segments_file if file is None else file.expanduser().resolve()
     schema = "marts" if source == settings.segments_file else TRIAL_SCHEMA
     segments = load_segments(source)
-    check_event_lookback(settings, segments)
+    check_event_lookback(settings, reading_events(segments, []))
     require_warehouse(settings)
     as_of = features_as_of(settings, as_of)
     _require_ml_outputs(settings, segments, as_of)

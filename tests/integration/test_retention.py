@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from microseg.config import Settings
+from microseg.config import PROJECT_ROOT, Settings
 from microseg.ingest import ingest_paths
 from microseg.privacy.retention import EVENT_COPIES, expire
 from microseg.quality import validate_raw
@@ -38,6 +39,27 @@ FACTS = (
 )
 
 
+# Facts keyed by person (dim_persons has every person they name)
+PERSON_FACTS = (
+    "marts.fct_sessions",
+    "marts.fct_page_views",
+    "marts.fct_element_interactions",
+    "marts.fct_session_micro_behaviors",
+    "intermediate.int_person_days",
+    "intermediate.int_person_category_days",
+    "marts.fct_user_features_daily",
+    "marts.fct_person_category_daily",
+)
+
+
+def _env(triggers: Path) -> dict[str, str]:
+    return {
+        "MICROSEG_RAW_RETENTION_DAYS": str(RETENTION_DAYS),
+        "MICROSEG_LATE_ARRIVAL_HOURS": "96",  # late deliveries get in, as in one build of all
+        "MICROSEG_TRIGGERS_FILE": str(triggers),
+    }
+
+
 def _settings(root: Path, **env: str) -> Settings:
     return Settings.from_env({"MICROSEG_HOME": str(root), **env})
 
@@ -47,15 +69,23 @@ def _facts(settings: Settings) -> dict[str, list[tuple]]:
 
 
 @pytest.fixture(scope="module")
-def kept(twelve_days: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def short_baselines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default triggers with 7-day percentile baselines (28 would need 29 days)."""
+    path = tmp_path_factory.mktemp("triggers") / "triggers.yml"
+    default = (PROJECT_ROOT / "triggers.yml").read_text("utf-8")
+    assert "baseline_days: 28" in default
+    path.write_text(default.replace("baseline_days: 28", "baseline_days: 7"), "utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def kept(
+    twelve_days: Path, short_baselines: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     """Days 1-10 delivered to landing, ingested and built (day 10 by a night of its own: the
     newest build's sessions are kept until the next), with 8 days of raw retention."""
     root = tmp_path_factory.mktemp("retention")
-    settings = _settings(
-        root,
-        MICROSEG_RAW_RETENTION_DAYS=str(RETENTION_DAYS),
-        MICROSEG_LATE_ARRIVAL_HOURS="96",  # late deliveries get in, as in one build of all days
-    )
+    settings = _settings(root, **_env(short_baselines))
     settings.landing_dir.mkdir(parents=True)
     for days in (slice(0, 9), slice(9, 10)):
         for path in sorted(twelve_days.glob("events_*"))[days]:
@@ -65,27 +95,34 @@ def kept(twelve_days: Path, tmp_path_factory: pytest.TempPathFactory) -> Setting
     return settings
 
 
-def test_a_retention_shorter_than_segments_or_late_events_need_is_refused(kept: Settings) -> None:
-    result = run_cli(
-        "privacy",
-        "expire",
-        "--as-of",
-        NIGHT.isoformat(),
-        home=kept.home,
-        env={"MICROSEG_RAW_RETENTION_DAYS": "5"},
-    )
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "error: MICROSEG_RAW_RETENTION_DAYS=5 keeps fewer days of events than segment "
-        "'subscribe_curious_readers' reads (7 days back): keep at least 8"
-    ]
-    late = {"MICROSEG_RAW_RETENTION_DAYS": "8", "MICROSEG_LATE_ARRIVAL_HOURS": "192"}
-    result = run_cli("privacy", "expire", "--as-of", NIGHT.isoformat(), home=kept.home, env=late)
-    assert (result.returncode, result.stderr.strip()) == (
-        2,
-        "error: MICROSEG_RAW_RETENTION_DAYS=8 is within MICROSEG_LATE_ARRIVAL_HOURS=192: "
-        "keep events longer than late ones may come",
-    )
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"MICROSEG_TRIGGERS_FILE": "short"},
+            "MICROSEG_RAW_RETENTION_DAYS=7 keeps fewer days of events than trigger "
+            "'unusual_product_dwell' reads (7 days back): keep at least 8",
+        ),
+        (  # the default triggers' percentile baseline reads 28 days of sessions
+            {"MICROSEG_RAW_RETENTION_DAYS": "8"},
+            "MICROSEG_RAW_RETENTION_DAYS=8 keeps fewer days of events than trigger "
+            "'unusual_product_dwell' reads (28 days back): keep at least 29",
+        ),
+        (
+            {"MICROSEG_TRIGGERS_FILE": "short", "MICROSEG_LATE_ARRIVAL_HOURS": "192"},
+            "MICROSEG_RAW_RETENTION_DAYS=7 is within MICROSEG_LATE_ARRIVAL_HOURS=192: "
+            "keep events longer than late ones may come",
+        ),
+    ],
+)
+def test_a_retention_shorter_than_rules_or_late_events_need_is_refused(
+    kept: Settings, short_baselines: Path, env: dict[str, str], message: str
+) -> None:
+    env = {"MICROSEG_RAW_RETENTION_DAYS": "7", **env}
+    if env.get("MICROSEG_TRIGGERS_FILE") == "short":
+        env["MICROSEG_TRIGGERS_FILE"] = str(short_baselines)
+    result = run_cli("privacy", "expire", "--as-of", NIGHT.isoformat(), home=kept.home, env=env)
+    assert (result.returncode, result.stderr.strip()) == (2, f"error: {message}")
 
 
 def test_old_events_go_everywhere_and_every_fact_stays(
@@ -103,16 +140,16 @@ def test_old_events_go_everywhere_and_every_fact_stays(
     newest = """select event_id from intermediate.int_events_sessionized where session_id in (
         select session_id from intermediate.int_events_sessionized
         where batch = (select max(batch) from intermediate.int_events_sessionized))"""
-    for table in ("raw.events", *EVENT_COPIES):
+    for table in ("raw.events", "staging.stg_events", *EVENT_COPIES):
         left = query(
             kept,
-            f"""select count(*) from {table} where event_at < ? and event_type <> 'consent'
-                and event_id not in ({newest})""",
+            f"""select count(*) from {table} where event_at < ? and event_id not in ({newest})
+                and (event_type <> 'consent' or '{table}' like 'intermediate.%')""",
             [HORIZON - timedelta(days=1)],
         )[0][0]
         assert left == 0, table
-    consents = "select count(*) from raw.events where event_type = 'consent' and event_at < ?"
-    assert query(kept, consents, [HORIZON])[0][0] > 0
+    consents = "select count(*) from staging.stg_events where event_type = 'consent'"
+    assert query(kept, consents + " and event_at < ?", [HORIZON])[0][0] > 0
     assert _facts(kept) == facts
     # the first days' landing files still hold quarantined lines (kept 30 days after loading);
     # the manifest accounts for every row
@@ -130,6 +167,15 @@ def test_old_events_go_everywhere_and_every_fact_stays(
     transform(kept)
     assert _facts(kept) == facts
 
+    # a mistyped date far ahead would freeze every fact before it: refused
+    env = _env(kept.triggers_file)
+    typo = run_cli("privacy", "expire", "--as-of", "2027-10-11", home=kept.home, env=env)
+    assert (typo.returncode, typo.stderr.strip()) == (
+        2,
+        "error: --as-of 2027-10-11 is more than MICROSEG_QUIET_DAYS_MAX=7 days after the "
+        "newest event (2026-10-10): retention counts back from a night the pipeline runs",
+    )
+
     # a full refresh would rebuild the old facts from nothing: refused, saying why
     result = run_cli("transform", "--full-refresh", home=kept.home)
     assert result.returncode == 1
@@ -138,6 +184,44 @@ def test_old_events_go_everywhere_and_every_fact_stays(
         f"{HORIZON} and lose the older ones" in result.stderr
     )
     assert _facts(kept) == facts
+
+    # a device whose sessions all expired logs in: its anonymous person merges into the user
+    # and leaves every fact table (what a full history would do with them is out of reach);
+    # no row is left behind for a person that no longer exists
+    device, merged = query(
+        kept,
+        """select any_value(sessions.anonymous_id), person_id
+           from marts.fct_sessions as sessions join marts.dim_persons using (person_id)
+           where dim_persons.user_id is null and dim_persons.devices = 1
+           group by person_id having max(session_end_at) < ?
+           order by person_id limit 1""",
+        [HORIZON - timedelta(days=1)],
+    )[0]
+    login = tmp_path / "login.jsonl"
+    login.write_text(
+        json.dumps(
+            {
+                "event_id": "login-after-the-horizon",
+                "event_type": "identify",
+                "event_at": "2026-10-10T12:00:00Z",
+                "anonymous_id": device,
+                "user_id": "user_9999999",
+            }
+        )
+        + "\n"
+    )
+    ingest_paths(kept, [login])
+    transform(kept)
+    for table in PERSON_FACTS:
+        orphans = query(
+            kept,
+            f"""select count(*) filter (where person_id = ?),
+                       count(*) filter (where person_id not in (
+                           select person_id from marts.dim_persons))
+                from {table}""",
+            [merged],
+        )[0]
+        assert orphans == (0, 0), table
 
     # the next days build on the kept facts: every feature of a person whose identity did
     # not change since is what a warehouse that kept everything computed
@@ -182,11 +266,7 @@ def test_old_events_go_everywhere_and_every_fact_stays(
     with duckdb.connect(str(kept.warehouse_path)) as con:
         con.execute("update raw.load_manifest set loaded_at = '2026-10-01'")
     lines = query(kept, "select count(*) from raw.events_quarantine")[0][0]
-    later = _settings(
-        kept.home,
-        MICROSEG_RAW_RETENTION_DAYS=str(RETENTION_DAYS),
-        MICROSEG_QUARANTINE_RETENTION_DAYS="1",
-    )
+    later = _settings(kept.home, **_env(kept.triggers_file), MICROSEG_QUARANTINE_RETENTION_DAYS="1")
     done = expire(later, NIGHT + timedelta(days=1))
     assert done.quarantined == lines > 0
     gone = landing - {p.name for p in kept.landing_dir.iterdir()}

@@ -6,7 +6,7 @@
           pre_hook="{{ delete_touched_days('activity_date') }}") }}
 
 -- depends_on: {{ ref('int_events_stitched') }}
--- depends_on: {{ ref('fct_sessions') }}
+-- depends_on: {{ ref('int_identities_stitched') }}
 
 with
 

@@ -8,6 +8,7 @@
           incremental_strategy='delete+insert',
           pre_hook="{{ delete_touched_days('activity_date') }}") }}
 
+-- depends_on: {{ ref('int_identities_stitched') }}
 -- depends_on: {{ ref('int_events_stitched') }}
 
 with

@@ -6,8 +6,10 @@ identities as (
     select * from {{ ref('int_identities_stitched') }}
 ),
 
-events as (
-    select * from {{ ref('int_events_stitched') }}
+-- from staging, where consent events outlive raw retention (the record of consent)
+consent_events as (
+    select * from {{ ref('stg_events') }}
+    where event_type = 'consent'
 ),
 
 sessions as (
@@ -25,6 +27,10 @@ ids as (
     group by person_id
 ),
 
+attributed_consents as (
+    {{ attributed_to_persons('consent_events', 'identities') }}
+),
+
 consents as (
     select
         person_id,
@@ -32,8 +38,7 @@ consents as (
             filter (where consents_to_personalization is not null)
             as consents_to_personalization,
         max(event_at) as consent_updated_at
-    from events
-    where event_type = 'consent'
+    from attributed_consents
     group by person_id
 ),
 

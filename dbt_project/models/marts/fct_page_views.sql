@@ -3,6 +3,7 @@
 {{ config(materialized='incremental', unique_key='page_view_id', incremental_strategy='delete+insert',
           pre_hook="{{ delete_stale_sessions() }}") }}
 
+-- depends_on: {{ ref('int_identities_stitched') }}
 -- depends_on: {{ ref('int_events_sessionized') }}
 
 with

@@ -4,6 +4,8 @@
 {{ config(materialized='incremental', unique_key='session_id', incremental_strategy='delete+insert',
           pre_hook="{{ delete_stale_sessions() }}") }}
 
+-- depends_on: {{ ref('int_identities_stitched') }}
+
 with
 
 page_views as (

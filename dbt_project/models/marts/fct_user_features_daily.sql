@@ -13,7 +13,7 @@
 
 -- depends_on: {{ ref('int_events_stitched') }}
 -- depends_on: {{ ref('int_events_sessionized') }}
--- depends_on: {{ ref('fct_sessions') }}
+-- depends_on: {{ ref('int_identities_stitched') }}
 
 with
 

@@ -2,7 +2,6 @@
     identity and sessions are decided downstream. Incremental by arrival: each run appends the
     event_ids it has not staged yet, whatever their event time. -#}
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='append') }}
-{{ refuse_rebuild_after_retention() }}
 
 with
 
