@@ -171,16 +171,8 @@ def _expire_events(con, events_before: date) -> tuple[int, int]:
         [events_before],
     )
     gone = "select event_id from _expired where not kept_raw"
-    con.execute(
-        f"""update raw.load_manifest as manifest
-            set rows_loaded = manifest.rows_loaded - gone.rows,
-                rows_expired = coalesce(manifest.rows_expired, 0) + gone.rows
-            from (
-                select source_file, count(*) as rows from raw.events
-                where event_id in ({gone})
-                group by all
-            ) as gone
-            where manifest.file_name = gone.source_file"""
+    _count_expired(
+        con, "rows_loaded", f"select source_file from raw.events where event_id in ({gone})"
     )
     counts = dict(
         con.execute(
@@ -200,19 +192,26 @@ def _expire_events(con, events_before: date) -> tuple[int, int]:
     return counts.get(False, 0), counts.get(True, 0)
 
 
+def _count_expired(con, column: str, rows: str, params: list | None = None) -> None:
+    """Move the rows about to go (`rows` selects their source_file) from `column` to
+    rows_expired in raw.load_manifest, so each file's accounting still adds up."""
+    con.execute(
+        f"""update raw.load_manifest as manifest
+            set {column} = manifest.{column} - gone.rows,
+                rows_expired = coalesce(manifest.rows_expired, 0) + gone.rows
+            from (select source_file, count(*) as rows from ({rows}) group by all) as gone
+            where manifest.file_name = gone.source_file""",
+        params or [],
+    )
+
+
 def _expire_quarantine(con, loaded_before: date) -> int:
     """Delete the quarantined lines of files loaded before `loaded_before`; returns lines."""
     files = "select file_name from raw.load_manifest where loaded_at < ?::timestamp"
-    con.execute(
-        f"""update raw.load_manifest as manifest
-            set rows_quarantined = manifest.rows_quarantined - gone.rows,
-                rows_expired = coalesce(manifest.rows_expired, 0) + gone.rows
-            from (
-                select source_file, count(*) as rows from raw.events_quarantine
-                where source_file in ({files})
-                group by all
-            ) as gone
-            where manifest.file_name = gone.source_file""",
+    _count_expired(
+        con,
+        "rows_quarantined",
+        f"select source_file from raw.events_quarantine where source_file in ({files})",
         [loaded_before],
     )
     return con.execute(

@@ -22,23 +22,6 @@ RETENTION_DAYS = 8  # the default segments.yml looks back 7 days at events
 NIGHT = date(2026, 10, 11)  # days 1-10 built; sessions ended before 10-03 expire
 HORIZON = NIGHT - timedelta(days=RETENTION_DAYS)
 ID_TABLE = "intermediate.int_identities_stitched"
-# Everything built from events, which retention must leave exactly as it was
-FACTS = (
-    "marts.fct_sessions",
-    "marts.fct_page_views",
-    "marts.fct_element_interactions",
-    "marts.fct_session_micro_behaviors",
-    "intermediate.int_person_days",
-    "intermediate.int_person_category_days",
-    "marts.fct_user_features_daily",
-    "marts.fct_person_category_daily",
-    "marts.dim_persons",
-    "intermediate.int_identities_stitched",
-    "marts.consent_ledger",
-    "marts.consent_periods",
-)
-
-
 # Facts keyed by person (dim_persons has every person they name)
 PERSON_FACTS = (
     "marts.fct_sessions",
@@ -49,6 +32,14 @@ PERSON_FACTS = (
     "intermediate.int_person_category_days",
     "marts.fct_user_features_daily",
     "marts.fct_person_category_daily",
+)
+# Everything built from events, which retention must leave exactly as it was
+FACTS = (
+    *PERSON_FACTS,
+    "marts.dim_persons",
+    ID_TABLE,
+    "marts.consent_ledger",
+    "marts.consent_periods",
 )
 
 
