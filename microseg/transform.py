@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from microseg.errors import DataQualityError, MicrosegError
 from microseg.warehouse import (
     connect,
     ensure_raw_layer,
+    has_table,
     require_warehouse,
     warehouse_busy_error,
 )
@@ -167,6 +169,8 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
     """
     require_warehouse(settings)  # dbt would otherwise create an empty one
     ensure_raw_layer(settings)  # raw tables a newer version reads (after an upgrade)
+    with connect(settings, read_only=True) as con:
+        merges_before = _last_merge(con)
     run_dbt(
         settings,
         "build",
@@ -186,4 +190,16 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
         counts["late events waiting for a full refresh"] = con.execute(
             "select count(*) from intermediate.int_late_events"
         ).fetchone()[0]
+        counts["merged people whose records moved to the person they joined"] = con.execute(
+            "select count(distinct former_person_id) from marts.person_merges "
+            "where moved_at > coalesce(?, '-infinity'::timestamp)",
+            [merges_before],
+        ).fetchone()[0]
     return counts
+
+
+def _last_merge(con) -> datetime | None:
+    """When the identities build last moved a merged person's records (marts.person_merges)."""
+    if not has_table(con, "marts", "person_merges"):
+        return None
+    return con.execute("select max(moved_at) from marts.person_merges").fetchone()[0]

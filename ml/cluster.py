@@ -282,7 +282,7 @@ def _write(settings: Settings, as_of: date, members: pd.DataFrame, profiles: pd.
         con.register("new_profiles", profiles)
         con.execute("insert into marts.person_clusters by name select * from new_members")
         con.execute("insert into marts.cluster_profiles by name select * from new_profiles")
-        con.execute(  # consent first, and no rows for identities merged away since
+        con.execute(  # consent first, on every date
             "delete from marts.person_clusters "
             "where not marts.has_consent(person_id, ?, as_of_date)",
             [_purpose()],

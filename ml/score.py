@@ -2,9 +2,10 @@
 
 Writes marts.user_scores (person x model x as_of_date; for a multiclass model the score is the
 probability of the predicted category); a re-run of the same date replaces
-that date's rows for the model in one transaction, and people who opted out since (or whose
-anonymous identity was merged into another) are removed from every date. dbt reads the table
-back as a source, so segments can use scores.
+that date's rows for the model in one transaction, and people who opted out since are removed
+from every date. A person merged into another has their rows moved to the survivor when the
+identities are built (dbt model int_person_aliases). dbt reads the table back as a source, so
+segments can use scores.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def score(
             )
             con.register("new_scores", rows)
             con.execute("insert into marts.user_scores by name select * from new_scores")
-            con.execute(  # consent first; and no rows for identities merged away since
+            con.execute(  # consent first, on every date
                 "delete from marts.user_scores "
                 "where not marts.has_consent(person_id, ?, as_of_date)",
                 [consent_policy().purpose_of["scores"]],

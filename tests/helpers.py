@@ -40,7 +40,7 @@ def run_cli(
     )
 
 
-def query(settings: Settings, sql: str, params: list | None = None) -> list[tuple]:
+def query(settings: Settings, sql: str, params: list | dict | None = None) -> list[tuple]:
     """Read the warehouse in a short read-only connection."""
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         return con.execute(sql, params or []).fetchall()

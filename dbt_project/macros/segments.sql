@@ -266,8 +266,8 @@
 {%- endmacro %}
 
 {#- Consent first: someone who withdrew consent for the segments' purpose leaves every date of
-    the membership table. So do the rows of an identity that no longer exists (a device's
-    anonymous person merged into a logged-in one): it has no consent periods. -#}
+    the membership table. (The rows of a person merged into another moved to the survivor when
+    the identities were built: int_person_aliases.) -#}
 {% macro delete_unconsented_members() -%}
     {%- if is_incremental() -%}
     delete from {{ this }}

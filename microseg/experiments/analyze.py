@@ -2,9 +2,12 @@
 
 People count once they are exposed (marts.experiment_exposures) and their metric window has
 passed by D (exposed_at + window_days <= D), so a nightly result never mixes finished and
-unfinished windows. Each metric's value before exposure (28 days) is the CUPED covariate.
-Results go to marts.experiment_results (experiment x arm x metric x as_of_date) and a decision
-per experiment to marts.experiment_decisions; re-running a date replaces that date.
+unfinished windows. People acted on as two arms while the experiment ran (both sent and
+withheld its trigger's message: people assigned different arms who merged into one) are left
+out, as tools that meet a user in several variations do. Each metric's value before exposure
+(28 days) is the CUPED covariate. Results go to marts.experiment_results (experiment x arm x
+metric x as_of_date) and a decision per experiment to marts.experiment_decisions; re-running a
+date replaces that date.
 """
 
 from __future__ import annotations
@@ -87,13 +90,30 @@ def _aggregate(metric: Metric, column: str) -> str:
     return f"avg(s.{column}::double)"
 
 
+# The exposures analyzed (parameters $experiment, $start, $end): people acted on as one arm.
+ONE_ARM_EXPOSURES = """
+    select e.* from marts.experiment_exposures e
+    where e.experiment = $experiment
+      and not (
+          exists (select 1 from marts.activation_outbox o
+                  where o.person_id = e.person_id and o.trigger_name = e.trigger_name
+                    and o.fired_at >= $start::timestamp and o.fired_at < $end::timestamp)
+          and exists (select 1 from marts.trigger_suppressions s
+                      where s.person_id = e.person_id
+                        and s.reason = 'experiment_control:' || $experiment
+                        and s.fired_at >= $start::timestamp and s.fired_at < $end::timestamp))"""
+
+
+def _window(experiment: Experiment) -> dict:
+    return {"experiment": experiment.name, "start": experiment.start, "end": experiment.end}
+
+
 def person_values(con, experiment: Experiment, metric: Metric, as_of: date) -> pd.DataFrame:
     """(person_id, arm, y, x): the metric in the window after exposure and in the 28 days
     before it, for exposed people whose window has passed by the as-of date."""
-    params = {"experiment": experiment.name, "as_of": as_of, "days": metric.window_days}
-    mature = """select person_id, arm, exposed_at from marts.experiment_exposures
-                where experiment = $experiment
-                  and exposed_at + to_days($days) <= $as_of::timestamp"""
+    params = {**_window(experiment), "as_of": as_of, "days": metric.window_days}
+    mature = f"""select person_id, arm, exposed_at from ({ONE_ARM_EXPOSURES})
+                 where exposed_at + to_days($days) <= $as_of::timestamp"""
     if metric.kind == "opted_out":
         return con.execute(
             f"""select e.person_id, e.arm,
@@ -299,9 +319,9 @@ def analyze(
             )
             arm_counts = dict(
                 con.execute(
-                    "select arm, count(*) from marts.experiment_exposures "
-                    "where experiment = ? and exposed_at < ? group by all",
-                    [experiment.name, as_of],
+                    f"select arm, count(*) from ({ONE_ARM_EXPOSURES}) "
+                    "where exposed_at < $as_of group by all",
+                    {**_window(experiment), "as_of": as_of},
                 ).fetchall()
             )
             decision = decide(experiment, frame, arm_counts, as_of)

@@ -53,6 +53,7 @@ KINDS = {"user_id": "user", "anonymous_id": "anonymous", "person": "person"}
 ID_COLUMNS = {
     "person_id": "person",
     "previous_person_id": "person",
+    "former_person_id": "person",
     "user_id": "identifier",
     "anonymous_id": "identifier",
     "identifier": "identifier",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 
+import duckdb
+
 from microseg.config import Settings
-from microseg.quality import validate_features
+from microseg.quality import FEATURE_VOLUME_SQL, validate_features
 from tests.helpers import run_cli
 
 LAST = date(2026, 10, 6)  # the small data set's last as-of date
@@ -17,14 +20,25 @@ def test_features_pass_their_suites(built: Settings) -> None:
     assert report.checked["user_features"][0] > 200  # rows validated
 
 
-def test_a_shrinking_feature_table_fails_naming_the_expectation(built: Settings) -> None:
-    strict = Settings.from_env(
-        {"MICROSEG_HOME": str(built.home), "MICROSEG_FEATURE_MIN_ROW_RATIO": "1.5"}
-    )
-    report = validate_features(strict, LAST)
+def test_a_shrinking_feature_table_fails_naming_the_expectation(built: Settings, tmp_path) -> None:
+    """A night that lost a third of its people's feature rows (a copy of the warehouse) fails
+    the volume expectation at the default ratio, naming it and the observed ratio."""
+    shutil.copy(built.warehouse_path, tmp_path)
+    shrunk = Settings.from_env({"MICROSEG_HOME": str(tmp_path)})
+    with duckdb.connect(str(shrunk.warehouse_path)) as con:
+        before = con.execute(FEATURE_VOLUME_SQL, [LAST]).fetchone()[3]
+        con.execute(
+            "delete from marts.fct_user_features_daily "
+            "where as_of_date = ? and hash(person_id) % 3 = 0",
+            [LAST],
+        )
+        after = con.execute(FEATURE_VOLUME_SQL, [LAST]).fetchone()[3]
+    assert before >= shrunk.feature_min_row_ratio > after  # the table did shrink past the bar
+    report = validate_features(shrunk, LAST)
     assert not report.success
+    bar = shrunk.feature_min_row_ratio
     assert [f.expectation for f in report.failures] == [
-        "expect_column_values_to_be_between(column=row_ratio, min_value=1.5)"
+        f"expect_column_values_to_be_between(column=row_ratio, min_value={bar})"
     ]
 
 

@@ -3,6 +3,7 @@ planted moments, re-runs, and delivery to a real signed-webhook receiver that fa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,11 +22,14 @@ import yaml
 from microseg.activation import activate, load_triggers
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import ConfigError
-from microseg.experiments.analyze import analyze
+from microseg.experiments.analyze import ONE_ARM_EXPOSURES, analyze
 from microseg.experiments.grammar import load_experiments
+from microseg.ingest import ingest_paths
 from microseg.pipeline import run_batch
 from microseg.segments import load_segments, run_segments
-from tests.helpers import run_cli, truth_connection
+from microseg.transform import transform
+from ml import score as ml_score
+from tests.helpers import query, run_cli, truth_connection
 from tests.receiver import Receiver
 
 NIGHTS = [date(2026, 10, 2) + timedelta(days=i) for i in range(5)]
@@ -457,6 +461,158 @@ def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activa
     assert set(rows) == {"converted_7d", "revenue_7d", "opted_out_7d", "bounce_rate_7d"}
     assert decision.exposed == sum(exposed.values()) and again == [decision] and stored == 1
     assert decision.decision in ("keep running", "ship reminder", "stop for harm")
+
+
+REKEYED = {  # the person-keyed tables that outlive rebuilds, with what tells their rows apart
+    "user_scores": ("model_name", "as_of_date"),
+    "segment_memberships": ("segment_name", "as_of_date"),
+    "trigger_firings": ("trigger_name", "fired_at"),
+    "trigger_suppressions": ("trigger_name", "fired_at"),
+    "activation_outbox": ("idempotency_key",),
+    "experiment_assignments": ("experiment",),
+}
+
+
+def test_a_device_logging_in_brings_its_history_to_the_person_it_joins(activated, tmp_path):
+    """An anonymous person with an experiment arm, messages and segments logs in as a user
+    who has their own: every record moves to the user (the user's own row wins where both
+    have one; the earlier experiment arm wins), no table names the merged-away person, and
+    the next build changes nothing."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(activated.warehouse_path, home)
+    settings = dataclasses.replace(activated, home=home)
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        alias, device, survivor, user_id = con.execute(
+            """with exposed as (
+                   select e.person_id, e.arm, a.assigned_at, p.user_id,
+                          (select any_value(identifier) from intermediate.int_identities_stitched
+                           where person_id = e.person_id and id_type = 'anonymous') as device
+                   from marts.experiment_exposures e
+                   join marts.experiment_assignments a using (experiment, person_id)
+                   join marts.dim_persons p using (person_id)
+                   where exists (select 1 from marts.segment_memberships m
+                                 where m.person_id = e.person_id)
+               )
+               select alias.person_id, alias.device, survivor.person_id, survivor.user_id
+               from exposed as alias join exposed as survivor
+                 on alias.user_id is null and survivor.user_id is not null
+                and alias.arm <> survivor.arm and alias.assigned_at < survivor.assigned_at
+                and exists (select 1 from marts.segment_memberships a
+                            join marts.segment_memberships s using (segment_name, as_of_date)
+                            where a.person_id = alias.person_id
+                              and s.person_id = survivor.person_id)
+               order by alias.person_id, survivor.person_id limit 1"""
+        ).fetchone()
+        con.execute(ml_score.USER_SCORES_DDL)  # scores as the score step writes them
+        con.execute(
+            """insert into marts.user_scores values
+               ($alias, 'm', '1', 0.9, 0.9, null, 10, true, '2026-10-04'),
+               ($alias, 'm', '1', 0.2, 0.2, null, 2, false, '2026-10-05'),
+               ($survivor, 'm', '1', 0.5, 0.5, null, 5, false, '2026-10-05')""",
+            {"alias": alias, "survivor": survivor},
+        )
+        before = {
+            table: {
+                person: set(
+                    con.execute(
+                        f"select {', '.join(key)} from marts.{table} where person_id = ?", [person]
+                    ).fetchall()
+                )
+                for person in (alias, survivor)
+            }
+            for table, key in REKEYED.items()
+        }
+        survivor_memberships = con.execute(
+            "select * from marts.segment_memberships where person_id = ?", [survivor]
+        ).fetchall()
+        first_arm = con.execute(
+            "select arm from marts.experiment_assignments where person_id = ?", [alias]
+        ).fetchone()[0]
+        person_tables = con.execute(
+            """select table_schema || '.' || table_name from information_schema.columns
+               where column_name = 'person_id' and table_schema in ('marts', 'intermediate')"""
+        ).fetchall()
+    assert all(before["activation_outbox"].values())  # both were sent messages before
+
+    login = tmp_path / "login.jsonl"
+    login.write_text(
+        json.dumps(
+            {
+                "event_id": "device-logs-in",
+                "event_type": "identify",
+                "event_at": "2026-10-05T23:00:00Z",
+                "anonymous_id": device,
+                "user_id": user_id,
+            }
+        )
+        + "\n"
+    )
+    ingest_paths(settings, [login])
+    moved = "merged people whose records moved to the person they joined"
+    assert transform(settings)[moved] == 1
+
+    def rekeyed() -> dict[str, list[tuple]]:
+        return {
+            table: query(settings, f"select * from marts.{table} order by all") for table in REKEYED
+        }
+
+    for table, key in REKEYED.items():
+        keys = set(
+            query(
+                settings,
+                f"select {', '.join(key)} from marts.{table} where person_id = ?",
+                [survivor],
+            )
+        )
+        assert keys == before[table][alias] | before[table][survivor], table
+        assert (
+            len(keys)
+            == query(
+                settings, f"select count(*) from marts.{table} where person_id = ?", [survivor]
+            )[0][0]
+        ), table
+        logged = query(
+            settings,
+            """select rows_moved, rows_kept from marts.person_merges
+               where table_name = ? and former_person_id = ? and person_id = ?""",
+            [table, alias, survivor],
+        )
+        shared = before[table][alias] & before[table][survivor]
+        if table == "experiment_assignments":  # the alias's arm was assigned first: it stays
+            shared = set()
+        assert logged == [(len(before[table][alias]), len(before[table][alias] - shared))], table
+    assert query(
+        settings,
+        "select as_of_date, score from marts.user_scores where person_id = ? order by all",
+        [survivor],
+    ) == [(date(2026, 10, 4), 0.9), (date(2026, 10, 5), 0.5)]
+    own = set(
+        query(settings, "select * from marts.segment_memberships where person_id = ?", [survivor])
+    )
+    assert set(survivor_memberships) <= own  # where both were members, the user's row stays
+    assert query(
+        settings, "select arm from marts.experiment_assignments where person_id = ?", [survivor]
+    ) == [(first_arm,)]
+    run_segments(settings, NIGHTS[-1])  # the night goes on: the history is rebuilt
+    for (table,) in person_tables:
+        assert query(settings, f"select count(*) from {table} where person_id = ?", [alias]) == [
+            (0,)
+        ], table
+    # acted on as both arms now (sent before the merge, withheld after, or the reverse):
+    # exposed, but left out of the analysis
+    window = {"experiment": "cart_reminder", "start": "2026-10-01", "end": "2026-10-10"}
+    analyzed = {
+        person
+        for (person,) in query(settings, f"select person_id from ({ONE_ARM_EXPOSURES})", window)
+    }
+    exposed = {p for (p,) in query(settings, "select person_id from marts.experiment_exposures")}
+    assert survivor in exposed - analyzed
+    assert len(exposed - analyzed) == 1
+
+    snapshot = rekeyed()
+    assert transform(settings)[moved] == 0
+    assert rekeyed() == snapshot
 
 
 def test_a_run_killed_while_delivering_resends_only_what_it_could_not_record(

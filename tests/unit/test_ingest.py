@@ -21,6 +21,7 @@ from microseg.config import Settings
 from microseg.errors import InputError
 from microseg.ingest import delivery_date, ingest_paths
 from microseg.pipeline import ingest_step
+from microseg.warehouse import FILE_ACCOUNTING_SQL, has_table
 from tests.helpers import query, run_cli, table_snapshot
 
 GOOD_EVENT = {
@@ -297,6 +298,22 @@ def test_every_format_loads_the_same_events(settings, dataset_factory, file_form
         assert got == want
 
 
+def _whole_files_left(home: Path) -> int:
+    """Files a killed ingest left in the manifest, after checking that they hold exactly their
+    rows and that no row of a file the kill interrupted is there (0 without a commit)."""
+    if not (home / "warehouse.duckdb").exists():
+        return 0
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
+        if not has_table(con, "raw", "load_manifest"):
+            return 0
+        unaccounted = con.execute(
+            f"select count(*) from ({FILE_ACCOUNTING_SQL}) where rows_unaccounted <> 0 "
+            "or events_not_in_manifest <> 0 or quarantine_rows_not_in_manifest <> 0"
+        ).fetchone()[0]
+        assert unaccounted == 0
+        return con.execute("select count(*) from raw.load_manifest").fetchone()[0]
+
+
 def test_killed_ingest_then_rerun_equals_one_clean_run(tmp_path, small_dataset) -> None:
     """SIGKILL at several moments of a run; after a re-run the tables equal a clean run's."""
     clean_home = tmp_path / "clean"
@@ -305,7 +322,8 @@ def test_killed_ingest_then_rerun_equals_one_clean_run(tmp_path, small_dataset) 
     duration = time.monotonic() - started
     expected = table_snapshot(Settings.from_env({"MICROSEG_HOME": str(clean_home)}))
 
-    killed = 0
+    files = len(list(small_dataset.glob("events_*")))
+    killed, cut_between_files = 0, 0
     for i, fraction in enumerate((0.45, 0.6, 0.75, 0.9)):
         home = tmp_path / f"killed{i}"
         proc = subprocess.Popen(
@@ -319,12 +337,14 @@ def test_killed_ingest_then_rerun_equals_one_clean_run(tmp_path, small_dataset) 
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.wait()
+        cut_between_files += 0 < _whole_files_left(home) < files
         rerun = run_cli("ingest", str(small_dataset), home=home)
         assert rerun.returncode == 0, rerun.stderr
         assert table_snapshot(Settings.from_env({"MICROSEG_HOME": str(home)})) == expected, (
             f"after a kill at {fraction:.0%} of a run"
         )
     assert killed >= 2, "the kills must land while the ingest is running"
+    assert cut_between_files >= 1, "a kill must leave some files loaded and others not"
 
 
 def test_folders_are_not_searched_recursively(settings, small_dataset) -> None:
