@@ -54,14 +54,16 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg transform
 	$(BIN)/microseg train --model purchase_propensity --model content_preference
 	$(BIN)/microseg promote --model purchase_propensity --model content_preference
-	@echo "activating the nights of 2026-10-06 ... 2026-10-14 (what the activation DAG did while the data arrived; log: $(MICROSEG_HOME)/demo_activation.log)"
+	@echo "activating the nights of 2026-10-06 ... 2026-10-14, and analyzing the experiment on the last three (what the DAGs did while the data arrived; log: $(MICROSEG_HOME)/demo_activation.log)"
 	@for day in 06 07 08 09 10 11 12 13 14; do $(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
+	@for day in 12 13 14; do $(BIN)/microseg experiment analyze --as-of 2026-10-$$day; done >> $(MICROSEG_HOME)/demo_activation.log
 	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes older ones, none yet in 14 days), and takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) MICROSEG_LATE_ARRIVAL_HOURS=96 $(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
 	$(BIN)/microseg activation report --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg experiment check
 	$(BIN)/microseg experiment analyze --as-of $(DEMO_AS_OF)
+	$(BIN)/microseg experiment apply cart_reminder
 	$(BIN)/microseg experiment power --baseline 0.05 --mde 0.10
 	$(BIN)/microseg erase --user-id user_0000042 --reason "demo: a deletion request"
 	@echo "pseudonymization at the door: one day loaded aside with MICROSEG_PSEUDONYMIZE (docs/privacy.md)"
@@ -75,7 +77,7 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 
 test: install $(CHROMIUM) ## Lint, then run the whole test suite (what CI runs)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: install ## Ruff lint and format check
 	$(BIN)/ruff check .

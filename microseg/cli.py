@@ -268,7 +268,34 @@ def cmd_experiment_analyze(args: argparse.Namespace, settings: Settings) -> int:
     as_of = features_as_of(settings, args.as_of)
     for d in analyze(settings, experiments, as_of, args.names or None):
         print(f"{d.experiment} as of {as_of}: {d.decision} - {d.reasons}")
+        if d.plot is not None:
+            print(f"  lift over time: {d.plot}")
     print("per arm and metric: marts.experiment_results; decisions: marts.experiment_decisions")
+    return 0
+
+
+def cmd_experiment_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.experiments.apply import apply_decision
+    from microseg.experiments.grammar import load_configured_experiments
+
+    experiments = load_configured_experiments(settings)
+    done = apply_decision(settings, experiments, args.name, args.as_of, write=args.write)
+    print(f"{done.experiment} as of {done.decided_on}: {done.decision} - {done.reasons}")
+    if not done.decision.startswith("ship "):
+        print("nothing to apply")
+        return 0
+    for change in done.changes:
+        print(f"  {change.line()}")
+    if done.applied_before is not None:
+        who, when = done.applied_before
+        print(f"applied already, by {who} at {when:%Y-%m-%d %H:%M} UTC: nothing done again")
+    elif done.written:
+        print("written to the files; recorded in marts.experiment_applications")
+    else:
+        print(
+            "make these changes (or run again with --write); recorded in "
+            "marts.experiment_applications"
+        )
     return 0
 
 
@@ -482,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pre.set_defaults(handler=cmd_privacy_expire)
 
-    exm = sub.add_parser("experiment", help="A/B tests: check, analyze, sample sizes")
+    exm = sub.add_parser("experiment", help="A/B tests: check, analyze, apply, sample sizes")
     exm_sub = exm.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
     chk = exm_sub.add_parser("check", help="validate experiments.yml and list its experiments")
     chk.set_defaults(handler=cmd_experiment_check)
@@ -490,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("names", nargs="*", metavar="NAME", help="experiments (default: all)")
     ana.add_argument("--as-of", type=_iso_date, default=None, help="default: latest features")
     ana.set_defaults(handler=cmd_experiment_analyze)
+    app = exm_sub.add_parser("apply", help="act on a 'ship ARM' decision, with an audit row")
+    app.add_argument("name", metavar="NAME", help="the experiment")
+    app.add_argument("--as-of", type=_iso_date, default=None, help="default: latest decision")
+    app.add_argument(
+        "--write", action="store_true", help="edit experiments.yml and triggers.yml (else print)"
+    )
+    app.set_defaults(handler=cmd_experiment_apply)
     pw = exm_sub.add_parser("power", help="people per arm and days needed to detect a change")
     pw.add_argument("--baseline", type=_open_unit, required=True, help="control conversion rate")
     pw.add_argument(

@@ -161,6 +161,11 @@ class Settings:
         return self.home / "activation"
 
     @property
+    def experiment_plots_dir(self) -> Path:
+        """Where each analysis redraws its experiments' lift over time (one PNG each)."""
+        return self.home / "experiments"
+
+    @property
     def export_dir(self) -> Path:
         """Where the nightly run writes audience CSVs (and their manifests)."""
         return self.home / "exports"

@@ -188,7 +188,11 @@ def experiments_step(settings: Settings, as_of: date) -> str:
 
     decisions = analyze(settings, load_configured_experiments(settings), as_of)
     return "experiments: " + (
-        "; ".join(f"{d.experiment}: {d.decision} ({d.exposed:,} exposed)" for d in decisions)
+        "; ".join(
+            f"{d.experiment}: {d.decision} ({d.exposed:,} exposed"
+            + (f"; lift over time: {d.plot})" if d.plot else ")")
+            for d in decisions
+        )
         or "none declared"
     )
 

@@ -90,6 +90,7 @@ WALL_CLOCK_COLUMNS = {
     "marts.activation_deliveries": ("recorded_at",),
     "marts.activation_dead_letters": ("recorded_at",),
     "marts.activation_runs": ("finished_at",),
+    "marts.person_merges": ("moved_at",),
 }
 
 

@@ -30,7 +30,7 @@ MAX_CAP_DAYS = 30
 TRIGGER_KEYS = {
     "name", "title", "description", "owner", "purpose", "channel", "priority", "tags", "when",
     "who", "ttl_minutes", "reeligible_after_hours", "half_life_minutes", "bypass_caps",
-    "payload", "destinations",
+    "payload", "destinations", "variant",
 }  # fmt: skip
 CAP_KEYS = {"name", "max", "per", "days", "channel", "tag"}
 DESTINATION_KEYS = {
@@ -93,6 +93,7 @@ class Trigger:
     bypass_caps: bool
     payload: tuple[str, ...]
     destinations: tuple[str, ...]
+    variant: str | None  # the content variant its messages name (an experiment arm may override)
     definition_hash: str
     plan: dict[str, Any]
     score_models: tuple[str, ...]
@@ -179,6 +180,9 @@ def _trigger(raw: Any, index: int, destinations: dict[str, Destination]) -> Trig
     bypass = raw.get("bypass_caps", False)
     if not isinstance(bypass, bool):
         raise check.fail("bypass_caps", "must be true or false")
+    variant = raw.get("variant")
+    if variant is not None and not isinstance(variant, str):
+        raise check.fail("variant", "is text (the content variant's name)")
     definition_hash = hashlib.sha256(
         json.dumps(raw, sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
@@ -212,6 +216,7 @@ def _trigger(raw: Any, index: int, destinations: dict[str, Destination]) -> Trig
         bypass_caps=bypass,
         payload=_names(check, raw.get("payload", ["evidence"]), "payload", PAYLOAD_FIELDS),
         destinations=dests,
+        variant=variant,
         definition_hash=definition_hash,
         plan=plan,
         score_models=tuple(sorted(check.score_models)),

@@ -236,6 +236,11 @@ def _payloads(con, decided: pd.DataFrame, triggers: TriggerFile, schema: str, as
         }
         for name in trigger.payload:
             body[name] = fields[name](row)
+        if _present(row.experiment) is not None:  # a treatment arm
+            body["experiment"] = {"name": row.experiment, "arm": row.arm}
+        variant = _present(row.variant) or trigger.variant
+        if variant is not None:  # the content to show: the arm's, else the trigger's
+            body["variant"] = variant
         bodies.append(body)
     rows["payload"] = [json.dumps(b, sort_keys=True) for b in bodies]
     rows["idempotency_key"] = [b["idempotency_key"] for b in bodies]
@@ -417,6 +422,7 @@ def _decide(con, schema: str, window: Window, triggers: TriggerFile, experiments
     )
     holdout = firings[held].assign(
         reason="holdout",
+        **dict.fromkeys(("experiment", "arm", "variant")),
         relevance=[
             relevance(window.cutoff - t.to_pydatetime(), by_name[n].half_life_minutes)
             for n, t in zip(firings[held].trigger_name, firings[held].fired_at, strict=True)

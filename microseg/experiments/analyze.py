@@ -13,14 +13,16 @@ date replaces that date.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from microseg.config import Settings
 from microseg.experiments.grammar import Experiment, ExperimentFile, Metric
+from microseg.experiments.plot import draw_lift, lift_over_time
 from microseg.experiments.stats import (
     SRM_ALPHA,
     adjusted_p_values,
@@ -80,6 +82,7 @@ class Decision:
     reasons: str
     srm_p_value: float | None
     exposed: int
+    plot: Path | None = None  # the lift over time, once an arm has one
 
 
 def _aggregate(metric: Metric, column: str) -> str:
@@ -340,7 +343,12 @@ def analyze(
                 [*key, decision.decision, decision.reasons, decision.srm_p_value, decision.exposed],
             )
             con.execute("commit")
-            decisions.append(decision)
+            plot = draw_lift(
+                lift_over_time(con, experiment, as_of),
+                experiment,
+                settings.experiment_plots_dir / f"{experiment.name}.png",
+            )
+            decisions.append(replace(decision, plot=plot))
     return decisions
 
 

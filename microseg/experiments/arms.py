@@ -56,12 +56,15 @@ def apply_arms(
     unconsented: set[str] = frozenset(),
 ) -> tuple[pd.DataFrame, list[tuple]]:
     """(decisions, new assignment rows): each firing of a running experiment's trigger gets
-    the person's arm; would-be messages of an arm that does not send become suppressions.
-    People in `unconsented` (no consent for the experiments' purpose) take part in no
-    experiment: their firings are decided as if none ran."""
+    the person's arm; would-be messages of an arm that does not send become suppressions, and
+    those of an arm that sends carry the experiment, the arm and its content variant (columns
+    experiment, arm, variant: the message tells the destination what to show). People in
+    `unconsented` (no consent for the experiments' purpose) take part in no experiment: their
+    firings are decided as if none ran."""
     assignments: list[tuple] = []
     decided = decided.reset_index(drop=True)
     reasons = decided.reason.tolist()
+    treated: dict[int, tuple[str, str, str | None]] = {}
     for row in decided.sort_values(["fired_at", "person_id"]).itertuples():
         moment = row.fired_at.to_pydatetime()
         experiment = running(experiments, row.trigger_name, moment)
@@ -75,6 +78,17 @@ def apply_arms(
             ].name
             assignments.append((*key, known[key], position, row.trigger_name, moment))
         arm = next(a for a in experiment.arms if a.name == known[key])
-        if pd.isna(reasons[row.Index]) and not arm.send:  # a would-be message
+        if not pd.isna(reasons[row.Index]):
+            continue  # suppressed before the arms: no exposure
+        if arm.send:
+            treated[row.Index] = (experiment.name, arm.name, arm.variant)
+        else:  # a would-be message
             reasons[row.Index] = f"experiment_control:{experiment.name}"
-    return decided.assign(reason=pd.Series(reasons, index=decided.index, dtype=object)), assignments
+    treatment = [treated.get(i, (None, None, None)) for i in decided.index]
+    columns = {"reason": reasons} | {
+        name: [labels[k] for labels in treatment]
+        for k, name in enumerate(("experiment", "arm", "variant"))
+    }
+    return decided.assign(
+        **{n: pd.Series(v, index=decided.index, dtype=object) for n, v in columns.items()}
+    ), assignments

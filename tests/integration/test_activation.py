@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 from datetime import date, datetime, time, timedelta
@@ -24,6 +25,7 @@ from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import ConfigError
 from microseg.experiments.analyze import ONE_ARM_EXPOSURES, analyze
 from microseg.experiments.grammar import load_experiments
+from microseg.experiments.plot import lift_over_time
 from microseg.ingest import ingest_paths
 from microseg.pipeline import run_batch
 from microseg.segments import load_segments, run_segments
@@ -418,7 +420,17 @@ def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activa
                  on a.person_id = o.person_id and a.trigger_name = o.trigger_name
                where a.arm = 'control' and o.fired_at >= a.assigned_at"""
         ).fetchone()[0]
+        treated = con.execute(
+            """select o.payload->'experiment', o.payload->>'variant' from marts.activation_outbox o
+               join marts.experiment_assignments a
+                 on a.person_id = o.person_id and a.trigger_name = o.trigger_name
+               where a.arm = 'reminder' and o.fired_at >= a.assigned_at"""
+        ).fetchall()
     assert set(arms) == {"control", "reminder"} and min(arms.values()) > 20
+    assert treated and all(  # the message names the arm and the content to show
+        (json.loads(experiment), variant) == ({"name": "cart_reminder", "arm": "reminder"}, "plain")
+        for experiment, variant in treated
+    )
     assert withheld == exposed["control"] > 0 and exposed["reminder"] > 0
     assert sent_to_control == 0  # the control arm never got the cart message
     experiments = load_experiments(
@@ -460,6 +472,21 @@ def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activa
     assert abs(control_mean - expected["control"][1]) < 1e-12
     assert set(rows) == {"converted_7d", "revenue_7d", "opted_out_7d", "bounce_rate_7d"}
     assert decision.exposed == sum(exposed.values()) and again == [decision] and stored == 1
+    # the lift over time beside the analysis: a 900 x 480 PNG of the primary metric's rows
+    assert decision.plot == activated.experiment_plots_dir / "cart_reminder.png"
+    header = decision.plot.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", header[16:24]) == (900, 480)
+    with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+        plotted = lift_over_time(con, experiments.experiments[0], as_of)
+        stored_lift = con.execute(
+            """select lift from marts.experiment_results where as_of_date = ?
+               and arm = 'reminder' and metric = 'converted_7d'""",
+            [as_of],
+        ).fetchall()
+    assert [(d.date(), a, x) for d, a, x in plotted[["as_of_date", "arm", "lift"]].values] == [
+        (as_of, "reminder", stored_lift[0][0])
+    ]
     assert decision.decision in ("keep running", "ship reminder", "stop for harm")
 
 

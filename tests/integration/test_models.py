@@ -23,8 +23,13 @@ MODEL = "purchase_propensity"
 
 
 @pytest.fixture
-def home(twelve_days_home: Path) -> Path:
-    return twelve_days_home
+def home(twelve_days_home: Path, tmp_path: Path) -> Path:
+    """A copy of the shared warehouse with a registry of its own: versions count from 1
+    whichever test trained before (the shared home is only read)."""
+    copy = tmp_path / "home"
+    copy.mkdir()
+    shutil.copy(twelve_days_home / "warehouse.duckdb", copy)
+    return copy
 
 
 def _spec_dir(tmp_path: Path, name: str, **changes) -> Path:

@@ -20,7 +20,7 @@ def trigger(name: str, *, channel="email", priority=0, tags=("t",), bypass=False
         name=name, title=name, owner="o", purpose="marketing", channel=channel,
         priority=priority, tags=tags, ttl_minutes=ttl, reeligible_after_hours=reeligible,
         half_life_minutes=half_life, bypass_caps=bypass, payload=("evidence",),
-        destinations=("files",), definition_hash="h", plan={}, score_models=(),
+        destinations=("files",), variant=None, definition_hash="h", plan={}, score_models=(),
     )  # fmt: skip
 
 

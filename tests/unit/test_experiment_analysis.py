@@ -10,6 +10,7 @@ import pandas as pd
 
 from microseg.experiments.analyze import decide, results
 from microseg.experiments.grammar import Arm, Experiment, Guardrail, Metric
+from microseg.experiments.plot import draw_lift
 
 CONVERTED = Metric("converted_7d", "conversion", "has_purchase", 7)
 BOUNCE = Metric("bounce_rate_7d", "mean", "is_bounce", 7)
@@ -101,3 +102,18 @@ def test_holm_adjusts_across_primary_and_secondary() -> None:
     frame = results(lambda m: values[m.name], two, METRICS)
     assert (frame.adjusted_p_value >= frame.p_value).all()
     assert frame.adjusted_p_value.max() <= 1
+
+
+def test_the_lift_picture_waits_for_a_lift_and_replaces_itself_whole(tmp_path) -> None:
+    out = tmp_path / "experiments" / "e.png"
+    assert draw_lift(pd.DataFrame(columns=["as_of_date", "arm", "lift"]), EXPERIMENT, out) is None
+    assert not out.exists()
+    nights = pd.to_datetime(["2026-10-10", "2026-10-11", "2026-10-12"])
+    points = pd.DataFrame({"as_of_date": nights, "arm": "treatment", "lift": [0.02, 0.03, 0.025]})
+    points = points.assign(
+        lift_low=points.lift - 0.01, lift_high=points.lift + 0.01,
+        sequential_low=points.lift - 0.03, sequential_high=points.lift + 0.03,
+    )  # fmt: skip
+    assert draw_lift(points, EXPERIMENT, out) == out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in out.parent.iterdir()] == ["e.png"]  # nothing left aside

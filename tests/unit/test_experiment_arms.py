@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime, timedelta
 
 import pandas as pd
@@ -56,3 +57,39 @@ def test_control_withholds_would_be_messages_and_arms_are_sticky() -> None:
         _decided([r for r in rows[: len(people)] if r[1] in control]), FILE, known=flipped
     )
     assert new == [] and again.reason.isna().all()
+
+
+def test_messages_of_a_sending_arm_carry_its_content_variant() -> None:
+    arms = (
+        Arm("control", 0.34, True, False, None),
+        Arm("gentle", 0.33, False, True, "gentle_copy"),
+        Arm("discount", 0.33, False, True, "ten_percent_off"),
+    )
+    experiment = dataclasses.replace(EXPERIMENT, arms=arms)
+    people = [f"per_{i:04d}" for i in range(300)]
+    day = datetime(2026, 10, 6, 12)
+    rows = [("cart_abandoned", p, day, None) for p in people]
+    rows += [("cart_abandoned", people[0], day + timedelta(hours=1), "capped:x")]
+    decided, assignments = apply_arms(
+        _decided(rows), dataclasses.replace(FILE, experiments=[experiment]), known={}
+    )
+    arm_of = {person: arm for _, person, arm, *_ in assignments}
+    variant_of = {a.name: a.variant for a in arms}
+    first = decided.iloc[: len(people)]
+    for row in first.itertuples():
+        if arm_of[row.person_id] == "control":
+            assert (row.reason, row.experiment, row.variant) == (
+                "experiment_control:cart_reminder",
+                None,
+                None,
+            )
+        else:
+            assert row.reason is None or pd.isna(row.reason)
+            assert (row.experiment, row.arm, row.variant) == (
+                "cart_reminder",
+                arm_of[row.person_id],
+                variant_of[arm_of[row.person_id]],
+            )
+    assert set(arm_of.values()) == {"control", "gentle", "discount"}
+    capped = decided.iloc[-1]
+    assert (capped.reason, capped.experiment, capped.variant) == ("capped:x", None, None)

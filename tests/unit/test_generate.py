@@ -11,6 +11,7 @@ import pytest
 from microseg.config import Settings
 from microseg.contract import event_contract
 from microseg.generate import GeneratorConfig, generate
+from microseg.generate.world import PLACEHOLDER_USER_IDS
 from microseg.ingest import ingest_paths
 
 
@@ -101,27 +102,38 @@ def test_propensity_is_visible_in_behavior(warehouse) -> None:
     assert corr > 0.4
 
 
-def test_realistic_mess_is_present(warehouse) -> None:
-    late = scalar(
-        warehouse, "select count(*) from raw.events where received_at - event_at > interval 1 day"
+def test_realistic_mess_is_present(warehouse, small_dataset) -> None:
+    """Each kind of mess, counted in what was loaded, is exactly what the truth planted."""
+    truth = small_dataset / "ground_truth"
+    # late sessions: every event of a session delivered a day or more late, and no other
+    late = warehouse.execute(
+        "select count(*), count(distinct anonymous_id) from raw.events "
+        "where received_at - event_at > interval 1 day"
+    ).fetchone()
+    assert (
+        late
+        == warehouse.execute(
+            "select sum(n_events), count(distinct anonymous_id) from truth_sessions "
+            "where late_days > 0"
+        ).fetchone()
     )
-    assert late > 0
-    assert scalar(warehouse, "select sum(rows_duplicate) from raw.load_manifest") > 0
+    assert late[0] > 0
+    assert scalar(warehouse, "select sum(rows_duplicate) from raw.load_manifest") == scalar(
+        warehouse, f"select sum(rows_duplicate) from '{truth}/files.csv'"
+    )
     assert scalar(warehouse, "select count(*) from raw.events_quarantine") == 25  # 5 per file
-    placeholders = scalar(
-        warehouse,
-        "select count(distinct user_id) from raw.events where "
-        "user_id in ('null', 'undefined', 'anonymous', '0', '-1')",
-    )
-    assert placeholders >= 3
-    # bots: one device, 150+ page views in a day, seconds apart
+    placeholders = warehouse.execute(
+        "select distinct user_id from raw.events where user_id in ?", [PLACEHOLDER_USER_IDS]
+    ).fetchall()
+    assert sorted(p for (p,) in placeholders) == sorted(PLACEHOLDER_USER_IDS)  # each one sent
+    # bots: one device, 150+ page views in a day, seconds apart: each bot session of the truth
     bots = scalar(
         warehouse,
         """select count(*) from (
         select anonymous_id, event_at::date from raw.events where event_type = 'page_view'
         group by all having count(*) >= 150)""",
     )
-    assert bots >= 5
+    assert bots == scalar(warehouse, "select count(*) from truth_sessions where is_bot") > 0
     # out-of-order lines: within a file, event_at goes backwards somewhere
     backwards = scalar(
         warehouse,
