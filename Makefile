@@ -54,8 +54,10 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg transform
 	$(BIN)/microseg train --model purchase_propensity --model content_preference
 	$(BIN)/microseg promote --model purchase_propensity --model content_preference
-	@echo "activating the nights of 2026-10-06 ... 2026-10-14, and analyzing the experiment on the last three (what the DAGs did while the data arrived; log: $(MICROSEG_HOME)/demo_activation.log)"
-	@for day in 06 07 08 09 10 11 12 13 14; do $(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
+	@echo "activating the nights of 2026-10-06 ... 2026-10-14, with segments and the experiment's analysis on the last three (what the DAGs did while the data arrived; log: $(MICROSEG_HOME)/demo_activation.log)"
+	@for day in 06 07 08 09 10 11 12 13 14; do \
+		case $$day in 12|13|14) $(BIN)/microseg segments --as-of 2026-10-$$day;; esac; \
+		$(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
 	@for day in 12 13 14; do $(BIN)/microseg experiment analyze --as-of 2026-10-$$day; done >> $(MICROSEG_HOME)/demo_activation.log
 	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes older ones, none yet in 14 days), and takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) MICROSEG_LATE_ARRIVAL_HOURS=96 $(BIN)/microseg run --as-of $(DEMO_AS_OF)
@@ -70,9 +72,11 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	MICROSEG_HOME=$(MICROSEG_HOME)/pseudonymized MICROSEG_PSEUDONYMIZE=properties.email,user_id MICROSEG_PRIVACY_KEY=demo-only-key $(BIN)/microseg ingest $(MICROSEG_HOME)/landing/events_$(DEMO_LAST_DAY).jsonl.gz
 	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/pseudonymized/warehouse.duckdb', read_only=True).sql(\"select user_id, properties ->> 'email' as email, properties ->> 'ip' as ip, page_url from raw.events where user_id is not null order by (properties ->> 'email') is null, event_id limit 4\").show(max_width=250)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) $(BIN)/microseg privacy report --as-of $(DEMO_AS_OF)
+	$(BIN)/python -m microseg.docs notebooks
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"
 	@echo "Trigger messages: $(MICROSEG_HOME)/activation/<destination>/ (triggers.yml, docs/triggers.md)"
+	@echo "Experiment lift over time: $(MICROSEG_HOME)/experiments/cart_reminder.png; notebooks with their figures: $(MICROSEG_HOME)/notebooks/"
 	@echo "MLflow UI: make mlflow-ui (login; the password is printed on its first start), then open http://127.0.0.1:$(MLFLOW_PORT)"
 
 test: install $(CHROMIUM) ## Lint, then run the whole test suite (what CI runs)
@@ -93,7 +97,7 @@ bench: install ## Throughput and peak memory at scale (prints figures; not part 
 airflow: install ## Start Airflow 3 (UI with login on 127.0.0.1:8080, scheduler, dag-processor)
 	$(BIN)/python -m microseg.serve.airflow_ui
 
-docs: install ## Build dbt docs and GX Data Docs for the current warehouse; print where they are
+docs: install ## Build dbt docs, GX Data Docs and the executed notebooks for the current warehouse; print where they are
 	$(BIN)/python -m microseg.docs
 
 mlflow-ui: install ## MLflow UI with login (runs, registry, aliases) on 127.0.0.1, port MLFLOW_PORT (5000)

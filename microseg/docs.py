@@ -1,9 +1,17 @@
-"""`make docs`: dbt's documentation site and Great Expectations' Data Docs, built locally."""
+"""`make docs`: dbt's documentation site, Great Expectations' Data Docs and the analysts'
+notebooks (executed against the analysts' snapshot), built locally."""
 
 from __future__ import annotations
 
-from microseg.config import Settings, disable_telemetry
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from microseg.config import PROJECT_ROOT, Settings, disable_telemetry
 from microseg.data_docs import localize_data_docs
+from microseg.errors import MicrosegError, UsageError
 from microseg.quality import gx_context
 from microseg.segments import load_segments, segment_vars
 from microseg.transform import run_dbt
@@ -25,7 +33,66 @@ def build_docs(settings: Settings) -> dict[str, str]:
     }
 
 
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+NOTEBOOK_TIMEOUT_S = 300  # per cell
+
+
+def run_notebooks(settings: Settings, folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """Execute every notebook of `folder` against this home's analysts' snapshot; the
+    executed copies, figures included, go to $MICROSEG_HOME/notebooks. A failing cell stops
+    with one line naming the notebook, the cell and the error."""
+    import nbformat
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    if not settings.analytics_path.exists():
+        raise UsageError(
+            f"no analysts' snapshot at {settings.analytics_path}: run `microseg publish`"
+        )
+    out_dir = settings.home / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted(folder.glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        sockets = Path(tempfile.mkdtemp(prefix="kernel-", dir=out_dir))
+        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / "ipc"))
+        client = NotebookClient(
+            notebook,
+            km=kernel,
+            timeout=NOTEBOOK_TIMEOUT_S,
+            resources={"metadata": {"path": str(folder)}},
+        )
+        try:  # the kernel talks over Unix sockets in a private folder, not TCP
+            client.execute(env={**os.environ, "MICROSEG_HOME": str(settings.home)})
+        except CellExecutionError as exc:
+            failed = next(
+                (i for i, c in enumerate(notebook.cells) if any(
+                    o.get("output_type") == "error" for o in c.get("outputs", [])
+                )),
+                None,
+            )  # fmt: skip
+            raise MicrosegError(
+                f"notebook {path.name}: cell {failed}: {exc.ename}: {exc.evalue}"
+            ) from None
+        finally:
+            if kernel.has_kernel:
+                kernel.shutdown_kernel(now=True)
+            shutil.rmtree(sockets, ignore_errors=True)
+        target = out_dir / path.name
+        nbformat.write(notebook, target)
+        written.append(target)
+    return written
+
+
 if __name__ == "__main__":
     disable_telemetry()
-    for name, url in build_docs(Settings.from_env()).items():
-        print(f"{name}: {url}")
+    settings = Settings.from_env()
+    if sys.argv[1:] == ["notebooks"]:
+        for path in run_notebooks(settings):
+            print(f"notebook executed: {path}")
+    else:
+        for name, url in build_docs(settings).items():
+            print(f"{name}: {url}")
+        for path in run_notebooks(settings):
+            print(f"notebook executed: {path}")
