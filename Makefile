@@ -72,7 +72,7 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	MICROSEG_HOME=$(MICROSEG_HOME)/pseudonymized MICROSEG_PSEUDONYMIZE=properties.email,user_id MICROSEG_PRIVACY_KEY=demo-only-key $(BIN)/microseg ingest $(MICROSEG_HOME)/landing/events_$(DEMO_LAST_DAY).jsonl.gz
 	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/pseudonymized/warehouse.duckdb', read_only=True).sql(\"select user_id, properties ->> 'email' as email, properties ->> 'ip' as ip, page_url from raw.events where user_id is not null order by (properties ->> 'email') is null, event_id limit 4\").show(max_width=250)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) $(BIN)/microseg privacy report --as-of $(DEMO_AS_OF)
-	$(BIN)/python -m microseg.docs notebooks
+	$(BIN)/microseg notebooks
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"
 	@echo "Trigger messages: $(MICROSEG_HOME)/activation/<destination>/ (triggers.yml, docs/triggers.md)"
@@ -99,6 +99,7 @@ airflow: install ## Start Airflow 3 (UI with login on 127.0.0.1:8080, scheduler,
 
 docs: install ## Build dbt docs, GX Data Docs and the executed notebooks for the current warehouse; print where they are
 	$(BIN)/python -m microseg.docs
+	$(BIN)/microseg notebooks
 
 mlflow-ui: install ## MLflow UI with login (runs, registry, aliases) on 127.0.0.1, port MLFLOW_PORT (5000)
 	MICROSEG_MLFLOW_PORT=$(MLFLOW_PORT) $(BIN)/python -m microseg.serve.mlflow_ui

@@ -377,6 +377,14 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_notebooks(_args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.docs import run_notebooks
+
+    for path in run_notebooks(settings):
+        print(f"notebook executed, figures included: {path}")
+    return 0
+
+
 def cmd_publish(_args: argparse.Namespace, settings: Settings) -> int:
     from microseg.publish import publish
 
@@ -606,6 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pub = sub.add_parser("publish", help="replace analytics.duckdb with a fresh snapshot")
     pub.set_defaults(handler=cmd_publish)
+
+    nbk = sub.add_parser(
+        "notebooks", help="run the analysts' notebooks against analytics.duckdb, figures kept"
+    )
+    nbk.set_defaults(handler=cmd_notebooks)
     return parser
 
 

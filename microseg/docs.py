@@ -1,11 +1,10 @@
-"""`make docs`: dbt's documentation site, Great Expectations' Data Docs and the analysts'
-notebooks (executed against the analysts' snapshot), built locally."""
+"""`make docs`: dbt's documentation site and Great Expectations' Data Docs, built locally; and
+`microseg notebooks`: the analysts' notebooks executed against the analysts' snapshot."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -87,12 +86,5 @@ def run_notebooks(settings: Settings, folder: Path = NOTEBOOKS_DIR) -> list[Path
 
 if __name__ == "__main__":
     disable_telemetry()
-    settings = Settings.from_env()
-    if sys.argv[1:] == ["notebooks"]:
-        for path in run_notebooks(settings):
-            print(f"notebook executed: {path}")
-    else:
-        for name, url in build_docs(settings).items():
-            print(f"{name}: {url}")
-        for path in run_notebooks(settings):
-            print(f"notebook executed: {path}")
+    for name, url in build_docs(Settings.from_env()).items():
+        print(f"{name}: {url}")

@@ -14,6 +14,7 @@ from microseg.docs import NOTEBOOKS_DIR, run_notebooks
 from microseg.errors import MicrosegError
 from microseg.publish import publish
 from microseg.segments import load_segments, run_segments
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +65,12 @@ def test_a_failing_cell_is_one_line_naming_the_notebook_and_cell(published, tmp_
     with pytest.raises(MicrosegError) as failed:
         run_notebooks(published, tmp_path)
     assert str(failed.value) == "notebook broken.ipynb: cell 1: ZeroDivisionError: division by zero"
+
+
+def test_without_a_snapshot_the_command_says_what_to_run(tmp_path) -> None:
+    result = run_cli("notebooks", home=tmp_path / "empty")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: no analysts' snapshot at {tmp_path / 'empty' / 'analytics.duckdb'}: "
+        "run `microseg publish`"
+    ]
