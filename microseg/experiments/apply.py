@@ -134,13 +134,15 @@ def apply_decision(
         changes = tuple(changes_for(experiment, arm, settings, decided_on))
         if before is not None:  # applied already: nothing is written or recorded again
             return Application(name, decided_on, decision, reasons, changes, False, before)
-        if write:
-            _write(settings, changes)
+        con.begin()  # the audit row commits only once the files are written
         con.execute(
             "insert into marts.experiment_applications values (?, ?, ?, ?, ?, ?, ?, now())",
             [name, decided_on, arm, reasons, [c.line() for c in changes], write,
              getpass.getuser()],
         )  # fmt: skip
+        if write:
+            _write(settings, changes)
+        con.commit()
     return Application(name, decided_on, decision, reasons, changes, write, None)
 
 
