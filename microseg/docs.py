@@ -43,7 +43,7 @@ def run_notebooks(settings: Settings, folder: Path = NOTEBOOKS_DIR) -> list[Path
     import nbformat
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     if not settings.analytics_path.exists():
         raise UsageError(
@@ -54,7 +54,8 @@ def run_notebooks(settings: Settings, folder: Path = NOTEBOOKS_DIR) -> list[Path
     written = []
     for path in sorted(folder.glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
-        sockets = Path(tempfile.mkdtemp(prefix="kernel-", dir=out_dir))
+        # a short private folder: Unix socket paths are limited to 107 bytes
+        sockets = Path(tempfile.mkdtemp(prefix="microseg-kernel-"))
         kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / "ipc"))
         client = NotebookClient(
             notebook,
@@ -74,6 +75,8 @@ def run_notebooks(settings: Settings, folder: Path = NOTEBOOKS_DIR) -> list[Path
             raise MicrosegError(
                 f"notebook {path.name}: cell {failed}: {exc.ename}: {exc.evalue}"
             ) from None
+        except (CellTimeoutError, DeadKernelError) as exc:
+            raise MicrosegError(f"notebook {path.name}: {exc}".splitlines()[0]) from None
         finally:
             if kernel.has_kernel:
                 kernel.shutdown_kernel(now=True)

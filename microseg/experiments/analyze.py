@@ -93,7 +93,8 @@ def _aggregate(metric: Metric, column: str) -> str:
     return f"avg(s.{column}::double)"
 
 
-# The exposures analyzed (parameters $experiment, $start, $end): people acted on as one arm.
+# The exposures analyzed (parameters $experiment, $start, $end): people acted on as one arm -
+# not both sent and withheld the message, and sent no message naming another of its arms.
 ONE_ARM_EXPOSURES = """
     select e.* from marts.experiment_exposures e
     where e.experiment = $experiment
@@ -104,7 +105,12 @@ ONE_ARM_EXPOSURES = """
           and exists (select 1 from marts.trigger_suppressions s
                       where s.person_id = e.person_id
                         and s.reason = 'experiment_control:' || $experiment
-                        and s.fired_at >= $start::timestamp and s.fired_at < $end::timestamp))"""
+                        and s.fired_at >= $start::timestamp and s.fired_at < $end::timestamp))
+      and not exists (
+          select 1 from marts.activation_outbox o
+          where o.person_id = e.person_id
+            and (o.payload ->> '$.experiment.name') = $experiment
+            and (o.payload ->> '$.experiment.arm') <> e.arm)"""
 
 
 def _window(experiment: Experiment) -> dict:

@@ -60,7 +60,7 @@ class Application:
     reasons: str
     changes: tuple[Change, ...]
     written: bool
-    applied_before: tuple[str, datetime] | None  # (who, when) for a decision applied already
+    applied_before: tuple[str, datetime] | None  # (who, when): applied already (or printed)
 
 
 def _shown(value: Any) -> str:
@@ -77,7 +77,12 @@ def changes_for(experiment: Experiment, arm_name: str, settings: Settings, decid
             Change(settings.experiments_file, "experiment", experiment.name, "end",
                    experiment.end, decided_on)
         )  # fmt: skip
-    arm = next(a for a in experiment.arms if a.name == arm_name)
+    arm = next((a for a in experiment.arms if a.name == arm_name), None)
+    if arm is None:
+        raise UsageError(
+            f"experiment {experiment.name!r} has no arm {arm_name!r} any more "
+            f"({settings.experiments_file.name} changed since the decision)"
+        )
     if experiment.target_kind != "trigger":
         return changes
     trigger = next(t for t in load_triggers(settings.triggers_file).triggers
@@ -127,14 +132,18 @@ def apply_decision(
         arm = decision.removeprefix("ship ")
         con.execute(APPLICATIONS_DDL)
         before = con.execute(
-            """select applied_by, applied_at from marts.experiment_applications
+            """select applied_by, applied_at, written from marts.experiment_applications
                where experiment = ? and decided_on = ?""",
             [name, decided_on],
         ).fetchone()
         changes = tuple(changes_for(experiment, arm, settings, decided_on))
-        if before is not None:  # applied already: nothing is written or recorded again
-            return Application(name, decided_on, decision, reasons, changes, False, before)
+        if before is not None and (before[2] or not write):  # nothing new to do or record
+            return Application(name, decided_on, decision, reasons, changes, False, before[:2])
         con.begin()  # the audit row commits only once the files are written
+        con.execute(  # a printed application becomes a written one
+            "delete from marts.experiment_applications where experiment = ? and decided_on = ?",
+            [name, decided_on],
+        )
         con.execute(
             "insert into marts.experiment_applications values (?, ?, ?, ?, ?, ?, ?, now())",
             [name, decided_on, arm, reasons, [c.line() for c in changes], write,

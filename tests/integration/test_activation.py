@@ -535,7 +535,7 @@ def test_a_device_logging_in_brings_its_history_to_the_person_it_joins(activated
         con.execute(
             """insert into marts.user_scores values
                ($alias, 'm', '1', 0.9, 0.9, null, 10, true, '2026-10-04'),
-               ($alias, 'm', '1', 0.2, 0.2, null, 2, false, '2026-10-05'),
+               ($alias, 'm', '1', 0.8, 0.8, null, 9, true, '2026-10-05'),
                ($survivor, 'm', '1', 0.5, 0.5, null, 5, false, '2026-10-05')""",
             {"alias": alias, "survivor": survivor},
         )

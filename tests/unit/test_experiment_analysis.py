@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
+import duckdb
 import numpy as np
 import pandas as pd
 
-from microseg.experiments.analyze import decide, results
+from microseg.experiments.analyze import ONE_ARM_EXPOSURES, decide, results
 from microseg.experiments.grammar import Arm, Experiment, Guardrail, Metric
 from microseg.experiments.plot import draw_lift
 
@@ -117,3 +118,38 @@ def test_the_lift_picture_waits_for_a_lift_and_replaces_itself_whole(tmp_path) -
     assert draw_lift(points, EXPERIMENT, out) == out
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["e.png"]  # nothing left aside
+
+
+def test_people_acted_on_as_two_arms_are_left_out_of_the_analysis() -> None:
+    """Merged people can carry two arms: sent and withheld, or sent two arms' variants."""
+    con = duckdb.connect()
+    con.execute("create schema marts")
+    con.execute(
+        """create table marts.experiment_exposures as select * from (values
+           ('e', 'sent_once', 'reminder', timestamp '2026-10-06 10:00', 't'),
+           ('e', 'two_variants', 'reminder', timestamp '2026-10-06 10:00', 't'),
+           ('e', 'withheld_then_sent', 'control', timestamp '2026-10-06 10:00', 't'),
+           ('e', 'withheld_once', 'control', timestamp '2026-10-06 10:00', 't'))
+           as x (experiment, person_id, arm, exposed_at, trigger_name)"""
+    )
+    con.execute(
+        """create table marts.activation_outbox as select person_id, 't' as trigger_name,
+               fired_at, case when arm is null then '{}' else json_object(
+                   'experiment', json_object('name', 'e', 'arm', arm)) end as payload
+           from (values
+               ('sent_once', timestamp '2026-10-06 10:00', 'reminder'),
+               ('two_variants', timestamp '2026-10-06 10:00', 'reminder'),
+               ('two_variants', timestamp '2026-10-07 10:00', 'discount'),
+               ('withheld_then_sent', timestamp '2026-10-07 10:00', null),
+               ('withheld_once', timestamp '2026-10-20 10:00', null))
+           as x (person_id, fired_at, arm)"""
+    )  # withheld_once's message came after the experiment ended
+    con.execute(
+        """create table marts.trigger_suppressions as select * from (values
+           ('withheld_then_sent', timestamp '2026-10-06 10:00', 'experiment_control:e'),
+           ('withheld_once', timestamp '2026-10-06 10:00', 'experiment_control:e'))
+           as x (person_id, fired_at, reason)"""
+    )
+    window = {"experiment": "e", "start": date(2026, 10, 5), "end": date(2026, 10, 19)}
+    kept = con.execute(f"select person_id from ({ONE_ARM_EXPOSURES}) order by 1", window)
+    assert [p for (p,) in kept.fetchall()] == ["sent_once", "withheld_once"]

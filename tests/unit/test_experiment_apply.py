@@ -49,7 +49,7 @@ def _apply(settings: Settings, as_of: date | None = None, write: bool = False):
     )
 
 
-def test_printed_changes_are_recorded_once_and_the_files_stay(home) -> None:
+def test_printed_changes_are_recorded_once_and_can_still_be_written(home) -> None:
     before = {p: p.read_text() for p in (home.experiments_file, home.triggers_file)}
     done = _apply(home)  # the latest decision: ship reminder
     assert done.decided_on == DECIDED and not done.written and done.applied_before is None
@@ -63,6 +63,14 @@ def test_printed_changes_are_recorded_once_and_the_files_stay(home) -> None:
     assert query(home, "select arm, written, changes from marts.experiment_applications") == [
         ("reminder", False, [c.line() for c in done.changes])
     ]
+    # a printed decision can still be written, once
+    written = _apply(home, DECIDED, write=True)
+    assert written.written and written.applied_before is None
+    assert {p: p.read_text() for p in before} != before
+    assert query(home, "select arm, written from marts.experiment_applications") == [
+        ("reminder", True)
+    ]
+    assert _apply(home, DECIDED, write=True).applied_before is not None
     kept = _apply(home, date(2026, 10, 10))
     assert (kept.decision, kept.changes) == ("keep running", ())
     with pytest.raises(UsageError, match="no decision for cart_reminder on 2026-10-11"):
