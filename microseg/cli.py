@@ -288,7 +288,7 @@ def cmd_experiment_apply(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {change.line()}")
     if done.applied_before is not None:
         who, when = done.applied_before
-        print(f"applied already, by {who} at {when:%Y-%m-%d %H:%M} UTC: nothing done again")
+        print(f"recorded already, by {who} at {when:%Y-%m-%d %H:%M} UTC: nothing done again")
     elif done.written:
         print("written to the files; recorded in marts.experiment_applications")
     else:
