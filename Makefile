@@ -62,6 +62,8 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes older ones, none yet in 14 days), and takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) MICROSEG_LATE_ARRIVAL_HOURS=96 $(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
+	$(BIN)/microseg export --segment product_hesitators --as-of $(DEMO_AS_OF) --min-score 0.5 --out $(MICROSEG_HOME)/exports/likely_buyers_hesitating.csv
+	@echo "why each of them scored (score_explanation, the first two people):"; head -3 $(MICROSEG_HOME)/exports/likely_buyers_hesitating.csv | cut -c1-400
 	$(BIN)/microseg activation report --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg experiment check
 	$(BIN)/microseg experiment analyze --as-of $(DEMO_AS_OF)
@@ -74,9 +76,10 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) $(BIN)/microseg privacy report --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg notebooks
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
-	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/"
+	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/ (with --min-score, each row says which three features moved the person's score: score_explanation)"
 	@echo "Trigger messages: $(MICROSEG_HOME)/activation/<destination>/ (triggers.yml, docs/triggers.md)"
-	@echo "Experiment lift over time: $(MICROSEG_HOME)/experiments/cart_reminder.png; notebooks with their figures: $(MICROSEG_HOME)/notebooks/"
+	@echo "Experiment lift over time: $(MICROSEG_HOME)/experiments/cart_reminder.png"
+	@echo "Analysts' notebooks with their figures (funnel, cohorts, micro-behaviors, models, clusters, activation, segments): $(MICROSEG_HOME)/notebooks/*.html"
 	@echo "MLflow UI: make mlflow-ui (login; the password is printed on its first start), then open http://127.0.0.1:$(MLFLOW_PORT)"
 
 test: install $(CHROMIUM) ## Lint, then run the whole test suite (what CI runs)

@@ -350,13 +350,18 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.pipeline import drift_summaries
+    from microseg.warehouse import features_as_of
     from ml.score import score
 
-    written = score(settings, args.as_of, args.model)
+    as_of = features_as_of(settings, args.as_of)
+    written = score(settings, as_of, args.model)
     if not written:
         print("no model has a champion yet: run `microseg train` and `microseg promote`")
     for name, rows in written.items():
         print(f"scored {rows:,} people with {name}@champion into marts.user_scores")
+    for line in drift_summaries(settings, as_of):
+        print(line)
     return 0
 
 
@@ -381,7 +386,8 @@ def cmd_notebooks(_args: argparse.Namespace, settings: Settings) -> int:
     from microseg.docs import run_notebooks
 
     for path in run_notebooks(settings):
-        print(f"notebook executed, figures included: {path}")
+        page = path.with_suffix(".html").as_uri()
+        print(f"notebook executed: {page} (its figures; the .ipynb beside it)")
     return 0
 
 

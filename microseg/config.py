@@ -277,6 +277,7 @@ _OFFLINE_DEFAULTS = {
     "GX_ANALYTICS_ENABLED": "False",
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # not a phone-home: keeps output one line
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
 }
 

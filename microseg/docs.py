@@ -10,7 +10,8 @@ from pathlib import Path
 
 from microseg.config import PROJECT_ROOT, Settings, disable_telemetry
 from microseg.data_docs import localize_data_docs
-from microseg.errors import MicrosegError, UsageError
+from microseg.errors import MicrosegError
+from microseg.publish import require_snapshot
 from microseg.quality import gx_context
 from microseg.segments import load_segments, segment_vars
 from microseg.transform import run_dbt
@@ -38,19 +39,21 @@ NOTEBOOK_TIMEOUT_S = 300  # per cell
 
 def run_notebooks(settings: Settings, folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     """Execute every notebook of `folder` against this home's analysts' snapshot; the
-    executed copies, figures included, go to $MICROSEG_HOME/notebooks. A failing cell stops
-    with one line naming the notebook, the cell and the error."""
+    executed copies, figures included, go to $MICROSEG_HOME/notebooks with an HTML page each.
+    A failing cell stops with one line naming the notebook, the cell and the error."""
     import nbformat
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from nbconvert import HTMLExporter
 
-    if not settings.analytics_path.exists():
-        raise UsageError(
-            f"no analysts' snapshot at {settings.analytics_path}: run `microseg publish`"
-        )
+    require_snapshot(settings)
     out_dir = settings.home / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    # one page per notebook with its figures embedded: it opens from disk, no server needed
+    exporter = HTMLExporter(
+        template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True
+    )
     written = []
     for path in sorted(folder.glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
@@ -83,6 +86,8 @@ def run_notebooks(settings: Settings, folder: Path = NOTEBOOKS_DIR) -> list[Path
             shutil.rmtree(sockets, ignore_errors=True)
         target = out_dir / path.name
         nbformat.write(notebook, target)
+        html, _ = exporter.from_notebook_node(notebook)
+        target.with_suffix(".html").write_text(html, encoding="utf-8")
         written.append(target)
     return written
 

@@ -82,7 +82,10 @@ def export_audience(
                 "and s.as_of_date = m.as_of_date and s.model_name = ? "
                 "and coalesce(s.decayed_score, s.score) >= ?"
             )
-            score_column = ", round(coalesce(s.decayed_score, s.score), 6) as score"
+            score_column = (
+                ", round(coalesce(s.decayed_score, s.score), 6) as score"
+                ", s.explanation::varchar as score_explanation"
+            )
             params = [score_model, min_score, *params]
         members = f"""
             select

@@ -151,7 +151,19 @@ def score_step(settings: Settings, as_of: date) -> str:
     written = score(settings, as_of)
     if not written:
         return "score: no champion model yet (models_weekly trains and promotes)"
-    return "score: " + ", ".join(f"{n:,} people by {m}" for m, n in written.items())
+    lines = ["score: " + ", ".join(f"{n:,} people by {m}" for m, n in written.items())]
+    return "\n".join(lines + drift_summaries(settings, as_of))
+
+
+def drift_summaries(settings: Settings, as_of: date) -> list[str]:
+    """The scoring's drift lines for the date (ml/monitoring.py)."""
+    from microseg.warehouse import connect, has_table
+    from ml.monitoring import summaries
+
+    with connect(settings, read_only=True) as con:
+        if not has_table(con, "marts", "model_monitoring"):
+            return []
+        return summaries(con, as_of)
 
 
 def cluster_step(settings: Settings, as_of: date) -> str:

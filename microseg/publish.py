@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from microseg.config import Settings
-from microseg.errors import MicrosegError
+from microseg.errors import MicrosegError, UsageError
 from microseg.warehouse import in_use_error, require_warehouse
 
 # What analysts get: every mart, and what happened to the input files.
@@ -87,3 +87,18 @@ def publish(settings: Settings) -> dict[str, int]:
     finally:
         staging.unlink(missing_ok=True)
     return counts
+
+
+def require_snapshot(settings: Settings) -> Path:
+    """The analysts' snapshot file; a one-line error says what to run when there is none."""
+    if not settings.analytics_path.exists():
+        raise UsageError(
+            f"no analysts' snapshot at {settings.analytics_path}: run `microseg publish`"
+        )
+    return settings.analytics_path
+
+
+def open_snapshot(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """The analysts' snapshot, read-only (what the notebooks read; it works while a night
+    runs)."""
+    return duckdb.connect(str(require_snapshot(settings)), read_only=True)

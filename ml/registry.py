@@ -50,12 +50,26 @@ def experiment_id(settings: Settings, mlflow_client: MlflowClient, model: str) -
 
 
 def version_by_alias(mlflow_client: MlflowClient, model: str, alias: str) -> ModelVersion | None:
+    """The version the alias points at; None only when the registry says there is no such
+    model or alias. Any other failure (the registry unreachable, its database broken) is an
+    error, so a step fails and is retried instead of going on as if there were no champion."""
     from mlflow.exceptions import MlflowException
 
     try:
         return mlflow_client.get_model_version_by_alias(model, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # MLflow's stores say "no such model" with RESOURCE_DOES_NOT_EXIST and "no such
+        # alias" with INVALID_PARAMETER_VALUE and this message
+        missing_alias = f"alias {alias} not found" in exc.message
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or missing_alias:
+            return None
+        reason = exc.message
+    except Exception as exc:  # e.g. the SQL store's driver errors
+        reason = f"{type(exc).__name__}: {exc}"
+    first_line = reason.strip().splitlines()[0] if reason.strip() else "no message"
+    raise MicrosegError(
+        f"the MLflow registry failed looking up {model}@{alias}: {first_line}"
+    ) from None
 
 
 def load_booster(

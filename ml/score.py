@@ -1,7 +1,8 @@
 """`microseg score`: score every eligible, consenting person with each model's champion.
 
 Writes marts.user_scores (person x model x as_of_date; for a multiclass model the score is the
-probability of the predicted category); a re-run of the same date replaces
+probability of the predicted category), each score with the three features that moved it most
+(`explanation`); a re-run of the same date replaces
 that date's rows for the model in one transaction, and people who opted out since are removed
 from every date. A person merged into another has their rows moved to the survivor when the
 identities are built (dbt model int_person_aliases). dbt reads the table back as a source, so
@@ -10,18 +11,18 @@ segments can use scores.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
 from microseg.config import Settings
-from microseg.errors import MicrosegError
+from microseg.errors import DataQualityError, MicrosegError
 from microseg.privacy import consent_policy
-from microseg.warehouse import connect, features_as_of
-from ml import registry
+from microseg.warehouse import connect, features_as_of, has_table
+from ml import monitoring, registry
 from ml.specs import load_spec, spec_names
-from ml.train import deciles, predict
+from ml.train import deciles, explanations, scoring_inputs
 from ml.training_sets import people_at
 
 USER_SCORES_DDL = """
@@ -35,6 +36,7 @@ create table if not exists marts.user_scores (
     decile integer not null,
     is_above_threshold boolean not null,
     as_of_date date not null,
+    explanation json,  -- the top 3 {feature, value, contribution} (ml.train.explanations)
     primary key (person_id, model_name, as_of_date)
 )"""
 
@@ -61,10 +63,56 @@ def _relevance(settings: Settings, spec, person_ids: pd.Series, as_of: date) -> 
     return np.exp(-np.log(2) * days / spec.decay_half_life_days)
 
 
+def _monitor(
+    settings: Settings, client, spec, version: str, tonight: pd.DataFrame, as_of: date
+) -> str | None:
+    """Drift of tonight's inputs and scores against the training set and the previous night,
+    into marts.model_monitoring. Returns why the model must not score tonight when a subject
+    reaches the spec's fail level (its rows are written all the same)."""
+    ref = monitoring.training_reference(client, spec.name, version)
+    if ref is None:
+        return None
+    night_before = as_of - timedelta(days=1)
+    with connect(settings, read_only=True) as con:
+        had = has_table(con, "marts", "user_scores")
+        earlier = (
+            con.execute(
+                "select person_id, score from marts.user_scores "
+                "where model_name = ? and as_of_date = ?",
+                [spec.name, night_before],
+            ).df()
+            if had
+            else pd.DataFrame(columns=["person_id", "score"])
+        )
+    previous = None
+    if not earlier.empty:  # that night's people as scored then, with that night's features
+        features = people_at(settings, spec, [night_before], labelled=False)
+        previous = features.merge(earlier, on="person_id")
+    rows = monitoring.compare(ref, tonight, previous, spec.monitoring)
+    with connect(settings) as con:
+        monitoring.write(
+            con, rows, model=spec.name, version=version, as_of=as_of,
+            previous=night_before if previous is not None else None,
+        )  # fmt: skip
+    failed = rows[rows.status == "fail"]
+    if failed.empty:
+        return None
+    worst = failed.sort_values("psi", ascending=False).iloc[0]
+    against = "training set" if worst.baseline == "training" else f"night of {night_before}"
+    return (
+        f"{spec.name} v{version}: {failed.subject.nunique()} of its inputs and score drifted "
+        f"past fail_psi {spec.monitoring.fail}, most {worst.subject} (PSI {worst.psi:.2f} "
+        f"against the {against}); its scores for {as_of} are not written: find what changed, "
+        f"retrain it (`microseg train --model {spec.name}`, then `microseg promote`) or "
+        "raise fail_psi in its spec"
+    )
+
+
 def score(
     settings: Settings, as_of: date | None = None, models: list[str] | None = None
 ) -> dict[str, int]:
-    """Scores written per model. Models without a champion are skipped when not asked for."""
+    """Scores written per model. Models without a champion are skipped when not asked for; a
+    model whose population drifted past its spec's fail level is refused (ml/monitoring.py)."""
     as_of = features_as_of(settings, as_of)
     client = registry.client(settings)
     names = models or [
@@ -72,18 +120,24 @@ def score(
         for n in spec_names(settings.ml_specs_dir)
         if registry.version_by_alias(client, n, registry.CHAMPION)
     ]
-    written = {}
+    written, refused = {}, []
     for name in names:
         spec = load_spec(name, settings.ml_specs_dir)
         booster, version, classes = registry.load_booster(settings, name, registry.CHAMPION)
         people = people_at(settings, spec, [as_of], labelled=False)
         if people.empty:
             raise MicrosegError(f"{name}: nobody to score on {as_of} (no features that day)")
-        scores = predict(booster, people)
+        inputs = scoring_inputs(booster, people)
+        scores = booster.predict(inputs)
+        why = explanations(booster, inputs, scores, classes)
         predicted_class = None
         if classes is not None:  # multiclass: the likeliest category and its probability
             predicted_class = np.asarray(classes)[scores.argmax(axis=1)]
             scores = scores.max(axis=1)
+        drifted = _monitor(settings, client, spec, version, people.assign(score=scores), as_of)
+        if drifted:
+            refused.append(drifted)
+            continue
         rows = pd.DataFrame(
             {
                 "person_id": people.person_id,
@@ -95,13 +149,19 @@ def score(
                 "decile": deciles(scores),
                 "is_above_threshold": scores >= spec.activation_threshold,
                 "as_of_date": as_of,
+                "explanation": why,
             }
         )
         with connect(settings) as con:
             con.execute("create schema if not exists marts")
             con.execute(USER_SCORES_DDL)
-            for column, kind in (("predicted_class", "varchar"), ("decayed_score", "double")):
-                con.execute(  # tables from before multiclass models, before decay
+            added = (
+                ("predicted_class", "varchar"),
+                ("decayed_score", "double"),
+                ("explanation", "json"),
+            )
+            for column, kind in added:
+                con.execute(  # tables from before multiclass models, decay, explanations
                     f"alter table marts.user_scores add column if not exists {column} {kind}"
                 )
             con.execute("begin")
@@ -118,4 +178,6 @@ def score(
             )
             con.execute("commit")
         written[name] = len(rows)
+    if refused:  # the other models' scores are written
+        raise DataQualityError("; ".join(refused))
     return written

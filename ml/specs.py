@@ -14,6 +14,7 @@ import yaml
 
 from microseg.errors import ConfigError
 from microseg.segments import mart_columns
+from ml.monitoring import Thresholds
 
 # Each label kind is a relation (person_id, as_of_date D, label) over [D, D + horizon):
 # binary labels read fct_user_features_daily at D + h, whose windows end exactly at D + h;
@@ -75,6 +76,7 @@ class Spec:
     search_space: dict[str, list[Any]]
     activation_threshold: float
     decay_half_life_days: float | None  # scores fade with days since the last session
+    monitoring: Thresholds  # PSI levels that warn and that stop scoring (ml/monitoring.py)
     promotion: dict[str, Any]
     fairness: dict[str, Any]
     raw: dict[str, Any]
@@ -133,6 +135,18 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
     threshold = float(_get(raw, "activation_threshold", (int, float), name))
     if not 0 < threshold < 1:
         raise ConfigError(f"model spec '{name}': activation_threshold: must be between 0 and 1")
+    levels = raw.get("monitoring") or {}
+    if not isinstance(levels, dict) or set(levels) - {"warn_psi", "fail_psi"}:
+        raise ConfigError(f"model spec '{name}': monitoring: expected {{warn_psi, fail_psi}}")
+    monitoring = Thresholds(levels.get("warn_psi", Thresholds.warn), levels.get("fail_psi"))
+    levels_given = [monitoring.warn] + ([] if monitoring.fail is None else [monitoring.fail])
+    if not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in levels_given
+    ) or (monitoring.fail is not None and monitoring.fail <= monitoring.warn):
+        raise ConfigError(
+            f"model spec '{name}': monitoring: warn_psi and fail_psi must be positive numbers "
+            "with warn_psi < fail_psi"
+        )
     decay = raw.get("decay_half_life_days")
     if decay is not None and (
         isinstance(decay, bool) or not isinstance(decay, int | float) or decay <= 0
@@ -169,6 +183,7 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         search_space=dict(_get(raw, "lightgbm.search.space", dict, name)),
         activation_threshold=threshold,
         decay_half_life_days=None if decay is None else float(decay),
+        monitoring=monitoring,
         promotion=dict(_get(raw, "promotion", dict, name)),
         fairness=dict(_get(raw, "fairness", dict, name)),
         raw=raw,

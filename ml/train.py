@@ -15,7 +15,7 @@ import pandas as pd
 
 from microseg.config import Settings
 from microseg.errors import DataQualityError, MicrosegError
-from ml import registry
+from ml import monitoring, registry
 from ml.specs import Spec, load_spec
 from ml.training_sets import training_set
 
@@ -45,14 +45,62 @@ def model_inputs(frame: pd.DataFrame, features: list[str], categorical: tuple[st
     return inputs
 
 
-def predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
-    """Scores for the rows of a frame, using the columns the booster was trained on."""
+def scoring_inputs(booster: lgb.Booster, frame: pd.DataFrame) -> pd.DataFrame:
+    """The feature matrix a trained booster expects, from the columns it was trained on."""
     features = booster.feature_name()
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise MicrosegError(f"the model needs features that no longer exist: {missing[:3]}")
     categorical = tuple(c for c in features if frame[c].dtype.name in ("string", "category"))
-    return booster.predict(model_inputs(frame, features, categorical))
+    return model_inputs(frame, features, categorical)
+
+
+def predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+    """Scores for the rows of a frame, using the columns the booster was trained on."""
+    return booster.predict(scoring_inputs(booster, frame))
+
+
+def contributions(
+    booster: lgb.Booster, inputs: pd.DataFrame, scores: np.ndarray, classes: list | None
+) -> np.ndarray:
+    """Per row and feature, its additive contribution to the raw score (LightGBM's tree SHAP
+    values, log-odds for a binary model); for a multiclass model, toward the predicted class."""
+    raw = booster.predict(inputs, pred_contrib=True)
+    if classes is None:
+        return raw[:, :-1]
+    per_class = raw.reshape(len(inputs), len(classes), inputs.shape[1] + 1)[:, :, :-1]
+    return per_class[np.arange(len(inputs)), scores.argmax(axis=1)]
+
+
+def explanations(
+    booster: lgb.Booster, inputs: pd.DataFrame, scores: np.ndarray, classes: list | None, top=3
+) -> list[str]:
+    """Per row, the `top` features that moved its score most, as a JSON list of
+    {feature, value, contribution} (largest absolute contribution first): why a person scored
+    as they did, for marketing."""
+    contribution = contributions(booster, inputs, scores, classes)
+    order = np.argsort(-np.abs(contribution), axis=1, kind="stable")[:, :top]
+    names = inputs.columns.to_numpy()
+    rows = []
+    for row, features in enumerate(order):
+        items = []
+        for column in features:
+            value = inputs.iat[row, column]
+            if pd.isna(value):
+                value = None
+            elif isinstance(value, int | float | np.number):
+                value = round(float(value), 6)
+            else:
+                value = str(value)
+            items.append(
+                {
+                    "feature": str(names[column]),
+                    "value": value,
+                    "contribution": round(float(contribution[row, column]), 6),
+                }
+            )
+        rows.append(json.dumps(items))
+    return rows
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
@@ -206,13 +254,30 @@ def _baseline(spec: Spec, frame: pd.DataFrame) -> np.ndarray:
     return proba[:, 1] if spec.task == "binary" else proba
 
 
-def _plots(spec: Spec, labels, scores, classes, importance: pd.DataFrame, folder: Path) -> None:
+def evaluation_curves(labels: np.ndarray, scores: np.ndarray) -> dict[str, pd.DataFrame]:
+    """The points of the test set's ROC, precision-recall and calibration curves (no person:
+    thresholds are left out), logged as evaluation/<name>.csv for the run's pictures and the
+    model-evaluation notebook."""
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    observed, predicted = calibration_curve(labels, scores, n_bins=10, strategy="quantile")
+    return {
+        "roc": pd.DataFrame({"false_positive_rate": fpr, "true_positive_rate": tpr}),
+        "pr": pd.DataFrame({"recall": recall, "precision": precision}),
+        "calibration": pd.DataFrame({"mean_score": predicted, "observed_rate": observed}),
+    }
+
+
+def _plots(
+    spec: Spec, curves: dict[str, pd.DataFrame], labels, scores, classes, importance, folder: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import precision_recall_curve, roc_curve
 
     def save(name: str, draw) -> None:
         fig, ax = plt.subplots(figsize=(5, 4))
@@ -233,16 +298,22 @@ def _plots(spec: Spec, labels, scores, classes, importance: pd.DataFrame, folder
         fig.savefig(folder / "confusion.png", dpi=80)
         plt.close(fig)
         return
-    fpr, tpr, _ = roc_curve(labels, scores)
-    precision, recall, _ = precision_recall_curve(labels, scores)
-    observed, predicted = calibration_curve(labels, scores, n_bins=10, strategy="quantile")
-    save("roc", lambda ax: (ax.plot(fpr, tpr), ax.plot([0, 1], [0, 1], "--"), ax.set_title("ROC")))
-    save("pr", lambda ax: (ax.plot(recall, precision), ax.set_title("Precision-recall")))
+    roc, pr, calibration = (curves[name] for name in ("roc", "pr", "calibration"))
+    diagonal = ([0, 1], [0, 1], "--")
+    save(
+        "roc",
+        lambda ax: (
+            ax.plot(roc.false_positive_rate, roc.true_positive_rate),
+            ax.plot(*diagonal),
+            ax.set_title("ROC"),
+        ),
+    )
+    save("pr", lambda ax: (ax.plot(pr.recall, pr.precision), ax.set_title("Precision-recall")))
     save(
         "calibration",
         lambda ax: (
-            ax.plot(predicted, observed, "o-"),
-            ax.plot([0, 1], [0, 1], "--"),
+            ax.plot(calibration.mean_score, calibration.observed_rate, "o-"),
+            ax.plot(*diagonal),
             ax.set_title("Calibration"),
         ),
     )
@@ -274,18 +345,14 @@ def train(settings: Settings, name: str) -> TrainResult:
     labels = test.label.to_numpy()
     metrics = model_metrics(spec, labels, scores, classes)
     baseline = model_metrics(spec, labels, _baseline(spec, frame), classes)
-    # per-feature contributions (LightGBM pred_contrib), for multiclass toward the predicted class
-    raw = booster.predict(model_inputs(test, features, spec.categorical), pred_contrib=True)
-    if classes is None:
-        contributions = raw[:, :-1]
-    else:
-        per_class = raw.reshape(len(test), len(classes), len(features) + 1)[:, :, :-1]
-        contributions = per_class[np.arange(len(test)), scores.argmax(axis=1)]
+    test_contributions = contributions(
+        booster, model_inputs(test, features, spec.categorical), scores, classes
+    )
     importance = pd.DataFrame(
         {
             "feature": features,
             "gain": booster.feature_importance("gain"),
-            "mean_abs_contribution": np.abs(contributions).mean(axis=0),
+            "mean_abs_contribution": np.abs(test_contributions).mean(axis=0),
         }
     ).sort_values("gain", ascending=False)
 
@@ -325,11 +392,24 @@ def train(settings: Settings, name: str) -> TrainResult:
         # explanations without people (MLflow holds no per-person rows: docs/privacy.md): the
         # mean contribution of each feature in each score decile of the test set
         top = scores if classes is None else scores.max(axis=1)
-        pd.DataFrame(contributions, columns=features).groupby(deciles(top)).mean().rename_axis(
+        pd.DataFrame(test_contributions, columns=features).groupby(deciles(top)).mean().rename_axis(
             "score_decile"
         ).reset_index().to_csv(folder / "contributions_by_score_decile.csv", index=False)
-        _plots(spec, labels, scores, classes, importance, folder)
+        curves = evaluation_curves(labels, scores) if classes is None else {}
+        _plots(spec, curves, labels, scores, classes, importance, folder)
+        train_rows = parts["train"]
+        train_scores = booster.predict(model_inputs(train_rows, features, spec.categorical))
+        mlflow.log_dict(
+            monitoring.reference(
+                train_rows[features],
+                train_scores if classes is None else train_scores.max(axis=1),
+                spec.categorical,
+            ),
+            monitoring.REFERENCE_ARTIFACT,
+        )
         mlflow.log_artifacts(tmp, "explanations")
+        for curve, points in curves.items():
+            mlflow.log_text(points.to_csv(index=False), f"evaluation/{curve}.csv")
         tags = registry.lineage_tags(settings)
         mlflow.set_tags(tags)
         inputs = model_inputs(test.head(50), features, spec.categorical)

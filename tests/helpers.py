@@ -4,25 +4,49 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import duckdb
+import yaml
 
-from microseg.config import Settings
+from microseg.config import PROJECT_ROOT, Settings
 
 MARTS = (
     "dim_persons",
     "fct_sessions",
     "fct_page_views",
     "fct_element_interactions",
+    "element_heatmap_daily",
     "fct_session_micro_behaviors",
     "fct_person_category_daily",
     "fct_user_features_daily",
     "consent_ledger",
     "consent_periods",
 )
+
+
+def champion_copy(champion_home: Path, home: Path) -> dict[str, str]:
+    """A private copy of the champion's warehouse at `home`, read with the champion's MLflow
+    registry: the environment for Settings.from_env (or run_cli)."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(champion_home / "warehouse.duckdb", home)
+    registry = Settings.from_env({"MICROSEG_HOME": str(champion_home)}).mlflow_tracking_uri
+    return {"MICROSEG_HOME": str(home), "MICROSEG_MLFLOW_TRACKING_URI": registry}
+
+
+def short_window_experiments(folder: Path) -> Path:
+    """experiments.yml with its experiment running over the generated October days and 1-day
+    metric windows, so a few nights give a lift."""
+    document = yaml.safe_load((PROJECT_ROOT / "experiments.yml").read_text())
+    for metric in document["metrics"]:
+        metric["window_days"] = 1
+    document["experiments"][0].update(start="2026-10-01", end="2026-10-10")
+    path = folder / "experiments.yml"
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 def run_cli(

@@ -93,11 +93,13 @@ def _aggregate(metric: Metric, column: str) -> str:
     return f"avg(s.{column}::double)"
 
 
-# The exposures analyzed (parameters $experiment, $start, $end): people acted on as one arm -
-# not both sent and withheld the message, and sent no message naming another of its arms.
+# The exposures analyzed (parameters $experiment, $start, $end): people first acted on while
+# the experiment ran (after its end, a former control person gets the message like anyone),
+# as one arm - not both sent and withheld the message, and sent no message naming another arm.
 ONE_ARM_EXPOSURES = """
     select e.* from marts.experiment_exposures e
     where e.experiment = $experiment
+      and e.exposed_at >= $start::timestamp and e.exposed_at < $end::timestamp
       and not (
           exists (select 1 from marts.activation_outbox o
                   where o.person_id = e.person_id and o.trigger_name = e.trigger_name
@@ -217,6 +219,8 @@ def _judge_guardrail(frame: pd.DataFrame, guardrail) -> pd.DataFrame:
     )
     frame = frame.assign(guardrail_ok=frame.guardrail_ok.astype(object))
     frame.loc[at, "guardrail_ok"] = pd.Series(status, index=frame.index[at], dtype=object)
+    if guardrail.better == "lower":  # beating control on this metric means being below it
+        frame.loc[at, "chance_to_beat_control"] = 1 - frame.chance_to_beat_control[at]
     return frame
 
 

@@ -30,17 +30,11 @@ def lift_over_time(con, experiment: Experiment, as_of: date) -> pd.DataFrame:
     return con.execute(LIFT_OVER_TIME, [experiment.name, experiment.primary, as_of]).df()
 
 
-def draw_lift(points: pd.DataFrame, experiment: Experiment, out: Path) -> Path | None:
-    """Write the picture (written aside, then renamed); None while no arm has a lift yet."""
-    if points.empty:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+def draw_lift_on(axes, points: pd.DataFrame, experiment: Experiment) -> None:
+    """Draw the lift over time on matplotlib axes (the PNG below, and the activation notebook)."""
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(9, 4.8), dpi=100)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (arm, rows) in enumerate(points.groupby("arm", sort=True)):
         days, color = pd.to_datetime(rows.as_of_date), colors[index % len(colors)]
@@ -63,6 +57,19 @@ def draw_lift(points: pd.DataFrame, experiment: Experiment, out: Path) -> Path |
     axes.set_xlabel("as-of date (people whose metric window has passed)")
     axes.set_ylabel(f"lift in {experiment.primary} (absolute)")
     axes.legend(loc="best", fontsize="small")
+
+
+def draw_lift(points: pd.DataFrame, experiment: Experiment, out: Path) -> Path | None:
+    """Write the picture (written aside, then renamed); None while no arm has a lift yet."""
+    if points.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 4.8), dpi=100)
+    draw_lift_on(axes, points, experiment)
     figure.autofmt_xdate()
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from microseg.pipeline import run_batch
 from microseg.segments import load_segments, run_segments
 from microseg.transform import transform
 from ml import score as ml_score
-from tests.helpers import query, run_cli, truth_connection
+from tests.helpers import query, run_cli, short_window_experiments, truth_connection
 from tests.receiver import Receiver
 
 NIGHTS = [date(2026, 10, 2) + timedelta(days=i) for i in range(5)]
@@ -49,25 +49,15 @@ def _home(built: Settings, tmp_path: Path, monkeypatch, triggers: Path | None = 
     return Settings.from_env()
 
 
-def _experiments_file(folder: Path) -> Path:
-    """experiments.yml, its experiment running over the small data set, with 1-day windows."""
-    document = yaml.safe_load((PROJECT_ROOT / "experiments.yml").read_text())
-    for metric in document["metrics"]:
-        metric["window_days"] = 1
-    document["experiments"][0].update(start="2026-10-01", end="2026-10-10")
-    path = folder / "experiments.yml"
-    path.write_text(yaml.safe_dump(document))
-    return path
-
-
 @pytest.fixture(scope="module")
 def activated(built: Settings, tmp_path_factory) -> Settings:
     """Every night of the small data set activated once, with the default triggers.yml, and
     the cart_reminder experiment running throughout."""
     home = tmp_path_factory.mktemp("activated")
     shutil.copy(built.warehouse_path, home)
+    experiments = short_window_experiments(home)
     settings = Settings.from_env(
-        {"MICROSEG_HOME": str(home), "MICROSEG_EXPERIMENTS_FILE": str(_experiments_file(home))}
+        {"MICROSEG_HOME": str(home), "MICROSEG_EXPERIMENTS_FILE": str(experiments)}
     )
     for night in NIGHTS:
         if night >= NIGHTS[-2]:
@@ -533,7 +523,9 @@ def test_a_device_logging_in_brings_its_history_to_the_person_it_joins(activated
         ).fetchone()
         con.execute(ml_score.USER_SCORES_DDL)  # scores as the score step writes them
         con.execute(
-            """insert into marts.user_scores values
+            """insert into marts.user_scores (person_id, model_name, model_version, score,
+                   decayed_score, predicted_class, decile, is_above_threshold, as_of_date)
+               values
                ($alias, 'm', '1', 0.9, 0.9, null, 10, true, '2026-10-04'),
                ($alias, 'm', '1', 0.8, 0.8, null, 9, true, '2026-10-05'),
                ($survivor, 'm', '1', 0.5, 0.5, null, 5, false, '2026-10-05')""",

@@ -3,21 +3,30 @@ MLflow registry (SQLite), gated promotion, fairness audit and scoring."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import socket
+from datetime import timedelta
 from pathlib import Path
 
+import duckdb
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from microseg.config import PROJECT_ROOT, Settings
-from microseg.errors import MicrosegError
+from microseg.errors import DataQualityError, MicrosegError
 from microseg.segments import run_segments
 from ml import registry
+from ml.monitoring import summaries
 from ml.promote import promote
 from ml.score import score
-from ml.train import train
-from tests.helpers import query, truth_connection
+from ml.specs import load_spec
+from ml.train import scoring_inputs, train
+from ml.training_sets import people_at
+from tests.helpers import champion_copy, query, run_cli, truth_connection
 
 MODEL = "purchase_propensity"
 
@@ -173,16 +182,134 @@ def test_too_little_data_stops_training(home: Path, tmp_path: Path) -> None:
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == versions_before
 
 
+def test_only_a_missing_champion_means_none_a_registry_outage_fails_the_step(
+    built: Settings, tmp_path: Path
+) -> None:
+    """An empty registry says 'no champion yet' and scoring skips; an unreachable one (a real
+    MLflow client against a closed port) is a one-line error, so the nightly step fails and
+    Airflow retries it instead of writing no scores."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(built.warehouse_path, home)
+    empty = run_cli("score", home=home)
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.startswith("no model has a champion yet")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    outage = {
+        "MICROSEG_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    }
+    for command, alias in (("score", "champion"), ("promote", "challenger")):
+        failed = run_cli(command, "--model", MODEL, home=home, env=outage)
+        assert failed.returncode == 1, failed.stdout
+        [line] = failed.stderr.strip().splitlines()
+        assert line.startswith(f"error: the MLflow registry failed looking up {MODEL}@{alias}: ")
+        assert "Connection refused" in line
+    failed = run_cli("score", home=home, env=outage)  # every model: the same, not "none yet"
+    assert failed.returncode == 1 and "no model has a champion" not in failed.stdout
+
+
+def test_each_score_says_which_three_features_moved_it(champion_home: Path, tmp_path: Path):
+    """user_scores.explanation: the three largest tree-SHAP contributions, with the person's
+    feature values; all contributions and the bias add up to the score's log-odds."""
+    env = champion_copy(champion_home, tmp_path / "home")
+    settings = Settings.from_env(env)
+    home = settings.home
+    score(settings, models=[MODEL])
+    rows = query(
+        settings,
+        "select person_id, as_of_date, score, explanation from marts.user_scores "
+        "where model_name = ? order by person_id",
+        [MODEL],
+    )
+    booster, _, _ = registry.load_booster(settings, MODEL, registry.CHAMPION)
+    as_of = rows[0][1]
+    people = people_at(settings, load_spec(MODEL, settings.ml_specs_dir), [as_of], labelled=False)
+    inputs = scoring_inputs(booster, people.set_index("person_id").loc[[r[0] for r in rows]])
+    raw = booster.predict(inputs, pred_contrib=True)
+    for (person, _, value, explanation), contribution in zip(rows, raw, strict=True):
+        items = json.loads(explanation)
+        top = np.argsort(-np.abs(contribution[:-1]), kind="stable")[:3]
+        assert [i["feature"] for i in items] == [inputs.columns[j] for j in top], person
+        for item, j in zip(items, top, strict=True):
+            assert item["contribution"] == pytest.approx(contribution[j], abs=1e-5)
+            feature = inputs.iat[inputs.index.get_loc(person), j]
+            assert item["value"] == (None if pd.isna(feature) else pytest.approx(feature, abs=1e-6))
+        assert contribution.sum() == pytest.approx(np.log(value / (1 - value)), abs=1e-6)
+    csv = tmp_path / "hot.csv"
+    assert run_cli("segments", "--as-of", str(as_of), home=home, env=env).returncode == 0
+    exported = run_cli(
+        "export", "--segment", "product_hesitators", "--as-of", str(as_of), "--min-score", "0",
+        "--out", str(csv), home=home,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    header, first = csv.read_text().splitlines()[:2]
+    assert header.endswith(",score,score_explanation")
+    assert '""feature""' in first
+
+
+def test_a_planted_shift_is_drift_and_stops_that_nights_scores(champion_home: Path, tmp_path):
+    """marts.model_monitoring: PSI of every input and of the score against the training run's
+    reference and the night before. Night over night the real inputs hardly move; an input
+    broken on the next night (its values gone) is the one that moves, and with a fail level in
+    the spec that night's scores are refused in one line, its monitoring rows kept."""
+    env = champion_copy(champion_home, tmp_path / "home")
+    settings = Settings.from_env(env)
+    (latest,) = query(settings, "select max(as_of_date) from marts.fct_user_features_daily")[0]
+    before, planted = latest - timedelta(days=2), latest - timedelta(days=1)
+    score(settings, before, [MODEL])
+    score(settings, planted, [MODEL])
+    calm = dict(query(
+        settings,
+        "select subject, psi from marts.model_monitoring "
+        "where as_of_date = ? and baseline = 'previous_night'",
+        [planted],
+    ))  # fmt: skip
+    spec = load_spec(MODEL, settings.ml_specs_dir)
+    assert set(calm) == {*spec.features, "score"} and max(calm.values()) < 0.1
+    with duckdb.connect(str(settings.warehouse_path)) as con:  # scroll tracking broke
+        con.execute(
+            "update marts.fct_user_features_daily set avg_max_scroll_percent_28d = null "
+            "where as_of_date = ?",
+            [latest],
+        )
+    strict_specs = _spec_dir(tmp_path, "strict", monitoring={"fail_psi": 4.0})
+    strict = Settings.from_env({**env, "MICROSEG_ML_SPECS_DIR": str(strict_specs)})
+    with pytest.raises(DataQualityError) as refused:
+        score(strict, latest, [MODEL])
+    assert f"{MODEL} v1: " in str(refused.value)
+    assert "most avg_max_scroll_percent_28d (PSI " in str(refused.value)
+    assert "\n" not in str(refused.value)
+    written = "select count(*) from marts.user_scores where as_of_date = ?"
+    assert query(settings, written, [latest]) == [(0,)]
+    night = {
+        (subject, baseline): (psi, status)
+        for subject, baseline, psi, status in query(
+            settings,
+            "select subject, baseline, psi, status from marts.model_monitoring "
+            "where as_of_date = ?",
+            [latest],
+        )
+    }
+    planted_rows = [
+        night[("avg_max_scroll_percent_28d", b)] for b in ("previous_night", "training")
+    ]
+    assert all(psi >= 4.0 and status == "fail" for psi, status in planted_rows)
+    moved = {s for (s, b), (psi, _) in night.items() if b == "previous_night" and psi >= 0.1}
+    assert moved - {"score"} == {"avg_max_scroll_percent_28d"}  # no other input moved
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        assert summaries(con, latest)[0].startswith(f"{MODEL} v1 drift against its training set")
+
+
 def test_segments_can_use_scores(champion_home: Path, tmp_path: Path) -> None:
     """Scores of the champion feed a score segment (on a private copy of the warehouse, so
     that no other test has to run first)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(champion_home / "warehouse.duckdb", home)
-    registry_uri = Settings.from_env({"MICROSEG_HOME": str(champion_home)}).mlflow_tracking_uri
-    scoring = Settings.from_env(
-        {"MICROSEG_HOME": str(home), "MICROSEG_MLFLOW_TRACKING_URI": registry_uri}
-    )
+    env = champion_copy(champion_home, tmp_path / "home")
+    home, registry_uri = Path(env["MICROSEG_HOME"]), env["MICROSEG_MLFLOW_TRACKING_URI"]
+    scoring = Settings.from_env(env)
     assert score(scoring, models=[MODEL])[MODEL] > 100
     definitions = tmp_path / "segments.yml"
     rule = {"score": MODEL, ">=": 0.75, "as": "propensity"}

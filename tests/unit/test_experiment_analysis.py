@@ -74,6 +74,15 @@ def test_a_breached_guardrail_stops_the_experiment_whatever_the_lift() -> None:
     assert decision.reasons == "guardrail breached: bounce_rate_7d"
 
 
+def test_beating_control_on_a_lower_is_better_guardrail_means_being_lower() -> None:
+    frame, _ = _decision(_values(3, convert=(0.10, 0.13), bounce=(0.30, 0.40)))
+    guardrail = frame[frame.role == "guardrail"].iloc[0]
+    assert guardrail.lift > 0.05 and guardrail.chance_to_beat_control < 0.01
+    frame, _ = _decision(_values(3, bounce=(0.40, 0.30)))
+    guardrail = frame[frame.role == "guardrail"].iloc[0]
+    assert guardrail.lift < -0.05 and guardrail.chance_to_beat_control > 0.99
+
+
 def test_an_unproven_guardrail_is_not_harm_but_holds_the_ship() -> None:
     """Few people: the guardrail's interval is wider than its margin either way."""
     values = _values(7, convert=(0.10, 0.30), n=(400, 400))
@@ -120,8 +129,9 @@ def test_the_lift_picture_waits_for_a_lift_and_replaces_itself_whole(tmp_path) -
     assert [p.name for p in out.parent.iterdir()] == ["e.png"]  # nothing left aside
 
 
-def test_people_acted_on_as_two_arms_are_left_out_of_the_analysis() -> None:
-    """Merged people can carry two arms: sent and withheld, or sent two arms' variants."""
+def test_only_people_acted_on_as_one_arm_while_it_ran_are_analyzed() -> None:
+    """Merged people can carry two arms: sent and withheld, or sent two arms' variants; and a
+    control person first reached after the end got the message like anyone (not as control)."""
     con = duckdb.connect()
     con.execute("create schema marts")
     con.execute(
@@ -129,7 +139,8 @@ def test_people_acted_on_as_two_arms_are_left_out_of_the_analysis() -> None:
            ('e', 'sent_once', 'reminder', timestamp '2026-10-06 10:00', 't'),
            ('e', 'two_variants', 'reminder', timestamp '2026-10-06 10:00', 't'),
            ('e', 'withheld_then_sent', 'control', timestamp '2026-10-06 10:00', 't'),
-           ('e', 'withheld_once', 'control', timestamp '2026-10-06 10:00', 't'))
+           ('e', 'withheld_once', 'control', timestamp '2026-10-06 10:00', 't'),
+           ('e', 'first_sent_after_the_end', 'control', timestamp '2026-10-20 10:00', 't'))
            as x (experiment, person_id, arm, exposed_at, trigger_name)"""
     )
     con.execute(
@@ -141,7 +152,8 @@ def test_people_acted_on_as_two_arms_are_left_out_of_the_analysis() -> None:
                ('two_variants', timestamp '2026-10-06 10:00', 'reminder'),
                ('two_variants', timestamp '2026-10-07 10:00', 'discount'),
                ('withheld_then_sent', timestamp '2026-10-07 10:00', null),
-               ('withheld_once', timestamp '2026-10-20 10:00', null))
+               ('withheld_once', timestamp '2026-10-20 10:00', null),
+               ('first_sent_after_the_end', timestamp '2026-10-20 10:00', null))
            as x (person_id, fired_at, arm)"""
     )  # withheld_once's message came after the experiment ended
     con.execute(
