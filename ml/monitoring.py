@@ -28,7 +28,6 @@ import pandas as pd
 
 REFERENCE_ARTIFACT = "monitoring/reference.json"
 SHARE_FLOOR = 1e-4
-MISSING = "(missing)"
 SCORE = "score"  # the subject name of the score itself
 
 MONITORING_DDL = """
