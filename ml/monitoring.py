@@ -36,8 +36,7 @@ create table if not exists marts.model_monitoring (
     model_name varchar not null,
     model_version varchar not null,
     subject varchar not null,      -- a feature, or 'score'
-    baseline varchar not null,     -- training | previous_night
-    baseline_date date,            -- the previous night's date (null for training)
+    baseline varchar not null,     -- training | previous_night (as_of_date - 1)
     psi double not null,
     status varchar not null,       -- ok | warn | fail
     primary key (as_of_date, model_name, subject, baseline)
@@ -129,14 +128,9 @@ def compare(
     return frame
 
 
-def write(con, rows: pd.DataFrame, *, model: str, version: str, as_of: date, previous: date | None):
+def write(con, rows: pd.DataFrame, *, model: str, version: str, as_of: date) -> None:
     """Replace the model's rows of the date (a re-run of the date writes the same rows)."""
-    table = rows.assign(
-        as_of_date=as_of,
-        model_name=model,
-        model_version=version,
-        baseline_date=[previous if b == "previous_night" else None for b in rows.baseline],
-    )
+    table = rows.assign(as_of_date=as_of, model_name=model, model_version=version)
     con.execute("create schema if not exists marts")
     con.execute(MONITORING_DDL)
     con.execute("begin")

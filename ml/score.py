@@ -90,10 +90,7 @@ def _monitor(
         previous = features.merge(earlier, on="person_id")
     rows = monitoring.compare(ref, tonight, previous, spec.monitoring)
     with connect(settings) as con:
-        monitoring.write(
-            con, rows, model=spec.name, version=version, as_of=as_of,
-            previous=night_before if previous is not None else None,
-        )  # fmt: skip
+        monitoring.write(con, rows, model=spec.name, version=version, as_of=as_of)
     failed = rows[rows.status == "fail"]
     if failed.empty:
         return None
