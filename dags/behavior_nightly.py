@@ -125,6 +125,8 @@ def behavior_nightly():
                 dbt_cmd_flags=["--exclude-resource-type", "unit_test"],  # development tests
                 full_refresh="{{ params.full_refresh }}",
                 vars=SETTINGS.dbt_vars,
+                env=SETTINGS.dbt_env,  # the warehouse, memory limit, threads and spill folder
+                append_env=True,
                 install_deps=False,
                 emit_datasets=False,
                 callback=fail_on_failed_dbt_tests,

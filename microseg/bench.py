@@ -19,6 +19,14 @@ Stages, on `--days` + 1 generated days:
                does: ingest, incremental dbt build, triggers of the day, delivery (rows: events)
   day alone    a fresh warehouse with only the last day, full dbt build (what a night should
                cost about as much as)
+  pandas peer  bench/pandas_peer.py on the same history files: parse, dedup, 30-minute
+               sessions, one day's user features (what a notebook would do instead)
+  scan floor   one DuckDB read_json scan of the same history files
+  window floor a plain DuckDB window-function sessionization of the stitched events (after
+               transform: what int_events_sessionized is compared with)
+
+The warehouse stages use MICROSEG_DUCKDB_MEMORY_LIMIT, _THREADS and _TEMP_DIR from the
+environment like any run. The ratios the performance targets are stated in follow the table.
 """
 
 from __future__ import annotations
@@ -32,19 +40,41 @@ from pathlib import Path
 
 from microseg.config import Settings, disable_telemetry
 
+PANDAS_PEER = Path(__file__).resolve().parents[1] / "bench" / "pandas_peer.py"
+
 STAGE_SCRIPT = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from pathlib import Path
-stage, landing, home, users, days = sys.argv[1:6]
+stage, landing, home, users, days, peer = sys.argv[1:7]
 users, days = int(users), int(days)
 files = sorted(Path(landing).glob("events_*"))
+models = {}
 started = time.perf_counter()
 if stage == "generate":
     from microseg.generate import GeneratorConfig, generate
     rows = generate(GeneratorConfig(users=users, days=days + 2, seed=1), Path(landing)).events
+elif stage == "pandas peer":
+    import runpy
+    from datetime import timedelta
+    from microseg.ingest import delivery_date
+    pandas_peer = runpy.run_path(peer)
+    started = time.perf_counter()  # what the peer does, not pandas' import
+    events = pandas_peer["sessionize"](pandas_peer["read_events"](files[:days]))
+    pandas_peer["user_features"](events, delivery_date(files[days - 1]) + timedelta(days=1))
+    rows = len(events)
+elif stage == "scan floor":
+    import duckdb
+    names = [str(f) for f in files[:days]]
+    columns = {c: "VARCHAR" for c in ("event_id", "event_type", "event_at", "user_id")}
+    with duckdb.connect() as con:
+        started = time.perf_counter()
+        rows = con.execute(
+            "select count(*), count(distinct event_id), min(event_at) from read_json(?, "
+            "format = 'newline_delimited', ignore_errors = true, columns = ?)",
+            [names, columns]).fetchone()[0]
 else:
     from microseg.config import Settings
-    settings = Settings.from_env({"MICROSEG_HOME": home})
+    settings = Settings.from_env({**os.environ, "MICROSEG_HOME": home})
     if stage in ("ingest", "night", "day alone"):
         from microseg.ingest import ingest_paths
         chosen = files[:days] if stage == "ingest" else files[days:days + 1]
@@ -62,6 +92,24 @@ else:
             rows = con.execute("select count(*) from intermediate.int_events_stitched where "
                                "batch = (select max(batch) from "
                                "intermediate.int_events_stitched)").fetchone()[0]
+        run = json.loads((settings.dbt_target_dir / "run_results.json").read_text())
+        models = {r["unique_id"].split(".")[-1]: r["execution_time"] for r in run["results"]
+                  if r["unique_id"].startswith("model.")}
+    if stage == "window floor":
+        from microseg.warehouse import connect
+        with connect(settings) as con:
+            started = time.perf_counter()
+            rows = con.execute(\"\"\"
+                create or replace temp table floor_sessions as
+                select person_id, event_id,
+                       sum(is_after_gap::int) over (partition by person_id
+                           order by event_at, event_id) as session_number
+                from (select person_id, event_id, event_at,
+                             coalesce(event_at - lag(event_at) over (partition by person_id
+                                 order by event_at, event_id) > interval 30 minutes, true)
+                                 as is_after_gap
+                      from intermediate.int_events_stitched)
+            \"\"\").fetchone()[0]
     if stage in ("train", "score", "cluster", "segments", "activate"):
         from microseg.warehouse import latest_as_of
         as_of = latest_as_of(settings)
@@ -108,7 +156,7 @@ else:
 seconds = time.perf_counter() - started
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak}))
+print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak, "models": models}))
 """
 
 STAGES = (
@@ -116,6 +164,7 @@ STAGES = (
     "ingest",
     "validate",
     "transform",
+    "window floor",
     "night",
     "train",
     "score",
@@ -124,12 +173,24 @@ STAGES = (
     "activate",
     "micro-batch",
     "day alone",
+    "pandas peer",
+    "scan floor",
 )
 
 
 def run_stage(stage: str, landing: Path, home: Path, users: int, days: int) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", STAGE_SCRIPT, stage, str(landing), str(home), str(users), str(days)],
+        [
+            sys.executable,
+            "-c",
+            STAGE_SCRIPT,
+            stage,
+            str(landing),
+            str(home),
+            str(users),
+            str(days),
+            str(PANDAS_PEER),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -137,6 +198,46 @@ def run_stage(stage: str, landing: Path, home: Path, users: int, days: int) -> d
     if proc.returncode != 0:
         raise SystemExit(f"bench stage {stage} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def ratios(results: dict[str, dict]) -> list[str]:
+    """The comparisons issue 17's targets are stated in, for the stages that ran."""
+
+    def seconds(*stages: str) -> float | None:
+        if not all(stage in results for stage in stages):
+            return None
+        return sum(results[stage]["seconds"] for stage in stages)
+
+    lines = []
+    build = seconds("ingest", "transform")
+    for peer, target in (("pandas peer", "<= 1x"), ("scan floor", "<= 20x")):
+        if build is not None and seconds(peer):
+            lines.append(
+                f"  ingest + full build {build:.1f} s = {build / seconds(peer):.1f}x the {peer} "
+                f"({seconds(peer):.1f} s; target {target})"
+            )
+    sessionized = results.get("transform", {}).get("models", {}).get("int_events_sessionized")
+    if sessionized is not None and seconds("window floor"):
+        lines.append(
+            f"  int_events_sessionized {sessionized:.1f} s = "
+            f"{sessionized / seconds('window floor'):.1f}x the window floor "
+            f"({seconds('window floor'):.1f} s; target <= 3x)"
+        )
+    if seconds("night") and seconds("day alone"):
+        lines.append(
+            f"  night {seconds('night'):.1f} s = {seconds('night') / seconds('day alone'):.1f}x "
+            f"the day built alone ({seconds('day alone'):.1f} s; target <= 1.5x)"
+        )
+    if seconds("activate") and seconds("night"):
+        lines.append(
+            f"  activate takes {seconds('activate') / seconds('night'):.0%} of the "
+            "night's dbt build (target <= 20%)"
+        )
+    slowest = sorted(results.get("transform", {}).get("models", {}).items(), key=lambda m: -m[1])
+    if slowest:
+        listed = ", ".join(f"{name} {time:.1f} s" for name, time in slowest[:4])
+        lines.append(f"  slowest models of the full build: {listed}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,21 +259,20 @@ def main(argv: list[str] | None = None) -> int:
             f"microseg bench: {args.users:,} users, {args.days} days of history + 1 night "
             "(rows: events; peak: max resident set of the stage's processes)"
         )
-        seconds: dict[str, float] = {}
+        results: dict[str, dict] = {}
         for stage in wanted:
             stage_home = Path(scratch) / "alone" if stage == "day alone" else home
             result = run_stage(stage, landing, stage_home, args.users, args.days)
-            seconds[stage] = result["seconds"]
+            results[stage] = result
             rate = result["rows"] / result["seconds"] if result["seconds"] else 0.0
             print(
-                f"  {stage:<10} {result['rows']:>11,} rows {result['seconds']:8.1f} s "
+                f"  {stage:<12} {result['rows']:>11,} rows {result['seconds']:8.1f} s "
                 f"{rate:>11,.0f} rows/s ({rate * 60 / 1e6:6.2f} M/min)  "
                 f"peak {result['peak_mib']:>7,.0f} MiB",
                 flush=True,
             )
-        if "activate" in seconds and "night" in seconds:
-            share = seconds["activate"] / seconds["night"]
-            print(f"  activate takes {share:.0%} of the night's dbt build")
+        for line in ratios(results):
+            print(line)
     return 0
 
 

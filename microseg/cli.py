@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
+import duckdb
+
 from microseg.config import Settings, debug_enabled, disable_telemetry, restrict_new_files
 from microseg.errors import MicrosegError, UsageError
 
@@ -646,6 +648,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except duckdb.OutOfMemoryException as exc:  # the machine's limit, not a bug
+        print(
+            f"error: DuckDB ran out of memory ({str(exc).splitlines()[0]}); raise "
+            "MICROSEG_DUCKDB_MEMORY_LIMIT, or give MICROSEG_DUCKDB_TEMP_DIR a disk with room",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     except Exception as exc:  # a bug, not bad input: still one line unless debugging
         if debug_enabled():
             raise

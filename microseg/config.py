@@ -17,6 +17,9 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 DEFAULT_AUDIENCES = "subscribe_curious_readers,cart_abandoners"
 SCRUBBED_PARAMS = "email,mail,e,token,password,phone"  # query parameters ingest removes
+_MEMORY_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([KMGT]i?B)", re.IGNORECASE)  # DuckDB's units
+_MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
+_MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -121,6 +124,30 @@ class Settings:
     nightly_schedule: str | None  # cron of behavior_nightly; None: triggered only
     weekly_schedule: str | None  # cron of models_weekly; None: triggered only
     activation_schedule: str | None  # cron of the activation DAG; None: triggered only
+    duckdb_memory_limit: str | None  # e.g. "4GB", for every connection and dbt; None: DuckDB's
+    duckdb_threads: int  # DuckDB worker threads
+    duckdb_temp_dir: Path  # where DuckDB spills what does not fit in memory_limit
+
+    @property
+    def duckdb_memory_bytes(self) -> int:
+        """The memory limit in bytes (DuckDB's default when unset: 80% of physical memory)."""
+        if self.duckdb_memory_limit is None:
+            return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        number, unit = _MEMORY_SIZE.fullmatch(self.duckdb_memory_limit).groups()
+        return int(float(number) * _MEMORY_UNITS[unit.lower()])
+
+    @property
+    def dbt_env(self) -> dict[str, str]:
+        """The variables profiles.yml reads: dbt works on the same warehouse, within the same
+        memory, threads and spill folder as the rest of microseg."""
+        env = {
+            "MICROSEG_HOME": str(self.home),
+            "MICROSEG_DUCKDB_THREADS": str(self.duckdb_threads),
+            "MICROSEG_DUCKDB_TEMP_DIR": str(self.duckdb_temp_dir),
+        }
+        if self.duckdb_memory_limit:  # else profiles.yml's fallback: DuckDB's default
+            env["MICROSEG_DUCKDB_MEMORY_LIMIT"] = self.duckdb_memory_limit
+        return env
 
     @property
     def warehouse_path(self) -> Path:
@@ -203,6 +230,15 @@ class Settings:
         specs = env.get("MICROSEG_ML_SPECS_DIR")
         audiences = env.get("MICROSEG_EXPORT_AUDIENCES", DEFAULT_AUDIENCES)
         quiet_days_max = int(_number(env, "MICROSEG_QUIET_DAYS_MAX", 7))
+        memory_limit = (env.get("MICROSEG_DUCKDB_MEMORY_LIMIT") or "").strip() or None
+        if memory_limit and not _MEMORY_SIZE.fullmatch(memory_limit):
+            raise ConfigError(
+                f"MICROSEG_DUCKDB_MEMORY_LIMIT={memory_limit!r} must be a size such as 4GB"
+            )
+        threads = int(_number(env, "MICROSEG_DUCKDB_THREADS", os.cpu_count() or 1))
+        if threads < 1:
+            raise ConfigError(f"MICROSEG_DUCKDB_THREADS={threads} must be at least 1")
+        temp_dir = env.get("MICROSEG_DUCKDB_TEMP_DIR")
         if quiet_days_max < 0:
             raise ConfigError(f"MICROSEG_QUIET_DAYS_MAX={quiet_days_max} must be 0 or more")
         pseudonymized = _fields(env, "MICROSEG_PSEUDONYMIZE", "")
@@ -267,6 +303,11 @@ class Settings:
             weekly_schedule=_schedule(env, "MICROSEG_WEEKLY_SCHEDULE", "0 5 * * 0"),
             activation_schedule=_schedule(env, "MICROSEG_ACTIVATION_SCHEDULE", "*/15 * * * *"),
             export_audiences=tuple(a.strip() for a in audiences.split(",") if a.strip()),
+            duckdb_memory_limit=memory_limit,
+            duckdb_threads=threads,
+            duckdb_temp_dir=(
+                Path(temp_dir).expanduser().resolve() if temp_dir else home / "duckdb_tmp"
+            ),
         )
 
 

@@ -16,7 +16,7 @@ import duckdb
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError, UsageError
-from microseg.warehouse import in_use_error, require_warehouse
+from microseg.warehouse import apply_limits, in_use_error, require_warehouse
 
 # What analysts get: every mart, and what happened to the input files.
 PUBLISHED_RAW_TABLES = ("load_manifest", "events_quarantine")
@@ -44,6 +44,7 @@ def publish(settings: Settings) -> dict[str, int]:
     try:
         with duckdb.connect(str(staging)) as con:
             con.execute("set TimeZone = 'UTC'")
+            apply_limits(con, settings)
             # the snapshot file is the writable database; the warehouse is only read
             try:
                 # as `warehouse`: the name dbt's views use for it (a view is published as the

@@ -38,12 +38,12 @@ def run_dbt(settings: Settings, command: str, *args: str) -> list[str]:
 
     A child process, because dbt-duckdb keeps its DuckDB instance open in the process that ran
     it, which would lock later steps of the same run out of the warehouse. profiles.yml reads
-    MICROSEG_HOME, so the resolved home is handed over through it. dbt's own output goes to
-    settings.dbt_log, whose path every error names.
+    the resolved home and DuckDB settings from the environment (Settings.dbt_env). dbt's own
+    output goes to settings.dbt_log, whose path every error names.
     """
     project = str(settings.dbt_project_dir)
     dbt = Path(sys.executable).with_name("dbt")
-    env = {**os.environ, "MICROSEG_HOME": str(settings.home)}
+    env = {**os.environ, **settings.dbt_env}
     log = settings.dbt_log
     log_dir = log.parent
     command_line = [

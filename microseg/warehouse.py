@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date
 from pathlib import Path
 
@@ -120,7 +120,8 @@ def in_use_error(path: Path, exc: duckdb.IOException) -> MicrosegError | None:
 
 @contextmanager
 def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the working warehouse with UTC session time; create the raw layer if missing."""
+    """Open the working warehouse with UTC session time and the settings' memory limit,
+    threads and spill folder; create the raw layer if missing."""
     path = require_warehouse(settings) if read_only else settings.warehouse_path
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -132,6 +133,7 @@ def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.D
         raise
     try:
         con.execute("set TimeZone = 'UTC'")
+        apply_limits(con, settings)
         if not read_only:
             for statement in _raw_ddl():
                 con.execute(statement)
@@ -139,6 +141,19 @@ def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.D
         yield con
     finally:
         con.close()
+
+
+def apply_limits(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """The settings' memory limit, threads and spill folder. Set after opening rather than as
+    the open's config: DuckDB refuses a second connection to a file this process holds open
+    under another config. A spill folder already in use by this process stays."""
+    if settings.duckdb_memory_limit:
+        con.execute("set memory_limit = ?", [settings.duckdb_memory_limit])
+    con.execute("set threads = ?", [settings.duckdb_threads])
+    spill = str(settings.duckdb_temp_dir)
+    if con.execute("select current_setting('temp_directory')").fetchone()[0] != spill:
+        with suppress(duckdb.NotImplementedException):
+            con.execute("set temp_directory = ?", [spill])
 
 
 def _sync_taxonomy(con: duckdb.DuckDBPyConnection) -> None:

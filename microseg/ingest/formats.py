@@ -1,5 +1,8 @@
-"""Stage 1: read a file into `_incoming(source_line, raw_text, doc, pre_reason)`: JSON Lines
-(canonical events, or Segment/RudderStack messages mapped here), CSV and Parquet."""
+"""Stage 1: read files into `_staged(source_file, source_line, raw_text, doc, pre_reason)`:
+JSON Lines (canonical events, or Segment/RudderStack messages mapped here), CSV and Parquet.
+
+JSON Lines files are read one by one (jsonl_lines: what makes a file unreadable is found here)
+and parsed together (stage_jsonl), so that DuckDB spreads the parsing over its threads."""
 
 from __future__ import annotations
 
@@ -65,9 +68,11 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _line_table(data: bytes) -> pa.Table:
-    """Split bytes into lines without a Python loop: (source_line, nbytes, raw) with zero copy.
+    """Split bytes into lines without a Python loop: (source_line, nbytes, text) with zero copy.
 
     Each value keeps its line terminator (values must be contiguous in Arrow); SQL strips it.
+    `text` is the line as UTF-8, or null for a line that is not: a file that is valid UTF-8 as
+    a whole (the usual case, checked in one pass) is viewed as text without decoding lines.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(buf == 10)
@@ -79,13 +84,26 @@ def _line_table(data: bytes) -> pa.Table:
     raw = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(starts), [None, offsets, pa.py_buffer(data)]
     )
+    text = raw.view(pa.large_string())
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid:  # some line is not UTF-8: find which, line by line
+        text = pa.array([_utf8_or_none(line) for line in raw.to_pylist()], pa.large_string())
     return pa.table(
         {
             "source_line": pa.array(np.arange(1, len(starts) + 1, dtype=np.int64)),
             "nbytes": pa.array(ends - starts),
             "raw": raw,
+            "text": text,
         }
     )
+
+
+def _utf8_or_none(line: bytes) -> str | None:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _spec_message_sql(j: str) -> str:
@@ -129,7 +147,8 @@ def _spec_message_sql(j: str) -> str:
     )"""
 
 
-def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) -> None:
+def jsonl_lines(path: Path) -> pa.Table:
+    """One JSON Lines file's lines (_line_table with source_file); InputError if unreadable."""
     data = _read_bytes(path)
     head = data[:4096].lstrip()
     if not head:
@@ -138,15 +157,21 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) 
         raise InputError(
             f"{path.name}: a JSON array; expected JSON Lines (one JSON object per line)"
         )
-    con.register("_lines", _line_table(data))
+    lines = _line_table(data)
+    return lines.add_column(0, "source_file", pa.array([path.name] * len(lines), pa.string()))
+
+
+def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Settings) -> None:
+    """Parse the lines of one or more files (jsonl_lines, concatenated) in one statement."""
+    con.register("_lines", lines)
     spec_types = ", ".join(quote(t) for t in sorted(SPEC_MESSAGE_TYPES))
     con.execute(
         f"""
-        create or replace temp table _incoming as
+        insert into _staged
         with decoded as (
-            select source_line, nbytes, raw,
+            select source_file, source_line, nbytes, raw,
                    case when nbytes <= {settings.max_line_bytes}
-                        then rtrim(try(decode(raw)), chr(13) || chr(10)) end as text
+                        then rtrim(text, chr(13) || chr(10)) end as text
             from _lines
         ),
         parsed as (
@@ -164,16 +189,21 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) 
         ),
         classified as (
             -- JSON functions raise on malformed text, so only parsed lines get a document
-            select *, case when pre_reason is null then json(text) end as j from parsed
+            select *, case when pre_reason is null then text end as j from parsed
         ),
         typed as (
-            select *, coalesce(json_exists(j, '$.messageId'), false) as is_spec from classified
+            -- the text test first: it spares the JSON lookup on canonical events
+            select *, coalesce(contains(j, '"messageId"') and json_exists(j, '$.messageId'), false)
+                      as is_spec
+            from classified
         )
         select
+            source_file,
             source_line,
             left(coalesce(text, cast(raw as varchar)), {RAW_TEXT_CHARS}) as raw_text,
             case when not is_spec then j
-                 when j->>'$.type' in ({spec_types}) then {_spec_message_sql("j")} end as doc,
+                 when j->>'$.type' in ({spec_types}) then {_spec_message_sql("j")}::varchar
+            end as doc,
             case when is_spec and coalesce(j->>'$.type', '') not in ({spec_types})
                      then 'unsupported Segment/RudderStack message type '
                           || {sql_shown("j->>'$.type'")}
@@ -207,13 +237,16 @@ def _require_columns(path: Path, columns: list[str], contract: EventContract) ->
         raise InputError(f"{path.name}: no column {', '.join(missing)} (see docs/events.md)")
 
 
-def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, contract: EventContract) -> None:
-    """CSV via DuckDB's reader; lines it cannot parse come back from its rejects table."""
+def stage_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, contract: EventContract, settings: Settings
+) -> None:
+    """CSV via DuckDB's reader; lines it cannot parse, or longer than max_line_bytes, come
+    back from its rejects table."""
     con.execute("drop table if exists _csv_rejects; drop table if exists _csv_scans")
     reader = (
         f"read_csv({quote(str(path))}, header = true, all_varchar = true, "
         "store_rejects = true, rejects_table = '_csv_rejects', rejects_scan = '_csv_scans', "
-        "parallel = false, max_line_size = 1073741824)"
+        f"parallel = false, max_line_size = {settings.max_line_bytes})"
     )
     try:
         con.execute(f"create or replace temp table _csv as select * from {reader}")
@@ -228,7 +261,7 @@ def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, contract: EventContrac
     # Good records fill the data lines (2..N) that the reader did not reject, in order.
     con.execute(
         f"""
-        create or replace temp table _incoming as
+        insert into _staged
         with rejected as (
             select line, first(error_message order by column_idx) as message,
                    first(csv_line) as csv_line
@@ -242,14 +275,14 @@ def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, contract: EventContrac
         good as (
             select row_number() over () as ordinal, * from _csv
         )
-        select g.line as source_line,
+        select {quote(path.name)} as source_file, g.line as source_line,
                left(concat_ws(',', {", ".join(ident(c) for c in columns)}),
                     {RAW_TEXT_CHARS}) as raw_text,
                {_doc_from_columns(columns, contract)} as doc,
                null::varchar as pre_reason
         from good join good_lines g using (ordinal)
         union all
-        select line, left(csv_line, {RAW_TEXT_CHARS}), null,
+        select {quote(path.name)}, line, left(csv_line, {RAW_TEXT_CHARS}), null,
                'unparseable CSV line: ' || message
         from rejected
         """
@@ -276,16 +309,16 @@ def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, contract: EventCon
         "else to_json(properties)::varchar end as properties"
         for c in present
     )
-    con.execute(
+    inserted = con.execute(
         f"""
-        create or replace temp table _incoming as
+        insert into _staged
         with flat as (select file_row_number + 1 as source_line, {casts} from {reader})
-        select source_line,
+        select {quote(path.name)} as source_file, source_line,
                left(to_json(flat)::varchar, {RAW_TEXT_CHARS}) as raw_text,
                {_doc_from_columns(present, contract)} as doc,
                null::varchar as pre_reason
         from flat
         """
     )
-    if con.execute("select count(*) from _incoming").fetchone()[0] == 0:
+    if inserted.fetchone()[0] == 0:
         raise InputError(f"{path.name}: Parquet file has no rows")

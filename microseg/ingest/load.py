@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from microseg.config import Settings
 from microseg.contract import EventContract, event_contract
 from microseg.errors import InputError
-from microseg.ingest.formats import stage_csv, stage_jsonl, stage_parquet
+from microseg.ingest.formats import jsonl_lines, stage_csv, stage_jsonl, stage_parquet
 from microseg.ingest.landing import detect_format, expand_paths, sha256_of
 from microseg.ingest.rules import checked_sql
 from microseg.ingest.sqltext import first_line
@@ -37,7 +38,8 @@ class FileResult:
 
 
 def _load(con: duckdb.DuckDBPyConnection, file_name: str, contract: EventContract) -> None:
-    """Insert first deliveries of unseen event_ids, and quarantine the rows that broke rules."""
+    """Insert the file's first deliveries of unseen event_ids, and quarantine its rows that
+    broke rules."""
     columns = ", ".join(contract.column_names)
     con.execute(
         """
@@ -45,35 +47,44 @@ def _load(con: duckdb.DuckDBPyConnection, file_name: str, contract: EventContrac
         select * exclude (is_first) from (
             select *, row_number() over (partition by event_id order by source_line) = 1
                       as is_first
-            from _checked where reason is null
-        )
-        where is_first and event_id not in (select event_id from raw.events)
-        """
-    )
-    con.execute(
-        f"insert into raw.events select {columns}, ? as source_file, source_line "
-        "from _fresh order by event_at, event_id",
+            from _checked where source_file = ? and reason is null
+        ) as staged
+        where is_first
+          and not exists (select 1 from raw.events where raw.events.event_id = staged.event_id)
+        """,
         [file_name],
     )
     con.execute(
-        "insert into raw.events_quarantine select ?, source_line, reason, raw_text "
-        "from _checked where reason is not null order by source_line",
+        f"insert into raw.events select {columns}, source_file, source_line "
+        "from _fresh order by event_at, event_id"
+    )
+    con.execute(
+        "insert into raw.events_quarantine select source_file, source_line, reason, raw_text "
+        "from _checked where source_file = ? and reason is not null order by source_line",
         [file_name],
     )
 
 
-def _counts(con: duckdb.DuckDBPyConnection, erased: int) -> tuple[int, int, int, int, int]:
+def _counts(
+    con: duckdb.DuckDBPyConnection, file_name: str, erased: int
+) -> tuple[int, int, int, int, int]:
     kept, quarantined = con.execute(
-        "select count(*), count(*) filter (where reason is not null) from _checked"
+        "select count(*), count(*) filter (where reason is not null) from _checked "
+        "where source_file = ?",
+        [file_name],
     ).fetchone()
     loaded = con.execute("select count(*) from _fresh").fetchone()[0]
     return kept + erased, loaded, kept - loaded - quarantined, quarantined, erased
 
 
-def _top_reasons(con: duckdb.DuckDBPyConnection) -> tuple[tuple[str, int, int], ...]:
+def _top_reasons(
+    con: duckdb.DuckDBPyConnection, file_name: str
+) -> tuple[tuple[str, int, int], ...]:
     rows = con.execute(
-        "select reason, count(*), min(source_line) from _checked where reason is not null "
-        "group by reason order by count(*) desc, reason limit 3"
+        "select reason, count(*), min(source_line) from _checked "
+        "where source_file = ? and reason is not null "
+        "group by reason order by count(*) desc, reason limit 3",
+        [file_name],
     ).fetchall()
     return tuple((r, int(n), int(line)) for r, n, line in rows)
 
@@ -114,11 +125,28 @@ def _forget(con: duckdb.DuckDBPyConnection, file_name: str) -> None:
     con.execute("delete from raw.load_manifest where file_name = ?", [file_name])
 
 
-def ingest_file(
-    con: duckdb.DuckDBPyConnection, path: Path, settings: Settings, *, replace: bool = False
-) -> FileResult:
-    """Load one file atomically. Raises InputError for a file that cannot be loaded at all."""
-    contract = event_contract()
+# What every format's stage 1 appends to (one file, or a batch of JSON Lines, at a time)
+STAGED_DDL = """create or replace temp table _staged (
+    source_file varchar, source_line bigint, raw_text varchar, doc varchar, pre_reason varchar)"""
+# Decompressed JSON Lines parsed and checked together: enough rows for DuckDB to spread the
+# work over its threads, few enough to stay well inside the memory limit (a batch is held a
+# few times over while it is staged and checked).
+BATCH_BYTES_MAX = 128 * 1024 * 1024
+
+
+@dataclass
+class _Batch:
+    """Files staged together; each is then loaded in its own transaction."""
+
+    positions: list[int]  # of each file in the list ingest_paths was given
+    paths: list[Path]
+    digests: dict[str, str]
+    jsonl: list[pa.Table]
+    staged_bytes: int = 0
+
+
+def _admit(con: duckdb.DuckDBPyConnection, path: Path, replace: bool) -> FileResult | str:
+    """The file's digest if it is to be loaded, else its result (skipped: loaded already)."""
     digest = sha256_of(path)
     previous = con.execute(
         "select status, [content_sha256, delivered_sha256] from raw.load_manifest "
@@ -133,44 +161,25 @@ def ingest_file(
             f"{path.name}: already loaded with different content "
             "(sha256 differs); use --replace to reload it"
         )
+    return digest
+
+
+def _stage(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings, batch: _Batch) -> None:
+    """Read the file: JSON Lines into the batch's lines, CSV and Parquet into `_staged`.
+    Only what the reader says about the file's content makes the file unreadable (rejected);
+    running out of memory or disk, or a bug in the SQL that follows, fails the step instead,
+    to be retried or fixed."""
     fmt = detect_format(path)
-    con.execute("begin transaction")
+    if fmt == "jsonl":
+        lines = jsonl_lines(path)
+        batch.jsonl.append(lines)
+        batch.staged_bytes += lines["raw"].nbytes
+        return
     try:
-        _stage(con, path, fmt, settings, contract)
-        con.execute(checked_sql(contract))
-        # before anything is stored, and before tombstones (they match the stored form)
-        pseudonymize.protect_staged_rows(con, settings)
-        erased = drop_erased_rows(con, settings)
-        _forget(con, path.name)
-        _load(con, path.name, contract)
-        counts = _counts(con, erased)
-        reasons = _top_reasons(con)
-        _record(con, path, fmt, digest, "loaded", None, counts)
-        _verify_accounting(con, path.name)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
-    return FileResult(path.name, "loaded", *counts, top_reasons=reasons)
-
-
-def _stage(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    fmt: str,
-    settings: Settings,
-    contract: EventContract,
-) -> None:
-    """Read the file into the staging table. Only what the reader says about the file's
-    content makes the file unreadable (rejected); running out of memory or disk, or a bug in
-    the SQL that follows, fails the step instead, to be retried or fixed."""
-    try:
-        if fmt == "jsonl":
-            stage_jsonl(con, path, settings)
-        elif fmt == "csv":
-            stage_csv(con, path, contract)
+        if fmt == "csv":
+            stage_csv(con, path, event_contract(), settings)
         else:
-            stage_parquet(con, path, contract)
+            stage_parquet(con, path, event_contract())
     except duckdb.OutOfMemoryException:
         raise
     except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as exc:
@@ -183,6 +192,38 @@ def _is_resource_error(exc: duckdb.Error) -> bool:
     """Disk full or a file that vanished: the machine's problem, not the file's content."""
     text = str(exc).lower()
     return any(s in text for s in ("no space left", "disk full", "no such file", "permission"))
+
+
+def _load_batch(
+    con: duckdb.DuckDBPyConnection, batch: _Batch, settings: Settings
+) -> list[FileResult]:
+    """Check the batch's rows together, then load each file atomically, in order."""
+    if not batch.paths:
+        return []
+    contract = event_contract()
+    if batch.jsonl:
+        stage_jsonl(con, pa.concat_tables(batch.jsonl), settings)
+    con.execute(checked_sql(contract))
+    # before anything is stored, and before tombstones (they match the stored form)
+    pseudonymize.protect_staged_rows(con, settings)
+    erased = drop_erased_rows(con, settings)
+    results = []
+    for path in batch.paths:
+        con.execute("begin transaction")
+        try:
+            _forget(con, path.name)
+            _load(con, path.name, contract)
+            counts = _counts(con, path.name, erased.get(path.name, 0))
+            reasons = _top_reasons(con, path.name)
+            digest = batch.digests[path.name]
+            _record(con, path, detect_format(path), digest, "loaded", None, counts)
+            _verify_accounting(con, path.name)
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        results.append(FileResult(path.name, "loaded", *counts, top_reasons=reasons))
+    return results
 
 
 def _verify_accounting(con: duckdb.DuckDBPyConnection, file_name: str) -> None:
@@ -198,7 +239,13 @@ def _verify_accounting(con: duckdb.DuckDBPyConnection, file_name: str) -> None:
 
 
 def _reject(con: duckdb.DuckDBPyConnection, path: Path, error: str) -> FileResult:
-    """Record a file that could not be loaded, so the manifest lists every file seen."""
+    """Record a file that could not be loaded, so the manifest lists every file seen; a file
+    loaded before keeps its good load (reported only)."""
+    previous = con.execute(
+        "select status from raw.load_manifest where file_name = ?", [path.name]
+    ).fetchone()
+    if previous and previous[0] == "loaded":
+        return FileResult(path.name, "rejected", error=error)
     fmt = None
     with contextlib.suppress(InputError):
         fmt = detect_format(path)
@@ -212,21 +259,41 @@ def _reject(con: duckdb.DuckDBPyConnection, path: Path, error: str) -> FileResul
 def ingest_paths(
     settings: Settings, paths: list[Path], *, replace: bool = False
 ) -> list[FileResult]:
-    """Load every file; a bad file is rejected with its reason and the others still load."""
+    """Load every file; a bad file is rejected with its reason and the others still load.
+    Files are read in batches (BATCH_BYTES_MAX) that are checked together; each file is still
+    loaded in a transaction of its own, in the order given."""
     files = expand_paths(paths)
     if not files:
         raise InputError(f"no files found in {', '.join(str(p) for p in paths)}")
-    results = []
+    results: dict[int, FileResult] = {}
+    batch_bytes = min(BATCH_BYTES_MAX, settings.duckdb_memory_bytes // 8)
     with connect(settings) as con:
-        for path in files:
+        con.execute(STAGED_DDL)
+        batch = _Batch([], [], {}, [])
+
+        def flush() -> None:
+            nonlocal batch
+            loaded = _load_batch(con, batch, settings)
+            results.update(zip(batch.positions, loaded, strict=True))
+            con.execute("delete from _staged")
+            batch = _Batch([], [], {}, [])
+
+        for index, path in enumerate(files):
+            if path.name in batch.digests:  # the same name twice: the first must land first
+                flush()
             try:
-                results.append(ingest_file(con, path, settings, replace=replace))
+                admitted = _admit(con, path, replace)
+                if isinstance(admitted, FileResult):
+                    results[index] = admitted
+                    continue
+                _stage(con, path, settings, batch)
             except InputError as exc:
-                previous = con.execute(
-                    "select status from raw.load_manifest where file_name = ?", [path.name]
-                ).fetchone()
-                if previous and previous[0] == "loaded":  # keep the good load; report only
-                    results.append(FileResult(path.name, "rejected", error=str(exc)))
-                else:
-                    results.append(_reject(con, path, str(exc)))
-    return results
+                results[index] = _reject(con, path, str(exc))
+                continue
+            batch.positions.append(index)
+            batch.paths.append(path)
+            batch.digests[path.name] = admitted
+            if batch.staged_bytes >= batch_bytes:
+                flush()
+        flush()
+    return [results[i] for i in range(len(files))]

@@ -104,9 +104,9 @@ def checked_sql(contract: EventContract) -> str:
     return f"""
         create or replace temp table _checked as
         with fields as (
-            select source_line, raw_text, pre_reason,
+            select source_file, source_line, raw_text, pre_reason,
                    json_transform(doc, {quote(json.dumps(top))}) as f
-            from _incoming
+            from _staged
         ),
         typed as (
             select *, coalesce(json_type(f.properties) = 'OBJECT', false) as is_object
@@ -117,6 +117,6 @@ def checked_sql(contract: EventContract) -> str:
                                      {quote(json.dumps(props))}) as p
             from typed
         )
-        select source_line, raw_text, {", ".join(select)}, {reason} as reason
+        select source_file, source_line, raw_text, {", ".join(select)}, {reason} as reason
         from with_properties
     """

@@ -96,7 +96,7 @@ def protect_staged_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> N
     con.execute(
         f"""update _checked set raw_text = regexp_replace(
                 regexp_replace(raw_text, '{EMAIL_RE}', '[email]', 'g'), '{IPV4_RE}', '[ip]', 'g')
-            where raw_text is not null"""
+            where raw_text is not null and reason is not null"""
     )
     if not settings.pseudonymized_fields:
         return

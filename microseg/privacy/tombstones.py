@@ -7,6 +7,8 @@ not stored). No clear identifier is kept anywhere: the hash needs the privacy ke
 
 from __future__ import annotations
 
+from collections import Counter
+
 import duckdb
 import pandas as pd
 
@@ -47,11 +49,11 @@ def _has_tombstones(con: duckdb.DuckDBPyConnection) -> bool:
     )
 
 
-def drop_erased_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
-    """Delete the staged rows (`_checked`) of erased identifiers; returns how many. Each
-    tombstone is matched with the key that made it (current or rotated out)."""
+def drop_erased_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[str, int]:
+    """Delete the staged rows (`_checked`) of erased identifiers; returns how many per source
+    file. Each tombstone is matched with the key that made it (current or rotated out)."""
     if not _has_tombstones(con):
-        return 0
+        return {}
     keys = every_key(settings)
     unknown = con.execute(
         "select distinct key_id from privacy.erasure_tombstones "
@@ -81,10 +83,11 @@ def drop_erased_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
                select (key_id, id_hash) from privacy.erasure_tombstones)"""
     )
     con.unregister("_staged_ids")
-    erased = con.execute(
+    deleted = con.execute(
         """delete from _checked
            where user_id in (select identifier from _erased_ids where id_type = 'user')
               or anonymous_id in (
-                  select identifier from _erased_ids where id_type = 'anonymous')"""
-    ).fetchone()[0]
-    return erased
+                  select identifier from _erased_ids where id_type = 'anonymous')
+           returning source_file"""
+    ).fetchall()
+    return dict(Counter(file_name for (file_name,) in deleted))

@@ -7,6 +7,7 @@ import json
 
 from microseg.config import Settings
 from microseg.transform import STEP_MODELS, run_dbt
+from microseg.warehouse import connect
 
 LAYERS = ("events", "sessions", "person_days")  # the order of dags/behavior_nightly.py
 
@@ -44,3 +45,25 @@ def test_layers_partition_the_project_in_build_order(settings) -> None:
             assert latest <= layer_of[uid], f"{uid} reads a model of a later layer"
         else:
             assert layer_of[uid] == latest, f"{uid} runs before its last parent is rebuilt"
+
+
+def test_duckdb_limits_reach_microseg_and_dbt(tmp_path) -> None:
+    """MICROSEG_DUCKDB_* bound every warehouse connection: microseg's own and dbt's."""
+    settings = Settings.from_env(
+        {
+            "MICROSEG_HOME": str(tmp_path / "home"),
+            "MICROSEG_DUCKDB_MEMORY_LIMIT": "123MB",
+            "MICROSEG_DUCKDB_THREADS": "1",
+            "MICROSEG_DUCKDB_TEMP_DIR": str(tmp_path / "spill"),
+        }
+    )
+    query = (
+        "select current_setting('memory_limit') as memory_limit, "
+        "current_setting('threads') as threads, current_setting('temp_directory') as spill"
+    )
+    expected = {"memory_limit": "117.3 MiB", "threads": 1, "spill": str(tmp_path / "spill")}
+    with connect(settings) as con:
+        assert dict(zip(expected, con.execute(query).fetchone(), strict=True)) == expected
+    lines = run_dbt(settings, "show", "--quiet", "--inline", query, "--output", "json")
+    shown = json.loads("\n".join(lines[lines.index("{") :]))["show"]
+    assert shown == [expected]

@@ -315,12 +315,16 @@ def _whole_files_left(home: Path) -> int:
 
 
 def test_killed_ingest_then_rerun_equals_one_clean_run(tmp_path, small_dataset) -> None:
-    """SIGKILL at several moments of a run; after a re-run the tables equal a clean run's."""
+    """SIGKILL at several moments of a run; after a re-run the tables equal a clean run's.
+    The killed runs read two files per batch (a small memory limit), the clean run all files in
+    one: the result does not depend on the batching either."""
     clean_home = tmp_path / "clean"
-    started = time.monotonic()
     assert run_cli("ingest", str(small_dataset), home=clean_home).returncode == 0
-    duration = time.monotonic() - started
     expected = table_snapshot(Settings.from_env({"MICROSEG_HOME": str(clean_home)}))
+    small_batches = {"MICROSEG_DUCKDB_MEMORY_LIMIT": "64MB"}  # 8 MB: two files a batch
+    started = time.monotonic()
+    run_cli("ingest", str(small_dataset), home=tmp_path / "timed", env=small_batches)
+    duration = time.monotonic() - started
 
     files = len(list(small_dataset.glob("events_*")))
     killed, cut_between_files = 0, 0
@@ -328,7 +332,7 @@ def test_killed_ingest_then_rerun_equals_one_clean_run(tmp_path, small_dataset) 
         home = tmp_path / f"killed{i}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "microseg.cli", "ingest", str(small_dataset)],
-            env={**os.environ, "MICROSEG_HOME": str(home)},
+            env={**os.environ, **small_batches, "MICROSEG_HOME": str(home)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -338,7 +342,7 @@ def test_killed_ingest_then_rerun_equals_one_clean_run(tmp_path, small_dataset) 
             killed += 1
         proc.wait()
         cut_between_files += 0 < _whole_files_left(home) < files
-        rerun = run_cli("ingest", str(small_dataset), home=home)
+        rerun = run_cli("ingest", str(small_dataset), home=home, env=small_batches)
         assert rerun.returncode == 0, rerun.stderr
         assert table_snapshot(Settings.from_env({"MICROSEG_HOME": str(home)})) == expected, (
             f"after a kill at {fraction:.0%} of a run"
@@ -462,3 +466,12 @@ def test_only_the_reader_can_reject_a_file(settings, tmp_path, monkeypatch) -> N
     monkeypatch.undo()
     [result] = ingest_paths(settings, [dump])
     assert (result.status, result.rows_loaded) == ("loaded", 1)
+
+
+def test_running_out_of_memory_is_one_line_naming_the_setting(tmp_path, small_dataset) -> None:
+    proc = run_cli(
+        "ingest", str(small_dataset), home=tmp_path, env={"MICROSEG_DUCKDB_MEMORY_LIMIT": "20MB"}
+    )
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: DuckDB ran out of memory") and "MEMORY_LIMIT" in line

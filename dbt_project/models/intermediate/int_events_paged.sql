@@ -13,9 +13,13 @@ events as (
     {% endif %}
 ),
 
+-- the windows sort narrow keys only; the wide event columns are joined back once
 numbered as (
     select
-        *,
+        event_id,
+        session_id,
+        event_at,
+        event_type,
         count(*) filter (where event_type = 'page_view') over (
             partition by session_id
             order by event_at, event_type <> 'page_view', event_id
@@ -24,9 +28,10 @@ numbered as (
     from events
 ),
 
-final as (
+page_views as (
     select
-        *,
+        event_id,
+        page_view_in_session,
         case when page_view_in_session > 0 then
             first_value(case when event_type = 'page_view' then event_id end) over (
                 partition by session_id, page_view_in_session
@@ -34,6 +39,12 @@ final as (
             )
         end as page_view_id
     from numbered
+),
+
+final as (
+    select events.*, page_views.page_view_in_session, page_views.page_view_id
+    from events
+    join page_views using (event_id)
 )
 
 select * from final

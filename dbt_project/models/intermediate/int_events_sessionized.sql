@@ -81,53 +81,55 @@ events as (
 
 {% endif %}
 
+-- the windows sort narrow keys only; the wide event columns are joined back once
 gaps as (
     select
-        *,
+        event_id,
+        person_id,
+        event_at,
         coalesce(
-            event_at - lag(event_at) over by_person
+            event_at - lag(event_at) over (partition by person_id order by event_at, event_id)
                 > interval '{{ var("session_timeout_minutes") }} minutes',
             true
         ) as is_after_gap
     from events
-    window by_person as (partition by person_id order by event_at, event_id)
 ),
 
 activity_runs as (
+    -- the latest gap at or before each event opens its uninterrupted activity run
     select
-        *,
-        count(*) filter (where is_after_gap) over (
+        event_id,
+        person_id,
+        event_at,
+        max(event_at) filter (where is_after_gap) over (
             partition by person_id order by event_at, event_id
             rows between unbounded preceding and current row
-        ) as activity_run
+        ) as activity_run_start_at
     from gaps
 ),
 
-capped as (
+session_starts as (
     select
-        *,
-        min(event_at) over (partition by person_id, activity_run) as activity_run_start_at
-    from activity_runs
-),
-
-sessions as (
-    select
-        *,
+        event_id,
+        activity_run_start_at,
         min(event_at) over (
-            partition by person_id, activity_run,
+            partition by person_id, activity_run_start_at,
                 floor(epoch(event_at - activity_run_start_at)
                       / ({{ var("session_max_minutes") }} * 60))
         ) as session_start_at
-    from capped
+    from activity_runs
 ),
 
 sessionized as (
     select
-        * exclude (is_after_gap, activity_run),
-        'ses_' || left(md5(person_id || '|'
-                           || strftime(session_start_at, '%Y-%m-%dT%H:%M:%S.%f')), 24)
-            as session_id
-    from sessions
+        events.*,
+        session_starts.activity_run_start_at,
+        session_starts.session_start_at,
+        'ses_' || left(md5(events.person_id || '|'
+                           || strftime(session_starts.session_start_at, '%Y-%m-%dT%H:%M:%S.%f')),
+                       24) as session_id
+    from events
+    join session_starts using (event_id)
 ),
 
 {% if is_incremental() %}
