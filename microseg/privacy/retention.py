@@ -154,7 +154,7 @@ def _expire_events(con, events_before: date) -> tuple[int, int]:
     con.execute(
         f"""create or replace temp table _expired as
             select events.event_id, false as unbuilt, events.event_type in ({records}) as kept_raw
-            from intermediate.int_events_sessionized as events
+            from intermediate.int_events_paged as events
             join marts.fct_sessions as sessions using (session_id)
             where sessions.session_end_at < $1::timestamp
               -- a re-run of the last build replays its batch: those sessions stay whole

@@ -1,4 +1,5 @@
-{#- Sessions per person: a gap strictly greater than var session_timeout_minutes starts a new
+{#- Sessions per person (narrow: the session keys of each event; int_events_paged joins the
+    event's own columns back once): a gap strictly greater than var session_timeout_minutes starts a new
     session (a gap of exactly the timeout stays in it); a session longer than
     var session_max_minutes is cut into pieces of that length, counted from the start of the
     uninterrupted activity run. Ties on event_at are ordered by event_id so reprocessing gives
@@ -81,7 +82,6 @@ events as (
 
 {% endif %}
 
--- the windows sort narrow keys only; the wide event columns are joined back once
 gaps as (
     select
         event_id,
@@ -111,6 +111,8 @@ activity_runs as (
 session_starts as (
     select
         event_id,
+        event_at,
+        person_id,
         activity_run_start_at,
         min(event_at) over (
             partition by person_id, activity_run_start_at,
@@ -122,14 +124,11 @@ session_starts as (
 
 sessionized as (
     select
-        events.*,
-        session_starts.activity_run_start_at,
-        session_starts.session_start_at,
-        'ses_' || left(md5(events.person_id || '|'
-                           || strftime(session_starts.session_start_at, '%Y-%m-%dT%H:%M:%S.%f')),
-                       24) as session_id
-    from events
-    join session_starts using (event_id)
+        *,
+        'ses_' || left(md5(person_id || '|'
+                           || strftime(session_start_at, '%Y-%m-%dT%H:%M:%S.%f')), 24)
+            as session_id
+    from session_starts
 ),
 
 {% if is_incremental() %}

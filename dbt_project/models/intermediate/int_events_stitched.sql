@@ -1,5 +1,6 @@
-{#- Every event with its person: by its own user id when it has a usable one, else by its
-    device's stitched identity. Events before a login are therefore attributed to the person
+{#- Every event's person (narrow: event_id, event_at, person_id; the event's own columns are
+    joined back once, in int_events_paged): by its own user id when it has a usable one, else
+    by its device's stitched identity. Events before a login are therefore attributed to the person
     retroactively, on every run. Events whose only id is a placeholder (user_id 'null' and no
     device id) cannot be attributed and are left out of everything person-level.
 
@@ -13,7 +14,7 @@
 with
 
 events as (
-    select * from {{ ref('stg_events') }}
+    select event_id, event_at, user_id, anonymous_id from {{ ref('stg_events') }}
 ),
 
 identities as (
@@ -21,7 +22,8 @@ identities as (
 ),
 
 attributed as (
-    {{ attributed_to_persons('events', 'identities') }}
+    select event_id, event_at, person_id
+    from ({{ attributed_to_persons('events', 'identities') }})
 ),
 
 {% if is_incremental() %}

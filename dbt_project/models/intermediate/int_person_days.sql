@@ -10,11 +10,12 @@
 
 -- depends_on: {{ ref('int_identities_stitched') }}
 -- depends_on: {{ ref('int_events_stitched') }}
+-- depends_on: {{ ref('int_events_sessionized') }}
 
 with
 
 events as (
-    select * from {{ ref('int_events_sessionized') }}
+    select * from {{ ref('int_events_paged') }}
 ),
 
 sessions as (

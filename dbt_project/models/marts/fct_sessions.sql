@@ -5,11 +5,12 @@
           pre_hook="{{ delete_stale_sessions() }}") }}
 
 -- depends_on: {{ ref('int_identities_stitched') }}
+-- depends_on: {{ ref('int_events_sessionized') }}
 
 with
 
 events as (
-    select * from {{ ref('int_events_sessionized') }}
+    select * from {{ ref('int_events_paged') }}
     where {{ in_rewritten_sessions() }}
 ),
 

@@ -12,12 +12,21 @@ source as (
     {% endif %}
 ),
 
-deduplicated as (
-    select *
+-- raw.events holds each event_id once (ingest drops repeats), so only the rare repeated ids
+-- are ranked: a window over every wide row would sort the whole batch
+repeats as (
+    select source_file, source_line
     from source
+    where event_id in (select event_id from source group by event_id having count(*) > 1)
     qualify row_number() over (
         partition by event_id order by event_at, source_file, source_line
-    ) = 1
+    ) > 1
+),
+
+deduplicated as (
+    select source.*
+    from source
+    anti join repeats using (source_file, source_line)
 ),
 
 renamed as (
