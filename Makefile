@@ -59,8 +59,8 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 		case $$day in 12|13|14) $(BIN)/microseg segments --as-of 2026-10-$$day;; esac; \
 		$(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
 	@for day in 12 13 14; do $(BIN)/microseg experiment analyze --as-of 2026-10-$$day; done >> $(MICROSEG_HOME)/demo_activation.log
-	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes older ones, none yet in 14 days), and takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS)"
-	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) MICROSEG_LATE_ARRIVAL_HOURS=96 $(BIN)/microseg run --as-of $(DEMO_AS_OF)
+	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes older ones, none yet in 14 days), takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS), and keeps DuckDB, dbt included, within 2GB of memory (MICROSEG_DUCKDB_MEMORY_LIMIT: past it, work spills to disk)"
+	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) MICROSEG_LATE_ARRIVAL_HOURS=96 MICROSEG_DUCKDB_MEMORY_LIMIT=2GB $(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
 	$(BIN)/microseg export --segment product_hesitators --as-of $(DEMO_AS_OF) --min-score 0.5 --out $(MICROSEG_HOME)/exports/likely_buyers_hesitating.csv
 	@echo "why each of them scored (score_explanation, the first two people):"; head -3 $(MICROSEG_HOME)/exports/likely_buyers_hesitating.csv | cut -c1-400

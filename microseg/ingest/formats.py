@@ -68,7 +68,8 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _line_table(data: bytes) -> pa.Table:
-    """Split bytes into lines without a Python loop: (source_line, nbytes, text) with zero copy.
+    """Split bytes into lines without a Python loop: (source_line, nbytes, raw, text), zero
+    copy.
 
     Each value keeps its line terminator (values must be contiguous in Arrow); SQL strips it.
     `text` is the line as UTF-8, or null for a line that is not: a file that is valid UTF-8 as
