@@ -15,12 +15,18 @@ import gzip
 import json
 import sys
 from datetime import date, timedelta
+from pathlib import Path
 
 import pandas as pd
+import yaml
 
 COLUMNS = ["event_id", "event_type", "event_at", "anonymous_id", "user_id", "page_type"]
-PLACEHOLDERS = {"", "null", "none", "undefined", "anonymous", "0", "-1", "nan"}
-SESSION_GAP = pd.Timedelta(minutes=30)
+# the same business constants as the dbt project, from their one source
+VARS = yaml.safe_load((Path(__file__).parents[1] / "dbt_project" / "dbt_project.yml").read_text())[
+    "vars"
+]
+PLACEHOLDERS = set(VARS["identity_blocklist"])
+SESSION_GAP = pd.Timedelta(minutes=VARS["session_timeout_minutes"])
 
 
 def _parsed(line: str) -> dict | None:

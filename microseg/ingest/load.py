@@ -142,7 +142,10 @@ class _Batch:
     paths: list[Path]
     digests: dict[str, str]
     jsonl: list[pa.Table]
-    staged_bytes: int = 0
+
+    @property
+    def jsonl_bytes(self) -> int:
+        return sum(lines["raw"].nbytes for lines in self.jsonl)
 
 
 def _admit(con: duckdb.DuckDBPyConnection, path: Path, replace: bool) -> FileResult | str:
@@ -173,7 +176,6 @@ def _stage(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings, batch
     if fmt == "jsonl":
         lines = jsonl_lines(path)
         batch.jsonl.append(lines)
-        batch.staged_bytes += lines["raw"].nbytes
         return
     try:
         if fmt == "csv":
@@ -293,7 +295,7 @@ def ingest_paths(
             batch.positions.append(index)
             batch.paths.append(path)
             batch.digests[path.name] = admitted
-            if batch.staged_bytes >= batch_bytes:
+            if batch.jsonl_bytes >= batch_bytes:
                 flush()
         flush()
     return [results[i] for i in range(len(files))]
