@@ -69,6 +69,9 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg experiment analyze --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg experiment apply cart_reminder
 	$(BIN)/microseg experiment power --baseline 0.05 --mde 0.10
+	@echo "which article, video or product to show: recommenders against popularity on the last 3 days (ml/specs/recommend_*.yaml)"
+	$(BIN)/microseg recommend evaluate --as-of $(DEMO_AS_OF)
+	$(BIN)/microseg recommend evaluate --model recommend_products --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg erase --user-id user_0000042 --reason "demo: a deletion request"
 	@echo "pseudonymization at the door: one day loaded aside with MICROSEG_PSEUDONYMIZE (docs/privacy.md)"
 	MICROSEG_HOME=$(MICROSEG_HOME)/pseudonymized MICROSEG_PSEUDONYMIZE=properties.email,user_id MICROSEG_PRIVACY_KEY=demo-only-key $(BIN)/microseg ingest $(MICROSEG_HOME)/landing/events_$(DEMO_LAST_DAY).jsonl.gz

@@ -376,6 +376,28 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_recommend_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from ml.recommend.evaluate import (
+        evaluate,
+        read_interactions_file,
+        read_warehouse_interactions,
+        report_lines,
+    )
+    from ml.recommend.spec import load_recommend_spec
+
+    spec = load_recommend_spec(args.model, settings.ml_specs_dir)
+    if args.interactions:
+        columns = (args.user_col, args.item_col, args.time_col, args.weight_col)
+        frame = read_interactions_file(args.interactions, *columns)
+        source = str(args.interactions)
+    else:
+        frame = read_warehouse_interactions(settings, spec, args.as_of)
+        source = "marts.fct_person_item_interactions"
+    for line in report_lines(spec, evaluate(spec, frame), source):
+        print(line)
+    return 0
+
+
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.pipeline import cluster_step
     from microseg.warehouse import features_as_of
@@ -561,6 +583,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="eligible people a day (default: from the warehouse)",
     )
     pw.set_defaults(handler=cmd_experiment_power)
+
+    rec = sub.add_parser("recommend", help="recommenders: evaluate on the warehouse or a file")
+    rec_sub = rec.add_subparsers(dest="recommend_command", required=True, metavar="COMMAND")
+    rev = rec_sub.add_parser(
+        "evaluate", help="time-split evaluation: ALS, BPR, popularity, co-occurrence at top K"
+    )
+    rev.add_argument(
+        "--model",
+        default="recommend_content",
+        help="recommender spec in ml/specs (default: %(default)s)",
+    )
+    rev.add_argument(
+        "--interactions",
+        type=Path,
+        default=None,
+        help="a CSV or Parquet file of interactions (default: the warehouse's)",
+    )
+    rev.add_argument("--user-col", default="user_id", help="default: %(default)s")
+    rev.add_argument("--item-col", default="item_id", help="default: %(default)s")
+    rev.add_argument(
+        "--time-col",
+        default="timestamp",
+        help="timestamp, date or epoch seconds (default: %(default)s)",
+    )
+    rev.add_argument("--weight-col", default=None, help="confidence per row (default: 1)")
+    rev.add_argument(
+        "--as-of", type=_iso_date, default=None, help="warehouse: interactions before this date"
+    )
+    rev.set_defaults(handler=cmd_recommend_evaluate)
 
     clu = sub.add_parser("cluster", help="behavioral clusters for a date (marts.person_clusters)")
     clu.add_argument("--as-of", type=_iso_date, default=None, help="default: latest features")

@@ -46,6 +46,7 @@ LABEL_KINDS = {
            group by all""",
     ),
 }
+RECOMMENDATION = "recommendation"  # the task of recommender specs (ml/recommend)
 WINDOWS = (1, 7, 28, 90)
 ELIGIBLE = {"everyone": "true", "active_28d": "features.sessions_28d > 0"}
 KEY_COLUMNS = ("person_id", "as_of_date")
@@ -82,7 +83,7 @@ class Spec:
     raw: dict[str, Any]
 
 
-def _get(raw: dict[str, Any], path: str, kind: type | tuple[type, ...], spec: str) -> Any:
+def spec_field(raw: dict[str, Any], path: str, kind: type | tuple[type, ...], spec: str) -> Any:
     value: Any = raw
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -105,9 +106,11 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         raise ConfigError(f"{path}: not valid YAML") from None
     if not isinstance(raw, dict) or raw.get("name") != name:
         raise ConfigError(f"model spec '{name}': name must be {name!r} (the file name)")
-    task = _get(raw, "task", str, name)
-    kind = _get(raw, "label.kind", str, name)
-    horizon = _get(raw, "label.horizon_days", int, name)
+    task = spec_field(raw, "task", str, name)
+    if task == RECOMMENDATION:
+        raise ConfigError(f"model spec '{name}' is a recommender: `microseg recommend` uses it")
+    kind = spec_field(raw, "label.kind", str, name)
+    horizon = spec_field(raw, "label.horizon_days", int, name)
     if kind not in LABEL_KINDS:
         raise ConfigError(
             f"model spec '{name}': label.kind: {kind!r} is not one of {list(LABEL_KINDS)}"
@@ -117,22 +120,22 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         raise ConfigError(f"model spec '{name}': task: label {kind!r} makes a {label_task} model")
     if horizon not in WINDOWS:
         raise ConfigError(f"model spec '{name}': label.horizon_days: must be one of {WINDOWS}")
-    eligible = _get(raw, "eligible", str, name)
+    eligible = spec_field(raw, "eligible", str, name)
     if eligible not in ELIGIBLE:
         raise ConfigError(
             f"model spec '{name}': eligible: {eligible!r} is not one of {list(ELIGIBLE)}"
         )
     columns = mart_columns("fct_user_features_daily")
-    excluded = set(_get(raw, "features.exclude", list, name)) | set(KEY_COLUMNS)
+    excluded = set(spec_field(raw, "features.exclude", list, name)) | set(KEY_COLUMNS)
     for column in excluded - set(KEY_COLUMNS):
         if column not in columns:
             raise ConfigError(f"model spec '{name}': features.exclude: unknown column {column!r}")
-    categorical = tuple(_get(raw, "categorical", list, name))
+    categorical = tuple(spec_field(raw, "categorical", list, name))
     for column in categorical:
         if column not in columns or column in excluded:
             raise ConfigError(f"model spec '{name}': categorical: {column!r} is not a feature")
     features = tuple(c for c in columns if c not in excluded)
-    threshold = float(_get(raw, "activation_threshold", (int, float), name))
+    threshold = float(spec_field(raw, "activation_threshold", (int, float), name))
     if not 0 < threshold < 1:
         raise ConfigError(f"model spec '{name}': activation_threshold: must be between 0 and 1")
     levels = raw.get("monitoring") or {}
@@ -154,41 +157,57 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         raise ConfigError(
             f"model spec '{name}': decay_half_life_days: must be a positive number of days"
         )
-    groups = _get(raw, "fairness.groups", list, name)
+    groups = spec_field(raw, "fairness.groups", list, name)
     for group in groups:
         if group not in FAIRNESS_GROUPS:
             raise ConfigError(f"model spec '{name}': fairness.groups: unknown group {group!r}")
     return Spec(
         name=name,
-        description=_get(raw, "description", str, name),
+        description=spec_field(raw, "description", str, name),
         task=task,
         label_relation=label_relation.format(h=horizon),
         horizon_days=horizon,
         eligible_sql=ELIGIBLE[eligible],
         features=features,
         categorical=categorical,
-        as_of_dates=_get(raw, "training.as_of_dates", int, name),
-        valid_dates=_get(raw, "training.valid_dates", int, name),
-        test_dates=_get(raw, "training.test_dates", int, name),
-        min_positives=_get(raw, "training.min_positives", int, name) if task == "binary" else 0,
-        min_negatives=_get(raw, "training.min_negatives", int, name) if task == "binary" else 0,
+        as_of_dates=spec_field(raw, "training.as_of_dates", int, name),
+        valid_dates=spec_field(raw, "training.valid_dates", int, name),
+        test_dates=spec_field(raw, "training.test_dates", int, name),
+        min_positives=spec_field(raw, "training.min_positives", int, name)
+        if task == "binary"
+        else 0,
+        min_negatives=spec_field(raw, "training.min_negatives", int, name)
+        if task == "binary"
+        else 0,
         min_rows_per_class=(
-            _get(raw, "training.min_rows_per_class", int, name) if task == "multiclass" else 0
+            spec_field(raw, "training.min_rows_per_class", int, name) if task == "multiclass" else 0
         ),
-        params=dict(_get(raw, "lightgbm.params", dict, name)),
-        num_boost_round=_get(raw, "lightgbm.num_boost_round", int, name),
-        early_stopping_rounds=_get(raw, "lightgbm.early_stopping_rounds", int, name),
-        search_trials=_get(raw, "lightgbm.search.trials", int, name),
-        search_seed=_get(raw, "lightgbm.search.seed", int, name),
-        search_space=dict(_get(raw, "lightgbm.search.space", dict, name)),
+        params=dict(spec_field(raw, "lightgbm.params", dict, name)),
+        num_boost_round=spec_field(raw, "lightgbm.num_boost_round", int, name),
+        early_stopping_rounds=spec_field(raw, "lightgbm.early_stopping_rounds", int, name),
+        search_trials=spec_field(raw, "lightgbm.search.trials", int, name),
+        search_seed=spec_field(raw, "lightgbm.search.seed", int, name),
+        search_space=dict(spec_field(raw, "lightgbm.search.space", dict, name)),
         activation_threshold=threshold,
         decay_half_life_days=None if decay is None else float(decay),
         monitoring=monitoring,
-        promotion=dict(_get(raw, "promotion", dict, name)),
-        fairness=dict(_get(raw, "fairness", dict, name)),
+        promotion=dict(spec_field(raw, "promotion", dict, name)),
+        fairness=dict(spec_field(raw, "fairness", dict, name)),
         raw=raw,
     )
 
 
-def spec_names(specs_dir: Path) -> list[str]:
-    return sorted(p.stem for p in specs_dir.glob("*.yaml"))
+def spec_names(specs_dir: Path, task: str = "scoring") -> list[str]:
+    """The specs of one family: scoring models (LightGBM: binary, multiclass) or recommenders
+    (task: recommendation, trained by `microseg recommend`). A file that does not parse counts
+    as a scoring spec, whose loading then says what is wrong with it."""
+
+    def family(path: Path) -> str:
+        try:
+            raw = yaml.safe_load(path.read_text("utf-8"))
+        except yaml.YAMLError:
+            return "scoring"
+        is_recommender = isinstance(raw, dict) and raw.get("task") == RECOMMENDATION
+        return RECOMMENDATION if is_recommender else "scoring"
+
+    return sorted(p.stem for p in specs_dir.glob("*.yaml") if family(p) == task)

@@ -40,8 +40,9 @@ from microseg.errors import InputError
 from microseg.generate.delivery import draw_deliveries
 from microseg.generate.events import draw_events
 from microseg.generate.files import coded_frame, write_files
+from microseg.generate.items import assign_items, write_catalog_truth
 from microseg.generate.population import draw_devices, draw_people
-from microseg.generate.truth import write_truth
+from microseg.generate.truth import person_keys, write_truth
 from microseg.generate.visits import draw_page_views, draw_sessions
 from microseg.generate.world import EVENT_TYPES, PAGE_TYPES, GenerationSummary, GeneratorConfig
 
@@ -58,6 +59,7 @@ def generate(config: GeneratorConfig, out: Path) -> GenerationSummary:
     devices, usage = draw_devices(rng, people)
     sessions = draw_sessions(rng, people, usage, devices, config)
     pages = draw_page_views(rng, sessions)
+    pages["content"], items, tastes = assign_items(config.seed, pages, sessions, people)
     events = draw_events(rng, pages, sessions)
     delivered = draw_deliveries(rng, events, sessions, config.days)
     coded = coded_frame(delivered, sessions, people, devices, rng)
@@ -68,6 +70,7 @@ def generate(config: GeneratorConfig, out: Path) -> GenerationSummary:
     truth = out / "ground_truth"
     truth.mkdir(exist_ok=True)
     write_truth(truth, config, people, devices, sessions, events, delivered, accounting)
+    write_catalog_truth(truth, items, tastes, person_keys(people))
     return GenerationSummary(
         persons=len(people),
         sessions=len(sessions),

@@ -123,7 +123,8 @@ def draw_events(rng, p: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
         duration_s=dur[paused],
     )
     # carts and checkout
-    product = rng.integers(1, 500, len(p))
+    # the product of a product page is the item it shows (its sku is the page's content_id)
+    product = np.where(pt == PT["product"], p.content.to_numpy(), rng.integers(1, 500, len(p)))
     price = np.round(rng.lognormal(np.log(35), 0.8, len(p)), 2)
     qty = rng.integers(1, 4, len(p))
     cart = np.isin(role, ["cart", "abandon"])

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from microseg.generate.delivery import day_of
+from microseg.generate.items import page_category
 from microseg.generate.population import declines_marketing
 from microseg.generate.world import (
     CAMPAIGNS,
@@ -45,8 +46,8 @@ select
                 then '?email=user_' || lpad(person::varchar, 7, '0') || '@mail.example' else ''
            end as page_url,
     page_type,
-    case when page_type in ('article', 'video', 'product') then page_type || '_' || content end
-        as content_id,
+    case when page_type in ('article', 'video') then page_type || '_' || content
+         when page_type = 'product' then 'sku_' || content end as content_id,
     content_category,
     nullif(element, '') as element_id,
     device_type,
@@ -124,10 +125,7 @@ def coded_frame(
     person = ev.person.to_numpy()
     session = ev.session.to_numpy()
     landing = ~pd.Series(session).duplicated().to_numpy()
-    # one category per page (all events of a page agree): mostly the person's favorite
-    cat_choice = people.favorite_category.to_numpy()[person]
-    page = ev.page.to_numpy()
-    page_cat = np.where((page * 2654435761) % 100 < 60, cat_choice, page % len(CATEGORIES))
+    page_cat = page_category(ev.page.to_numpy(), people.favorite_category.to_numpy()[person])
     # a broken tracker sometimes sends placeholder user ids on anonymous events
     placeholder = np.where(
         ~ev.logged_in.to_numpy() & (rng.random(len(ev)) < 0.003),

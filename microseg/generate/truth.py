@@ -29,6 +29,11 @@ LINGER_S = 300  # product_lingerer: a product page view without add_to_cart last
 HOVER_WINDOW_S = 120  # subscribe_interest: 2 cta_subscribe hovers within 2 minutes
 
 
+def person_keys(people: pd.DataFrame) -> np.ndarray:
+    """Each generated person's key in the ground truth files."""
+    return np.array([f"p{p:07d}" for p in people.person])
+
+
 def _trigger_truth(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(firings, decoys): session, trigger and the moment (decoys: how far below)."""
     ev = events.sort_values(["session", "t"], kind="stable")
@@ -148,7 +153,7 @@ def write_truth(
     regranted = people.person.isin(sessions.person[sessions.consent_regrant]).to_numpy()
     people_out = pd.DataFrame(
         {
-            "person_key": [f"p{p:07d}" for p in people.person],
+            "person_key": person_keys(people),
             "user_id": np.where(people.registered, [f"user_{p:07d}" for p in people.person], None),
             "archetype": np.array(ARCHETYPES)[people.archetype],
             "true_purchase_propensity": people.propensity,

@@ -125,6 +125,55 @@ def test_features_reflect_opt_outs_and_purchases(con) -> None:
     assert diff == 0 and buyers > 50
 
 
+def test_item_interactions_count_every_item_signal_once(con) -> None:
+    """marts.fct_person_item_interactions holds per person exactly the planted purchases (one
+    per purchase session, anonymous ones included), per item the views, cart adds,
+    completions and engaged time of the events (each delivered once), and confidence follows
+    the weights of dbt_project.yml."""
+    planted_purchases = con.execute("""
+        with planted as (
+            select p.person_id, count(*) as n
+            from truth_sessions s join truth_people p using (person_key)
+            where s.purchase group by all
+        ),
+        found as (
+            select person_id, sum(purchases) as n
+            from marts.fct_person_item_interactions where purchases > 0 group by all
+        )
+        select count(*) filter (where p.n is distinct from f.n), count(*)
+        from planted p full join found f using (person_id)
+    """).fetchone()
+    assert planted_purchases[0] == 0 and planted_purchases[1] > 30
+    per_item = con.execute("""
+        with events as (select distinct on (event_id) * from raw.events),
+        counted as (
+            select coalesce(properties ->> '$.product_id', content_id) as item_id,
+                   count(*) filter (where event_type = 'page_view') as views,
+                   10 * count(*) filter (where event_type = 'page_ping') as engaged_s,
+                   count(*) filter (where event_type = 'video_complete') as completions,
+                   count(*) filter (where event_type = 'add_to_cart') as cart_adds
+            from events where page_type in ('article', 'video', 'product') group by all
+        ),
+        mart as (
+            select item_id, sum(views) as views, sum(engaged_s) as engaged_s,
+                   sum(video_completions) as completions, sum(cart_adds) as cart_adds
+            from marts.fct_person_item_interactions group by all
+        )
+        select count(*) filter (where (c.views, c.engaged_s, c.completions, c.cart_adds)
+                                      is distinct from (m.views, m.engaged_s, m.completions,
+                                                        m.cart_adds)),
+               count(*)
+        from counted c full join mart m using (item_id)
+    """).fetchone()
+    assert per_item[0] == 0 and per_item[1] > 300
+    off_formula = con.execute("""
+        select count(*) from marts.fct_person_item_interactions
+        where abs(confidence - (5 * purchases + 3 * cart_adds + 2 * video_completions + views
+                                + ln(1 + engaged_s / 60))) > 1e-3
+    """).fetchone()[0]
+    assert off_formula == 0
+
+
 def _features_until(settings: Settings, as_of: str) -> list[tuple]:
     return query(
         settings,

@@ -6,11 +6,14 @@ import hashlib
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pandas as pd
 import pytest
 
 from microseg.config import Settings
 from microseg.contract import event_contract
 from microseg.generate import GeneratorConfig, generate
+from microseg.generate.items import oracle_scores
 from microseg.generate.world import PLACEHOLDER_USER_IDS
 from microseg.ingest import ingest_paths
 
@@ -343,3 +346,49 @@ def test_every_generated_event_is_in_some_file(warehouse) -> None:
     planted = scalar(warehouse, "select sum(n_events) from truth_sessions")
     loaded = scalar(warehouse, "select count(*) from raw.events")
     assert loaded == planted
+
+
+def test_items_come_from_one_catalog_and_follow_tastes(warehouse, small_dataset) -> None:
+    """An item keeps its type and category on every page; a product page's sku is its content
+    id; and what people view follows the oracle: its top items are viewed far more often than
+    chance (tastes are learnable), while no person's views are all in the oracle's top."""
+    truth = small_dataset / "ground_truth"
+    warehouse.execute(f"create temp view truth_items as select * from '{truth}/items.parquet'")
+    mixed = scalar(
+        warehouse,
+        """select count(*) from (
+               select content_id from raw.events where content_id is not null
+               group by content_id
+               having count(distinct page_type) > 1 or count(distinct content_category) > 1)""",
+    )
+    assert mixed == 0
+    off_catalog = scalar(
+        warehouse,
+        """select count(*) from raw.events e
+           where content_id is not null and not exists (
+               select 1 from truth_items i
+               where i.item_id = e.content_id and i.item_type = e.page_type
+                 and i.category = e.content_category)""",
+    )
+    assert off_catalog == 0
+    sku_off = scalar(
+        warehouse,
+        """select count(*) from raw.events
+           where page_type = 'product' and event_type in ('page_view', 'add_to_cart')
+             and (properties ->> '$.product_id') is distinct from content_id""",
+    )
+    assert sku_off == 0
+    keys, items, scores = oracle_scores(truth)
+    top = np.argsort(-scores, axis=1)[:, :20]  # 20 of 440 items: 4.5% by chance
+    oracle_top = pd.DataFrame({"person_key": np.repeat(keys, 20), "content_id": items[top.ravel()]})
+    warehouse.register("oracle_top", oracle_top)
+    share = scalar(
+        warehouse,
+        """with views as (
+               select p.person_key, e.content_id
+               from raw.events e join truth_people p on e.user_id = p.user_id
+               where e.event_type = 'page_view' and e.content_id is not null)
+           select avg((o.content_id is not null)::int) from views v
+           left join oracle_top o using (person_key, content_id)""",
+    )
+    assert 0.25 < share < 0.9

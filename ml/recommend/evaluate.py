@@ -1,0 +1,223 @@
+"""Evaluating recommenders the way a recommender paper does: a time split (the last
+`test_days` are the test; the same span before it validates the grid search), every model
+refitted on all training days with its best validation parameters, then top-K metrics on the
+held-out items each person had not interacted with before.
+
+Interactions are a frame of (user, item, time, weight), from the warehouse
+(marts.fct_person_item_interactions) or from any CSV or Parquet file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from microseg.config import Settings
+from microseg.errors import InputError
+from microseg.warehouse import connect
+from ml.recommend.metrics import METRICS, ranking_metrics
+from ml.recommend.models import Recommender, top_k
+from ml.recommend.spec import LEARNED, RecommendSpec
+
+BASELINES = ("popularity", "cooccurrence")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training matrix and held-out items over the training users and items."""
+
+    users: pd.Index  # row labels
+    items: pd.Index  # column labels
+    train: sp.csr_matrix
+    relevant: sp.csr_matrix  # test items the user had not interacted with in training
+    judged: np.ndarray  # rows with at least one held-out item
+    cold_users: int  # users seen only in the test period: no history to rank from
+
+
+def read_interactions_file(
+    path: Path, user_col: str, item_col: str, time_col: str, weight_col: str | None
+) -> pd.DataFrame:
+    """(user, item, time, weight) from a CSV or Parquet file; weight 1 per row without a
+    weight column; time a timestamp, a date or epoch seconds."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    with duckdb.connect() as con:
+        try:
+            reader = con.read_parquet if path.name.endswith(".parquet") else con.read_csv
+            reader(str(path)).create_view("source")
+            types = dict(
+                con.execute("select column_name, column_type from (describe source)").fetchall()
+            )
+        except duckdb.Error as error:
+            raise InputError(f"{path}: not a readable CSV or Parquet file ({error})") from None
+        wanted = [c for c in (user_col, item_col, time_col, weight_col) if c]
+        missing = [c for c in wanted if c not in types]
+        if missing:
+            raise InputError(
+                f"{path}: no column {', '.join(map(repr, missing))} (columns: {', '.join(types)})"
+            )
+        numeric_time = types[time_col] in ("BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "UBIGINT")
+        as_time = (
+            f'to_timestamp("{time_col}")'
+            if numeric_time
+            else f'try_cast("{time_col}" as timestamp)'
+        )
+        weight = f'try_cast("{weight_col}" as double)' if weight_col else "1.0"
+        frame = con.execute(
+            f'select "{user_col}"::varchar as user, "{item_col}"::varchar as item, '
+            f"{as_time}::timestamp as time, {weight} as weight from source"
+        ).df()
+    bad = frame.isna().any(axis=1) | ~(frame.weight > 0)
+    if bad.any():
+        raise InputError(
+            f"{path}: {int(bad.sum())} of {len(frame)} rows lack a user, item, readable time "
+            f"or positive weight (first at row {int(np.flatnonzero(bad)[0]) + 1})"
+        )
+    return frame
+
+
+def read_warehouse_interactions(
+    settings: Settings, spec: RecommendSpec, as_of: date | None = None
+) -> pd.DataFrame:
+    """The spec's items from marts.fct_person_item_interactions, before as_of if given."""
+    with connect(settings, read_only=True) as con:
+        return con.execute(
+            """select person_id as user, item_id as item, activity_date::timestamp as time,
+                      confidence as weight
+               from marts.fct_person_item_interactions
+               where list_contains($types, item_type)
+                 and ($as_of is null or activity_date < $as_of)""",
+            {"types": list(spec.item_types), "as_of": as_of},
+        ).df()
+
+
+def time_split(frame: pd.DataFrame, test_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(before, last test_days calendar days)."""
+    days = frame.time.dt.floor("D")
+    cutoff = days.max() - pd.Timedelta(days=test_days - 1)
+    return frame[days < cutoff], frame[days >= cutoff]
+
+
+def build_split(train: pd.DataFrame, test: pd.DataFrame) -> Split:
+    users = pd.Index(np.sort(train.user.unique()))
+    items = pd.Index(np.sort(train.item.unique()))
+    pairs = train.groupby(["user", "item"], sort=False).weight.sum()
+    matrix = sp.csr_matrix(
+        (
+            pairs.to_numpy(np.float32),
+            (
+                users.get_indexer(pairs.index.get_level_values(0)),
+                items.get_indexer(pairs.index.get_level_values(1)),
+            ),
+        ),
+        shape=(len(users), len(items)),
+    )
+    rows, cols = users.get_indexer(test.user), items.get_indexer(test.item)
+    known = (rows >= 0) & (cols >= 0)
+    held = sp.csr_matrix(
+        (np.ones(known.sum(), dtype=np.float32), (rows[known], cols[known])), shape=matrix.shape
+    )
+    held.data[:] = 1  # duplicates summed: back to 1
+    relevant = (held - held.multiply(matrix > 0)).tocsr()
+    relevant.eliminate_zeros()
+    return Split(
+        users=users,
+        items=items,
+        train=matrix,
+        relevant=relevant,
+        judged=np.flatnonzero(np.diff(relevant.indptr) > 0),
+        cold_users=len(set(test.user) - set(users)),
+    )
+
+
+def _splits(frame: pd.DataFrame, test_days: int) -> tuple[Split, Split]:
+    """(validation, test): validation holds out the test_days before the test period."""
+    days = frame.time.dt.floor("D").nunique()
+    if days < 2 * test_days + 1:
+        raise InputError(
+            f"the interactions span {days} day(s): evaluation needs {2 * test_days + 1} "
+            f"({test_days} to test, {test_days} to validate, at least one to train on)"
+        )
+    before, test = time_split(frame, test_days)
+    fit, valid = time_split(before, test_days)
+    splits = build_split(fit, valid), build_split(before, test)
+    if not len(splits[1].judged):
+        raise InputError("no user of the training days has a new item in the test days")
+    return splits
+
+
+def score(kind: str, params: dict, split: Split, k: int, seed: int) -> dict[str, float]:
+    started = time.perf_counter()
+    model = Recommender(kind, params, seed=seed).fit(split.train)
+    recommended, _ = model.recommend(split.judged, k)
+    metrics = ranking_metrics(recommended, split.relevant[split.judged], split.train)
+    return {**metrics, "seconds": time.perf_counter() - started}
+
+
+def _reference_row(reference: pd.DataFrame, split: Split, k: int) -> dict:
+    """The metrics of a given (user, item, score) ranking, e.g. the generator's oracle;
+    pairs it lacks rank last."""
+    scores = np.full(split.train.shape, -np.finfo(np.float64).max)
+    rows = split.users.get_indexer(reference.user)
+    cols = split.items.get_indexer(reference.item)
+    known = (rows >= 0) & (cols >= 0)
+    scores[rows[known], cols[known]] = reference.score.to_numpy()[known]
+    recommended, _ = top_k(scores[split.judged], split.train[split.judged], k)
+    metrics = ranking_metrics(recommended, split.relevant[split.judged], split.train)
+    return {"model": "reference", "params": {}, **metrics, "seconds": 0.0}
+
+
+def evaluate(
+    spec: RecommendSpec, frame: pd.DataFrame, reference: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per model (the baselines and each learned kind at its best validation
+    parameters) with its test metrics at K, sorted by NDCG; with a reference ranking
+    (user, item, score), its row too."""
+    validation, test = _splits(frame, spec.test_days)
+    rows = []
+    for kind in LEARNED:
+        grid = spec.grids[kind]
+        tried = [score(kind, params, validation, spec.k, spec.seed)["ndcg"] for params in grid]
+        best = grid[int(np.argmax(tried))]  # the first of equals
+        rows.append({"model": kind, "params": best, **score(kind, best, test, spec.k, spec.seed)})
+    for kind in BASELINES:
+        rows.append({"model": kind, "params": {}, **score(kind, {}, test, spec.k, spec.seed)})
+    if reference is not None:
+        rows.append(_reference_row(reference, test, spec.k))
+    table = pd.DataFrame(rows).sort_values("ndcg", ascending=False, ignore_index=True)
+    table.attrs.update(
+        users=test.train.shape[0],
+        items=test.train.shape[1],
+        judged=len(test.judged),
+        held_out=int(test.relevant.nnz),
+        cold_users=test.cold_users,
+    )
+    return table[["model", *METRICS, "seconds", "params"]]
+
+
+def report_lines(spec: RecommendSpec, table: pd.DataFrame, source: str) -> list[str]:
+    """The evaluation as a printed table, with what was held out and each model's lift in
+    NDCG over popularity."""
+    facts = table.attrs
+    popularity = float(table.set_index("model").ndcg["popularity"])
+    lines = [
+        f"{spec.name} on {source}: {facts['users']:,} users x {facts['items']:,} items in "
+        f"training; test: the last {spec.test_days} day(s), {facts['held_out']:,} new items of "
+        f"{facts['judged']:,} users ({facts['cold_users']:,} users without history not ranked)",
+        f"{'model':<13}"
+        + "".join(f"{m + '@' + str(spec.k) if m in METRICS[:5] else m:>12}" for m in METRICS)
+        + f"{'vs pop.':>9}{'seconds':>9}  parameters",
+    ]
+    for row in table.itertuples():
+        lift = f"{row.ndcg / popularity - 1:+.0%}" if popularity > 0 else "n/a"
+        params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
+        values = "".join(f"{getattr(row, m):>12.4f}" for m in METRICS)
+        lines.append(f"{row.model:<13}{values}{lift:>9}{row.seconds:>9.1f}  {params}")
+    return lines
