@@ -54,6 +54,9 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg transform
 	$(BIN)/microseg train --model purchase_propensity --model content_preference
 	$(BIN)/microseg promote --model purchase_propensity --model content_preference
+	@echo "recommenders (ml/specs/recommend_*.yaml): ALS, BPR, popularity and co-occurrence on the last 3 days; the best learned one registered, then gated"
+	$(BIN)/microseg recommend train
+	$(BIN)/microseg recommend promote
 	@echo "activating the nights of 2026-10-06 ... 2026-10-14, with segments and the experiment's analysis on the last three (what the DAGs did while the data arrived; log: $(MICROSEG_HOME)/demo_activation.log)"
 	@for day in 06 07 08 09 10 11 12 13 14; do \
 		case $$day in 12|13|14) $(BIN)/microseg segments --as-of 2026-10-$$day;; esac; \
@@ -69,9 +72,9 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg experiment analyze --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg experiment apply cart_reminder
 	$(BIN)/microseg experiment power --baseline 0.05 --mde 0.10
-	@echo "which article, video or product to show: recommenders against popularity on the last 3 days (ml/specs/recommend_*.yaml)"
+	@echo "which article or video to show whom (marts.user_recommendations, written by the night's recommend step): one person's top 5, each with the item of their history it resembles"
+	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/analytics.duckdb', read_only=True).sql(\"select person_id, rank, item_id, round(score, 3) as score, reason_item_id as because_of, source from marts.user_recommendations where model_name = 'recommend_content' and as_of_date = '$(DEMO_AS_OF)' and person_id = (select min(person_id) from marts.user_recommendations where source = 'model') and rank <= 5 order by rank\").show()"
 	$(BIN)/microseg recommend evaluate --as-of $(DEMO_AS_OF)
-	$(BIN)/microseg recommend evaluate --model recommend_products --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg erase --user-id user_0000042 --reason "demo: a deletion request"
 	@echo "pseudonymization at the door: one day loaded aside with MICROSEG_PSEUDONYMIZE (docs/privacy.md)"
 	MICROSEG_HOME=$(MICROSEG_HOME)/pseudonymized MICROSEG_PSEUDONYMIZE=properties.email,user_id MICROSEG_PRIVACY_KEY=demo-only-key $(BIN)/microseg ingest $(MICROSEG_HOME)/landing/events_$(DEMO_LAST_DAY).jsonl.gz

@@ -13,7 +13,8 @@ files under `$MICROSEG_HOME/activation/`, webhooks of triggers.yml), audience CS
 Steps: ingest → raw Great Expectations checkpoint → dbt through Cosmos, one `dbt build` task
 per layer (events → sessions → person_days, `dbt_project/selectors.yml`; a model's data
 tests run right after it, so a failing test stops what is built on it) → feature Great
-Expectations checkpoint → score with each champion model → behavioral clusters → segments →
+Expectations checkpoint → score with each champion model → behavioral clusters →
+recommendations of each recommender champion (`marts.user_recommendations`) → segments →
 triggers of the day before (`microseg activate`) → experiments analyzed
 (`marts.experiment_results`, `marts.experiment_decisions`) → audience exports → retention
 (`microseg privacy expire`: MICROSEG_RAW_RETENTION_DAYS, MICROSEG_QUARANTINE_RETENTION_DAYS) →
@@ -154,6 +155,12 @@ def behavior_nightly():
         return run_step(cluster_step, params, data_interval_end)
 
     @task
+    def recommend(params=None, data_interval_end=None):
+        from microseg.pipeline import recommend_step
+
+        return run_step(recommend_step, params, data_interval_end)
+
+    @task
     def segments(params=None, data_interval_end=None):
         from microseg.pipeline import segments_step
 
@@ -196,6 +203,7 @@ def behavior_nightly():
         >> validate_features()
         >> score()
         >> cluster()
+        >> recommend()
         >> segments()
         >> activate()
         >> experiments()

@@ -4,14 +4,16 @@
 Sundays at 05:00 UTC (`MICROSEG_WEEKLY_SCHEDULE`).
 
 **Reads** `marts.fct_user_features_daily` (point-in-time training sets: features as of D, label
-from [D, D + horizon)) and the specs in `ml/specs/`. **Writes** MLflow runs and registered model
-versions (`$MICROSEG_HOME/mlflow.db`, artifacts in `$MICROSEG_HOME/mlartifacts`; `make
-mlflow-ui`), and `marts.model_fairness_audit`.
+from [D, D + horizon)), `marts.fct_person_item_interactions` (the recommenders: ALS or BPR,
+evaluated on the last days against popularity) and the specs in `ml/specs/`. **Writes**
+MLflow runs and registered model versions (`$MICROSEG_HOME/mlflow.db`, artifacts in
+`$MICROSEG_HOME/mlartifacts`; `make mlflow-ui`), and `marts.model_fairness_audit`.
 
 Per model: `train_<model>` registers a new version as `challenger`; `promote_<model>` moves the
 `champion` alias only if the challenger beats the champion on the same holdout by the spec's
-margin and passes the fairness audit (the decision and reasons are logged on the run).
-behavior_nightly scores with `@champion`.
+margin and passes the fairness audit, or for a recommender beats the champion's and
+popularity's NDCG@K by the spec's margins (the decision and reasons are logged on the run).
+behavior_nightly scores and recommends with `@champion`.
 
 A model without enough labelled data (the spec's minimum positives and negatives) fails its
 train task at once with the counts, without retries; the other models still train.
@@ -24,10 +26,10 @@ from airflow.sdk import dag, task
 
 from microseg.config import Settings
 from microseg.orchestration import WRITER_POOL, run_step
-from ml.specs import spec_names
+from ml.specs import RECOMMENDATION, spec_names
 
 SETTINGS = Settings.from_env()
-MODELS = spec_names(SETTINGS.ml_specs_dir)
+MODELS = spec_names(SETTINGS.ml_specs_dir) + spec_names(SETTINGS.ml_specs_dir, RECOMMENDATION)
 
 
 @dag(

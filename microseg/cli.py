@@ -398,6 +398,39 @@ def cmd_recommend_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _recommenders(args: argparse.Namespace, settings: Settings) -> list[str]:
+    from ml.specs import RECOMMENDATION, spec_names
+
+    return args.model or spec_names(settings.ml_specs_dir, RECOMMENDATION)
+
+
+def cmd_recommend_train(args: argparse.Namespace, settings: Settings) -> int:
+    from ml.recommend.train import describe_training, train_recommender
+
+    for name in _recommenders(args, settings):
+        print(describe_training(train_recommender(settings, name, args.as_of)))
+    return 0
+
+
+def cmd_recommend_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from ml.recommend.train import promote_recommender
+
+    for name in _recommenders(args, settings):
+        print(promote_recommender(settings, name).summary())
+    return 0
+
+
+def cmd_recommend_write(args: argparse.Namespace, settings: Settings) -> int:
+    from ml.recommend.serve import write_recommendations
+
+    written = write_recommendations(settings, args.as_of, args.model)
+    if not written:
+        print("no recommender has a champion yet: microseg recommend train, then promote")
+    for name, rows in written.items():
+        print(f"{name}@champion: {rows:,} recommendations into marts.user_recommendations")
+    return 0
+
+
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.pipeline import cluster_step
     from microseg.warehouse import features_as_of
@@ -612,6 +645,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of", type=_iso_date, default=None, help="warehouse: interactions before this date"
     )
     rev.set_defaults(handler=cmd_recommend_evaluate)
+    for command, handler, text in (
+        (
+            "train",
+            cmd_recommend_train,
+            "evaluate, then register the best learned model as challenger",
+        ),
+        ("promote", cmd_recommend_promote, "challenger to champion if it beats it and popularity"),
+        (
+            "write",
+            cmd_recommend_write,
+            "each champion's top K per person into marts.user_recommendations",
+        ),
+    ):
+        step = rec_sub.add_parser(command, help=text)
+        step.add_argument(
+            "--model", action="append", help="a recommender spec (repeatable; default: all)"
+        )
+        if command != "promote":
+            step.add_argument(
+                "--as-of",
+                type=_iso_date,
+                default=None,
+                help="interactions before this date (write: default the latest features)",
+            )
+        step.set_defaults(handler=handler)
 
     clu = sub.add_parser("cluster", help="behavioral clusters for a date (marts.person_clusters)")
     clu.add_argument("--as-of", type=_iso_date, default=None, help="default: latest features")

@@ -179,6 +179,17 @@ def cluster_step(settings: Settings, as_of: date) -> str:
     return f"cluster: k={result.k} ({result.matched} kept yesterday's name): {names}"
 
 
+def recommend_step(settings: Settings, as_of: date) -> str:
+    """Each recommender champion's top K per person (after clusters: people without history
+    get their cluster's favorites); before the first promotion there is nothing to write."""
+    from ml.recommend.serve import write_recommendations
+
+    written = write_recommendations(settings, as_of)
+    if not written:
+        return "recommend: no recommender champion yet (microseg recommend train, then promote)"
+    return "recommend: " + ", ".join(f"{n:,} rows by {m}" for m, n in written.items())
+
+
 def segments_step(settings: Settings, as_of: date) -> str:
     from microseg.segments import run_segments
 
@@ -275,15 +286,31 @@ def publish_step(settings: Settings, _as_of: date) -> str:
     return f"publish: {sum(counts.values()):,} rows in {settings.analytics_path}"
 
 
+def _is_recommender(settings: Settings, model: str) -> bool:
+    from ml.specs import RECOMMENDATION, spec_names
+
+    return model in spec_names(settings.ml_specs_dir, RECOMMENDATION)
+
+
 def train_step(settings: Settings, _as_of: date, model: str) -> str:
-    """Weekly: train one model from its spec; it becomes the challenger."""
+    """Weekly: train one model (a scoring model or a recommender) from its spec; it becomes
+    the challenger."""
+    if _is_recommender(settings, model):
+        from ml.recommend.train import describe_training, train_recommender
+
+        return describe_training(train_recommender(settings, model))
     from ml.train import describe, train
 
     return describe(train(settings, model))
 
 
 def promote_step(settings: Settings, _as_of: date, model: str) -> str:
-    """Weekly: the gate (beat the champion on the same holdout, pass the fairness audit)."""
+    """Weekly: the gate (beat the champion on the same holdout; scoring models also pass the
+    fairness audit, recommenders beat popularity)."""
+    if _is_recommender(settings, model):
+        from ml.recommend.train import promote_recommender
+
+        return promote_recommender(settings, model).summary()
     from ml.promote import promote
 
     return promote(settings, model).summary()
@@ -314,6 +341,7 @@ def run_nightly(
     report(validate_features_step(settings, as_of))
     report(score_step(settings, as_of))
     report(cluster_step(settings, as_of))
+    report(recommend_step(settings, as_of))
     report(segments_step(settings, as_of))
     report(activate_step(settings, as_of))
     report(experiments_step(settings, as_of))

@@ -41,6 +41,8 @@
     {{ return([
         {'name': 'user_scores', 'key': ['model_name', 'as_of_date'], 'prefer': 'moved, score desc'},
         {'name': 'person_clusters', 'key': ['as_of_date'], 'prefer': 'moved, from_person_id'},
+        {'name': 'user_recommendations', 'key': ['model_name', 'as_of_date', 'rank'],
+         'prefer': 'moved, from_person_id'},
         {'name': 'segment_memberships', 'key': ['segment_name', 'as_of_date'],
          'prefer': 'moved, from_person_id'},
         {'name': 'trigger_firings', 'key': ['trigger_name', 'fired_at'],

@@ -18,7 +18,7 @@ from microseg.config import DBT_PROJECT_DIR
 from microseg.errors import ConfigError
 
 STATES = ("granted", "denied")  # what a purpose's default may be
-USES = ("segments", "scores", "experiments", "exports")
+USES = ("segments", "scores", "experiments", "exports", "recommendations")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from microseg.config import Settings
 from microseg.errors import InputError
+from microseg.privacy import consent_policy
 from microseg.warehouse import connect
 from ml.recommend.metrics import METRICS, ranking_metrics
 from ml.recommend.models import Recommender, top_k
@@ -86,15 +87,26 @@ def read_interactions_file(
 def read_warehouse_interactions(
     settings: Settings, spec: RecommendSpec, as_of: date | None = None
 ) -> pd.DataFrame:
-    """The spec's items from marts.fct_person_item_interactions, before as_of if given."""
+    """The spec's items from marts.fct_person_item_interactions before as_of (default: all),
+    of the people who consent to the recommendations purpose on that night."""
     with connect(settings, read_only=True) as con:
         return con.execute(
-            """select person_id as user, item_id as item, activity_date::timestamp as time,
-                      confidence as weight
-               from marts.fct_person_item_interactions
-               where list_contains($types, item_type)
-                 and ($as_of is null or activity_date < $as_of)""",
-            {"types": list(spec.item_types), "as_of": as_of},
+            """with interactions as (
+                   select * from marts.fct_person_item_interactions
+                   where list_contains($types, item_type)
+                     and ($as_of is null or activity_date < $as_of)
+               ),
+               night as (select coalesce($as_of, max(activity_date) + 1) as d from interactions)
+               select person_id as user, item_id as item, activity_date::timestamp as time,
+                      confidence as weight, item_type
+               from interactions, night
+               where marts.has_consent(person_id, $purpose, night.d)
+               order by all""",
+            {
+                "types": list(spec.item_types),
+                "as_of": as_of,
+                "purpose": consent_policy().purpose_of["recommendations"],
+            },
         ).df()
 
 
@@ -137,7 +149,7 @@ def build_split(train: pd.DataFrame, test: pd.DataFrame) -> Split:
     )
 
 
-def _splits(frame: pd.DataFrame, test_days: int) -> tuple[Split, Split]:
+def splits(frame: pd.DataFrame, test_days: int) -> tuple[Split, Split]:
     """(validation, test): validation holds out the test_days before the test period."""
     days = frame.time.dt.floor("D").nunique()
     if days < 2 * test_days + 1:
@@ -178,15 +190,16 @@ def evaluate(
     spec: RecommendSpec, frame: pd.DataFrame, reference: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """One row per model (the baselines and each learned kind at its best validation
-    parameters) with its test metrics at K, sorted by NDCG; with a reference ranking
-    (user, item, score), its row too."""
-    validation, test = _splits(frame, spec.test_days)
+    parameters, with that validation NDCG) with its test metrics at K, sorted by NDCG; with a
+    reference ranking (user, item, score), its row too."""
+    validation, test = splits(frame, spec.test_days)
     rows = []
     for kind in LEARNED:
         grid = spec.grids[kind]
         tried = [score(kind, params, validation, spec.k, spec.seed)["ndcg"] for params in grid]
-        best = grid[int(np.argmax(tried))]  # the first of equals
-        rows.append({"model": kind, "params": best, **score(kind, best, test, spec.k, spec.seed)})
+        best = int(np.argmax(tried))  # the first of equals
+        tested = score(kind, grid[best], test, spec.k, spec.seed)
+        rows.append({"model": kind, "params": grid[best], "validation_ndcg": tried[best], **tested})
     for kind in BASELINES:
         rows.append({"model": kind, "params": {}, **score(kind, {}, test, spec.k, spec.seed)})
     if reference is not None:
@@ -199,7 +212,7 @@ def evaluate(
         held_out=int(test.relevant.nnz),
         cold_users=test.cold_users,
     )
-    return table[["model", *METRICS, "seconds", "params"]]
+    return table[["model", *METRICS, "seconds", "params", "validation_ndcg"]]
 
 
 def report_lines(spec: RecommendSpec, table: pd.DataFrame, source: str) -> list[str]:

@@ -99,6 +99,36 @@ class Recommender:
             return np.stack([self._state[g] for g in np.asarray(self.groups)[users]])
         return np.asarray((self._train[users] @ self._state).todense())
 
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user factors, item factors) of a fitted ALS or BPR model."""
+        if self.kind not in ("als", "bpr"):
+            raise ValueError(f"a {self.kind} model has no factors")
+        return np.asarray(self._state.user_factors), np.asarray(self._state.item_factors)
+
+    def _similarity(self, items: np.ndarray, others: np.ndarray) -> np.ndarray | None:
+        """items x others likeness (None for the popularity baselines)."""
+        if self.kind in ("als", "bpr"):
+            factors = np.asarray(self._state.item_factors)
+            unit = factors / (np.linalg.norm(factors, axis=1, keepdims=True) + 1e-9)
+            return unit[items] @ unit[others].T
+        if self.kind == "cooccurrence":
+            return np.asarray(self._state[items][:, others].todense())
+        return None
+
+    def reasons(self, users: np.ndarray, recommended: np.ndarray) -> np.ndarray:
+        """For each recommended item, the item of the user's history most like it: why it is
+        recommended ("because you read ..."); -1 for a baseline or an empty slot."""
+        why = np.full(recommended.shape, -1)
+        for row, user in enumerate(np.asarray(users)):
+            had = self._train[user].indices
+            shown = recommended[row] >= 0
+            if not len(had) or not shown.any():
+                continue
+            likeness = self._similarity(recommended[row][shown], had)
+            if likeness is not None:
+                why[row, shown] = had[likeness.argmax(axis=1)]
+        return why
+
     def recommend(self, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """In chunks of users, so that memory stays chunk x items however many people."""
         users = np.asarray(users)

@@ -26,6 +26,9 @@ class RecommendSpec:
     test_days: int
     seed: int
     grids: dict[str, list[dict[str, Any]]]  # kind -> every combination of its grid
+    min_gain: float  # relative NDCG gain over the champion to be promoted
+    min_lift_over_popularity: float  # relative NDCG gain over popularity to be promoted
+    raw: dict[str, Any]
 
 
 def _grid(raw: dict[str, Any], kind: str, name: str) -> list[dict[str, Any]]:
@@ -68,4 +71,9 @@ def load_recommend_spec(name: str, specs_dir: Path) -> RecommendSpec:
         test_days=test_days,
         seed=spec_field(raw, "search.seed", int, name),
         grids={kind: _grid(raw, kind, name) for kind in LEARNED},
+        min_gain=float(spec_field(raw, "promotion.min_gain", (int, float), name)),
+        min_lift_over_popularity=float(
+            spec_field(raw, "promotion.min_lift_over_popularity", (int, float), name)
+        ),
+        raw=raw,
     )

@@ -299,6 +299,7 @@ def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothin
         "validate_features",
         "score",
         "cluster",
+        "recommend",
         "segments",
         "activate",
         "experiments",
