@@ -75,6 +75,9 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	@echo "which article or video to show whom (marts.user_recommendations, written by the night's recommend step): one person's top 5, each with the item of their history it resembles"
 	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/analytics.duckdb', read_only=True).sql(\"select person_id, rank, item_id, round(score, 3) as score, reason_item_id as because_of, source from marts.user_recommendations where model_name = 'recommend_content' and as_of_date = '$(DEMO_AS_OF)' and person_id = (select min(person_id) from marts.user_recommendations where source = 'model') and rank <= 5 order by rank\").show()"
 	$(BIN)/microseg recommend evaluate --as-of $(DEMO_AS_OF)
+	$(BIN)/microseg export --segment frequent_visitors --as-of $(DEMO_AS_OF) --with-recommendations 3 --out $(MICROSEG_HOME)/exports/frequent_visitors_next_reads.csv
+	@echo "each frequent visitor with the three articles or videos to show them next (recommended_items, the first three people):"
+	@$(BIN)/python -c "import csv; rows = list(csv.DictReader(open('$(MICROSEG_HOME)/exports/frequent_visitors_next_reads.csv', encoding='utf-8'))); [print(' ', r['person_id'], r['recommended_items']) for r in rows[:3]]"
 	$(BIN)/microseg erase --user-id user_0000042 --reason "demo: a deletion request"
 	@echo "pseudonymization at the door: one day loaded aside with MICROSEG_PSEUDONYMIZE (docs/privacy.md)"
 	MICROSEG_HOME=$(MICROSEG_HOME)/pseudonymized MICROSEG_PSEUDONYMIZE=properties.email,user_id MICROSEG_PRIVACY_KEY=demo-only-key $(BIN)/microseg ingest $(MICROSEG_HOME)/landing/events_$(DEMO_LAST_DAY).jsonl.gz

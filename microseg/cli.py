@@ -322,6 +322,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         as_of=args.as_of,
         min_score=args.min_score,
         score_model=args.score_model,
+        with_recommendations=args.with_recommendations,
+        recommendation_model=args.recommendation_model,
         excel=args.excel,
     )
     if not result.rows:
@@ -380,6 +382,7 @@ def cmd_recommend_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from ml.recommend.evaluate import (
         evaluate,
         read_interactions_file,
+        read_warehouse_groups,
         read_warehouse_interactions,
         report_lines,
     )
@@ -388,12 +391,15 @@ def cmd_recommend_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     spec = load_recommend_spec(args.model, settings.ml_specs_dir)
     if args.interactions:
         columns = (args.user_col, args.item_col, args.time_col, args.weight_col)
-        frame = read_interactions_file(args.interactions, *columns)
+        frame, groups = read_interactions_file(
+            args.interactions, *columns, tuple(args.group_col or ())
+        )
         source = str(args.interactions)
     else:
         frame = read_warehouse_interactions(settings, spec, args.as_of)
+        groups = read_warehouse_groups(settings, frame, spec.test_days)
         source = "marts.fct_person_item_interactions"
-    for line in report_lines(spec, evaluate(spec, frame), source):
+    for line in report_lines(spec, evaluate(spec, frame, groups=groups), source):
         print(line)
     return 0
 
@@ -642,6 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rev.add_argument("--weight-col", default=None, help="confidence per row (default: 1)")
     rev.add_argument(
+        "--group-col",
+        action="append",
+        help="a user attribute to report metrics by (repeatable; the user's first value)",
+    )
+    rev.add_argument(
         "--as-of", type=_iso_date, default=None, help="warehouse: interactions before this date"
     )
     rev.set_defaults(handler=cmd_recommend_evaluate)
@@ -681,6 +692,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--as-of", type=_iso_date, default=None, help="default: latest evaluation")
     exp.add_argument("--min-score", type=_probability, default=None, help="keep scores >= X")
     exp.add_argument("--score-model", default="purchase_propensity", help="model for --min-score")
+    exp.add_argument(
+        "--with-recommendations",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="add each person's top K recommended items (marts.user_recommendations)",
+    )
+    exp.add_argument(
+        "--recommendation-model",
+        default="recommend_content",
+        help="recommender for --with-recommendations (default: %(default)s)",
+    )
     exp.add_argument(
         "--excel", action="store_true", help="start with a UTF-8 byte order mark (Excel on Windows)"
     )

@@ -50,11 +50,15 @@ def export_audience(
     as_of: date | None = None,
     min_score: float | None = None,
     score_model: str = "purchase_propensity",
+    with_recommendations: int | None = None,
+    recommendation_model: str = "recommend_content",
     excel: bool = False,
 ) -> ExportResult:
     """Write the members of `segment` on `as_of` (default: its latest evaluation) to `out`;
-    `excel` starts the file with a UTF-8 byte order mark, without which Excel on Windows reads
-    it in the local code page and garbles non-ASCII names."""
+    `with_recommendations` K adds each person's top K items that night (a JSON list, empty
+    for people without personalization consent); `excel` starts the file with a UTF-8 byte
+    order mark, without which Excel on Windows reads it in the local code page and garbles
+    non-ASCII names."""
     require_warehouse(settings)
     out = out.expanduser().resolve()
     if out.is_dir():
@@ -87,13 +91,40 @@ def export_audience(
                 ", s.explanation::varchar as score_explanation"
             )
             params = [score_model, min_score, *params]
+        recommendation_join, recommendation_column = "", ""
+        if with_recommendations is not None:
+            recommended = (
+                has_table(con, "marts", "user_recommendations")
+                and con.execute(
+                    "select count(*) from marts.user_recommendations "
+                    "where model_name = ? and as_of_date = ?",
+                    [recommendation_model, as_of],
+                ).fetchone()[0]
+            )
+            if not recommended:
+                raise ConfigError(
+                    f"--with-recommendations: no {recommendation_model} recommendations for "
+                    f"{as_of} (run `microseg recommend write --as-of {as_of}`)"
+                )
+            recommendation_join = """
+            left join (
+                select person_id, to_json(list(item_id order by rank)) as recommended_items
+                from marts.user_recommendations
+                where model_name = ? and as_of_date = ? and rank <= ?
+                group by person_id
+            ) r on r.person_id = m.person_id"""
+            recommendation_column = (
+                ", coalesce(r.recommended_items, '[]')::varchar as recommended_items"
+            )
+            at = 2 if min_score is not None else 0  # after the score join's parameters
+            params[at:at] = [recommendation_model, as_of, with_recommendations]
         members = f"""
             select
                 m.person_id, p.user_id, m.segment_name, e.segment_title, m.as_of_date,
                 strftime(h.entered_at, '%Y-%m-%dT%H:%M:%SZ') as in_segment_since,
                 strftime(p.last_seen_at, '%Y-%m-%dT%H:%M:%SZ') as last_seen_at,
                 p.latest_device_type as device_type, p.latest_country as country,
-                m.evidence::varchar as evidence{score_column}
+                m.evidence::varchar as evidence{score_column}{recommendation_column}
             from marts.segment_memberships m
             join marts.dim_persons p using (person_id)
             join marts.segment_evaluations e using (segment_name, as_of_date)
@@ -101,7 +132,7 @@ def export_audience(
               on h.person_id = m.person_id and h.segment_name = m.segment_name
              and h.entered_at <= m.as_of_date
              and (h.exited_at is null or h.exited_at > m.as_of_date)
-            {score_join}
+            {score_join}{recommendation_join}
             where m.segment_name = ? and m.as_of_date = ?
               and marts.has_consent(m.person_id, ?, m.as_of_date)
         """
@@ -132,6 +163,11 @@ def export_audience(
         "segment_definition_hash": definition_hash,
         "min_score": min_score,
         "score_model": score_model if min_score is not None else None,
+        "recommendations": (
+            {"model": recommendation_model, "k": with_recommendations}
+            if with_recommendations is not None
+            else None
+        ),
         "columns": columns,
         "encoding": "utf-8-sig (with BOM, for Excel)" if excel else "utf-8",
         "consent": f"only people with {purpose} consent on the as-of date, and still",

@@ -166,6 +166,7 @@ def trigger_vars(
     )
 
 
+RECOMMENDATIONS_IN_PAYLOAD = 5
 # Payload fields looked up per message, as of the run date (null when the step never ran)
 PAYLOAD_LOOKUPS = {
     "top_category": (
@@ -180,6 +181,16 @@ PAYLOAD_LOOKUPS = {
         """(select json_group_object(model_name, round(coalesce(decayed_score, score), 6))
             from marts.user_scores s
             where s.person_id = d.person_id and s.as_of_date = $as_of)""",
+    ),
+    # each recommender's top RECOMMENDATIONS_IN_PAYLOAD items (marts.user_recommendations)
+    "recommendations": (
+        "user_recommendations",
+        f"""(select json_group_object(model_name, items) from (
+                select model_name, list(item_id order by rank) as items
+                from marts.user_recommendations r
+                where r.person_id = d.person_id and r.as_of_date = $as_of
+                  and r.rank <= {RECOMMENDATIONS_IN_PAYLOAD}
+                group by model_name))""",
     ),
     "segments": (
         "segment_memberships",
@@ -232,6 +243,7 @@ def _payloads(con, decided: pd.DataFrame, triggers: TriggerFile, schema: str, as
             "evidence": lambda r: json.loads(r.evidence),
             "top_category": lambda r: _present(r.top_category),
             "scores": lambda r: json.loads(_present(r.scores) or "{}"),
+            "recommendations": lambda r: json.loads(_present(r.recommendations) or "{}"),
             "segments": lambda r: [] if _present(r.segments) is None else list(r.segments),
         }
         for name in trigger.payload:

@@ -43,10 +43,16 @@ class Split:
 
 
 def read_interactions_file(
-    path: Path, user_col: str, item_col: str, time_col: str, weight_col: str | None
-) -> pd.DataFrame:
-    """(user, item, time, weight) from a CSV or Parquet file; weight 1 per row without a
-    weight column; time a timestamp, a date or epoch seconds."""
+    path: Path,
+    user_col: str,
+    item_col: str,
+    time_col: str,
+    weight_col: str | None,
+    group_cols: tuple[str, ...] = (),
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(interactions, groups): (user, item, time, weight) from a CSV or Parquet file, weight 1
+    per row without a weight column, time a timestamp, a date or epoch seconds; and with
+    group columns, (user, attribute, value): each user's first value of each."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     with duckdb.connect() as con:
@@ -58,7 +64,7 @@ def read_interactions_file(
             )
         except duckdb.Error as error:
             raise InputError(f"{path}: not a readable CSV or Parquet file ({error})") from None
-        wanted = [c for c in (user_col, item_col, time_col, weight_col) if c]
+        wanted = [c for c in (user_col, item_col, time_col, weight_col, *group_cols) if c]
         missing = [c for c in wanted if c not in types]
         if missing:
             raise InputError(
@@ -75,13 +81,23 @@ def read_interactions_file(
             f'select "{user_col}"::varchar as user, "{item_col}"::varchar as item, '
             f"{as_time}::timestamp as time, {weight} as weight from source"
         ).df()
+        groups = None
+        if group_cols:
+            groups = con.execute(
+                " union all ".join(
+                    f"""select "{user_col}"::varchar as user, '{column}' as attribute,
+                               first("{column}"::varchar order by "{time_col}") as value
+                        from source group by all"""
+                    for column in group_cols
+                )
+            ).df()
     bad = frame.isna().any(axis=1) | ~(frame.weight > 0)
     if bad.any():
         raise InputError(
             f"{path}: {int(bad.sum())} of {len(frame)} rows lack a user, item, readable time "
             f"or positive weight (first at row {int(np.flatnonzero(bad)[0]) + 1})"
         )
-    return frame
+    return frame, groups
 
 
 def read_warehouse_interactions(
@@ -107,6 +123,26 @@ def read_warehouse_interactions(
                 "as_of": as_of,
                 "purpose": consent_policy().purpose_of["recommendations"],
             },
+        ).df()
+
+
+def read_warehouse_groups(settings: Settings, frame: pd.DataFrame, test_days: int) -> pd.DataFrame:
+    """(user, attribute, value) as in the models' fairness audit: device_type (the latest)
+    and visitor_type (new: first seen within 7 days before the test days)."""
+    test_start = frame.time.max().floor("D") - pd.Timedelta(days=test_days - 1)
+    with connect(settings, read_only=True) as con:
+        con.register("users", pd.DataFrame({"user": frame.user.unique()}))
+        return con.execute(
+            """select person_id as user, 'device_type' as attribute,
+                      coalesce(latest_device_type, 'unknown') as value
+               from marts.dim_persons join users on user = person_id
+               union all
+               select person_id, 'visitor_type',
+                      case when first_seen_at >= $start - interval 7 day
+                           then 'new' else 'returning' end
+               from marts.dim_persons join users on user = person_id
+               order by all""",
+            {"start": test_start.to_pydatetime()},
         ).df()
 
 
@@ -165,12 +201,33 @@ def splits(frame: pd.DataFrame, test_days: int) -> tuple[Split, Split]:
     return splits
 
 
-def score(kind: str, params: dict, split: Split, k: int, seed: int) -> dict[str, float]:
-    started = time.perf_counter()
+def rank(kind: str, params: dict, split: Split, k: int, seed: int) -> np.ndarray:
+    """The top k of each judged user of the split, by a model fitted on its training part."""
     model = Recommender(kind, params, seed=seed).fit(split.train)
-    recommended, _ = model.recommend(split.judged, k)
-    metrics = ranking_metrics(recommended, split.relevant[split.judged], split.train)
-    return {**metrics, "seconds": time.perf_counter() - started}
+    return model.recommend(split.judged, k)[0]
+
+
+def score(kind: str, params: dict, split: Split, k: int, seed: int) -> dict[str, float]:
+    recommended = rank(kind, params, split, k, seed)
+    return ranking_metrics(recommended, split.relevant[split.judged], split.train)
+
+
+def _by_group(
+    model: str, recommended: np.ndarray, split: Split, groups: pd.DataFrame
+) -> list[dict]:
+    """The metrics within each group of judged users: groups has (user, attribute, value)."""
+    judged_users = split.users[split.judged]
+    rows = []
+    for (attribute, value), members in groups.groupby(["attribute", "value"]):
+        mask = judged_users.isin(members.user)
+        if mask.any():
+            relevant = split.relevant[split.judged[mask]]
+            metrics = ranking_metrics(recommended[mask], relevant, split.train)
+            rows.append(
+                {"model": model, "attribute": attribute, "value": value,
+                 "users": int(mask.sum()), **metrics}
+            )  # fmt: skip
+    return rows
 
 
 def _reference_row(reference: pd.DataFrame, split: Split, k: int) -> dict:
@@ -186,44 +243,72 @@ def _reference_row(reference: pd.DataFrame, split: Split, k: int) -> dict:
     return {"model": "reference", "params": {}, **metrics, "seconds": 0.0}
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Per model (`table`) and per model and group of users (`by_group`), with the split."""
+
+    table: pd.DataFrame
+    by_group: pd.DataFrame
+    users: int
+    items: int
+    judged: int
+    held_out: int
+    cold_users: int
+
+
 def evaluate(
-    spec: RecommendSpec, frame: pd.DataFrame, reference: pd.DataFrame | None = None
-) -> pd.DataFrame:
+    spec: RecommendSpec,
+    frame: pd.DataFrame,
+    reference: pd.DataFrame | None = None,
+    groups: pd.DataFrame | None = None,
+) -> Evaluation:
     """One row per model (the baselines and each learned kind at its best validation
     parameters, with that validation NDCG) with its test metrics at K, sorted by NDCG; with a
-    reference ranking (user, item, score), its row too."""
+    reference ranking (user, item, score), its row too; with groups (user, attribute, value),
+    every model's metrics within each group."""
     validation, test = splits(frame, spec.test_days)
-    rows = []
+    rows, group_rows = [], []
+
+    def tested(kind: str, params: dict) -> dict:
+        started = time.perf_counter()
+        recommended = rank(kind, params, test, spec.k, spec.seed)
+        seconds = time.perf_counter() - started
+        if groups is not None:
+            group_rows.extend(_by_group(kind, recommended, test, groups))
+        metrics = ranking_metrics(recommended, test.relevant[test.judged], test.train)
+        return {"model": kind, "params": params, **metrics, "seconds": seconds}
+
     for kind in LEARNED:
         grid = spec.grids[kind]
         tried = [score(kind, params, validation, spec.k, spec.seed)["ndcg"] for params in grid]
         best = int(np.argmax(tried))  # the first of equals
-        tested = score(kind, grid[best], test, spec.k, spec.seed)
-        rows.append({"model": kind, "params": grid[best], "validation_ndcg": tried[best], **tested})
-    for kind in BASELINES:
-        rows.append({"model": kind, "params": {}, **score(kind, {}, test, spec.k, spec.seed)})
+        rows.append({**tested(kind, grid[best]), "validation_ndcg": tried[best]})
+    rows += [tested(kind, {}) for kind in BASELINES]
     if reference is not None:
         rows.append(_reference_row(reference, test, spec.k))
     table = pd.DataFrame(rows).sort_values("ndcg", ascending=False, ignore_index=True)
-    table.attrs.update(
+    return Evaluation(
+        table=table[["model", *METRICS, "seconds", "params", "validation_ndcg"]],
+        by_group=pd.DataFrame(
+            group_rows, columns=["model", "attribute", "value", "users", *METRICS]
+        ),
         users=test.train.shape[0],
         items=test.train.shape[1],
         judged=len(test.judged),
         held_out=int(test.relevant.nnz),
         cold_users=test.cold_users,
     )
-    return table[["model", *METRICS, "seconds", "params", "validation_ndcg"]]
 
 
-def report_lines(spec: RecommendSpec, table: pd.DataFrame, source: str) -> list[str]:
+def report_lines(spec: RecommendSpec, evaluation: Evaluation, source: str) -> list[str]:
     """The evaluation as a printed table, with what was held out and each model's lift in
-    NDCG over popularity."""
-    facts = table.attrs
+    NDCG over popularity; then NDCG@K per group of users, model by model."""
+    e, table = evaluation, evaluation.table
     popularity = float(table.set_index("model").ndcg["popularity"])
     lines = [
-        f"{spec.name} on {source}: {facts['users']:,} users x {facts['items']:,} items in "
-        f"training; test: the last {spec.test_days} day(s), {facts['held_out']:,} new items of "
-        f"{facts['judged']:,} users ({facts['cold_users']:,} users without history not ranked)",
+        f"{spec.name} on {source}: {e.users:,} users x {e.items:,} items in training; test: "
+        f"the last {spec.test_days} day(s), {e.held_out:,} new items of {e.judged:,} users "
+        f"({e.cold_users:,} users without history not ranked)",
         f"{'model':<13}"
         + "".join(f"{m + '@' + str(spec.k) if m in METRICS[:5] else m:>12}" for m in METRICS)
         + f"{'vs pop.':>9}{'seconds':>9}  parameters",
@@ -233,4 +318,15 @@ def report_lines(spec: RecommendSpec, table: pd.DataFrame, source: str) -> list[
         params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
         values = "".join(f"{getattr(row, m):>12.4f}" for m in METRICS)
         lines.append(f"{row.model:<13}{values}{lift:>9}{row.seconds:>9.1f}  {params}")
+    if not e.by_group.empty:
+        wide = e.by_group.pivot_table(
+            index=["attribute", "value", "users"], columns="model", values="ndcg"
+        )[list(table.model[table.model != "reference"])]
+        lines.append(f"NDCG@{spec.k} by group of users:")
+        lines.append(f"{'group':<28}{'users':>7}" + "".join(f"{m:>14}" for m in wide.columns))
+        for (attribute, value, users), ndcg in wide.iterrows():
+            lines.append(
+                f"{attribute + '=' + str(value):<28}{users:>7,}"
+                + "".join(f"{v:>14.4f}" for v in ndcg)
+            )
     return lines

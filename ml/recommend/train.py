@@ -23,8 +23,17 @@ import pandas as pd
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError
+from microseg.warehouse import connect
 from ml import registry
-from ml.recommend.evaluate import build_split, evaluate, read_warehouse_interactions, score, splits
+from ml.recommend.evaluate import (
+    Evaluation,
+    build_split,
+    evaluate,
+    read_warehouse_groups,
+    read_warehouse_interactions,
+    score,
+    splits,
+)
 from ml.recommend.metrics import METRICS
 from ml.recommend.models import Recommender
 from ml.recommend.spec import RecommendSpec, load_recommend_spec
@@ -57,7 +66,7 @@ class RecommenderTraining:
     version: str
     kind: str
     params: dict
-    table: pd.DataFrame  # the evaluation (ml.recommend.evaluate)
+    evaluation: Evaluation
 
 
 def _interactions_before(frame: pd.DataFrame, as_of: date | None) -> date:
@@ -74,7 +83,10 @@ def train_recommender(
     frame = read_warehouse_interactions(settings, spec, as_of)
     if frame.empty:
         raise MicrosegError(f"{name}: no interactions in marts.fct_person_item_interactions")
-    table = evaluate(spec, frame)
+    evaluation = evaluate(
+        spec, frame, groups=read_warehouse_groups(settings, frame, spec.test_days)
+    )
+    table = evaluation.table
     learned = table.dropna(subset=["validation_ndcg"])
     best = learned.loc[learned.validation_ndcg.idxmax()]
     everything = build_split(frame, frame.iloc[:0])
@@ -108,6 +120,7 @@ def train_recommender(
         mlflow.log_metric("validation_ndcg", float(best.validation_ndcg))
         mlflow.log_dict(spec.raw, "spec.yaml")
         mlflow.log_text(table.to_csv(index=False), "evaluation/models.csv")
+        mlflow.log_text(evaluation.by_group.to_csv(index=False), "evaluation/by_group.csv")
         factors = Path(tmp) / FACTORS_ARTIFACT
         seen = everything.train.tocsr()
         user_factors, item_factors = model.factors()
@@ -135,11 +148,59 @@ def train_recommender(
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, registry.CHALLENGER, version)
-    return RecommenderTraining(name, version, best.model, best.params, table)
+    _save_metrics(settings, name, version, before, best.model, evaluation)
+    return RecommenderTraining(name, version, best.model, best.params, evaluation)
+
+
+METRICS_DDL = f"""
+create table if not exists marts.recommendation_metrics (
+    model_name varchar not null,        -- the recommender spec
+    model_version varchar not null,     -- the version registered by this evaluation
+    interactions_before date not null,  -- the evaluation's data: interactions before this day
+    model varchar not null,             -- als, bpr, popularity or cooccurrence
+    is_registered boolean not null,     -- the model registered as that version
+    attribute varchar not null,         -- all, device_type or visitor_type
+    value varchar not null,             -- the group (all for attribute all)
+    users integer not null,             -- judged users: with new items in the test days
+    {", ".join(f"{m} double not null" for m in METRICS)},
+    primary key (model_name, model_version, model, attribute, value)
+)"""
+
+
+def _save_metrics(
+    settings: Settings,
+    name: str,
+    version: str,
+    before: date,
+    registered: str,
+    evaluation: Evaluation,
+) -> None:
+    """Every model's test metrics, overall and per group, into marts.recommendation_metrics."""
+    overall = evaluation.table[["model", *METRICS]].assign(
+        attribute="all", value="all", users=evaluation.judged
+    )
+    rows = pd.concat([overall, evaluation.by_group], ignore_index=True)
+    rows = rows[rows.model != "reference"].assign(
+        model_name=name,
+        model_version=version,
+        interactions_before=before,
+        is_registered=lambda r: r.model == registered,
+    )
+    with connect(settings) as con:
+        con.execute("create schema if not exists marts")
+        con.execute(METRICS_DDL)
+        con.execute("begin")
+        con.execute(
+            "delete from marts.recommendation_metrics where model_name = ? and model_version = ?",
+            [name, version],
+        )
+        con.register("new_metrics", rows)
+        con.execute("insert into marts.recommendation_metrics by name select * from new_metrics")
+        con.execute("commit")
 
 
 def describe_training(result: RecommenderTraining) -> str:
-    table = result.table.set_index("model")
+    table = result.evaluation.table.set_index("model")
     mine = table.loc[result.kind]
     return (
         f"{result.model} v{result.version} (challenger): {result.kind} "

@@ -17,7 +17,7 @@ from ml import registry
 from ml.cluster import cluster
 from ml.recommend.serve import write_recommendations
 from ml.recommend.train import promote_recommender, train_recommender
-from tests.helpers import query
+from tests.helpers import query, run_cli
 
 NIGHT = date(2026, 10, 12)
 MODEL = "recommend_content"
@@ -37,6 +37,19 @@ def trained(twelve_days_home: Path, tmp_path_factory) -> Settings:
     decision = promote_recommender(settings, MODEL)
     assert decision.promoted, decision.summary()
     assert decision.challenger_ndcg > 1.3 * decision.popularity_ndcg
+    # every model's test metrics, overall and by group, for the analyst
+    metrics = query(
+        settings,
+        """select model, is_registered, attribute, count(*), sum(users)
+           from marts.recommendation_metrics where model_version = '1' group by all order by all""",
+    )
+    registered = [m for m, is_registered, *_ in metrics if is_registered]
+    assert set(registered) == {first.kind}
+    overall = {m: users for m, _, attribute, _, users in metrics if attribute == "all"}
+    assert set(overall) == {"als", "bpr", "cooccurrence", "popularity"}
+    for model, _, attribute, groups, users in metrics:
+        if attribute == "visitor_type":
+            assert groups == 2 and users == overall[model]
     return settings
 
 
@@ -161,3 +174,62 @@ def test_nightly_recommendations(trained) -> None:
         )
     ).reshape(-1, 10)
     assert (np.diff(scores, axis=1) <= 1e-9).all()
+
+
+def test_audience_export_carries_each_persons_top_items(trained, tmp_path) -> None:
+    """`microseg export --with-recommendations 3`: each member's top three items of the night
+    in rank order (an empty list for a member without recommendations)."""
+    import csv
+    import json
+
+    from microseg.segments import run_segments
+
+    write_recommendations(trained, NIGHT)
+    run_segments(trained, NIGHT)
+    out = tmp_path / "audience.csv"
+    args = ["export", "--segment", "frequent_visitors", "--as-of", str(NIGHT), "--out", str(out)]
+    proc = run_cli(*args, "--with-recommendations", "3", home=trained.home)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    top = {}
+    for person, item in query(
+        trained,
+        "select person_id, item_id from marts.user_recommendations "
+        "where as_of_date = ? and rank <= 3 order by person_id, rank",
+        [NIGHT],
+    ):
+        top.setdefault(person, []).append(item)
+    assert len(rows) > 20
+    assert all(json.loads(r["recommended_items"]) == top.get(r["person_id"], []) for r in rows)
+    assert sum(1 for r in rows if r["recommended_items"] != "[]") > 20
+    manifest = json.loads((tmp_path / "audience.csv.manifest.json").read_text())
+    assert manifest["recommendations"] == {"model": MODEL, "k": 3}
+    missing = run_cli(*args, "--with-recommendations", "3", "--recommendation-model", "nope",
+                      home=trained.home)  # fmt: skip
+    assert missing.returncode == 2 and "no nope recommendations" in missing.stderr
+
+
+def test_trigger_payloads_carry_the_nights_top_items(trained) -> None:
+    """binge_reader's messages (triggers.yml: payload recommendations) name the person's top
+    five articles and videos of the night, best first."""
+    import json
+
+    from microseg.activation import activate
+
+    write_recommendations(trained, NIGHT)
+    activate(trained, NIGHT)
+    rows = query(
+        trained,
+        """select o.payload, list(r.item_id order by r.rank) filter (where r.rank <= 5)
+           from marts.activation_outbox o
+           left join marts.user_recommendations r
+             on r.person_id = o.person_id and r.as_of_date = ? and r.model_name = ?
+           where o.trigger_name = 'binge_reader'
+           group by all""",
+        [NIGHT, MODEL],
+    )
+    assert len(rows) > 3
+    for payload, top in rows:
+        carried = json.loads(payload)["recommendations"]
+        assert carried == ({MODEL: top} if top else {})
+    assert sum(1 for _, top in rows if top) > 3

@@ -17,6 +17,7 @@ from ml.recommend.evaluate import (
     build_split,
     evaluate,
     read_interactions_file,
+    read_warehouse_groups,
     read_warehouse_interactions,
     time_split,
 )
@@ -150,6 +151,7 @@ def _interactions_file(folder: Path, users: int = 300, days: int = 10) -> Path:
             "product": [f"i{i}" for i in item],
             "ts": (start + rng.uniform(0, days * 86400, len(user))).astype(np.int64),
             "strength": rng.integers(1, 4, len(user)),
+            "plan": np.where(user % 2 == 0, "free", "paid"),
         }
     )
     path = folder / "interactions.csv"
@@ -162,14 +164,16 @@ def test_evaluate_any_interactions_file(tmp_path) -> None:
     proc = run_cli(
         "recommend", "evaluate", "--interactions", str(path), "--user-col", "visitor",
         "--item-col", "product", "--time-col", "ts", "--weight-col", "strength",
-        home=tmp_path,
+        "--group-col", "plan", home=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "300 users x 60 items" in lines[0]
-    models = [line.split()[0] for line in lines[2:]]
+    models = [line.split()[0] for line in lines[2:6]]
     assert sorted(models) == ["als", "bpr", "cooccurrence", "popularity"]
-    ndcg = {line.split()[0]: float(line.split()[3]) for line in lines[2:]}
+    ndcg = {line.split()[0]: float(line.split()[3]) for line in lines[2:6]}
+    assert lines[6] == "NDCG@10 by group of users:"
+    assert [line.split()[0] for line in lines[8:]] == ["plan=free", "plan=paid"]
     assert ndcg["als"] > 1.3 * ndcg["popularity"]
     assert ndcg["cooccurrence"] > 1.3 * ndcg["popularity"]
 
@@ -177,7 +181,7 @@ def test_evaluate_any_interactions_file(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--user-col", "who"], "no column 'who' (columns: visitor, product, ts, strength)"),
+        (["--user-col", "who"], "no column 'who' (columns: visitor, product, ts, strength, plan)"),
         (["--model", "purchase_propensity"], "no recommender spec 'purchase_propensity'"),
     ],
 )
@@ -193,7 +197,8 @@ def test_evaluate_errors_are_one_line(tmp_path, args, message) -> None:
 
 def test_evaluate_needs_enough_days(tmp_path) -> None:
     path = _interactions_file(tmp_path, users=30, days=3)
-    frame = read_interactions_file(path, "visitor", "product", "ts", None)
+    frame, groups = read_interactions_file(path, "visitor", "product", "ts", None)
+    assert groups is None
     assert (frame.weight == 1).all()
     with pytest.raises(InputError, match="span 3 day"):
         evaluate(load_recommend_spec("recommend_content", SPECS), frame)
@@ -222,8 +227,18 @@ def test_warehouse_recommenders_approach_the_oracle(twelve_days, twelve_days_hom
             "score": scores[known].ravel(),
         }
     )
-    table = evaluate(spec, frame, reference).set_index("model")
+    groups = read_warehouse_groups(settings, frame, spec.test_days)
+    evaluation = evaluate(spec, frame, reference, groups)
+    table = evaluation.table.set_index("model")
     print(table[["ndcg", "precision", "recall", "coverage"]])
     ndcg = table.ndcg
     assert ndcg["reference"] > ndcg["als"] > 1.3 * ndcg["popularity"]
     assert ndcg["als"] > 0.6 * ndcg["reference"]
+    # per group: each attribute's groups partition the judged users, and a group's NDCG is the
+    # mean over its users, so the user-weighted mean of the groups is the overall NDCG
+    by_group = evaluation.by_group[evaluation.by_group.model == "als"]
+    assert set(by_group.attribute) == {"device_type", "visitor_type"}
+    for _, part in by_group.groupby("attribute"):
+        assert part.users.sum() == evaluation.judged
+        weighted = (part.ndcg * part.users).sum() / part.users.sum()
+        assert weighted == pytest.approx(ndcg["als"])
