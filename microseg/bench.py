@@ -13,6 +13,15 @@ Stages, on `--days` + 1 generated days:
   score        every person with the champion (rows: people scored)
   cluster      behavioral clusters on the latest as-of date (rows: people clustered)
   segments     the default segments for the latest as-of date (rows: people evaluated)
+  recommend    recommend_content evaluated on the warehouse beside the generator's oracle
+               ranking (rows: interactions; NDCG@10 of ALS, popularity and the oracle)
+  recommend at scale
+               ALS (the spec's first grid point) fitted on 100,000 people x 5,000 items x 20
+               interactions each (ml/recommend/synthetic.py), then every person's top 10 with
+               reasons: what a nightly refit costs at that size (rows: interactions)
+  recommend file
+               `microseg recommend evaluate` end to end on a CSV of 100,000 interactions
+               (1,000 people x 1,700 items): search, refits, metrics (rows: interactions)
   activate     the default triggers for that night: firings, caps, outbox, file delivery
                (rows: firings; printed beside it as a share of the night's dbt build)
   micro-batch  10,000 new events of the following day landed, then what the activation DAG
@@ -43,12 +52,12 @@ from microseg.config import Settings, disable_telemetry
 PANDAS_PEER = Path(__file__).resolve().parents[1] / "bench" / "pandas_peer.py"
 
 STAGE_SCRIPT = """
-import json, os, resource, sys, time
+import json, os, resource, subprocess, sys, time
 from pathlib import Path
 stage, landing, home, users, days, peer = sys.argv[1:7]
 users, days = int(users), int(days)
 files = sorted(Path(landing).glob("events_*"))
-models = {}
+models, extra = {}, {}
 started = time.perf_counter()
 if stage == "generate":
     from microseg.generate import GeneratorConfig, generate
@@ -62,6 +71,33 @@ elif stage == "pandas peer":
     events = pandas_peer["sessionize"](pandas_peer["read_events"](files[:days]))
     pandas_peer["user_features"](events, delivery_date(files[days - 1]) + timedelta(days=1))
     rows = len(events)
+elif stage == "recommend at scale":
+    import numpy as np
+    from ml.recommend.evaluate import build_split
+    from ml.recommend.models import Recommender
+    from ml.recommend.spec import load_recommend_spec
+    from ml.recommend.synthetic import latent_interactions
+    from microseg.config import Settings
+    frame = latent_interactions(100_000, 5_000, 20)
+    spec = load_recommend_spec("recommend_content", Settings.from_env().ml_specs_dir)
+    started = time.perf_counter()  # the nightly refit and serving, not making the data
+    history = build_split(frame, frame.iloc[:0])
+    model = Recommender("als", spec.grids["als"][0], seed=spec.seed).fit(history.train)
+    everyone = np.arange(history.train.shape[0])
+    ranked, _ = model.recommend(everyone, 10)
+    model.reasons(everyone, ranked)
+    rows = len(frame)
+elif stage == "recommend file":
+    from ml.recommend.synthetic import latent_interactions
+    frame = latent_interactions(1_000, 1_700, 100)
+    path = Path(home).parent / "interactions.csv"
+    frame.to_csv(path, index=False)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "microseg.cli", "recommend", "evaluate",
+                    "--interactions", str(path), "--user-col", "user", "--item-col", "item",
+                    "--time-col", "time", "--weight-col", "weight", "--group-col", "group"],
+                   check=True, stdout=sys.stderr)
+    rows = len(frame)
 elif stage == "scan floor":
     import duckdb
     names = [str(f) for f in files[:days]]
@@ -132,6 +168,16 @@ else:
         with connect(settings, read_only=True) as con:  # rows: people evaluated
             rows = con.execute("select count(*) from marts.fct_user_features_daily "
                                "where as_of_date = ?", [as_of]).fetchone()[0]
+    if stage == "recommend":
+        from microseg.generate.items import oracle_reference
+        from ml.recommend.evaluate import evaluate, read_warehouse_interactions
+        from ml.recommend.spec import load_recommend_spec
+        spec = load_recommend_spec("recommend_content", settings.ml_specs_dir)
+        frame = read_warehouse_interactions(settings, spec)
+        reference = oracle_reference(Path(landing) / "ground_truth")
+        table = evaluate(spec, frame, reference).table.set_index("model")
+        rows = len(frame)
+        extra = {m: float(table.ndcg[m]) for m in ("als", "popularity", "reference")}
     if stage == "activate":
         from microseg.activation import activate
         rows = sum(activate(settings, as_of).fired.values())
@@ -156,7 +202,8 @@ else:
 seconds = time.perf_counter() - started
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak, "models": models}))
+print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak, "models": models,
+                  "extra": extra}))
 """
 
 STAGES = (
@@ -170,6 +217,9 @@ STAGES = (
     "score",
     "cluster",
     "segments",
+    "recommend",
+    "recommend at scale",
+    "recommend file",
     "activate",
     "micro-batch",
     "day alone",
@@ -233,6 +283,17 @@ def ratios(results: dict[str, dict]) -> list[str]:
             f"  activate takes {seconds('activate') / seconds('night'):.0%} of the "
             "night's dbt build (target <= 20%)"
         )
+    recommend = results.get("recommend", {}).get("extra")
+    if recommend:
+        als, popularity, oracle = (recommend[m] for m in ("als", "popularity", "reference"))
+        lines.append(
+            f"  recommend_content ALS NDCG@10 {als:.4f} = {als / oracle:.2f}x the oracle's "
+            f"{oracle:.4f} (target >= 0.9x) and {als / popularity - 1:+.0%} over popularity "
+            f"{popularity:.4f} (target >= +30%)"
+        )
+    for stage, target in (("recommend at scale", 60), ("recommend file", 30)):
+        if seconds(stage):
+            lines.append(f"  {stage}: {seconds(stage):.1f} s (target <= {target} s)")
     slowest = sorted(results.get("transform", {}).get("models", {}).items(), key=lambda m: -m[1])
     if slowest:
         listed = ", ".join(f"{name} {time:.1f} s" for name, time in slowest[:4])

@@ -22,6 +22,7 @@ MARTS = (
     "element_heatmap_daily",
     "fct_session_micro_behaviors",
     "fct_person_category_daily",
+    "fct_person_item_interactions",
     "fct_user_features_daily",
     "consent_ledger",
     "consent_periods",

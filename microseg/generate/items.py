@@ -135,3 +135,27 @@ def oracle_scores(truth: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     category_share = FAVORITE_CATEGORY_SHARE * favorite + elsewhere
     scores *= type_share * category_share
     return tastes.person_key.to_numpy(), items.item_id.to_numpy(), scores
+
+
+def oracle_reference(truth: Path) -> pd.DataFrame:
+    """The oracle's scores keyed as the pipeline keys people: (user = person_id, item,
+    score), for people whose events the pipeline saw (tests and `make bench`)."""
+    from microseg.privacy.erase import person_id_of
+
+    keys, items, scores = oracle_scores(truth)
+    people = pd.read_parquet(truth / "people.parquet").set_index("person_key").reindex(keys)
+    devices = people.anonymous_ids.map(lambda ids: [] if ids is None else list(ids))
+    seen = devices.map(len).to_numpy() > 0  # people without a session never show up
+    identity = np.where(
+        people.is_registered,
+        "user:" + people.user_id.fillna(""),
+        "anon:" + devices.map(lambda ids: ids[0] if ids else ""),
+    )
+    person_ids = [person_id_of(key) for key in identity[seen]]
+    return pd.DataFrame(
+        {
+            "user": np.repeat(person_ids, len(items)),
+            "item": np.tile(items, len(person_ids)),
+            "score": scores[seen].ravel(),
+        }
+    )

@@ -1,6 +1,6 @@
 """Recommenders on a users x items confidence matrix: implicit ALS and BPR, and the two
-baselines every recommender must beat, popularity (overall or within the person's group) and
-item-item co-occurrence.
+baselines every recommender must beat, popularity and item-item co-occurrence (popularity
+within a behavioral cluster is the nightly cold start: ml/recommend/serve.py).
 
 Each model is fitted on a CSR matrix and answers `recommend(users, k)`: (users x k) item
 indices and scores, best first, never an item the user already has in the training matrix
@@ -20,19 +20,40 @@ from implicit.nearest_neighbours import bm25_weight
 from threadpoolctl import threadpool_limits
 
 _CHUNK = 2048  # users scored at once
-KINDS = ("als", "bpr", "popularity", "cluster_popularity", "cooccurrence")
+
+
+def _first_per_row(rows: np.ndarray, *keys: np.ndarray, k: int = 1) -> np.ndarray:
+    """Positions of the first k entries of each row after sorting by `keys` (the first key
+    most significant) within the row: the rows' top k with deterministic tie-breaking."""
+    order = np.lexsort((*reversed(keys), rows))
+    sorted_rows = rows[order]
+    start = np.searchsorted(sorted_rows, sorted_rows)  # where each entry's row begins
+    return order[np.arange(len(order)) - start < k]
 
 
 def top_k(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k columns per row, excluding seen items (ties: the lower item index first)."""
+    """Best k columns per row, excluding seen items (ties: the lower item index first).
+    A partition finds each row's k-th best score in linear time; only the candidates at or
+    above it are sorted (a full sort of every row was most of the serving time)."""
     scores = np.array(scores, dtype=np.float64)
     rows, cols = seen.nonzero()
     scores[rows, cols] = -np.inf
-    k = min(k, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    best = np.take_along_axis(scores, order, axis=1)
-    order[np.isneginf(best)] = -1
-    return order, np.where(np.isneginf(best), np.nan, best)
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    order = np.full((n_rows, k), -1)
+    best = np.full((n_rows, k), np.nan)
+    if not n_rows or not k:
+        return order, best
+    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k]
+    rows, cols = np.nonzero(scores >= kth[:, None])
+    values = scores[rows, cols]
+    chosen = _first_per_row(rows, -values, cols, k=k)
+    rows, cols, values = rows[chosen], cols[chosen], values[chosen]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    real = ~np.isneginf(values)
+    order[rows[real], rank[real]] = cols[real]
+    best[rows[real], rank[real]] = values[real]
+    return order, best
 
 
 @dataclass
@@ -42,7 +63,6 @@ class Recommender:
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
     seed: int = 7
-    groups: np.ndarray | None = None  # cluster_popularity: each user's group label
     _train: sp.csr_matrix | None = None
     _state: Any = None
 
@@ -60,8 +80,6 @@ class Recommender:
                 self._state.fit(weighted.tocsr(), show_progress=False)
         elif self.kind == "popularity":
             self._state = np.diff(self._train.tocsc().indptr).astype(np.float64)
-        elif self.kind == "cluster_popularity":
-            self._state = self._group_popularity()
         elif self.kind == "cooccurrence":
             binary = (self._train > 0).astype(np.float32)
             together = (binary.T @ binary).tocsr()
@@ -78,16 +96,6 @@ class Recommender:
         # BPR's threads race on shared factors: one thread keeps a seed's result reproducible
         return BayesianPersonalizedRanking(**self.params, random_state=self.seed, num_threads=1)
 
-    def _group_popularity(self) -> dict:
-        groups = np.asarray(self.groups)
-        overall = np.diff(self._train.tocsc().indptr).astype(np.float64)
-        by_group = {}
-        for group in np.unique(groups):
-            members = self._train[np.flatnonzero(groups == group)]
-            # within the group first, overall popularity breaks ties and fills the tail
-            by_group[group] = np.diff(members.tocsc().indptr) + overall / (overall.max() + 1)
-        return by_group
-
     def scores(self, users: np.ndarray) -> np.ndarray:
         """users x items: higher is better (before excluding what they already have)."""
         users = np.asarray(users)
@@ -95,8 +103,6 @@ class Recommender:
             return self._state.user_factors[users] @ self._state.item_factors.T
         if self.kind == "popularity":
             return np.broadcast_to(self._state, (len(users), len(self._state)))
-        if self.kind == "cluster_popularity":
-            return np.stack([self._state[g] for g in np.asarray(self.groups)[users]])
         return np.asarray((self._train[users] @ self._state).todense())
 
     def factors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -105,28 +111,34 @@ class Recommender:
             raise ValueError(f"a {self.kind} model has no factors")
         return np.asarray(self._state.user_factors), np.asarray(self._state.item_factors)
 
-    def _similarity(self, items: np.ndarray, others: np.ndarray) -> np.ndarray | None:
-        """items x others likeness (None for the popularity baselines)."""
-        if self.kind in ("als", "bpr"):
-            factors = np.asarray(self._state.item_factors)
-            unit = factors / (np.linalg.norm(factors, axis=1, keepdims=True) + 1e-9)
-            return unit[items] @ unit[others].T
+    def _likeness(self, items: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """How alike each pair (items[i], others[i]) is: cosine of the item factors, or the
+        co-occurrence similarity."""
         if self.kind == "cooccurrence":
-            return np.asarray(self._state[items][:, others].todense())
-        return None
+            return np.asarray(self._state[items, others]).ravel()
+        factors = np.asarray(self._state.item_factors)
+        unit = factors / (np.linalg.norm(factors, axis=1, keepdims=True) + 1e-9)
+        return np.einsum("ij,ij->i", unit[items], unit[others])
 
     def reasons(self, users: np.ndarray, recommended: np.ndarray) -> np.ndarray:
         """For each recommended item, the item of the user's history most like it: why it is
-        recommended ("because you read ..."); -1 for a baseline or an empty slot."""
+        recommended ("because you read ..."; ties: the lower item index); -1 for a baseline
+        or an empty slot. Vectorized over (user, history item) pairs, a chunk of users at
+        a time."""
         why = np.full(recommended.shape, -1)
-        for row, user in enumerate(np.asarray(users)):
-            had = self._train[user].indices
-            shown = recommended[row] >= 0
-            if not len(had) or not shown.any():
-                continue
-            likeness = self._similarity(recommended[row][shown], had)
-            if likeness is not None:
-                why[row, shown] = had[likeness.argmax(axis=1)]
+        if self.kind not in ("als", "bpr", "cooccurrence"):
+            return why
+        users = np.asarray(users)
+        for chunk in np.array_split(np.arange(len(users)), max(1, -(-len(users) // _CHUNK))):
+            history = self._train[users[chunk]]
+            owner = np.repeat(np.arange(len(chunk)), np.diff(history.indptr))
+            for rank in range(recommended.shape[1]):
+                shown = recommended[chunk, rank][owner]
+                pair = np.flatnonzero(shown >= 0)
+                had = history.indices[pair]
+                likeness = self._likeness(shown[pair], had)
+                best = _first_per_row(owner[pair], -likeness, had)
+                why[chunk[owner[pair][best]], rank] = had[best]
         return why
 
     def recommend(self, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError
@@ -23,7 +24,7 @@ from microseg.privacy import consent_policy
 from microseg.warehouse import connect, features_as_of, has_table
 from ml import registry
 from ml.recommend.evaluate import build_split, read_warehouse_interactions
-from ml.recommend.models import Recommender
+from ml.recommend.models import Recommender, top_k
 from ml.recommend.spec import load_recommend_spec
 from ml.recommend.train import configuration
 from ml.specs import RECOMMENDATION, spec_names
@@ -117,26 +118,21 @@ def recommend_for(settings: Settings, name: str, as_of: date, people: pd.DataFra
     ]
     # cold start: what is popular among the people of the same cluster, else overall
     cold = people[~known]
-    share = np.diff(history.train.tocsc().indptr) / max(history.train.shape[0], 1)
-    groups = cold.cluster_id.fillna(-1).astype(int).to_numpy()
-    for group in np.unique(groups):
-        members = people.person_id[known & (people.cluster_id.fillna(-1).astype(int) == group)]
-        in_group = history.users.get_indexer(members)
-        popular = (
-            np.diff(history.train[in_group].tocsc().indptr) / max(len(in_group), 1)
-            if group >= 0 and len(in_group)
-            else share
-        )
-        order = np.argsort(-popular, kind="stable")[: spec.k]
-        who = cold.person_id[groups == group]
-        ranked = np.broadcast_to(order, (len(who), len(order)))
+    cluster = people.cluster_id.fillna(-1).astype(int).to_numpy()
+    for group in np.unique(cluster[~known]):
+        in_group = rows[known & (cluster == group)]
         source = "popular_in_cluster" if group >= 0 and len(in_group) else "popular"
+        basis = history.train[in_group] if source == "popular_in_cluster" else history.train
+        share = Recommender("popularity").fit(basis).scores(np.zeros(1, dtype=int))
+        ranked, scores = top_k(share / basis.shape[0], sp.csr_matrix(share.shape), spec.k)
+        who = cold.person_id[cluster[~known] == group]
+        repeat = (len(who), 1)
         parts.append(
             _rows(
                 who,
-                ranked,
-                np.broadcast_to(popular[order], ranked.shape),
-                np.full(ranked.shape, -1),
+                np.tile(ranked, repeat),
+                np.tile(scores, repeat),
+                np.full((len(who), ranked.shape[1]), -1),
                 items,
                 item_types,
                 source,
