@@ -105,18 +105,18 @@ class Recommender:
             return np.broadcast_to(self._state, (len(users), len(self._state)))
         return np.asarray((self._train[users] @ self._state).todense())
 
-    def factors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(user factors, item factors) of a fitted ALS or BPR model."""
+    def item_factors(self) -> np.ndarray:
+        """The item factors of a fitted ALS or BPR model."""
         if self.kind not in ("als", "bpr"):
             raise ValueError(f"a {self.kind} model has no factors")
-        return np.asarray(self._state.user_factors), np.asarray(self._state.item_factors)
+        return np.asarray(self._state.item_factors)
 
     def _likeness(self, items: np.ndarray, others: np.ndarray) -> np.ndarray:
         """How alike each pair (items[i], others[i]) is: cosine of the item factors, or the
         co-occurrence similarity."""
         if self.kind == "cooccurrence":
             return np.asarray(self._state[items, others]).ravel()
-        factors = np.asarray(self._state.item_factors)
+        factors = self.item_factors()
         unit = factors / (np.linalg.norm(factors, axis=1, keepdims=True) + 1e-9)
         return np.einsum("ij,ij->i", unit[items], unit[others])
 

@@ -1,8 +1,10 @@
-"""The registered form of a recommender (MLflow models-from-code): its fitted factors answer
-the top K items per user.
+"""The registered form of a recommender (MLflow models-from-code): its item factors, and no
+person data (MLflow holds none: docs/privacy.md), so it ranks items like a given history.
 
-predict() takes a frame with a `user` column and returns, for each user known at training,
-the `k` best items they had not interacted with (params={"k": 10}): user, rank, item, score.
+predict() takes a frame of (user, item) rows, each user's history, and returns for each user
+the `k` items most like their history (the sum of cosine similarities of the item factors),
+excluding the history and items unknown at training (params={"k": 10}): user, rank, item,
+score. The nightly recommendations refit the model on everyone's interactions instead.
 """
 
 from __future__ import annotations
@@ -16,30 +18,32 @@ from mlflow.models import set_model
 from ml.recommend.models import top_k
 
 
-class TopItems(mlflow.pyfunc.PythonModel):
+class ItemsLikeHistory(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         data = np.load(context.artifacts["factors"], allow_pickle=False)
-        self.users = pd.Index(data["users"])
-        self.items = data["items"]
-        self.user_factors, self.item_factors = data["user_factors"], data["item_factors"]
-        self.seen = sp.csr_matrix(
-            (data["seen_data"], data["seen_indices"], data["seen_indptr"]),
-            shape=(len(self.users), len(self.items)),
-        )
+        self.items = pd.Index(data["items"])
+        factors = data["item_factors"]
+        self.unit = factors / (np.linalg.norm(factors, axis=1, keepdims=True) + 1e-9)
 
     def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         k = int((params or {}).get("k", 10))
-        rows = self.users.get_indexer(model_input["user"])
-        rows = rows[rows >= 0]
-        order, best = top_k(self.user_factors[rows] @ self.item_factors.T, self.seen[rows], k)
+        history = model_input.assign(column=self.items.get_indexer(model_input["item"]))
+        history = history[history.column >= 0].drop_duplicates(["user", "column"])
+        users = pd.Index(history.user.unique())
+        had = sp.csr_matrix(
+            (np.ones(len(history)), (users.get_indexer(history.user), history.column)),
+            shape=(len(users), len(self.items)),
+        )
+        order, best = top_k((had @ self.unit) @ self.unit.T, had, k)
+        names = np.where(order >= 0, self.items.to_numpy()[np.maximum(order, 0)], None)
         return pd.DataFrame(
             {
-                "user": np.repeat(self.users[rows], order.shape[1]),
-                "rank": np.tile(np.arange(1, order.shape[1] + 1), len(rows)),
-                "item": np.where(order >= 0, self.items[order], None).ravel(),
+                "user": np.repeat(users.to_numpy(), order.shape[1]),
+                "rank": np.tile(np.arange(1, order.shape[1] + 1), len(users)),
+                "item": names.ravel(),
                 "score": best.ravel(),
             }
         ).dropna(subset=["item"])
 
 
-set_model(TopItems())
+set_model(ItemsLikeHistory())

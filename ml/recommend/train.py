@@ -3,10 +3,11 @@ registry, and the gate that makes it champion.
 
 Training evaluates every model on the time split (ml.recommend.evaluate); the learned kind
 with the best validation NDCG, refitted on all interactions, is logged (its configuration, its
-test metrics beside the baselines', the evaluation table, and its factors as a pyfunc model
-that answers the top K per user) and registered as `challenger`. Promotion re-evaluates the
-challenger's and the champion's configurations on the same test days and moves `champion`
-only when the challenger beats it and popularity by the spec's margins.
+test metrics beside the baselines', the evaluation table, and its item factors as a pyfunc
+model that ranks items like a given history: ml/recommend/pyfunc_model.py; no person data
+goes to MLflow) and registered as `challenger`. Promotion re-evaluates the challenger's and
+the champion's configurations on the same test days and moves `champion` only when the
+challenger beats it and popularity by the spec's margins.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ FACTORS_ARTIFACT = "factors.npz"
 
 
 def _signature():
-    """users in; (user, rank, item, score) out; k a parameter."""
+    """(user, item) histories in; (user, rank, item, score) out; k a parameter."""
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
-        inputs=Schema([ColSpec("string", "user")]),
+        inputs=Schema([ColSpec("string", "user"), ColSpec("string", "item")]),
         outputs=Schema(
             [
                 ColSpec("string", "user"),
@@ -122,17 +123,8 @@ def train_recommender(
         mlflow.log_text(table.to_csv(index=False), "evaluation/models.csv")
         mlflow.log_text(evaluation.by_group.to_csv(index=False), "evaluation/by_group.csv")
         factors = Path(tmp) / FACTORS_ARTIFACT
-        seen = everything.train.tocsr()
-        user_factors, item_factors = model.factors()
         np.savez(
-            factors,
-            users=everything.users.to_numpy(dtype=str),
-            items=everything.items.to_numpy(dtype=str),
-            user_factors=user_factors,
-            item_factors=item_factors,
-            seen_data=seen.data,
-            seen_indices=seen.indices,
-            seen_indptr=seen.indptr,
+            factors, items=everything.items.to_numpy(dtype=str), item_factors=model.item_factors()
         )
         tags = registry.lineage_tags(settings)
         mlflow.set_tags(tags)

@@ -67,9 +67,9 @@ def test_the_gate_promotes_only_a_better_challenger(trained) -> None:
     assert str(registry.version_by_alias(client, MODEL, registry.CHALLENGER).version) == "2"
 
 
-def test_the_registered_model_answers_top_items(trained) -> None:
-    """models:/recommend_content@champion loads as a pyfunc model and ranks, for a person,
-    items they had not interacted with before the night."""
+def test_the_registered_model_ranks_items_like_a_history(trained) -> None:
+    """models:/recommend_content@champion loads as a pyfunc model and ranks, for a history,
+    items outside it; MLflow holds no person ids."""
     import mlflow.pyfunc
     import pandas as pd
 
@@ -82,17 +82,22 @@ def test_the_registered_model_answers_top_items(trained) -> None:
         "group by all order by count(*) desc limit 3",
         [NIGHT],
     )
-    top = model.predict(pd.DataFrame({"user": [p for (p,) in people]}), params={"k": 5})
-    assert len(top) == 15 and top.groupby("user").score.is_monotonic_decreasing.all()
-    had = set(
-        query(
-            trained,
-            "select person_id, item_id from marts.fct_person_item_interactions "
-            "where activity_date < ?",
-            [NIGHT],
-        )
+    had = query(
+        trained,
+        "select person_id, item_id from marts.fct_person_item_interactions "
+        "where activity_date < ? and person_id in (select unnest(?::varchar[]))",
+        [NIGHT, [p for (p,) in people]],
     )
-    assert not any((u, i) in had for u, i in zip(top.user, top["item"], strict=True))
+    history = pd.DataFrame(had, columns=["user", "item"])
+    top = model.predict(history, params={"k": 5})
+    assert len(top) == 15 and all(
+        part.score.is_monotonic_decreasing for _, part in top.groupby("user")
+    )
+    assert not set(zip(top.user, top["item"], strict=True)) & set(had)
+    mlflow_files = [*trained.mlflow_artifacts_dir.rglob("*"), trained.home / "mlflow.db"]
+    stored = b"".join(p.read_bytes() for p in mlflow_files if p.is_file())
+    assert len(stored) > 10_000
+    assert not any(person.encode() in stored for (person,) in people)
 
 
 def test_nightly_recommendations(trained) -> None:
