@@ -144,7 +144,8 @@ def oracle_reference(truth: Path) -> pd.DataFrame:
 
     keys, items, scores = oracle_scores(truth)
     people = pd.read_parquet(truth / "people.parquet").set_index("person_key").reindex(keys)
-    devices = people.anonymous_ids.map(lambda ids: [] if ids is None else list(ids))
+    # devices a person used; missing (null or NaN) for someone who never had a session
+    devices = people.anonymous_ids.map(lambda ids: list(ids) if hasattr(ids, "__len__") else [])
     seen = devices.map(len).to_numpy() > 0  # people without a session never show up
     identity = np.where(
         people.is_registered,
