@@ -382,6 +382,7 @@ def cmd_recommend_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from ml.recommend.evaluate import (
         evaluate,
         read_interactions_file,
+        read_warehouse_clusters,
         read_warehouse_groups,
         read_warehouse_interactions,
         report_lines,
@@ -394,12 +395,15 @@ def cmd_recommend_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         frame, groups = read_interactions_file(
             args.interactions, *columns, tuple(args.group_col or ())
         )
+        clusters = None
         source = str(args.interactions)
     else:
         frame = read_warehouse_interactions(settings, spec, args.as_of)
         groups = read_warehouse_groups(settings, frame, spec.test_days)
+        clusters = read_warehouse_clusters(settings, frame, spec.test_days)
         source = "marts.fct_person_item_interactions"
-    for line in report_lines(spec, evaluate(spec, frame, groups=groups), source):
+    evaluation = evaluate(spec, frame, groups=groups, clusters=clusters)
+    for line in report_lines(spec, evaluation, source):
         print(line)
     return 0
 

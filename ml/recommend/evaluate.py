@@ -22,9 +22,9 @@ import scipy.sparse as sp
 from microseg.config import Settings
 from microseg.errors import InputError
 from microseg.privacy import consent_policy
-from microseg.warehouse import connect
+from microseg.warehouse import connect, has_table
 from ml.recommend.metrics import METRICS, ranking_metrics
-from ml.recommend.models import Recommender, top_k
+from ml.recommend.models import Recommender, popularity_share, top_k
 from ml.recommend.spec import LEARNED, RecommendSpec
 
 BASELINES = ("popularity", "cooccurrence")
@@ -146,6 +146,22 @@ def read_warehouse_groups(settings: Settings, frame: pd.DataFrame, test_days: in
         ).df()
 
 
+def read_warehouse_clusters(
+    settings: Settings, frame: pd.DataFrame, test_days: int
+) -> pd.Series | None:
+    """user -> behavioral cluster on the first test day (marts.person_clusters, fitted on the
+    features before it: point in time); None when no clusters were fitted that night."""
+    test_start = frame.time.max().floor("D") - pd.Timedelta(days=test_days - 1)
+    with connect(settings, read_only=True) as con:
+        if not has_table(con, "marts", "person_clusters"):
+            return None
+        clusters = con.execute(
+            "select person_id, cluster_id from marts.person_clusters where as_of_date = ?",
+            [test_start.date()],
+        ).df()
+    return clusters.set_index("person_id").cluster_id if len(clusters) else None
+
+
 def time_split(frame: pd.DataFrame, test_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(before, last test_days calendar days)."""
     days = frame.time.dt.floor("D")
@@ -207,6 +223,20 @@ def rank(kind: str, params: dict, split: Split, k: int, seed: int) -> np.ndarray
     return model.recommend(split.judged, k)[0]
 
 
+def rank_within_clusters(split: Split, clusters: pd.Series, k: int) -> np.ndarray:
+    """The popularity baseline within each user's cluster (clusters: user -> cluster id);
+    users without a cluster get overall popularity."""
+    label = clusters.reindex(split.users).fillna(-1).astype(int).to_numpy()
+    judged = label[split.judged]
+    recommended = np.empty((len(split.judged), min(k, split.train.shape[1])), dtype=int)
+    for group in np.unique(judged):
+        basis = split.train[label == group] if group >= 0 else split.train
+        who = np.flatnonzero(judged == group)
+        share = np.broadcast_to(popularity_share(basis), (len(who), split.train.shape[1]))
+        recommended[who] = top_k(share, split.train[split.judged[who]], k)[0]
+    return recommended
+
+
 def score(kind: str, params: dict, split: Split, k: int, seed: int) -> dict[str, float]:
     recommended = rank(kind, params, split, k, seed)
     return ranking_metrics(recommended, split.relevant[split.judged], split.train)
@@ -261,9 +291,11 @@ def evaluate(
     frame: pd.DataFrame,
     reference: pd.DataFrame | None = None,
     groups: pd.DataFrame | None = None,
+    clusters: pd.Series | None = None,
 ) -> Evaluation:
     """One row per model (the baselines and each learned kind at its best validation
-    parameters, with that validation NDCG) with its test metrics at K, sorted by NDCG; with a
+    parameters, with that validation NDCG) with its test metrics at K, sorted by NDCG; with
+    clusters (user -> cluster id), the popularity-within-cluster baseline too; with a
     reference ranking (user, item, score), its row too; with groups (user, attribute, value),
     every model's metrics within each group."""
     validation, test = splits(frame, spec.test_days)
@@ -271,7 +303,10 @@ def evaluate(
 
     def tested(kind: str, params: dict) -> dict:
         started = time.perf_counter()
-        recommended = rank(kind, params, test, spec.k, spec.seed)
+        if kind == "cluster_popularity":
+            recommended = rank_within_clusters(test, clusters, spec.k)
+        else:
+            recommended = rank(kind, params, test, spec.k, spec.seed)
         seconds = time.perf_counter() - started
         if groups is not None:
             group_rows.extend(_by_group(kind, recommended, test, groups))
@@ -284,6 +319,8 @@ def evaluate(
         best = int(np.argmax(tried))  # the first of equals
         rows.append({**tested(kind, grid[best]), "validation_ndcg": tried[best]})
     rows += [tested(kind, {}) for kind in BASELINES]
+    if clusters is not None:
+        rows.append(tested("cluster_popularity", {}))
     if reference is not None:
         rows.append(_reference_row(reference, test, spec.k))
     table = pd.DataFrame(rows).sort_values("ndcg", ascending=False, ignore_index=True)
@@ -309,7 +346,7 @@ def report_lines(spec: RecommendSpec, evaluation: Evaluation, source: str) -> li
         f"{spec.name} on {source}: {e.users:,} users x {e.items:,} items in training; test: "
         f"the last {spec.test_days} day(s), {e.held_out:,} new items of {e.judged:,} users "
         f"({e.cold_users:,} users without history not ranked)",
-        f"{'model':<13}"
+        f"{'model':<19}"
         + "".join(f"{m + '@' + str(spec.k) if m in METRICS[:5] else m:>12}" for m in METRICS)
         + f"{'vs pop.':>9}{'seconds':>9}  parameters",
     ]
@@ -317,16 +354,20 @@ def report_lines(spec: RecommendSpec, evaluation: Evaluation, source: str) -> li
         lift = f"{row.ndcg / popularity - 1:+.0%}" if popularity > 0 else "n/a"
         params = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
         values = "".join(f"{getattr(row, m):>12.4f}" for m in METRICS)
-        lines.append(f"{row.model:<13}{values}{lift:>9}{row.seconds:>9.1f}  {params}")
+        lines.append(f"{row.model:<19}{values}{lift:>9}{row.seconds:>9.1f}  {params}")
     if not e.by_group.empty:
         wide = e.by_group.pivot_table(
             index=["attribute", "value", "users"], columns="model", values="ndcg"
         )[list(table.model[table.model != "reference"])]
         lines.append(f"NDCG@{spec.k} by group of users:")
-        lines.append(f"{'group':<28}{'users':>7}" + "".join(f"{m:>14}" for m in wide.columns))
+        widths = [max(14, len(m) + 2) for m in wide.columns]
+        lines.append(
+            f"{'group':<28}{'users':>7}"
+            + "".join(f"{m:>{w}}" for m, w in zip(wide.columns, widths, strict=True))
+        )
         for (attribute, value, users), ndcg in wide.iterrows():
             lines.append(
                 f"{attribute + '=' + str(value):<28}{users:>7,}"
-                + "".join(f"{v:>14.4f}" for v in ndcg)
+                + "".join(f"{v:>{w}.4f}" for v, w in zip(ndcg, widths, strict=True))
             )
     return lines

@@ -1,6 +1,6 @@
 """Recommenders on a users x items confidence matrix: implicit ALS and BPR, and the two
 baselines every recommender must beat, popularity and item-item co-occurrence (popularity
-within a behavioral cluster is the nightly cold start: ml/recommend/serve.py).
+within a behavioral cluster is a third, ml/recommend/evaluate.py, and the nightly cold start).
 
 Each model is fitted on a CSR matrix and answers `recommend(users, k)`: (users x k) item
 indices and scores, best first, never an item the user already has in the training matrix
@@ -20,6 +20,11 @@ from implicit.nearest_neighbours import bm25_weight
 from threadpoolctl import threadpool_limits
 
 _CHUNK = 2048  # users scored at once
+
+
+def popularity_share(train: sp.csr_matrix) -> np.ndarray:
+    """The share of the matrix's users who have each item."""
+    return np.diff(train.tocsc().indptr) / max(train.shape[0], 1)
 
 
 def _first_per_row(rows: np.ndarray, *keys: np.ndarray, k: int = 1) -> np.ndarray:
@@ -79,7 +84,7 @@ class Recommender:
                 self._state = self._implicit_model()
                 self._state.fit(weighted.tocsr(), show_progress=False)
         elif self.kind == "popularity":
-            self._state = np.diff(self._train.tocsc().indptr).astype(np.float64)
+            self._state = popularity_share(self._train)
         elif self.kind == "cooccurrence":
             binary = (self._train > 0).astype(np.float32)
             together = (binary.T @ binary).tocsr()

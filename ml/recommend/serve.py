@@ -24,7 +24,7 @@ from microseg.privacy import consent_policy
 from microseg.warehouse import connect, features_as_of, has_table
 from ml import registry
 from ml.recommend.evaluate import build_split, read_warehouse_interactions
-from ml.recommend.models import Recommender, top_k
+from ml.recommend.models import Recommender, popularity_share, top_k
 from ml.recommend.spec import load_recommend_spec
 from ml.recommend.train import configuration
 from ml.specs import RECOMMENDATION, spec_names
@@ -123,8 +123,8 @@ def recommend_for(settings: Settings, name: str, as_of: date, people: pd.DataFra
         in_group = rows[known & (cluster == group)]
         source = "popular_in_cluster" if group >= 0 and len(in_group) else "popular"
         basis = history.train[in_group] if source == "popular_in_cluster" else history.train
-        share = Recommender("popularity").fit(basis).scores(np.zeros(1, dtype=int))
-        ranked, scores = top_k(share / basis.shape[0], sp.csr_matrix(share.shape), spec.k)
+        share = popularity_share(basis)[None, :]
+        ranked, scores = top_k(share, sp.csr_matrix(share.shape), spec.k)
         who = cold.person_id[cluster[~known] == group]
         repeat = (len(who), 1)
         parts.append(

@@ -27,9 +27,11 @@ from microseg.errors import MicrosegError
 from microseg.warehouse import connect
 from ml import registry
 from ml.recommend.evaluate import (
+    BASELINES,
     Evaluation,
     build_split,
     evaluate,
+    read_warehouse_clusters,
     read_warehouse_groups,
     read_warehouse_interactions,
     score,
@@ -85,7 +87,10 @@ def train_recommender(
     if frame.empty:
         raise MicrosegError(f"{name}: no interactions in marts.fct_person_item_interactions")
     evaluation = evaluate(
-        spec, frame, groups=read_warehouse_groups(settings, frame, spec.test_days)
+        spec,
+        frame,
+        groups=read_warehouse_groups(settings, frame, spec.test_days),
+        clusters=read_warehouse_clusters(settings, frame, spec.test_days),
     )
     table = evaluation.table
     learned = table.dropna(subset=["validation_ndcg"])
@@ -194,12 +199,15 @@ def _save_metrics(
 def describe_training(result: RecommenderTraining) -> str:
     table = result.evaluation.table.set_index("model")
     mine = table.loc[result.kind]
+    baselines = ", ".join(
+        f"{model.replace('_', ' ')} {table.ndcg[model]:.4f}"
+        for model in (*BASELINES, "cluster_popularity")
+        if model in table.index
+    )
     return (
         f"{result.model} v{result.version} (challenger): {result.kind} "
         f"({', '.join(f'{k}={v}' for k, v in result.params.items())}), test NDCG@K "
-        f"{mine.ndcg:.4f} (popularity {table.ndcg['popularity']:.4f}, co-occurrence "
-        f"{table.ndcg['cooccurrence']:.4f}), recall {mine.recall:.4f}, coverage "
-        f"{mine.coverage:.3f}"
+        f"{mine.ndcg:.4f} ({baselines}), recall {mine.recall:.4f}, coverage {mine.coverage:.3f}"
     )
 
 

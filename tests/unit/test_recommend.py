@@ -14,8 +14,10 @@ import scipy.sparse as sp
 from microseg.config import Settings
 from microseg.errors import ConfigError, InputError
 from ml.recommend.evaluate import (
+    Split,
     build_split,
     evaluate,
+    rank_within_clusters,
     read_interactions_file,
     read_warehouse_groups,
     read_warehouse_interactions,
@@ -113,6 +115,32 @@ def test_popularity_baseline() -> None:
     without = np.flatnonzero(train[:, 25].toarray().ravel() == 0)[:2]
     order, _ = Recommender("popularity").fit(train).recommend(without, 2)
     assert order[:, 0].tolist() == [25, 25]
+
+
+def test_popularity_within_clusters() -> None:
+    """Each judged user gets the favorites of their own cluster; a user without a cluster
+    the overall ones."""
+    train = _blocks()
+    held = sp.csr_matrix((np.ones(60), (np.arange(60), np.arange(60) // 20 * 10 + 9)), (60, 30))
+    relevant = (held - held.multiply(train > 0)).tocsr()
+    relevant.eliminate_zeros()
+    users = pd.Index([f"u{i}" for i in range(60)])
+    split = Split(
+        users=users,
+        items=pd.Index(range(30)),
+        train=train,
+        relevant=relevant,
+        judged=np.flatnonzero(np.diff(relevant.indptr) > 0),
+        cold_users=0,
+    )
+    clusters = pd.Series(np.arange(59) // 20, index=users[:59])  # u59 has no cluster
+    top = rank_within_clusters(split, clusters, 3)
+    blocks = top // 10
+    expected = (split.judged // 20)[:, None]
+    in_cluster = split.judged < 59
+    assert (blocks[in_cluster] == expected[in_cluster]).all()
+    # u59 (of block 2, who has item 20): overall popularity, the other blocks' favorites first
+    assert not in_cluster.all() and sorted(top[~in_cluster][0][:2]) == [0, 10]
 
 
 def test_specs_split_into_scoring_models_and_recommenders() -> None:
