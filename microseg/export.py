@@ -42,6 +42,21 @@ def neutralized(column: str) -> str:
     )
 
 
+def _require_rows(con, table: str, model: str, as_of: date, option: str, remedy: str) -> None:
+    """One line naming the option and the remedy unless marts.<table> (user_scores,
+    user_recommendations) has rows of `model` for `as_of`."""
+    present = (
+        has_table(con, "marts", table)
+        and con.execute(
+            f"select count(*) from marts.{table} where model_name = ? and as_of_date = ?",
+            [model, as_of],
+        ).fetchone()[0]
+    )
+    if not present:
+        what = table.removeprefix("user_")
+        raise ConfigError(f"{option}: no {model} {what} for {as_of} (run `{remedy}`)")
+
+
 def export_audience(
     settings: Settings,
     segment: str,
@@ -69,18 +84,7 @@ def export_audience(
         score_join, score_column = "", ""
         params: list = [segment, as_of, purpose]
         if min_score is not None:
-            scored = (
-                has_table(con, "marts", "user_scores")
-                and con.execute(
-                    "select count(*) from marts.user_scores "
-                    "where model_name = ? and as_of_date = ?",
-                    [score_model, as_of],
-                ).fetchone()[0]
-            )
-            if not scored:
-                raise ConfigError(
-                    f"--min-score: no {score_model} scores for {as_of} (run `microseg score`)"
-                )
+            _require_rows(con, "user_scores", score_model, as_of, "--min-score", "microseg score")
             score_join = (
                 "join marts.user_scores s on s.person_id = m.person_id "
                 "and s.as_of_date = m.as_of_date and s.model_name = ? "
@@ -93,19 +97,14 @@ def export_audience(
             params = [score_model, min_score, *params]
         recommendation_join, recommendation_column = "", ""
         if with_recommendations is not None:
-            recommended = (
-                has_table(con, "marts", "user_recommendations")
-                and con.execute(
-                    "select count(*) from marts.user_recommendations "
-                    "where model_name = ? and as_of_date = ?",
-                    [recommendation_model, as_of],
-                ).fetchone()[0]
+            _require_rows(
+                con,
+                "user_recommendations",
+                recommendation_model,
+                as_of,
+                "--with-recommendations",
+                f"microseg recommend write --as-of {as_of}",
             )
-            if not recommended:
-                raise ConfigError(
-                    f"--with-recommendations: no {recommendation_model} recommendations for "
-                    f"{as_of} (run `microseg recommend write --as-of {as_of}`)"
-                )
             recommendation_join = """
             left join (
                 select person_id, to_json(list(item_id order by rank)) as recommended_items

@@ -124,14 +124,14 @@ def promote(settings: Settings, name: str) -> Decision:
         champion_value=champion_value,
         reasons=reasons,
     )
-    run_id = challenger.run_id
-    client.log_dict(
-        run_id,
-        {**decision.__dict__, "holdout": [str(d) for d in holdout_dates]},
-        "promotion/decision.json",
+    client.log_text(
+        challenger.run_id, result.groups.to_csv(index=False), "promotion/fairness_audit.csv"
     )
-    client.log_text(run_id, result.groups.to_csv(index=False), "promotion/fairness_audit.csv")
-    client.set_model_version_tag(name, challenger.version, "promotion", decision.summary())
-    if decision.promoted:
-        client.set_registered_model_alias(name, registry.CHAMPION, challenger.version)
+    registry.record_decision(
+        client,
+        name,
+        challenger,
+        {**decision.__dict__, "holdout": [str(d) for d in holdout_dates]},
+        decision.summary(),
+    )
     return decision

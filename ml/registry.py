@@ -146,3 +146,12 @@ def flag_for_retraining(
                 )
                 flagged.append(f"{model.name} v{version.version}")
     return sorted(flagged)
+
+
+def record_decision(client: MlflowClient, model: str, challenger, decision: dict, summary: str):
+    """The gate's verdict: on the challenger's run (promotion/decision.json) and version (tag
+    `promotion`); a promotion moves the champion alias."""
+    client.log_dict(challenger.run_id, decision, "promotion/decision.json")
+    client.set_model_version_tag(model, challenger.version, "promotion", summary)
+    if decision["promoted"]:
+        client.set_registered_model_alias(model, CHAMPION, challenger.version)

@@ -291,8 +291,5 @@ def promote_recommender(settings: Settings, name: str) -> RecommenderDecision:
         popularity_ndcg=popularity_ndcg,
         reasons=reasons,
     )
-    client.log_dict(challenger.run_id, decision.__dict__, "promotion/decision.json")
-    client.set_model_version_tag(name, challenger.version, "promotion", decision.summary())
-    if decision.promoted:
-        client.set_registered_model_alias(name, registry.CHAMPION, challenger.version)
+    registry.record_decision(client, name, challenger, decision.__dict__, decision.summary())
     return decision
