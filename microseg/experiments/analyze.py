@@ -45,10 +45,12 @@ RESULTS_DDL = """create table if not exists marts.experiment_results (
     metric varchar not null,
     role varchar not null,              -- primary | secondary | guardrail
     n integer not null,
-    mean double,
+    mean double,                        -- CUPED-adjusted, as every estimate below
     control_n integer not null,
     control_mean double,
-    lift double,                        -- absolute, CUPED-adjusted
+    raw_mean double,                    -- the plain averages per person
+    raw_control_mean double,
+    lift double,                        -- absolute: mean - control_mean
     standard_error double,
     lift_low double,                    -- fixed-horizon 95% interval
     lift_high double,
@@ -167,7 +169,8 @@ def compare(values: pd.DataFrame, experiment: Experiment, metric: Metric) -> lis
             continue
         y = pair.y.to_numpy(dtype=float)
         if np.ptp(y) == 0:  # everyone the same (no one opted out): nothing to test
-            same = {"mean": float(y[0]), "control_mean": float(y[0]), "standard_error": 0.0}
+            same = dict.fromkeys(("mean", "control_mean", "raw_mean", "raw_control_mean"), y[0])
+            same = {**same, "standard_error": 0.0}
             zero = ("lift", "lift_low", "lift_high", "sequential_low", "sequential_high")
             row.update(same, **dict.fromkeys(zero, 0.0))
             rows.append(row)
@@ -188,12 +191,15 @@ def compare(values: pd.DataFrame, experiment: Experiment, metric: Metric) -> lis
         halfwidth = confidence_sequence_halfwidth(
             test.standard_error, yt.size + yc.size, experiment.planned_people
         )
+        # the adjusted means: lift = mean - control_mean, relative lift = their ratio - 1
         relative = relative_lift(
-            yt.mean(), yt.var(ddof=1), yt.size, yc.mean(), yc.var(ddof=1), yc.size
+            at.mean(), at.var(ddof=1), at.size, ac.mean(), ac.var(ddof=1), ac.size
         )
         chance, _ = chance_to_beat_control(test.difference, test.standard_error)
         row.update(
-            mean=float(yt.mean()), control_mean=float(yc.mean()), lift=float(test.difference),
+            mean=float(at.mean()), control_mean=float(ac.mean()),
+            raw_mean=float(yt.mean()), raw_control_mean=float(yc.mean()),
+            lift=float(test.difference),
             standard_error=float(test.standard_error),
             lift_low=float(test.low), lift_high=float(test.high),
             sequential_low=float(test.difference - halfwidth),
@@ -321,6 +327,10 @@ def analyze(
                 "no exposures yet: run `microseg activate` (it builds marts.experiment_exposures)"
             )
         con.execute(RESULTS_DDL)
+        for column in ("raw_mean", "raw_control_mean"):  # tables from before they existed
+            con.execute(
+                f"alter table marts.experiment_results add column if not exists {column} double"
+            )
         con.execute(DECISIONS_DDL)
         for experiment in experiments.experiments:
             if names and experiment.name not in names:
@@ -363,7 +373,8 @@ def analyze(
 
 
 RESULT_COLUMNS = (
-    "arm", "metric", "role", "n", "mean", "control_n", "control_mean", "lift", "standard_error",
+    "arm", "metric", "role", "n", "mean", "control_n", "control_mean", "raw_mean",
+    "raw_control_mean", "lift", "standard_error",
     "lift_low",
     "lift_high", "sequential_low", "sequential_high", "relative_lift", "relative_low",
     "relative_high", "p_value", "adjusted_p_value", "variance_reduction",

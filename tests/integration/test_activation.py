@@ -435,7 +435,8 @@ def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activa
         rows = {
             r[0]: r[1:]
             for r in con.execute(
-                """select metric, n, control_n, mean, control_mean from marts.experiment_results
+                """select metric, n, control_n, raw_mean, raw_control_mean
+                   from marts.experiment_results
                    where as_of_date = ? and arm = 'reminder'""",
                 [as_of],
             ).fetchall()

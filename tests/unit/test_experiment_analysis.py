@@ -8,6 +8,7 @@ from datetime import date
 import duckdb
 import numpy as np
 import pandas as pd
+import pytest
 
 from microseg.experiments.analyze import ONE_ARM_EXPOSURES, decide, results
 from microseg.experiments.grammar import Arm, Experiment, Guardrail, Metric
@@ -60,6 +61,21 @@ def test_a_planted_lift_ships_with_an_interval_around_it() -> None:
     assert primary.relative_low < primary.relative_lift < primary.relative_high
     assert primary.relative_lift > 0.15 and primary.chance_to_beat_control > 0.99
     assert bool(frame[frame.role == "guardrail"].guardrail_ok.iloc[0])
+
+
+def test_every_estimate_of_a_row_is_on_the_same_adjusted_means() -> None:
+    """lift = mean - control_mean and relative lift = mean / control_mean - 1, on the CUPED-
+    adjusted means; the raw means are the plain averages of each arm."""
+    values = _values(2, convert=(0.10, 0.12))
+    frame, _ = _decision(values)
+    for row in frame.itertuples():
+        raw = values[row.metric].groupby("arm").y.mean()
+        assert row.raw_mean == pytest.approx(raw["reminder"])
+        assert row.raw_control_mean == pytest.approx(raw["control"])
+        assert row.lift == pytest.approx(row.mean - row.control_mean, abs=1e-12)
+        assert row.relative_lift == pytest.approx(row.mean / row.control_mean - 1, abs=1e-12)
+    primary = frame[frame.role == "primary"].iloc[0]
+    assert primary.variance_reduction > 0.05 and primary.mean != primary.raw_mean
 
 
 def test_no_effect_keeps_running_and_ends_inconclusive() -> None:
