@@ -93,7 +93,7 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 
 test: install $(CHROMIUM) ## Lint, then run the whole test suite (what CI runs)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install ## Ruff lint and format check
 	$(BIN)/ruff check .

@@ -15,6 +15,22 @@ from microseg.transform import transform
 
 disable_telemetry()
 
+# Modules that take many minutes go to the workers first (make test runs pytest-xdist with
+# --dist loadfile --no-loadscope-reorder, which hands out modules in collection order):
+# started last, one of them would keep a single worker busy after the other has finished.
+SLOWEST_MODULES = (
+    "tests/e2e/test_airflow_ui.py",
+    "tests/integration/test_incremental.py",
+    "tests/integration/test_notebooks.py",
+    "tests/dbt/test_segments.py",
+    "tests/integration/test_activation.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    first = {module: rank for rank, module in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: first.get(item.nodeid.split("::")[0], len(first)))
+
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
