@@ -392,6 +392,31 @@ def test_the_report_command_prints_the_report_mart(activated):
         assert row[3] == sum(row[4:13])
 
 
+def test_a_trigger_whose_channel_changed_within_a_day_counts_each_firing_once(activated, tmp_path):
+    """Half of a day's firings of a trigger made while it had another channel: the report has
+    a row per channel, and each row accounts for its own firings exactly once."""
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(activated.warehouse_path, copy)
+    with duckdb.connect(str(copy)) as con:
+        day, trigger = con.execute(
+            """select fired_at::date, trigger_name from marts.trigger_suppressions
+               group by all order by count(*) desc, 1, 2 limit 1"""
+        ).fetchone()
+        for table in ("trigger_firings", "activation_outbox"):
+            con.execute(
+                f"""update marts.{table} set channel = 'sms'
+                    where trigger_name = ? and fired_at::date = ? and hash(person_id) % 2 = 0""",
+                [trigger, day],
+            )
+        rows = con.execute(
+            """select channel, fired, sent + failed + pending + expired + not_consented
+                      + re_eligibility + capped + holdout + experiment_control
+               from marts.activation_report where trigger_name = ? and fired_on = ?""",
+            [trigger, day],
+        ).fetchall()
+    assert len(rows) == 2 and all(fired == accounted > 0 for _, fired, accounted in rows), rows
+
+
 def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activated):
     with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
         per_arm = "select arm, count(*) from marts.{} group by all"

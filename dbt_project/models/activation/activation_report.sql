@@ -40,26 +40,35 @@ messages as (
     group by all
 ),
 
+-- a suppression takes the channel of its firing: a trigger whose channel changed within a day
+-- has a row per channel, each counting its own firings once
+suppressed as (
+    select suppressions.*, firings.channel
+    from {{ source('activation', 'trigger_suppressions') }} as suppressions
+    join {{ ref('trigger_firings') }} as firings using (trigger_name, person_id, fired_at)
+),
+
 suppressions as (
     select
         suppressions.fired_at::date as fired_on,
         suppressions.trigger_name,
+        suppressions.channel,
         count(*) filter (where reason = 'expired') as expired,
         count(*) filter (where reason like 'not_consented:%') as not_consented,
         count(*) filter (where reason = 're_eligibility') as re_eligibility,
         count(*) filter (where reason like 'capped:%') as capped,
         count(*) filter (where reason = 'holdout') as holdout,
         count(*) filter (where reason like 'experiment_control:%') as experiment_control
-    from {{ source('activation', 'trigger_suppressions') }} as suppressions
+    from suppressed as suppressions
     group by all
 ),
 
 capped_by as (
-    select fired_on, trigger_name, json_group_object(cap, n) as capped_by
+    select fired_on, trigger_name, channel, json_group_object(cap, n) as capped_by
     from (
-        select fired_at::date as fired_on, trigger_name,
+        select fired_at::date as fired_on, trigger_name, channel,
                substr(reason, length('capped:') + 1) as cap, count(*) as n
-        from {{ source('activation', 'trigger_suppressions') }}
+        from suppressed
         where reason like 'capped:%'
         group by all
     )
@@ -84,8 +93,8 @@ final as (
         coalesce(capped_by.capped_by, '{}'::json) as capped_by
     from firings
     left join messages using (fired_on, trigger_name, channel)
-    left join suppressions using (fired_on, trigger_name)
-    left join capped_by using (fired_on, trigger_name)
+    left join suppressions using (fired_on, trigger_name, channel)
+    left join capped_by using (fired_on, trigger_name, channel)
 )
 
 select * from final
