@@ -13,7 +13,9 @@ files under `$MICROSEG_HOME/activation/`, webhooks of triggers.yml), audience CS
 Steps: ingest → raw Great Expectations checkpoint → dbt through Cosmos, one `dbt build` task
 per layer (events → sessions → person_days, `dbt_project/selectors.yml`; a model's data
 tests run right after it, so a failing test stops what is built on it) → feature Great
-Expectations checkpoint → score with each champion model → behavioral clusters →
+Expectations checkpoint → score with each champion model (beside it, `request_retraining`:
+skipped unless a champion drifted past its spec's `retrain_psi`, when it updates the
+`model_drift` asset that starts models_weekly) → behavioral clusters →
 recommendations of each recommender champion (`marts.user_recommendations`) → segments →
 triggers of the day before (`microseg activate`) → experiments analyzed
 (`marts.experiment_results`, `marts.experiment_decisions`) → audience exports → retention
@@ -55,7 +57,12 @@ from cosmos.constants import InvocationMode
 from cosmos.operators.local import DbtBuildLocalOperator
 
 from microseg.config import Settings
-from microseg.orchestration import WRITER_POOL, fail_on_failed_dbt_tests, run_step
+from microseg.orchestration import (
+    WRITER_POOL,
+    fail_on_failed_dbt_tests,
+    model_drift_asset,
+    run_step,
+)
 
 SETTINGS = Settings.from_env()
 # dbt_project/selectors.yml, in build order; models/segments: the segments step
@@ -148,6 +155,14 @@ def behavior_nightly():
 
         return run_step(score_step, params, data_interval_end)
 
+    @task(outlets=[model_drift_asset()])
+    def request_retraining(params=None, data_interval_end=None):
+        """Succeeds, updating the asset that starts models_weekly, only when a champion's
+        drift reached its spec's retrain_psi tonight; skipped otherwise."""
+        from microseg.pipeline import request_retraining_step
+
+        return run_step(request_retraining_step, params, data_interval_end)
+
     @task
     def cluster(params=None, data_interval_end=None):
         from microseg.pipeline import cluster_step
@@ -196,12 +211,14 @@ def behavior_nightly():
 
         return run_step(publish_step, params, data_interval_end)
 
+    scored = score()
+    scored >> request_retraining()  # a side branch: the night goes on either way
     (
         ingest()
         >> validate_raw()
         >> dbt_build
         >> validate_features()
-        >> score()
+        >> scored
         >> cluster()
         >> recommend()
         >> segments()

@@ -1,7 +1,9 @@
 """
 ### models_weekly — train, then promote through the gate
 
-Sundays at 05:00 UTC (`MICROSEG_WEEKLY_SCHEDULE`).
+Sundays at 05:00 UTC (`MICROSEG_WEEKLY_SCHEDULE`), and as soon as behavior_nightly's
+`request_retraining` updates the `model_drift` asset (a champion's drift against its training
+set reached its spec's `retrain_psi`).
 
 **Reads** `marts.fct_user_features_daily` (point-in-time training sets: features as of D, label
 from [D, D + horizon)), `marts.fct_person_item_interactions` (the recommenders: ALS or BPR,
@@ -22,18 +24,28 @@ train task at once with the counts, without retries; the other models still trai
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from microseg.config import Settings
-from microseg.orchestration import WRITER_POOL, run_step
+from microseg.orchestration import WRITER_POOL, model_drift_asset, run_step, undated
 from ml.specs import RECOMMENDATION, spec_names
 
 SETTINGS = Settings.from_env()
 MODELS = spec_names(SETTINGS.ml_specs_dir) + spec_names(SETTINGS.ml_specs_dir, RECOMMENDATION)
 
 
+DRIFT = model_drift_asset()
+
+
 @dag(
-    schedule=SETTINGS.weekly_schedule,
+    schedule=(
+        AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(SETTINGS.weekly_schedule, timezone="UTC"),
+            assets=[DRIFT],
+        )
+        if SETTINGS.weekly_schedule
+        else [DRIFT]
+    ),
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -48,13 +60,13 @@ def models_weekly():
         def train_model(model=model, params=None, data_interval_end=None):
             from microseg.pipeline import train_step
 
-            return run_step(train_step, params, data_interval_end, model=model)
+            return run_step(train_step, params, data_interval_end, moment=undated, model=model)
 
         @task(task_id=f"promote_{model}")
         def promote_model(model=model, params=None, data_interval_end=None):
             from microseg.pipeline import promote_step
 
-            return run_step(promote_step, params, data_interval_end, model=model)
+            return run_step(promote_step, params, data_interval_end, moment=undated, model=model)
 
         train_model() >> promote_model()
 

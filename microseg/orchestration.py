@@ -27,6 +27,20 @@ def as_of_for_run(params: dict[str, Any], data_interval_end: Any) -> date:
     return data_interval_end.date()
 
 
+def undated(_params: dict[str, Any], _data_interval_end: Any) -> None:
+    """For steps that work on the newest data whatever the run (models_weekly's training):
+    a run started by an asset event has no data interval."""
+    return None
+
+
+def model_drift_asset():
+    """The asset behavior_nightly updates when a champion drifted past its retrain_psi, and
+    models_weekly is scheduled on (besides its weekly cron)."""
+    from airflow.sdk import Asset
+
+    return Asset(name="model_drift", uri="microseg://model-drift")
+
+
 def cutoff_for_run(params: dict[str, Any], data_interval_end: Any) -> datetime:
     """The `cutoff` param of a manual activation run, else the end of its data interval (UTC,
     naive, to the second); a manual run without a cutoff: now."""
@@ -50,7 +64,7 @@ def run_step(
     params: dict[str, Any],
     data_interval_end: Any,
     *,
-    moment: Callable[[dict[str, Any], Any], date | datetime] = as_of_for_run,
+    moment: Callable[[dict[str, Any], Any], date | datetime | None] = as_of_for_run,
     **options: Any,
 ) -> str:
     """Run one pipeline step for the run's date (or moment: the activation DAG's cutoff).

@@ -152,7 +152,8 @@ def score_step(settings: Settings, as_of: date) -> str:
     if not written:
         return "score: no champion model yet (models_weekly trains and promotes)"
     lines = ["score: " + ", ".join(f"{n:,} people by {m}" for m, n in written.items())]
-    return "\n".join(lines + drift_summaries(settings, as_of))
+    due = [f"retrain: {line}" for line in retraining_due(settings, as_of)]
+    return "\n".join(lines + drift_summaries(settings, as_of) + due)
 
 
 def drift_summaries(settings: Settings, as_of: date) -> list[str]:
@@ -164,6 +165,30 @@ def drift_summaries(settings: Settings, as_of: date) -> list[str]:
         if not has_table(con, "marts", "model_monitoring"):
             return []
         return summaries(con, as_of)
+
+
+def retraining_due(settings: Settings, as_of: date) -> list[str]:
+    """The champions whose drift against their training set reached their spec's
+    retrain_psi on the date (ml/monitoring.py)."""
+    from microseg.warehouse import connect, has_table
+    from ml.monitoring import retraining_due as due
+    from ml.specs import load_spec, spec_names
+
+    specs = [load_spec(name, settings.ml_specs_dir) for name in spec_names(settings.ml_specs_dir)]
+    levels = {s.name: s.monitoring.retrain for s in specs if s.monitoring.retrain is not None}
+    with connect(settings, read_only=True) as con:
+        if not has_table(con, "marts", "model_monitoring"):
+            return []
+        return due(con, as_of, levels)
+
+
+def request_retraining_step(settings: Settings, as_of: date) -> str:
+    """Airflow: succeeds (and so updates the model-drift asset that starts models_weekly)
+    only when a champion drifted past its retrain_psi tonight; otherwise nothing to do."""
+    due = retraining_due(settings, as_of)
+    if not due:
+        raise NothingToRunError(f"no champion drifted past its retrain_psi on {as_of}")
+    return "\n".join(f"retrain: {line}: models_weekly starts" for line in due)
 
 
 def cluster_step(settings: Settings, as_of: date) -> str:
@@ -292,7 +317,7 @@ def _is_recommender(settings: Settings, model: str) -> bool:
     return model in spec_names(settings.ml_specs_dir, RECOMMENDATION)
 
 
-def train_step(settings: Settings, _as_of: date, model: str) -> str:
+def train_step(settings: Settings, _as_of: date | None, model: str) -> str:
     """Weekly: train one model (a scoring model or a recommender) from its spec; it becomes
     the challenger."""
     if _is_recommender(settings, model):
@@ -304,7 +329,7 @@ def train_step(settings: Settings, _as_of: date, model: str) -> str:
     return describe(train(settings, model))
 
 
-def promote_step(settings: Settings, _as_of: date, model: str) -> str:
+def promote_step(settings: Settings, _as_of: date | None, model: str) -> str:
     """Weekly: the gate (beat the champion on the same holdout; scoring models also pass the
     fairness audit, recommenders beat popularity)."""
     if _is_recommender(settings, model):

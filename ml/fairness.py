@@ -42,9 +42,14 @@ def _group_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
 
 
 def audit(
-    holdout: pd.DataFrame, scores: np.ndarray, spec: Spec, classes: list[str] | None = None
+    holdout: pd.DataFrame,
+    scores: np.ndarray,
+    spec: Spec,
+    threshold: float,
+    classes: list[str] | None = None,
 ) -> Audit:
-    """Audit `scores` (aligned with holdout rows, which carry label and group columns)."""
+    """Audit `scores` (aligned with holdout rows, which carry label and group columns) of a
+    model activating people from `threshold` on."""
     if classes is not None:
         return _audit_multiclass(holdout, scores, spec, classes)
     limits = spec.fairness
@@ -56,7 +61,7 @@ def audit(
         table = []
         for group in sorted(set(values)):
             mask = values == group
-            metrics = _group_metrics(labels[mask], scores[mask], spec.activation_threshold)
+            metrics = _group_metrics(labels[mask], scores[mask], threshold)
             table.append(
                 {
                     "attribute": attribute,

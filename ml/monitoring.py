@@ -16,6 +16,9 @@ feature window, windows fill up night after night and every count drifts from th
 rows). A subject at `fail` against either baseline stops the scoring of that model with one
 line naming it, after the monitoring rows are written: scores computed on a population the
 champion never saw, or on a night unlike the one before (a broken tracker), are not acted on.
+With `retrain_psi` set, drift against the training set at or past it asks for a retraining:
+in Airflow the nightly's `request_retraining` task then updates the asset that starts
+models_weekly at once (ml/specs, dags/).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ create table if not exists marts.model_monitoring (
 class Thresholds:
     warn: float = 0.1
     fail: float | None = None  # opt-in: a young history drifts from its own training rows
+    retrain: float | None = None  # opt-in: drift against training that asks for a retraining
 
     def status(self, psi: float) -> str:
         if self.fail is not None and psi >= self.fail:
@@ -142,6 +146,28 @@ def write(con, rows: pd.DataFrame, *, model: str, version: str, as_of: date) -> 
     con.execute("insert into marts.model_monitoring by name select * from monitoring_rows")
     con.unregister("monitoring_rows")
     con.execute("commit")
+
+
+def retraining_due(con, as_of: date, levels: dict[str, float]) -> list[str]:
+    """One line per model (levels: model -> its retrain_psi) with an input or its score at
+    or past that level against its training set on the date, naming the worst."""
+    if not levels:
+        return []
+    rows = con.execute(
+        """
+        select model_name, model_version, arg_max(subject, psi), max(psi)
+        from marts.model_monitoring
+        where as_of_date = ? and baseline = 'training' and list_contains(?, model_name)
+        group by all order by model_name
+        """,
+        [as_of, sorted(levels)],
+    ).fetchall()
+    return [
+        f"{model} v{version} drifted past its retrain_psi {levels[model]:g} ({worst}: PSI "
+        f"{value:.3f} against its training set)"
+        for model, version, worst, value in rows
+        if value >= levels[model]
+    ]
 
 
 def summaries(con, as_of: date) -> list[str]:

@@ -18,7 +18,7 @@ from microseg.warehouse import connect
 from ml import registry
 from ml.fairness import Audit, audit
 from ml.specs import load_spec
-from ml.train import model_metrics, predict
+from ml.train import model_metrics
 from ml.training_sets import people_at
 
 AUDIT_TABLE_DDL = """
@@ -76,8 +76,6 @@ def _save_audit(settings: Settings, model: str, version: str, result: Audit) -> 
 
 def promote(settings: Settings, name: str) -> Decision:
     """Decide on the current challenger of `name`; move the champion alias if it passes."""
-    import mlflow.lightgbm
-
     spec = load_spec(name, settings.ml_specs_dir)
     client = registry.client(settings)
     challenger = registry.version_by_alias(client, name, registry.CHALLENGER)
@@ -91,12 +89,15 @@ def promote(settings: Settings, name: str) -> Decision:
     metric = spec.promotion["metric"]
 
     def evaluate(version: str):
-        booster = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
-        scores = predict(booster, holdout)
-        classes = registry.version_classes(client, name, version)
-        return scores, classes, model_metrics(spec, labels, scores, classes)[metric]
+        scorer = registry.load_scorer(settings, name, version=version)
+        scores = scorer.predict(scorer.inputs(holdout))
+        return (
+            scorer,
+            scores,
+            model_metrics(labels, scores, scorer.classes, scorer.threshold)[metric],
+        )
 
-    scores, classes, challenger_value = evaluate(challenger.version)
+    scorer, scores, challenger_value = evaluate(challenger.version)
     reasons = []
     if challenger_value < spec.promotion["min_value"]:
         reasons.append(f"{metric} {challenger_value:.4f} is below {spec.promotion['min_value']}")
@@ -111,7 +112,7 @@ def promote(settings: Settings, name: str) -> Decision:
                 f"does not beat champion v{champion.version} by {margin} on {metric} "
                 f"({challenger_value:.4f} vs {champion_value:.4f}, same holdout)"
             )
-    result = audit(holdout, scores, spec, classes)
+    result = audit(holdout, scores, spec, scorer.threshold, scorer.classes)
     reasons += [f"fairness audit failed: {failure}" for failure in result.failures]
     _save_audit(settings, name, str(challenger.version), result)
     decision = Decision(

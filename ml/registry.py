@@ -18,7 +18,6 @@ from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import MicrosegError
 
 if TYPE_CHECKING:
-    import lightgbm
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
 
@@ -72,27 +71,27 @@ def version_by_alias(mlflow_client: MlflowClient, model: str, alias: str) -> Mod
     ) from None
 
 
-def load_booster(
-    settings: Settings, model: str, alias: str
-) -> tuple[lightgbm.Booster, str, list[str] | None]:
-    """models:/<model>@<alias> as a LightGBM booster (the pyfunc flavor mishandles categories),
-    its version, and its categories if it is a multiclass model."""
+def load_scorer(settings: Settings, model: str, alias: str | None = None, version: str = ""):
+    """A version of a model (by alias, or by number) as an ml.scorer.Scorer: its LightGBM
+    booster (the pyfunc flavor mishandles categories), calibration and threshold."""
     import mlflow.lightgbm
 
+    from ml.scorer import SCORING_TAG, Scorer
+
     mlflow_client = client(settings)
-    version = version_by_alias(mlflow_client, model, alias)
-    if version is None:
-        raise MicrosegError(f"no {model}@{alias} in the MLflow registry: run `microseg train`")
-    booster = mlflow.lightgbm.load_model(f"models:/{model}@{alias}")
-    return booster, str(version.version), version_classes(mlflow_client, model, version.version)
-
-
-def version_classes(mlflow_client: MlflowClient, model: str, version: str) -> list[str] | None:
-    """A multiclass version's categories, in the order of its probability columns."""
-    import json
-
-    tag = mlflow_client.get_model_version(model, version).tags.get("classes")
-    return json.loads(tag) if tag else None
+    if alias is not None:
+        found = version_by_alias(mlflow_client, model, alias)
+        if found is None:
+            raise MicrosegError(f"no {model}@{alias} in the MLflow registry: run `microseg train`")
+        version = str(found.version)
+    tags = mlflow_client.get_model_version(model, version).tags
+    if SCORING_TAG not in tags:
+        raise MicrosegError(
+            f"{model} v{version} was trained before calibrated scores: train and promote it "
+            f"again (`microseg train --model {model}`, then `microseg promote`)"
+        )
+    booster = mlflow.lightgbm.load_model(f"models:/{model}/{version}")
+    return Scorer.from_tags(booster, version, tags)
 
 
 def lineage_tags(settings: Settings) -> dict[str, str]:

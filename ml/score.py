@@ -22,7 +22,7 @@ from microseg.privacy import consent_policy
 from microseg.warehouse import connect, features_as_of, has_table
 from ml import monitoring, registry
 from ml.specs import load_spec, spec_names
-from ml.train import deciles, explanations, scoring_inputs
+from ml.train import deciles
 from ml.training_sets import people_at
 
 USER_SCORES_DDL = """
@@ -120,16 +120,17 @@ def score(
     written, refused = {}, []
     for name in names:
         spec = load_spec(name, settings.ml_specs_dir)
-        booster, version, classes = registry.load_booster(settings, name, registry.CHAMPION)
+        scorer = registry.load_scorer(settings, name, registry.CHAMPION)
+        version = scorer.version
         people = people_at(settings, spec, [as_of], labelled=False)
         if people.empty:
             raise MicrosegError(f"{name}: nobody to score on {as_of} (no features that day)")
-        inputs = scoring_inputs(booster, people)
-        scores = booster.predict(inputs)
-        why = explanations(booster, inputs, scores, classes)
+        inputs = scorer.inputs(people)
+        scores = scorer.predict(inputs)
+        why = scorer.explain(inputs, scores)
         predicted_class = None
-        if classes is not None:  # multiclass: the likeliest category and its probability
-            predicted_class = np.asarray(classes)[scores.argmax(axis=1)]
+        if scorer.classes is not None:  # multiclass: the likeliest category and its probability
+            predicted_class = np.asarray(scorer.classes)[scores.argmax(axis=1)]
             scores = scores.max(axis=1)
         drifted = _monitor(settings, client, spec, version, people.assign(score=scores), as_of)
         if drifted:
@@ -144,7 +145,7 @@ def score(
                 "decayed_score": scores * _relevance(settings, spec, people.person_id, as_of),
                 "predicted_class": predicted_class,
                 "decile": deciles(scores),
-                "is_above_threshold": scores >= spec.activation_threshold,
+                "is_above_threshold": scores >= scorer.threshold,
                 "as_of_date": as_of,
                 "explanation": why,
             }

@@ -14,6 +14,7 @@ import yaml
 
 from microseg.errors import ConfigError
 from microseg.segments import mart_columns
+from ml.calibration import METHODS, POLICIES, ActivationPolicy
 from ml.monitoring import Thresholds
 
 # Each label kind is a relation (person_id, as_of_date D, label) over [D, D + horizon):
@@ -50,6 +51,8 @@ RECOMMENDATION = "recommendation"  # the task of recommender specs (ml/recommend
 WINDOWS = (1, 7, 28, 90)
 ELIGIBLE = {"everyone": "true", "active_28d": "features.sessions_28d > 0"}
 KEY_COLUMNS = ("person_id", "as_of_date")
+# what the fairness audit groups by: columns of fct_user_features_daily as known on the
+# as-of date, never model inputs
 FAIRNESS_GROUPS = ("device_type", "country", "visitor_type")
 
 
@@ -75,7 +78,8 @@ class Spec:
     search_trials: int
     search_seed: int
     search_space: dict[str, list[Any]]
-    activation_threshold: float
+    calibration: str  # platt | none (ml/calibration.py)
+    activation: ActivationPolicy  # how training chooses the activation threshold
     decay_half_life_days: float | None  # scores fade with days since the last session
     monitoring: Thresholds  # PSI levels that warn and that stop scoring (ml/monitoring.py)
     promotion: dict[str, Any]
@@ -92,6 +96,21 @@ def spec_field(raw: dict[str, Any], path: str, kind: type | tuple[type, ...], sp
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ConfigError(f"model spec '{spec}': {path}: {value!r} has the wrong type")
     return value
+
+
+def _activation(raw: dict[str, Any], name: str, task: str) -> ActivationPolicy:
+    policy = spec_field(raw, "activation.policy", str, name)
+    value = float(spec_field(raw, "activation.value", (int, float), name))
+    allowed = POLICIES if task == "binary" else ("fixed",)  # one score per class: no labels
+    if policy not in allowed:
+        raise ConfigError(
+            f"model spec '{name}': activation.policy: {policy!r} is not one of {list(allowed)}"
+        )
+    within = {"cost_ratio": value > 0}.get(policy, 0 < value < 1)
+    if not within:
+        limits = "a positive number" if policy == "cost_ratio" else "between 0 and 1"
+        raise ConfigError(f"model spec '{name}': activation.value: must be {limits}")
+    return ActivationPolicy(policy, value)
 
 
 def load_spec(name: str, specs_dir: Path) -> Spec:
@@ -126,8 +145,9 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
             f"model spec '{name}': eligible: {eligible!r} is not one of {list(ELIGIBLE)}"
         )
     columns = mart_columns("fct_user_features_daily")
-    excluded = set(spec_field(raw, "features.exclude", list, name)) | set(KEY_COLUMNS)
-    for column in excluded - set(KEY_COLUMNS):
+    never_inputs = set(KEY_COLUMNS) | set(FAIRNESS_GROUPS)
+    excluded = set(spec_field(raw, "features.exclude", list, name)) | never_inputs
+    for column in excluded - never_inputs:
         if column not in columns:
             raise ConfigError(f"model spec '{name}': features.exclude: unknown column {column!r}")
     categorical = tuple(spec_field(raw, "categorical", list, name))
@@ -135,20 +155,30 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         if column not in columns or column in excluded:
             raise ConfigError(f"model spec '{name}': categorical: {column!r} is not a feature")
     features = tuple(c for c in columns if c not in excluded)
-    threshold = float(spec_field(raw, "activation_threshold", (int, float), name))
-    if not 0 < threshold < 1:
-        raise ConfigError(f"model spec '{name}': activation_threshold: must be between 0 and 1")
-    levels = raw.get("monitoring") or {}
-    if not isinstance(levels, dict) or set(levels) - {"warn_psi", "fail_psi"}:
-        raise ConfigError(f"model spec '{name}': monitoring: expected {{warn_psi, fail_psi}}")
-    monitoring = Thresholds(levels.get("warn_psi", Thresholds.warn), levels.get("fail_psi"))
-    levels_given = [monitoring.warn] + ([] if monitoring.fail is None else [monitoring.fail])
-    if not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in levels_given
-    ) or (monitoring.fail is not None and monitoring.fail <= monitoring.warn):
+    activation = _activation(raw, name, task)
+    calibration = raw.get("calibration", "none")
+    if calibration not in METHODS or (task != "binary" and calibration != "none"):
+        allowed = list(METHODS) if task == "binary" else ["none"]
         raise ConfigError(
-            f"model spec '{name}': monitoring: warn_psi and fail_psi must be positive numbers "
-            "with warn_psi < fail_psi"
+            f"model spec '{name}': calibration: {calibration!r} is not one of {allowed}"
+        )
+    levels = raw.get("monitoring") or {}
+    known = {"warn_psi", "fail_psi", "retrain_psi"}
+    if not isinstance(levels, dict) or set(levels) - known:
+        raise ConfigError(
+            f"model spec '{name}': monitoring: expected {{warn_psi, fail_psi, retrain_psi}}"
+        )
+    monitoring = Thresholds(
+        levels.get("warn_psi", Thresholds.warn), levels.get("fail_psi"), levels.get("retrain_psi")
+    )
+    optional = [v for v in (monitoring.fail, monitoring.retrain) if v is not None]
+    if not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+        for v in [monitoring.warn, *optional]
+    ) or any(v <= monitoring.warn for v in optional):
+        raise ConfigError(
+            f"model spec '{name}': monitoring: warn_psi, fail_psi and retrain_psi must be "
+            "positive numbers, fail_psi and retrain_psi above warn_psi"
         )
     decay = raw.get("decay_half_life_days")
     if decay is not None and (
@@ -188,7 +218,8 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         search_trials=spec_field(raw, "lightgbm.search.trials", int, name),
         search_seed=spec_field(raw, "lightgbm.search.seed", int, name),
         search_space=dict(spec_field(raw, "lightgbm.search.space", dict, name)),
-        activation_threshold=threshold,
+        calibration=calibration,
+        activation=activation,
         decay_half_life_days=None if decay is None else float(decay),
         monitoring=monitoring,
         promotion=dict(spec_field(raw, "promotion", dict, name)),

@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from microseg.config import Settings
-from microseg.errors import DataQualityError, MicrosegError
+from microseg.errors import DataQualityError
 from ml import monitoring, registry
+from ml.calibration import Platt, expected_calibration_error
+from ml.scorer import SCORING_TAG, Scorer, contributions, model_inputs, scoring_tag
 from ml.specs import Spec, load_spec
 from ml.training_sets import training_set
 
@@ -28,6 +30,7 @@ class TrainResult:
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     rows: dict[str, int]
+    activation: str  # the spec's policy and the threshold it chose, for the report
 
 
 def deciles(scores: np.ndarray) -> np.ndarray:
@@ -36,75 +39,9 @@ def deciles(scores: np.ndarray) -> np.ndarray:
     return np.ceil(ranks * 10 / max(len(scores), 1)).astype(int)
 
 
-def model_inputs(frame: pd.DataFrame, features: list[str], categorical: tuple[str, ...]):
-    """The feature matrix LightGBM sees: numbers as float, categorical columns as category."""
-    inputs = frame[features].copy()
-    for column in features:
-        if column in categorical:
-            inputs[column] = inputs[column].astype("category")
-    return inputs
-
-
-def scoring_inputs(booster: lgb.Booster, frame: pd.DataFrame) -> pd.DataFrame:
-    """The feature matrix a trained booster expects, from the columns it was trained on."""
-    features = booster.feature_name()
-    missing = [f for f in features if f not in frame.columns]
-    if missing:
-        raise MicrosegError(f"the model needs features that no longer exist: {missing[:3]}")
-    categorical = tuple(c for c in features if frame[c].dtype.name in ("string", "category"))
-    return model_inputs(frame, features, categorical)
-
-
-def predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
-    """Scores for the rows of a frame, using the columns the booster was trained on."""
-    return booster.predict(scoring_inputs(booster, frame))
-
-
-def contributions(
-    booster: lgb.Booster, inputs: pd.DataFrame, scores: np.ndarray, classes: list | None
-) -> np.ndarray:
-    """Per row and feature, its additive contribution to the raw score (LightGBM's tree SHAP
-    values, log-odds for a binary model); for a multiclass model, toward the predicted class."""
-    raw = booster.predict(inputs, pred_contrib=True)
-    if classes is None:
-        return raw[:, :-1]
-    per_class = raw.reshape(len(inputs), len(classes), inputs.shape[1] + 1)[:, :, :-1]
-    return per_class[np.arange(len(inputs)), scores.argmax(axis=1)]
-
-
-def explanations(
-    booster: lgb.Booster, inputs: pd.DataFrame, scores: np.ndarray, classes: list | None, top=3
-) -> list[str]:
-    """Per row, the `top` features that moved its score most, as a JSON list of
-    {feature, value, contribution} (largest absolute contribution first): why a person scored
-    as they did, for marketing."""
-    contribution = contributions(booster, inputs, scores, classes)
-    order = np.argsort(-np.abs(contribution), axis=1, kind="stable")[:, :top]
-    names = inputs.columns.to_numpy()
-    rows = []
-    for row, features in enumerate(order):
-        items = []
-        for column in features:
-            value = inputs.iat[row, column]
-            if pd.isna(value):
-                value = None
-            elif isinstance(value, int | float | np.number):
-                value = round(float(value), 6)
-            else:
-                value = str(value)
-            items.append(
-                {
-                    "feature": str(names[column]),
-                    "value": value,
-                    "contribution": round(float(contribution[row, column]), 6),
-                }
-            )
-        rows.append(json.dumps(items))
-    return rows
-
-
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """ROC/PR AUC, log loss, Brier, precision/recall/F1 at the threshold, lift by decile."""
+    """ROC/PR AUC, log loss, Brier, calibration error, precision/recall/F1 at the threshold,
+    lift by decile."""
     from sklearn import metrics
 
     predicted = scores >= threshold
@@ -113,6 +50,7 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
         "pr_auc": metrics.average_precision_score(labels, scores),
         "log_loss": metrics.log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7)),
         "brier": metrics.brier_score_loss(labels, scores),
+        "calibration_error": expected_calibration_error(labels, scores),
         "precision_at_threshold": metrics.precision_score(labels, predicted, zero_division=0),
         "recall_at_threshold": metrics.recall_score(labels, predicted, zero_division=0),
         "f1_at_threshold": metrics.f1_score(labels, predicted, zero_division=0),
@@ -150,12 +88,12 @@ def multiclass_metrics(
 
 
 def model_metrics(
-    spec: Spec, truth: np.ndarray, scores: np.ndarray, classes: list[str] | None
+    truth: np.ndarray, scores: np.ndarray, classes: list[str] | None, threshold: float
 ) -> dict[str, float]:
-    """The spec's task's metrics (binary at the activation threshold, or multiclass)."""
-    if spec.task == "binary":
-        return binary_metrics(truth, scores, spec.activation_threshold)
-    assert classes is not None
+    """A binary model's metrics (precision, recall, F1 at its activation threshold), or a
+    multiclass model's (classes: its categories)."""
+    if classes is None:
+        return binary_metrics(truth, scores, threshold)
     return multiclass_metrics(truth, scores, classes)
 
 
@@ -223,6 +161,20 @@ def _search(
             best = (loss, booster, {**params, "best_iteration": booster.best_iteration})
     assert best is not None
     return best[1], best[2]
+
+
+def _calibrate(spec: Spec, booster: lgb.Booster, valid: pd.DataFrame, classes: list | None):
+    """The model as it will score: Platt map and activation threshold fitted on the
+    validation dates (a multiclass model: its probabilities, the spec's fixed threshold)."""
+    if classes is not None:
+        return Scorer(booster, "", classes, Platt(), spec.activation.value)
+    inputs = model_inputs(valid, list(spec.features), spec.categorical)
+    labels = valid.label.to_numpy().astype(int)
+    platt = Platt()
+    if spec.calibration == "platt":
+        platt = Platt.fit(booster.predict(inputs, raw_score=True), labels)
+    scores = platt(booster.predict(inputs, raw_score=True))
+    return Scorer(booster, "", None, platt, spec.activation.threshold(labels, scores))
 
 
 def _baseline(spec: Spec, frame: pd.DataFrame) -> np.ndarray:
@@ -340,14 +292,20 @@ def train(settings: Settings, name: str) -> TrainResult:
         for s, part in parts.items()
     }
     booster, chosen = _search(spec, data["train"], data["valid"].construct(), classes)
+    scorer = _calibrate(spec, booster, parts["valid"], classes)
     test = parts["test"]
-    scores = booster.predict(model_inputs(test, features, spec.categorical))
+    test_inputs = model_inputs(test, features, spec.categorical)
+    scores = scorer.predict(test_inputs)
     labels = test.label.to_numpy()
-    metrics = model_metrics(spec, labels, scores, classes)
-    baseline = model_metrics(spec, labels, _baseline(spec, frame), classes)
-    test_contributions = contributions(
-        booster, model_inputs(test, features, spec.categorical), scores, classes
-    )
+    metrics = model_metrics(labels, scores, classes, scorer.threshold)
+    if classes is None:  # what calibration changed, on the same test rows
+        uncalibrated = booster.predict(test_inputs)
+        metrics["uncalibrated_brier"] = float(np.mean((uncalibrated - labels) ** 2))
+        metrics["uncalibrated_calibration_error"] = expected_calibration_error(labels, uncalibrated)
+    baseline = model_metrics(labels, _baseline(spec, frame), classes, scorer.threshold)
+    test_contributions = contributions(booster, test_inputs, scores, classes)
+    if classes is None:
+        test_contributions = test_contributions * scorer.platt.slope
     importance = pd.DataFrame(
         {
             "feature": features,
@@ -373,7 +331,11 @@ def train(settings: Settings, name: str) -> TrainResult:
                 "as_of_last": dates[-1].isoformat(),
                 "test_dates": json.dumps(sorted({d.isoformat() for d in test.as_of_date.dt.date})),
                 "horizon_days": spec.horizon_days,
-                "activation_threshold": spec.activation_threshold,
+                "calibration": spec.calibration,
+                "calibration_slope": scorer.platt.slope,
+                "calibration_intercept": scorer.platt.intercept,
+                "activation_policy": f"{spec.activation.policy} {spec.activation.value:g}",
+                "activation_threshold": scorer.threshold,
                 **{f"rows_{s}": n for s, n in rows.items()},
                 "rows_train_by_label": json.dumps(
                     {str(k): int(v) for k, v in parts["train"].label.value_counts().items()}
@@ -398,7 +360,7 @@ def train(settings: Settings, name: str) -> TrainResult:
         curves = evaluation_curves(labels, scores) if classes is None else {}
         _plots(spec, curves, labels, scores, classes, importance, folder)
         train_rows = parts["train"]
-        train_scores = booster.predict(model_inputs(train_rows, features, spec.categorical))
+        train_scores = scorer.predict(model_inputs(train_rows, features, spec.categorical))
         mlflow.log_dict(
             monitoring.reference(
                 train_rows[features],
@@ -421,12 +383,15 @@ def train(settings: Settings, name: str) -> TrainResult:
             pip_requirements=[f"lightgbm=={lgb.__version__}", f"pandas=={pd.__version__}"],
         )
         version = str(info.registered_model_version)
+    tags[SCORING_TAG] = scoring_tag(scorer.platt, scorer.threshold)
     if classes is not None:  # scoring and the gate name the predicted category with these
         tags = {**tags, "classes": json.dumps(classes)}
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, version, key, value)
     mlflow_client.set_registered_model_alias(name, registry.CHALLENGER, version)
-    return TrainResult(name, version, run.info.run_id, metrics, baseline, rows)
+    activation = f"activation threshold {scorer.threshold:.3f} ({spec.activation.policy} "
+    activation += f"{spec.activation.value:g} on the validation dates)"
+    return TrainResult(name, version, run.info.run_id, metrics, baseline, rows, activation)
 
 
 def describe(result: TrainResult) -> str:
@@ -441,5 +406,9 @@ def describe(result: TrainResult) -> str:
     return (
         f"{result.model} v{result.version} (challenger): test ROC AUC {m['roc_auc']:.3f} "
         f"(logistic baseline {b['roc_auc']:.3f}), PR AUC {m['pr_auc']:.3f}, log loss "
-        f"{m['log_loss']:.3f}, lift in top decile {m['lift_decile_1']:.2f}; rows {rows}"
+        f"{m['log_loss']:.3f}, lift in top decile {m['lift_decile_1']:.2f}, Brier "
+        f"{m['brier']:.3f} and calibration error {m['calibration_error']:.3f} (uncalibrated "
+        f"{m['uncalibrated_brier']:.3f}, {m['uncalibrated_calibration_error']:.3f}); "
+        f"{result.activation}: test precision {m['precision_at_threshold']:.3f}, recall "
+        f"{m['recall_at_threshold']:.3f}, F1 {m['f1_at_threshold']:.3f}; rows {rows}"
     )

@@ -16,10 +16,7 @@ from microseg.config import Settings
 from microseg.errors import DataQualityError, MicrosegError
 from microseg.privacy import consent_policy
 from microseg.warehouse import connect
-from ml.specs import Spec
-
-# Attributes the fairness audit groups by; never model inputs.
-AUDIT_COLUMNS = ("device_type", "country", "visitor_type")
+from ml.specs import FAIRNESS_GROUPS, Spec
 
 
 def labelled_dates(settings: Settings, spec: Spec) -> list[date]:
@@ -52,13 +49,9 @@ def people_at(settings: Settings, spec: Spec, dates: list[date], *, labelled: bo
     sql = f"""
         select
             features.person_id, features.as_of_date, {features}{label},
-            coalesce(persons.latest_device_type, 'unknown') as device_type,
-            coalesce(persons.latest_country, 'unknown') as country,
-            case when persons.first_seen_at >= features.as_of_date - interval 7 day
-                 then 'new' else 'returning' end as visitor_type
+            {", ".join(f"features.{c}" for c in FAIRNESS_GROUPS)}
         from marts.fct_user_features_daily features
         {label_join}
-        join marts.dim_persons persons on persons.person_id = features.person_id
         where features.as_of_date in (select unnest(?::date[]))
           and ({spec.eligible_sql})
           and marts.has_consent(features.person_id, ?, features.as_of_date)

@@ -23,7 +23,14 @@ from microseg.privacy import consent_policy
 from microseg.segments.grammar import NAME, Checker, read_definitions
 
 CHANNELS = ("email", "onsite", "push", "webhook")
-PAYLOAD_FIELDS = ("evidence", "segments", "scores", "top_category", "recommendations")
+PAYLOAD_FIELDS = (
+    "evidence",
+    "segments",
+    "scores",
+    "score_explanations",
+    "top_category",
+    "recommendations",
+)
 DESTINATION_TYPES = ("files", "webhook")
 CAP_PERIODS = ("session", "day", "rolling")
 MAX_CAP_DAYS = 30

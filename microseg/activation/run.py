@@ -182,6 +182,13 @@ PAYLOAD_LOOKUPS = {
             from marts.user_scores s
             where s.person_id = d.person_id and s.as_of_date = $as_of)""",
     ),
+    # why each champion scored the person so (user_scores.explanation: three features)
+    "score_explanations": (
+        "user_scores",
+        """(select json_group_object(model_name, explanation)
+            from marts.user_scores s
+            where s.person_id = d.person_id and s.as_of_date = $as_of)""",
+    ),
     # each recommender's top RECOMMENDATIONS_IN_PAYLOAD items (marts.user_recommendations)
     "recommendations": (
         "user_recommendations",
@@ -243,6 +250,7 @@ def _payloads(con, decided: pd.DataFrame, triggers: TriggerFile, schema: str, as
             "evidence": lambda r: json.loads(r.evidence),
             "top_category": lambda r: _present(r.top_category),
             "scores": lambda r: json.loads(_present(r.scores) or "{}"),
+            "score_explanations": lambda r: json.loads(_present(r.score_explanations) or "{}"),
             "recommendations": lambda r: json.loads(_present(r.recommendations) or "{}"),
             "segments": lambda r: [] if _present(r.segments) is None else list(r.segments),
         }

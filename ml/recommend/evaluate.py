@@ -127,22 +127,18 @@ def read_warehouse_interactions(
 
 
 def read_warehouse_groups(settings: Settings, frame: pd.DataFrame, test_days: int) -> pd.DataFrame:
-    """(user, attribute, value) as in the models' fairness audit: device_type (the latest)
-    and visitor_type (new: first seen within 7 days before the test days)."""
+    """(user, attribute, value) as in the models' fairness audit: device_type and
+    visitor_type as known on the first test day (marts.fct_user_features_daily)."""
     test_start = frame.time.max().floor("D") - pd.Timedelta(days=test_days - 1)
     with connect(settings, read_only=True) as con:
         con.register("users", pd.DataFrame({"user": frame.user.unique()}))
         return con.execute(
-            """select person_id as user, 'device_type' as attribute,
-                      coalesce(latest_device_type, 'unknown') as value
-               from marts.dim_persons join users on user = person_id
-               union all
-               select person_id, 'visitor_type',
-                      case when first_seen_at >= $start - interval 7 day
-                           then 'new' else 'returning' end
-               from marts.dim_persons join users on user = person_id
+            """unpivot (select person_id as user, device_type, visitor_type
+                        from marts.fct_user_features_daily join users on user = person_id
+                        where as_of_date = $start)
+               on device_type, visitor_type into name attribute value value
                order by all""",
-            {"start": test_start.to_pydatetime()},
+            {"start": test_start.date()},
         ).df()
 
 

@@ -8,6 +8,16 @@ import sys
 
 from airflow.dag_processing.dagbag import DagBag
 
+
+def asset_uris(condition) -> list[str]:
+    """The assets of a schedule's condition (an asset, or all/any of several)."""
+    if condition is None:
+        return []
+    if hasattr(condition, "uri"):
+        return [condition.uri]
+    return sorted(uri for part in condition.objects for uri in asset_uris(part))
+
+
 bag = DagBag(dag_folder=sys.argv[1])
 report = {
     "import_errors": {k: v.splitlines()[-1] for k, v in bag.import_errors.items()},
@@ -22,8 +32,14 @@ report = {
             "catchup": dag.catchup,
             "timetable": {
                 "kind": type(dag.timetable).__name__,
-                "expression": getattr(dag.timetable, "expression", None),
-                "timezone": str(getattr(dag.timetable, "timezone", "")),
+                # an asset-or-time schedule: its time part
+                "expression": getattr(
+                    getattr(dag.timetable, "timetable", dag.timetable), "expression", None
+                ),
+                "timezone": str(
+                    getattr(getattr(dag.timetable, "timetable", dag.timetable), "timezone", "")
+                ),
+                "assets": asset_uris(getattr(dag.timetable, "asset_condition", None)),
             },
             "tasks": {
                 t.task_id: {
@@ -31,6 +47,7 @@ report = {
                     "retries": t.retries,
                     "pool": t.pool,
                     "trigger_rule": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
+                    "outlets": sorted(a.uri for a in t.outlets),
                     # a Cosmos dbt task's command line after `dbt`
                     "command": " ".join(t.build_cmd(context={})[0][1:])
                     if hasattr(t, "build_cmd")

@@ -77,6 +77,7 @@ def test_nightly_is_a_daily_0300_utc_cron_trigger(report: dict) -> None:
         "kind": "CronTriggerTimetable",
         "expression": "0 3 * * *",
         "timezone": "UTC",
+        "assets": [],
     }
 
 
@@ -107,6 +108,24 @@ def test_nightly_runs_the_steps_in_order_with_one_dbt_build_per_layer(report: di
     ]:
         assert (step, following) in edges
     assert "backfill create" in dag["doc_md"]
+    # beside the night, not in its way: nothing waits for request_retraining
+    assert ("score", "request_retraining") in edges
+    assert not [e for e in edges if e[0] == "request_retraining"]
+
+
+def test_drift_past_retrain_psi_starts_the_weekly_training(report: dict) -> None:
+    """The nightly's request_retraining updates the model-drift asset; models_weekly runs on
+    its Sunday cron or on that asset, whichever comes first."""
+    nightly, weekly = report["dags"]["behavior_nightly"], report["dags"]["models_weekly"]
+    drift = "microseg://model-drift/"  # as Airflow normalizes it
+    assert nightly["tasks"]["request_retraining"]["outlets"] == [drift]
+    assert [t for t, task in nightly["tasks"].items() if task["outlets"]] == ["request_retraining"]
+    assert weekly["timetable"] == {
+        "kind": "AssetOrTimeSchedule",
+        "expression": "0 5 * * 0",
+        "timezone": "UTC",
+        "assets": [drift],
+    }
 
 
 def test_activation_runs_every_15_minutes_and_fires_even_when_nothing_landed(report) -> None:
@@ -115,6 +134,7 @@ def test_activation_runs_every_15_minutes_and_fires_even_when_nothing_landed(rep
         "kind": "CronTriggerTimetable",
         "expression": "*/15 * * * *",
         "timezone": "UTC",
+        "assets": [],
     }
     assert dag["edges"] == [["ingest_landed", "transform"], ["transform", "activate"]]
     # a skipped ingest (nothing new) skips the model update, not the triggers

@@ -30,7 +30,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 DAG_ID = "behavior_nightly"
 # its tasks: ingest, validate_raw, 3 dbt layers, validate_features, score, cluster, recommend,
 # segments, activate, experiments, export_audiences, expire, publish
-NIGHTLY_TASKS = 15
+NIGHTLY_TASKS = 16
 LOADED_BEFORE = date(2026, 10, 9)  # deliveries of earlier days are loaded before Airflow starts
 UI_AS_OF = date(2026, 10, 10)  # the night triggered in the UI loads the 10-09 delivery
 BACKFILL = (date(2026, 10, 11), date(2026, 10, 12))  # then a backfill runs these two nights
@@ -180,6 +180,14 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
             skipped = {t: i["state"] for t, i in _finish(local, token, scheduled).items()}
             run = _api(local, f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", token)
             assert run["conf"]["as_of"] == UI_AS_OF.isoformat()
+            # the champion (trained on the first dates) drifted past retrain_psi: the run
+            # updated the asset models_weekly is scheduled on
+            drift = _api(
+                local,
+                "/api/v2/assets/events?source_dag_id=behavior_nightly"
+                "&source_task_id=request_retraining",
+                token,
+            )["asset_events"]
 
             page.reload()
             page.get_by_text("success").first.wait_for(timeout=30_000)
@@ -209,6 +217,7 @@ def test_nightly_run_triggered_in_the_browser(airflow) -> None:
     assert remote == []  # every script, stylesheet and image came from the site itself
     assert len(states) == NIGHTLY_TASKS and set(states.values()) == {"success"}
     assert len(skipped) == NIGHTLY_TASKS and set(skipped.values()) == {"skipped"}
+    assert [(e["uri"], e["source_run_id"]) for e in drift] == [("microseg://model-drift/", run_id)]
     # what the run wrote, for the as-of date it was given in the UI: it loaded the one
     # delivery due by then and held the later ones for their own nights
     assert query(
@@ -301,6 +310,7 @@ def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothin
     downstream = [
         "validate_features",
         "score",
+        "request_retraining",
         "cluster",
         "recommend",
         "segments",

@@ -16,16 +16,19 @@ import pandas as pd
 import pytest
 import yaml
 
+from microseg.activation import activate
 from microseg.config import PROJECT_ROOT, Settings
-from microseg.errors import DataQualityError, MicrosegError
+from microseg.errors import DataQualityError, MicrosegError, NothingToRunError
+from microseg.pipeline import request_retraining_step
 from microseg.segments import run_segments
 from ml import registry
 from ml.monitoring import summaries
 from ml.promote import promote
 from ml.score import score
-from ml.specs import load_spec
-from ml.train import scoring_inputs, train
-from ml.training_sets import people_at
+from ml.scorer import scoring_inputs
+from ml.specs import FAIRNESS_GROUPS, load_spec
+from ml.train import train
+from ml.training_sets import people_at, training_set
 from tests.helpers import champion_copy, query, run_cli, truth_connection
 
 MODEL = "purchase_propensity"
@@ -84,7 +87,9 @@ def test_model_lifecycle(home: Path, twelve_days: Path, tmp_path: Path) -> None:
     strict = _settings(
         home,
         _spec_dir(
-            tmp_path, "strict", activation_threshold=0.5, fairness__max_equal_opportunity_gap=0.0
+            tmp_path,
+            "strict",
+            fairness__max_equal_opportunity_gap=0.0,
         ),
     )
 
@@ -115,6 +120,21 @@ def test_model_lifecycle(home: Path, twelve_days: Path, tmp_path: Path) -> None:
     assert [p for p in mlflow_files if person.search(p.read_bytes())] == []
     version = client.get_model_version(MODEL, better.version)
     assert len(version.tags["git_commit"]) == 40
+
+    # calibrated on the validation dates, where the spec's policy (the lowest threshold with a
+    # precision of 0.8) chose the threshold the version carries; test metrics are at it
+    scorer = registry.load_scorer(full, MODEL, version=better.version)
+    assert run.data.params["activation_threshold"] == str(scorer.threshold)
+    rows = training_set(full, load_spec(MODEL, full.ml_specs_dir))
+    valid = rows[rows.split == "valid"]
+    scores, labels = scorer.predict(scorer.inputs(valid)), valid.label.to_numpy()
+    assert labels[scores >= scorer.threshold].mean() >= 0.8
+    lower = scores[scores < scorer.threshold].max()  # one more person: below the target
+    assert labels[scores >= lower].mean() < 0.8
+    # on ~600 test rows, 10 bins of ~60 people: sampling alone makes ~0.06
+    assert better.metrics["calibration_error"] < 0.1, better.metrics
+    assert better.metrics["uncalibrated_calibration_error"] < 0.1, better.metrics
+    assert 0 < better.metrics["recall_at_threshold"] < 1
     assert str(registry.version_by_alias(client, MODEL, "challenger").version) == better.version
 
     # a failing fairness audit blocks the better model, naming the group and the metric
@@ -161,9 +181,6 @@ def test_model_lifecycle(home: Path, twelve_days: Path, tmp_path: Path) -> None:
 def _oracle_auc(settings: Settings, dataset: Path) -> float:
     """AUC of the generator's true propensity on the model's test rows."""
     from sklearn.metrics import roc_auc_score
-
-    from ml.specs import load_spec
-    from ml.training_sets import training_set
 
     test = training_set(settings, load_spec(MODEL, settings.ml_specs_dir)).query("split == 'test'")
     with truth_connection(settings, dataset) as con:
@@ -212,9 +229,46 @@ def test_only_a_missing_champion_means_none_a_registry_outage_fails_the_step(
     assert failed.returncode == 1 and "no model has a champion" not in failed.stdout
 
 
+def test_fairness_groups_are_what_was_known_on_the_date(champion_home: Path):
+    """A training or holdout row is audited by the device and country of the person's latest
+    session before its as-of date and new/returning counted to that date, not by what
+    dim_persons knows today: someone who switched devices later keeps the old one."""
+    settings = Settings.from_env({"MICROSEG_HOME": str(champion_home)})
+    spec = load_spec(MODEL, settings.ml_specs_dir)
+    [(last,)] = query(settings, "select max(as_of_date) from marts.fct_user_features_daily")
+    dates = [last - timedelta(days=6), last]
+    rows = people_at(settings, spec, dates, labelled=False)
+    known = pd.DataFrame(
+        query(
+            settings,
+            """select person_id, d.as_of_date,
+                      arg_max(device_type, (session_start_at, session_id)),
+                      arg_max(country, (session_start_at, session_id)),
+                      case when d.as_of_date - min(session_start_at)::date <= 7
+                           then 'new' else 'returning' end
+               from marts.fct_sessions, (select unnest(?::date[]) as as_of_date) d
+               where session_start_at < d.as_of_date group by person_id, d.as_of_date""",
+            [dates],
+        ),
+        columns=["person_id", "as_of_date", *FAIRNESS_GROUPS],
+    )
+    audited = rows[["person_id", "as_of_date", *FAIRNESS_GROUPS]].astype({"as_of_date": object})
+    audited["as_of_date"] = rows.as_of_date.dt.date
+    merged = audited.merge(known, on=["person_id", "as_of_date"], suffixes=("", "_known"))
+    assert len(merged) == len(rows) > 200
+    for column in FAIRNESS_GROUPS:
+        assert (merged[column] == merged[f"{column}_known"]).all(), column
+    latest = dict(query(settings, "select person_id, latest_device_type from marts.dim_persons"))
+    earlier = merged[merged.as_of_date == dates[0]]
+    switched = earlier[earlier.person_id.map(latest) != earlier.device_type]
+    assert len(switched) >= 5  # people whose newest device is another one: audited on the old
+    assert set(merged.visitor_type) == {"new", "returning"}
+
+
 def test_each_score_says_which_three_features_moved_it(champion_home: Path, tmp_path: Path):
     """user_scores.explanation: the three largest tree-SHAP contributions, with the person's
-    feature values; all contributions and the bias add up to the score's log-odds."""
+    feature values, on the calibrated log-odds (the trees' times the Platt slope): all of
+    them and the bias, mapped through the calibration, add up to the score's log-odds."""
     env = champion_copy(champion_home, tmp_path / "home")
     settings = Settings.from_env(env)
     home = settings.home
@@ -225,20 +279,23 @@ def test_each_score_says_which_three_features_moved_it(champion_home: Path, tmp_
         "where model_name = ? order by person_id",
         [MODEL],
     )
-    booster, _, _ = registry.load_booster(settings, MODEL, registry.CHAMPION)
+    scorer = registry.load_scorer(settings, MODEL, registry.CHAMPION)
+    slope, intercept = scorer.platt.slope, scorer.platt.intercept
+    assert slope > 0 and (slope, intercept) != (1.0, 0.0)  # a fitted map, not the identity
     as_of = rows[0][1]
     people = people_at(settings, load_spec(MODEL, settings.ml_specs_dir), [as_of], labelled=False)
-    inputs = scoring_inputs(booster, people.set_index("person_id").loc[[r[0] for r in rows]])
-    raw = booster.predict(inputs, pred_contrib=True)
+    inputs = scoring_inputs(scorer.booster, people.set_index("person_id").loc[[r[0] for r in rows]])
+    raw = scorer.booster.predict(inputs, pred_contrib=True)
     for (person, _, value, explanation), contribution in zip(rows, raw, strict=True):
         items = json.loads(explanation)
         top = np.argsort(-np.abs(contribution[:-1]), kind="stable")[:3]
         assert [i["feature"] for i in items] == [inputs.columns[j] for j in top], person
         for item, j in zip(items, top, strict=True):
-            assert item["contribution"] == pytest.approx(contribution[j], abs=1e-5)
+            assert item["contribution"] == pytest.approx(slope * contribution[j], abs=1e-5)
             feature = inputs.iat[inputs.index.get_loc(person), j]
             assert item["value"] == (None if pd.isna(feature) else pytest.approx(feature, abs=1e-6))
-        assert contribution.sum() == pytest.approx(np.log(value / (1 - value)), abs=1e-6)
+        log_odds = slope * contribution.sum() + intercept
+        assert log_odds == pytest.approx(np.log(value / (1 - value)), abs=1e-6)
     csv = tmp_path / "hot.csv"
     assert run_cli("segments", "--as-of", str(as_of), home=home, env=env).returncode == 0
     exported = run_cli(
@@ -249,6 +306,20 @@ def test_each_score_says_which_three_features_moved_it(champion_home: Path, tmp_
     header, first = csv.read_text().splitlines()[:2]
     assert header.endswith(",score,score_explanation")
     assert '""feature""' in first
+    # and the abandoned-cart emails carry them (triggers.yml: payload score_explanations)
+    activate(settings, as_of)
+    sent = query(
+        settings,
+        """select o.payload, s.explanation from marts.activation_outbox o
+           left join marts.user_scores s
+             on s.person_id = o.person_id and s.as_of_date = ? and s.model_name = ?
+           where o.trigger_name = 'cart_abandoned'""",
+        [as_of, MODEL],
+    )
+    assert len(sent) >= 3
+    for payload, why in sent:
+        carried = json.loads(payload)["score_explanations"]
+        assert carried == ({MODEL: json.loads(why)} if why else {})
 
 
 def test_a_planted_shift_is_drift_and_stops_that_nights_scores(champion_home: Path, tmp_path):
@@ -302,6 +373,29 @@ def test_a_planted_shift_is_drift_and_stops_that_nights_scores(champion_home: Pa
     assert moved - {"score"} == {"avg_max_scroll_percent_28d"}  # no other input moved
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert summaries(con, latest)[0].startswith(f"{MODEL} v1 drift against its training set")
+    # with retrain_psi just above the calm night's worst drift against training, the planted
+    # night (and only it) asks models_weekly to retrain, naming the input
+    ((calm_worst,),) = query(
+        settings,
+        "select max(psi) from marts.model_monitoring where as_of_date = ? and baseline = ?",
+        [planted, "training"],
+    )
+    level = round(calm_worst + 0.01, 3)
+    assert level < night[("avg_max_scroll_percent_28d", "training")][0]
+    retrain = Settings.from_env(
+        {
+            **env,
+            "MICROSEG_ML_SPECS_DIR": str(
+                _spec_dir(tmp_path, "retrain", monitoring={"retrain_psi": level})
+            ),
+        }
+    )
+    with pytest.raises(NothingToRunError, match="no champion drifted past its retrain_psi"):
+        request_retraining_step(retrain, planted)
+    assert request_retraining_step(retrain, latest).startswith(
+        f"retrain: {MODEL} v1 drifted past its retrain_psi {level:g} "
+        "(avg_max_scroll_percent_28d: PSI "
+    )
 
 
 def test_segments_can_use_scores(champion_home: Path, tmp_path: Path) -> None:

@@ -55,10 +55,12 @@ def test_the_same_population_does_not_drift_and_a_moved_one_does() -> None:
 @pytest.mark.parametrize(
     "levels, message",
     [
-        ({"warn_psi": 0.3, "fail_psi": 0.2}, "warn_psi < fail_psi"),
+        ({"warn_psi": 0.3, "fail_psi": 0.2}, "fail_psi and retrain_psi above warn_psi"),
+        ({"retrain_psi": 0.05}, "fail_psi and retrain_psi above warn_psi"),
         ({"warn_psi": -1}, "positive numbers"),
         ({"fail_psi": "high"}, "positive numbers"),
-        ({"stop": 1}, "expected {warn_psi, fail_psi}"),
+        ({"retrain_psi": True}, "positive numbers"),
+        ({"stop": 1}, "expected {warn_psi, fail_psi, retrain_psi}"),
     ],
 )
 def test_bad_monitoring_levels_are_one_line_errors(tmp_path, levels, message) -> None:
@@ -69,4 +71,5 @@ def test_bad_monitoring_levels_are_one_line_errors(tmp_path, levels, message) ->
     with pytest.raises(ConfigError) as bad:
         load_spec("purchase_propensity", tmp_path)
     assert message in str(bad.value) and "\n" not in str(bad.value)
-    assert load_spec("purchase_propensity", PROJECT_ROOT / "ml/specs").monitoring == Thresholds()
+    shipped = load_spec("purchase_propensity", PROJECT_ROOT / "ml/specs").monitoring
+    assert shipped == Thresholds(warn=0.1, fail=None, retrain=0.25)

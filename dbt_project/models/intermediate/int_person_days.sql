@@ -71,7 +71,9 @@ session_start_days as (
         count(*) as sessions,
         count(*) filter (where device_type = 'mobile') as mobile_sessions,
         count(*) filter (where device_type = 'desktop') as desktop_sessions,
-        max(session_start_at) as last_session_start_at
+        max(session_start_at) as last_session_start_at,
+        arg_max(device_type, (session_start_at, session_id)) as last_device_type,
+        arg_max(country, (session_start_at, session_id)) as last_country
     from sessions
     where {{ is_touched('sessions.person_id', 'sessions.session_start_at::date') }}
     group by all
@@ -198,6 +200,8 @@ final as (
         coalesce(s.mobile_sessions, 0) as mobile_sessions,
         coalesce(s.desktop_sessions, 0) as desktop_sessions,
         s.last_session_start_at,
+        s.last_device_type,
+        s.last_country,
         coalesce(f.bounce_sessions, 0) as bounce_sessions,
         coalesce(f.return_visits_without_action, 0) as return_visits_without_action,
         coalesce(f.sessions_with_repeated_subscribe_hovers, 0)

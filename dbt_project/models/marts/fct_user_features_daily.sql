@@ -106,7 +106,10 @@ windowed as (
 ),
 
 last_sessions as (
-    select t.person_id, t.as_of_date, d.last_session_start_at
+    -- the device and country a person was last seen with before D: what the fairness audit
+    -- groups by on that date (dim_persons holds only the latest)
+    select t.person_id, t.as_of_date, d.last_session_start_at, d.last_device_type,
+           d.last_country
     from targets as t
     asof left join (select * from person_days where sessions > 0) as d
         on d.person_id = t.person_id and t.as_of_date > d.activity_date
@@ -145,6 +148,10 @@ final as (
         windowed.as_of_date,
         date_diff('day', last_sessions.last_session_start_at::date, windowed.as_of_date)
             as days_since_last_session,
+        case when windowed.as_of_date - people.first_as_of < {{ var('new_visitor_days') }}
+             then 'new' else 'returning' end as visitor_type,
+        coalesce(last_sessions.last_device_type, 'unknown') as device_type,
+        coalesce(last_sessions.last_country, 'unknown') as country,
         windowed.sessions_1d,
         windowed.sessions_7d,
         windowed.sessions_28d,
@@ -196,6 +203,7 @@ final as (
         windowed.intent_sessions_28d,
         coalesce(not consents.consents_to_personalization, false) as is_opted_out
     from windowed
+    join people using (person_id)
     left join last_sessions using (person_id, as_of_date)
     left join consents using (person_id, as_of_date)
     left join favorite_categories using (person_id, as_of_date)

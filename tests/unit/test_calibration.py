@@ -1,0 +1,121 @@
+"""Platt scaling, calibration error and the activation-threshold policies, by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from microseg.config import PROJECT_ROOT
+from microseg.errors import ConfigError, DataQualityError
+from ml.calibration import ActivationPolicy, Platt, expected_calibration_error
+from ml.specs import load_spec
+
+SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+LABELS = np.array([1, 1, 0, 1, 0])
+
+
+def test_platt_recovers_the_map_that_made_the_labels() -> None:
+    rng = np.random.default_rng(0)
+    log_odds = rng.normal(0, 2, 50_000)
+    labels = rng.random(50_000) < 1 / (1 + np.exp(-(0.5 * log_odds - 1.0)))
+    platt = Platt.fit(log_odds, labels)
+    assert platt.slope == pytest.approx(0.5, abs=0.03)
+    assert platt.intercept == pytest.approx(-1.0, abs=0.05)
+    assert platt(np.array([2.0])) == pytest.approx(1 / (1 + np.exp(0.0)), abs=0.02)
+    assert Platt()(np.array([0.0])) == 0.5  # the identity map leaves log-odds 0 at 0.5
+
+
+def test_calibration_error_by_hand() -> None:
+    scores = np.array([0.1, 0.2, 0.8, 0.9])
+    labels = np.array([0, 1, 1, 1])
+    # two bins of two: |0.15 - 0.5| and |0.85 - 1.0|, equally weighted
+    assert expected_calibration_error(labels, scores, bins=2) == pytest.approx(0.25)
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0])) == 0
+
+
+@pytest.mark.parametrize(
+    "policy, value, threshold",
+    [
+        ("fixed", 0.65, 0.65),
+        ("top_fraction", 0.4, 0.8),  # two of five
+        ("top_fraction", 0.5, 0.7),  # ceil(2.5) = three
+        ("precision", 0.75, 0.6),  # four activated, three of them positive
+        ("precision", 0.99, 0.8),  # only the top two are all positive
+        ("cost_ratio", 1.0, 0.8),  # FP + FN: 3, 2, 1, 2, 1, 2 (ties: the higher threshold)
+        ("cost_ratio", 0.4, 0.6),  # a false positive costs less: activate four
+    ],
+)
+def test_thresholds_by_hand(policy: str, value: float, threshold: float) -> None:
+    assert ActivationPolicy(policy, value).threshold(LABELS, SCORES) == threshold
+
+
+def test_thresholds_fall_between_tied_scores_never_through_them() -> None:
+    scores = np.array([0.9, 0.8, 0.8, 0.5])
+    labels = np.array([1, 1, 0, 0])
+    assert ActivationPolicy("precision", 0.6).threshold(labels, scores) == 0.8
+    assert ActivationPolicy("precision", 0.9).threshold(labels, scores) == 0.9
+
+
+def test_a_costly_false_positive_with_no_positive_activates_no_one() -> None:
+    threshold = ActivationPolicy("cost_ratio", 1.0).threshold(np.zeros(5, int), SCORES)
+    assert threshold > SCORES.max()
+
+
+def test_an_unreachable_precision_is_a_one_line_error() -> None:
+    with pytest.raises(DataQualityError, match=r"no threshold reaches a precision of 0\.9") as bad:
+        ActivationPolicy("precision", 0.9).threshold(np.zeros(5, int), SCORES)
+    assert "\n" not in str(bad.value)
+
+
+def test_on_calibrated_scores_the_cost_ratio_threshold_is_bayes_optimal() -> None:
+    """With calibrated scores, activating costs less than not from ratio / (1 + ratio) on."""
+    rng = np.random.default_rng(1)
+    scores = rng.random(200_000)
+    labels = (rng.random(200_000) < scores).astype(int)
+    for ratio in (0.5, 1.0, 3.0):
+        threshold = ActivationPolicy("cost_ratio", ratio).threshold(labels, scores)
+        assert threshold == pytest.approx(ratio / (1 + ratio), abs=0.02), ratio
+
+
+@pytest.mark.parametrize(
+    "name, changes, message",
+    [
+        ("purchase_propensity", {"activation": {"policy": "best"}}, "activation.value"),
+        (
+            "purchase_propensity",
+            {"activation": {"policy": "best", "value": 0.5}},
+            "activation.policy: 'best' is not one of",
+        ),
+        (
+            "purchase_propensity",
+            {"activation": {"policy": "precision", "value": 1.5}},
+            "must be between 0 and 1",
+        ),
+        (
+            "purchase_propensity",
+            {"activation": {"policy": "cost_ratio", "value": 0}},
+            "must be a positive number",
+        ),
+        ("purchase_propensity", {"calibration": "isotonic"}, "calibration: 'isotonic'"),
+        ("content_preference", {"calibration": "platt"}, "is not one of ['none']"),
+        (
+            "content_preference",
+            {"activation": {"policy": "precision", "value": 0.5}},
+            "is not one of ['fixed']",
+        ),
+    ],
+)
+def test_bad_calibration_or_activation_is_a_one_line_error(tmp_path, name, changes, message):
+    spec = yaml.safe_load((PROJECT_ROOT / "ml/specs" / f"{name}.yaml").read_text())
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**spec, **changes}))
+    with pytest.raises(ConfigError) as bad:
+        load_spec(name, tmp_path)
+    assert message in str(bad.value) and "\n" not in str(bad.value)
+
+
+def test_the_shipped_specs_declare_their_policies() -> None:
+    specs = PROJECT_ROOT / "ml/specs"
+    assert load_spec("purchase_propensity", specs).activation == ActivationPolicy("precision", 0.8)
+    assert load_spec("churn_risk", specs).calibration == "platt"
+    assert load_spec("content_preference", specs).activation.policy == "fixed"
