@@ -155,10 +155,12 @@ def behavior_nightly():
 
         return run_step(score_step, params, data_interval_end)
 
-    @task(outlets=[model_drift_asset()])
+    # all_done: a night whose scores were refused for drift (fail_psi) still asks
+    @task(outlets=[model_drift_asset()], trigger_rule="all_done")
     def request_retraining(params=None, data_interval_end=None):
         """Succeeds, updating the asset that starts models_weekly, only when a champion's
-        drift reached its spec's retrain_psi tonight; skipped otherwise."""
+        drift reached its spec's retrain_psi tonight (once per champion version); skipped
+        otherwise."""
         from microseg.pipeline import request_retraining_step
 
         return run_step(request_retraining_step, params, data_interval_end)

@@ -354,7 +354,7 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
-    from microseg.pipeline import drift_summaries
+    from microseg.pipeline import drift_summaries, retraining_due
     from microseg.warehouse import features_as_of
     from ml.score import score
 
@@ -366,6 +366,8 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
         print(f"scored {rows:,} people with {name}@champion into marts.user_scores")
     for line in drift_summaries(settings, as_of):
         print(line)
+    for _, _, line in retraining_due(settings, as_of):
+        print(f"retrain: {line}")
     return 0
 
 

@@ -122,7 +122,7 @@ class Settings:
     raw_retention_days: int | None  # events of sessions ended longer ago are deleted; None: kept
     quarantine_retention_days: int  # quarantined lines of files loaded longer ago are deleted
     nightly_schedule: str | None  # cron of behavior_nightly; None: triggered only
-    weekly_schedule: str | None  # cron of models_weekly; None: triggered only
+    weekly_schedule: str | None  # cron of models_weekly; None: triggered (or by model drift)
     activation_schedule: str | None  # cron of the activation DAG; None: triggered only
     duckdb_memory_limit: str | None  # e.g. "4GB", for every connection and dbt; None: DuckDB's
     duckdb_threads: int  # DuckDB worker threads

@@ -152,7 +152,7 @@ def score_step(settings: Settings, as_of: date) -> str:
     if not written:
         return "score: no champion model yet (models_weekly trains and promotes)"
     lines = ["score: " + ", ".join(f"{n:,} people by {m}" for m, n in written.items())]
-    due = [f"retrain: {line}" for line in retraining_due(settings, as_of)]
+    due = [f"retrain: {line}" for _, _, line in retraining_due(settings, as_of)]
     return "\n".join(lines + drift_summaries(settings, as_of) + due)
 
 
@@ -167,9 +167,9 @@ def drift_summaries(settings: Settings, as_of: date) -> list[str]:
         return summaries(con, as_of)
 
 
-def retraining_due(settings: Settings, as_of: date) -> list[str]:
-    """The champions whose drift against their training set reached their spec's
-    retrain_psi on the date (ml/monitoring.py)."""
+def retraining_due(settings: Settings, as_of: date) -> list[tuple[str, str, str]]:
+    """(model, version, line) of the champions whose drift against their training set
+    reached their spec's retrain_psi on the date (ml/monitoring.py)."""
     from microseg.warehouse import connect, has_table
     from ml.monitoring import retraining_due as due
     from ml.specs import load_spec, spec_names
@@ -184,11 +184,28 @@ def retraining_due(settings: Settings, as_of: date) -> list[str]:
 
 def request_retraining_step(settings: Settings, as_of: date) -> str:
     """Airflow: succeeds (and so updates the model-drift asset that starts models_weekly)
-    only when a champion drifted past its retrain_psi tonight; otherwise nothing to do."""
+    when a champion drifted past its retrain_psi tonight, once per champion version (the
+    version's tag records the request: a re-run, a clear or a backfill asks nothing again);
+    otherwise nothing to do."""
+    from ml import registry
+
     due = retraining_due(settings, as_of)
-    if not due:
-        raise NothingToRunError(f"no champion drifted past its retrain_psi on {as_of}")
-    return "\n".join(f"retrain: {line}: models_weekly starts" for line in due)
+    client = registry.client(settings) if due else None
+    new = [
+        (model, version, line)
+        for model, version, line in due
+        if registry.RETRAIN_REQUEST_TAG not in client.get_model_version(model, version).tags
+    ]
+    if not new:
+        asked = f" (already requested for {', '.join(f'{m} v{v}' for m, v, _ in due)})"
+        raise NothingToRunError(
+            f"no champion drifted past its retrain_psi on {as_of}" + (asked if due else "")
+        )
+    for model, version, _ in new:
+        client.set_model_version_tag(
+            model, version, registry.RETRAIN_REQUEST_TAG, as_of.isoformat()
+        )
+    return "\n".join(f"retrain: {line}: models_weekly starts" for _, _, line in new)
 
 
 def cluster_step(settings: Settings, as_of: date) -> str:

@@ -27,12 +27,23 @@ class Platt:
 
     @classmethod
     def fit(cls, log_odds: np.ndarray, labels: np.ndarray) -> Platt:
-        """Maximum likelihood, unregularized (two parameters on thousands of rows)."""
+        """Maximum likelihood, unregularized (two parameters on thousands of rows). Labels of
+        one class, or a model that ranks the rows backwards, cannot be calibrated."""
         from sklearn.linear_model import LogisticRegression
 
+        if len(np.unique(labels)) < 2:
+            raise DataQualityError(
+                "cannot calibrate: the validation dates hold only one label value"
+            )
         model = LogisticRegression(C=1e6, max_iter=1000)
         model.fit(np.asarray(log_odds).reshape(-1, 1), labels)
-        return cls(float(model.coef_[0, 0]), float(model.intercept_[0]))
+        platt = cls(float(model.coef_[0, 0]), float(model.intercept_[0]))
+        if platt.slope <= 0:
+            raise DataQualityError(
+                f"cannot calibrate: on the validation dates the model's scores fall as the "
+                f"outcome rises (Platt slope {platt.slope:.3f}); it is not fit to score"
+            )
+        return platt
 
     def log_odds(self, raw_log_odds: np.ndarray) -> np.ndarray:
         return self.slope * np.asarray(raw_log_odds) + self.intercept
@@ -54,10 +65,12 @@ def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int
 @dataclass(frozen=True)
 class ActivationPolicy:
     """How the activation threshold is chosen on validation scores (labels 0/1):
-    fixed: `value` is the threshold; top_fraction: the share of people to activate;
+    fixed: `value` is the threshold; top_fraction: the share of people to activate (more
+    when people tie at the threshold's score);
     precision: the lowest threshold whose precision reaches `value`;
     cost_ratio: the threshold with the least value * false positives + false negatives
-    (a false positive costs `value` times a false negative)."""
+    (a false positive costs `value` times a false negative; when activating no one costs
+    least, the threshold is above every score)."""
 
     policy: str
     value: float
@@ -71,7 +84,7 @@ class ActivationPolicy:
         last = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])
         activated, true_positives = last + 1, hits[last]
         if self.policy == "top_fraction":
-            wanted = max(int(np.ceil(self.value * len(scores))), 1)
+            wanted = max(int(np.ceil(round(self.value * len(scores), 9))), 1)
             return float(ranked[min(wanted, len(ranked)) - 1])
         if self.policy == "precision":
             reaching = np.flatnonzero(true_positives / activated >= self.value)

@@ -18,7 +18,7 @@ line naming it, after the monitoring rows are written: scores computed on a popu
 champion never saw, or on a night unlike the one before (a broken tracker), are not acted on.
 With `retrain_psi` set, drift against the training set at or past it asks for a retraining:
 in Airflow the nightly's `request_retraining` task then updates the asset that starts
-models_weekly at once (ml/specs, dags/).
+models_weekly at once, once per champion version (dags/).
 """
 
 from __future__ import annotations
@@ -148,9 +148,10 @@ def write(con, rows: pd.DataFrame, *, model: str, version: str, as_of: date) -> 
     con.execute("commit")
 
 
-def retraining_due(con, as_of: date, levels: dict[str, float]) -> list[str]:
-    """One line per model (levels: model -> its retrain_psi) with an input or its score at
-    or past that level against its training set on the date, naming the worst."""
+def retraining_due(con, as_of: date, levels: dict[str, float]) -> list[tuple[str, str, str]]:
+    """(model, version, line) per model (levels: model -> its retrain_psi) with an input or
+    its score at or past that level against its training set on the date; the line names
+    the worst."""
     if not levels:
         return []
     rows = con.execute(
@@ -163,8 +164,12 @@ def retraining_due(con, as_of: date, levels: dict[str, float]) -> list[str]:
         [as_of, sorted(levels)],
     ).fetchall()
     return [
-        f"{model} v{version} drifted past its retrain_psi {levels[model]:g} ({worst}: PSI "
-        f"{value:.3f} against its training set)"
+        (
+            model,
+            version,
+            f"{model} v{version} drifted past its retrain_psi {levels[model]:g} ({worst}: PSI "
+            f"{value:.3f} against its training set)",
+        )
         for model, version, worst, value in rows
         if value >= levels[model]
     ]

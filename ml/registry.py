@@ -73,10 +73,12 @@ def version_by_alias(mlflow_client: MlflowClient, model: str, alias: str) -> Mod
 
 def load_scorer(settings: Settings, model: str, alias: str | None = None, version: str = ""):
     """A version of a model (by alias, or by number) as an ml.scorer.Scorer: its LightGBM
-    booster (the pyfunc flavor mishandles categories), calibration and threshold."""
+    booster (the pyfunc flavor mishandles categories), calibration and threshold (a version
+    trained before calibration: uncalibrated, at the threshold its run logged)."""
     import mlflow.lightgbm
 
-    from ml.scorer import SCORING_TAG, Scorer
+    from ml.calibration import Platt
+    from ml.scorer import SCORING_TAG, Scorer, scoring_tag
 
     mlflow_client = client(settings)
     if alias is not None:
@@ -84,12 +86,11 @@ def load_scorer(settings: Settings, model: str, alias: str | None = None, versio
         if found is None:
             raise MicrosegError(f"no {model}@{alias} in the MLflow registry: run `microseg train`")
         version = str(found.version)
-    tags = mlflow_client.get_model_version(model, version).tags
-    if SCORING_TAG not in tags:
-        raise MicrosegError(
-            f"{model} v{version} was trained before calibrated scores: train and promote it "
-            f"again (`microseg train --model {model}`, then `microseg promote`)"
-        )
+    found = mlflow_client.get_model_version(model, version)
+    tags = dict(found.tags)
+    if SCORING_TAG not in tags:  # trained before calibration: its scores as they were
+        threshold = float(mlflow_client.get_run(found.run_id).data.params["activation_threshold"])
+        tags[SCORING_TAG] = scoring_tag(Platt(), threshold)
     booster = mlflow.lightgbm.load_model(f"models:/{model}/{version}")
     return Scorer.from_tags(booster, version, tags)
 
@@ -114,6 +115,7 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
 
 
 RETRAIN_TAG = "retrain_after_erasure"  # value: the erasure request that asked for it
+RETRAIN_REQUEST_TAG = "retraining_requested"  # value: the night its drift asked for it
 FEATURE_LOOKBACK_DAYS = 90  # the longest feature window: events this old still shape a row
 
 

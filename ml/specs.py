@@ -99,6 +99,12 @@ def spec_field(raw: dict[str, Any], path: str, kind: type | tuple[type, ...], sp
 
 
 def _activation(raw: dict[str, Any], name: str, task: str) -> ActivationPolicy:
+    if "activation_threshold" in raw:  # specs written before the threshold policies
+        raise ConfigError(
+            f"model spec '{name}': activation_threshold: replaced by activation: "
+            f"{{policy: fixed, value: {raw['activation_threshold']}}} (or another policy: "
+            "top_fraction, precision, cost_ratio)"
+        )
     policy = spec_field(raw, "activation.policy", str, name)
     value = float(spec_field(raw, "activation.value", (int, float), name))
     allowed = POLICIES if task == "binary" else ("fixed",)  # one score per class: no labels
@@ -171,15 +177,27 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
     monitoring = Thresholds(
         levels.get("warn_psi", Thresholds.warn), levels.get("fail_psi"), levels.get("retrain_psi")
     )
-    optional = [v for v in (monitoring.fail, monitoring.retrain) if v is not None]
+    warn, fail, retrain = monitoring.warn, monitoring.fail, monitoring.retrain
     if not all(
         isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-        for v in [monitoring.warn, *optional]
-    ) or any(v <= monitoring.warn for v in optional):
+        for v in (warn, fail, retrain)
+        if v is not None
+    ):
         raise ConfigError(
             f"model spec '{name}': monitoring: warn_psi, fail_psi and retrain_psi must be "
-            "positive numbers, fail_psi and retrain_psi above warn_psi"
+            "positive numbers"
         )
+    order = [  # a drift stopping the scores must also have asked for a retraining
+        ("fail_psi must be above warn_psi", fail is not None and fail <= warn),
+        ("retrain_psi must be above warn_psi", retrain is not None and retrain <= warn),
+        (
+            "retrain_psi must be below fail_psi",
+            None not in (retrain, fail) and retrain >= fail,
+        ),
+    ]
+    for message, broken in order:
+        if broken:
+            raise ConfigError(f"model spec '{name}': monitoring: {message}")
     decay = raw.get("decay_half_life_days")
     if decay is not None and (
         isinstance(decay, bool) or not isinstance(decay, int | float) or decay <= 0

@@ -119,6 +119,7 @@ def test_drift_past_retrain_psi_starts_the_weekly_training(report: dict) -> None
     nightly, weekly = report["dags"]["behavior_nightly"], report["dags"]["models_weekly"]
     drift = "microseg://model-drift/"  # as Airflow normalizes it
     assert nightly["tasks"]["request_retraining"]["outlets"] == [drift]
+    assert nightly["tasks"]["request_retraining"]["trigger_rule"] == "all_done"
     assert [t for t, task in nightly["tasks"].items() if task["outlets"]] == ["request_retraining"]
     assert weekly["timetable"] == {
         "kind": "AssetOrTimeSchedule",

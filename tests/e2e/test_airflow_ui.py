@@ -28,8 +28,9 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 DAG_ID = "behavior_nightly"
-# its tasks: ingest, validate_raw, 3 dbt layers, validate_features, score, cluster, recommend,
-# segments, activate, experiments, export_audiences, expire, publish
+# its tasks: ingest, validate_raw, 3 dbt layers, validate_features, score (and beside it
+# request_retraining), cluster, recommend, segments, activate, experiments, export_audiences,
+# expire, publish
 NIGHTLY_TASKS = 16
 LOADED_BEFORE = date(2026, 10, 9)  # deliveries of earlier days are loaded before Airflow starts
 UI_AS_OF = date(2026, 10, 10)  # the night triggered in the UI loads the 10-09 delivery

@@ -22,10 +22,11 @@ from microseg.errors import DataQualityError, MicrosegError, NothingToRunError
 from microseg.pipeline import request_retraining_step
 from microseg.segments import run_segments
 from ml import registry
+from ml.calibration import Platt
 from ml.monitoring import summaries
 from ml.promote import promote
 from ml.score import score
-from ml.scorer import scoring_inputs
+from ml.scorer import SCORING_TAG, scoring_inputs
 from ml.specs import FAIRNESS_GROUPS, load_spec
 from ml.train import train
 from ml.training_sets import people_at, training_set
@@ -282,6 +283,15 @@ def test_each_score_says_which_three_features_moved_it(champion_home: Path, tmp_
     scorer = registry.load_scorer(settings, MODEL, registry.CHAMPION)
     slope, intercept = scorer.platt.slope, scorer.platt.intercept
     assert slope > 0 and (slope, intercept) != (1.0, 0.0)  # a fitted map, not the identity
+    # a version registered before calibration (no `scoring` tag) still scores: uncalibrated,
+    # at the threshold its run logged
+    client = registry.client(settings)
+    version = client.get_model_version(MODEL, scorer.version)
+    client.delete_model_version_tag(MODEL, scorer.version, SCORING_TAG)
+    older = registry.load_scorer(settings, MODEL, registry.CHAMPION)
+    logged = float(client.get_run(version.run_id).data.params["activation_threshold"])
+    assert (older.platt, older.threshold) == (Platt(), logged)
+    client.set_model_version_tag(MODEL, scorer.version, SCORING_TAG, version.tags[SCORING_TAG])
     as_of = rows[0][1]
     people = people_at(settings, load_spec(MODEL, settings.ml_specs_dir), [as_of], labelled=False)
     inputs = scoring_inputs(scorer.booster, people.set_index("person_id").loc[[r[0] for r in rows]])
@@ -390,12 +400,20 @@ def test_a_planted_shift_is_drift_and_stops_that_nights_scores(champion_home: Pa
             ),
         }
     )
+    client = registry.client(retrain)
+    if registry.RETRAIN_REQUEST_TAG in client.get_model_version(MODEL, "1").tags:
+        # the copied registry may be the one the Airflow test's nights asked in
+        client.delete_model_version_tag(MODEL, "1", registry.RETRAIN_REQUEST_TAG)
     with pytest.raises(NothingToRunError, match="no champion drifted past its retrain_psi"):
         request_retraining_step(retrain, planted)
     assert request_retraining_step(retrain, latest).startswith(
         f"retrain: {MODEL} v1 drifted past its retrain_psi {level:g} "
         "(avg_max_scroll_percent_28d: PSI "
     )
+    # once per champion version: re-running the night asks nothing again
+    with pytest.raises(NothingToRunError, match=f"already requested for {MODEL} v1"):
+        request_retraining_step(retrain, latest)
+    assert client.get_model_version(MODEL, "1").tags[registry.RETRAIN_REQUEST_TAG] == str(latest)
 
 
 def test_segments_can_use_scores(champion_home: Path, tmp_path: Path) -> None:

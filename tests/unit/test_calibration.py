@@ -40,6 +40,7 @@ def test_calibration_error_by_hand() -> None:
         ("fixed", 0.65, 0.65),
         ("top_fraction", 0.4, 0.8),  # two of five
         ("top_fraction", 0.5, 0.7),  # ceil(2.5) = three
+        ("top_fraction", 0.6, 0.7),  # 0.6 x 5 is 3.0000000000000004 in floating point: three
         ("precision", 0.75, 0.6),  # four activated, three of them positive
         ("precision", 0.99, 0.8),  # only the top two are all positive
         ("cost_ratio", 1.0, 0.8),  # FP + FN: 3, 2, 1, 2, 1, 2 (ties: the higher threshold)
@@ -60,6 +61,14 @@ def test_thresholds_fall_between_tied_scores_never_through_them() -> None:
 def test_a_costly_false_positive_with_no_positive_activates_no_one() -> None:
     threshold = ActivationPolicy("cost_ratio", 1.0).threshold(np.zeros(5, int), SCORES)
     assert threshold > SCORES.max()
+
+
+def test_one_label_or_a_backwards_model_cannot_be_calibrated() -> None:
+    with pytest.raises(DataQualityError, match="only one label value"):
+        Platt.fit(np.array([0.1, 0.5, 0.9]), np.array([1, 1, 1]))
+    log_odds = np.linspace(-3, 3, 400)
+    with pytest.raises(DataQualityError, match="scores fall as the outcome rises"):
+        Platt.fit(log_odds, (log_odds < 0).astype(int))
 
 
 def test_an_unreachable_precision_is_a_one_line_error() -> None:
@@ -99,6 +108,11 @@ def test_on_calibrated_scores_the_cost_ratio_threshold_is_bayes_optimal() -> Non
         ),
         ("purchase_propensity", {"calibration": "isotonic"}, "calibration: 'isotonic'"),
         ("content_preference", {"calibration": "platt"}, "is not one of ['none']"),
+        (
+            "purchase_propensity",
+            {"activation_threshold": 0.75},
+            "replaced by activation: {policy: fixed, value: 0.75}",
+        ),
         (
             "content_preference",
             {"activation": {"policy": "precision", "value": 0.5}},

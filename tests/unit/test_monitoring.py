@@ -55,8 +55,9 @@ def test_the_same_population_does_not_drift_and_a_moved_one_does() -> None:
 @pytest.mark.parametrize(
     "levels, message",
     [
-        ({"warn_psi": 0.3, "fail_psi": 0.2}, "fail_psi and retrain_psi above warn_psi"),
-        ({"retrain_psi": 0.05}, "fail_psi and retrain_psi above warn_psi"),
+        ({"warn_psi": 0.3, "fail_psi": 0.2}, "fail_psi must be above warn_psi"),
+        ({"retrain_psi": 0.05}, "retrain_psi must be above warn_psi"),
+        ({"fail_psi": 0.3, "retrain_psi": 0.3}, "retrain_psi must be below fail_psi"),
         ({"warn_psi": -1}, "positive numbers"),
         ({"fail_psi": "high"}, "positive numbers"),
         ({"retrain_psi": True}, "positive numbers"),

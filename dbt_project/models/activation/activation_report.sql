@@ -40,12 +40,13 @@ messages as (
     group by all
 ),
 
--- a suppression takes the channel of its firing: a trigger whose channel changed within a day
--- has a row per channel, each counting its own firings once
+-- a suppression is counted on its firing's day and channel (one firing per trigger and
+-- session; a re-run may have moved the moment since): a trigger whose channel changed within a
+-- day has a row per channel, each counting its own firings once
 suppressed as (
-    select suppressions.*, firings.channel
+    select suppressions.reason, trigger_name, firings.fired_at, firings.channel
     from {{ source('activation', 'trigger_suppressions') }} as suppressions
-    join {{ ref('trigger_firings') }} as firings using (trigger_name, person_id, fired_at)
+    join {{ ref('trigger_firings') }} as firings using (trigger_name, session_id)
 ),
 
 suppressions as (
