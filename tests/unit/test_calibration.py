@@ -40,7 +40,6 @@ def test_calibration_error_by_hand() -> None:
         ("fixed", 0.65, 0.65),
         ("top_fraction", 0.4, 0.8),  # two of five
         ("top_fraction", 0.5, 0.7),  # ceil(2.5) = three
-        ("top_fraction", 0.6, 0.7),  # 0.6 x 5 is 3.0000000000000004 in floating point: three
         ("precision", 0.75, 0.6),  # four activated, three of them positive
         ("precision", 0.99, 0.8),  # only the top two are all positive
         ("cost_ratio", 1.0, 0.8),  # FP + FN: 3, 2, 1, 2, 1, 2 (ties: the higher threshold)
@@ -49,6 +48,13 @@ def test_calibration_error_by_hand() -> None:
 )
 def test_thresholds_by_hand(policy: str, value: float, threshold: float) -> None:
     assert ActivationPolicy(policy, value).threshold(LABELS, SCORES) == threshold
+
+
+def test_a_top_fraction_is_not_rounded_up_by_floating_point() -> None:
+    """0.07 x 100 is 7.000000000000001 in floating point: still seven people, not eight."""
+    scores = np.linspace(1, 0.01, 100)
+    threshold = ActivationPolicy("top_fraction", 0.07).threshold(np.zeros(100, int), scores)
+    assert threshold == scores[6] and (scores >= threshold).sum() == 7
 
 
 def test_thresholds_fall_between_tied_scores_never_through_them() -> None:
