@@ -16,8 +16,9 @@ tests run right after it, so a failing test stops what is built on it) → featu
 Expectations checkpoint → score with each champion model (beside it, `request_retraining`:
 skipped unless a champion drifted past its spec's `retrain_psi`, when it updates the
 `model_drift` asset that starts models_weekly) → behavioral clusters →
-recommendations of each recommender champion (`marts.user_recommendations`) → segments →
-triggers of the day before (`microseg activate`) → experiments analyzed
+recommendations of each recommender champion (`marts.user_recommendations`) → segments (its
+dbt build also makes the firings of the day before) → triggers decided and delivered
+(`microseg activate`, on those firings) → experiments analyzed
 (`marts.experiment_results`, `marts.experiment_decisions`) → audience exports → retention
 (`microseg privacy expire`: MICROSEG_RAW_RETENTION_DAYS, MICROSEG_QUARANTINE_RETENTION_DAYS) →
 publish.

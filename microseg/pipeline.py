@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from microseg.config import Settings
-from microseg.errors import DataQualityError, InputError, NothingToRunError
+from microseg.errors import DataQualityError, InputError, MicrosegError, NothingToRunError
 
 
 def ingest_step(settings: Settings, as_of: date) -> str:
@@ -233,10 +233,20 @@ def recommend_step(settings: Settings, as_of: date) -> str:
 
 
 def segments_step(settings: Settings, as_of: date) -> str:
+    """Segments as of D; the triggers of the day before are evaluated in the same dbt build
+    (the activate step reuses it). Triggers that cannot be evaluated (a bad triggers.yml,
+    missing scores) leave the segments alone: the activate step stops on it."""
+    from microseg.activation.run import night_evaluation
     from microseg.segments import run_segments
 
-    run = run_segments(settings, as_of)
-    return "segments: " + ", ".join(f"{name} {n:,}" for name, n in run.members.items())
+    try:
+        triggers, skipped = night_evaluation(settings, as_of), ""
+    except MicrosegError as exc:
+        triggers, skipped = None, f"; triggers not evaluated: {exc}"
+    run = run_segments(settings, as_of, triggers=triggers)
+    members = ", ".join(f"{name} {n:,}" for name, n in run.members.items())
+    evaluated = f"; triggers of {triggers.window.start:%Y-%m-%d} evaluated" if triggers else skipped
+    return f"segments: {members}{evaluated}"
 
 
 def activate_step(settings: Settings, as_of: date) -> str:
@@ -293,6 +303,7 @@ def _activation_summary(run) -> str:
         f"activate {run.window.start:%Y-%m-%d %H:%M} to {run.window.cutoff:%Y-%m-%d %H:%M}: "
         f"{sum(run.fired.values()):,} firings, {run.queued:,} messages queued, "
         f"{sent:,} deliveries, {sum(run.suppressed.values()):,} suppressed"
+        + (" (firings from the segments step's dbt build)" if run.reused_evaluation else "")
     )
 
 

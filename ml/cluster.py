@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from microseg.config import PROJECT_ROOT, Settings
+from microseg.config import PROJECT_ROOT, Settings, load_yaml
 from microseg.errors import ConfigError, DataQualityError
 from microseg.privacy import consent_policy
 from microseg.warehouse import connect, has_table
@@ -99,7 +98,7 @@ def _purpose() -> str:
 
 
 def load_config(path: Path = CONFIG) -> ClusterConfig:
-    raw = yaml.safe_load(path.read_text("utf-8"))
+    raw = load_yaml(path.read_text("utf-8"))
     method = raw.get("method")
     if method not in ("kmeans", "gmm"):
         raise ConfigError(f"{path}: method must be kmeans or gmm, got {method!r}")

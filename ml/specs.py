@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from microseg.config import load_yaml
 from microseg.errors import ConfigError
 from microseg.segments import mart_columns
 from ml.calibration import METHODS, POLICIES, ActivationPolicy
@@ -126,7 +127,7 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         known = ", ".join(spec_names(specs_dir)) or "none"
         raise ConfigError(f"no model spec {name!r} in {specs_dir} (known: {known})")
     try:
-        raw = yaml.safe_load(path.read_text("utf-8"))
+        raw = load_yaml(path.read_text("utf-8"))
     except yaml.YAMLError:
         raise ConfigError(f"{path}: not valid YAML") from None
     if not isinstance(raw, dict) or raw.get("name") != name:
@@ -253,7 +254,7 @@ def spec_names(specs_dir: Path, task: str = "scoring") -> list[str]:
 
     def family(path: Path) -> str:
         try:
-            raw = yaml.safe_load(path.read_text("utf-8"))
+            raw = load_yaml(path.read_text("utf-8"))
         except yaml.YAMLError:
             return "scoring"
         is_recommender = isinstance(raw, dict) and raw.get("task") == RECOMMENDATION

@@ -116,6 +116,7 @@ WALL_CLOCK_COLUMNS = {
     "marts.activation_dead_letters": ("recorded_at",),
     "marts.activation_runs": ("finished_at",),
     "marts.person_merges": ("moved_at",),
+    "marts.trigger_evaluations": ("evaluated_at",),
 }
 
 

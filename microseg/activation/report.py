@@ -17,7 +17,10 @@ REPORT_COLUMNS = (
 
 def print_run(run: ActivationRun) -> None:
     window = f"{run.window.start:%Y-%m-%d %H:%M} to {run.window.cutoff:%Y-%m-%d %H:%M} UTC"
-    print(f"triggers fired {window}{' (dry run: nothing queued or sent)' if run.dry_run else ''}:")
+    note = " (dry run: nothing queued or sent)" if run.dry_run else ""
+    if run.reused_evaluation:
+        note = " (firings from the segments step's dbt build)"
+    print(f"triggers fired {window}{note}:")
     width = max(map(len, run.fired), default=0)
     for name, fired in sorted(run.fired.items()):
         print(f"  {name:<{width}}  {fired:>6,} fired")

@@ -41,6 +41,13 @@ ACTIVATION_DDL = (
         queued integer not null,  -- messages in the window, whichever run queued them
         finished_at timestamp not null
     )""",
+    """create table if not exists marts.trigger_evaluations (
+        cutoff timestamp primary key,  -- the window trigger_firings was last built for
+        window_start timestamp not null,
+        person_as_of date not null,
+        plan_sha256 varchar not null,  -- of the triggers' plan (triggers.yml as validated)
+        evaluated_at timestamp not null
+    )""",
     """create table if not exists marts.activation_outbox (
         idempotency_key varchar primary key,
         trigger_name varchar not null,
@@ -132,6 +139,7 @@ class ActivationRun:
     queued: int
     delivered: dict[str, dict[str, int]] = field(default_factory=dict)  # destination -> status
     dry_run: bool = False
+    reused_evaluation: bool = False  # the firings came from the segments step's dbt build
 
 
 def idempotency_key(person_id: str, trigger: str, fired_at: datetime) -> str:
@@ -147,23 +155,121 @@ def ensure_activation_tables(con) -> None:
     con.execute("alter table marts.activation_outbox add column if not exists purpose varchar")
 
 
-def trigger_vars(
-    settings: Settings, triggers: TriggerFile, window: Window, person_as_of: date, schema: str
-) -> str:
-    """dbt --vars for trigger_firings; the plan goes in a JSON file (as segment plans do)."""
-    plan_file = settings.home / "dbt" / f"trigger_plan_{schema}.json"
-    plan_file.parent.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps([t.plan for t in triggers.triggers]), "utf-8")
-    return json.dumps(
-        {
+@dataclass(frozen=True)
+class Evaluation:
+    """What dbt builds trigger_firings with for one window: the plan (triggers.yml), the window
+    and the day whose features and scores person conditions read.
+
+    The night's evaluation rides along in the segments step's dbt invocation (one dbt start-up a
+    night, not two: pipeline.segments_step); it is recorded in marts.trigger_evaluations, and
+    the activate step that follows reuses it while it is current (same window, plan and person
+    day; no events loaded since). Anything else evaluates in its own invocation."""
+
+    triggers: TriggerFile
+    window: Window
+    person_as_of: date
+    schema: str
+
+    @classmethod
+    def prepare(
+        cls, settings: Settings, triggers: TriggerFile, window: Window, schema: str = "marts"
+    ) -> Evaluation:
+        """Checks what the firings read (raw events kept long enough, the scores of the person
+        day) before dbt starts."""
+        from microseg.privacy.retention import check_event_lookback, reading_events
+        from microseg.warehouse import connect, latest_as_of
+
+        check_event_lookback(settings, reading_events([], triggers.triggers))
+        # the person as of the run date, or (a micro-batch before the night ran) the latest night
+        person_as_of = min(window.cutoff.date(), latest_as_of(settings))
+        with connect(settings) as con:
+            ensure_activation_tables(con)
+            require_scores(
+                con,
+                {m: f"trigger '{t.name}'" for t in triggers.triggers for m in t.score_models},
+                person_as_of,
+            )
+        return cls(triggers, window, person_as_of, schema)
+
+    @property
+    def plan(self) -> str:
+        return json.dumps([t.plan for t in self.triggers.triggers], sort_keys=True)
+
+    @property
+    def models(self) -> list[str]:
+        """The dbt selection: the report and the exposures are views (current after delivery);
+        a dry run needs neither."""
+        return ["trigger_firings"] if self.schema == TRIAL_SCHEMA else ["path:models/activation"]
+
+    def dbt_vars(self, settings: Settings) -> dict:
+        """dbt vars of the activation models; the plan goes in a JSON file (as segment plans do)."""
+        plan_file = settings.home / "dbt" / f"trigger_plan_{self.schema}.json"
+        plan_file.parent.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(self.plan, "utf-8")
+        return {
             **settings.dbt_vars,
             "trigger_plan_file": str(plan_file),
-            "trigger_window_start": window.start.isoformat(sep=" "),
-            "trigger_cutoff": window.cutoff.isoformat(sep=" "),
-            "trigger_person_as_of": person_as_of.isoformat(),
-            "activation_schema": schema,
+            "trigger_window_start": self.window.start.isoformat(sep=" "),
+            "trigger_cutoff": self.window.cutoff.isoformat(sep=" "),
+            "trigger_person_as_of": self.person_as_of.isoformat(),
+            "activation_schema": self.schema,
         }
-    )
+
+    def _key(self) -> dict:
+        return {
+            "cutoff": self.window.cutoff,
+            "start": self.window.start,
+            "person_as_of": self.person_as_of,
+            "plan": hashlib.sha256(self.plan.encode()).hexdigest(),
+        }
+
+    def record(self, settings: Settings) -> None:
+        """After dbt built the firings: what they were built with, and when. An earlier
+        evaluation of an overlapping window (a micro-batch's inside the night's) no longer
+        describes all of its firings: it is forgotten."""
+        from microseg.warehouse import connect
+
+        if self.schema != "marts":
+            return
+        with connect(settings) as con:
+            con.begin()
+            con.execute(
+                """delete from marts.trigger_evaluations
+                   where window_start < $cutoff and cutoff > $start""",
+                {"cutoff": self.window.cutoff, "start": self.window.start},
+            )
+            con.execute(
+                """insert into marts.trigger_evaluations
+                   values ($cutoff, $start, $person_as_of, $plan, now()::timestamp)""",
+                self._key(),
+            )
+            con.commit()
+
+    def is_current(self, con) -> bool:
+        """Recorded with this window, person day and plan, and no events loaded since."""
+        from microseg.warehouse import has_table
+
+        return (
+            self.schema == "marts"
+            and has_table(con, "raw", "load_manifest")
+            and con.execute(
+                """select count(*) from marts.trigger_evaluations
+                   where cutoff = $cutoff and window_start = $start
+                     and person_as_of = $person_as_of and plan_sha256 = $plan
+                     and evaluated_at > (select coalesce(max(loaded_at), '-infinity'::timestamp)
+                                         from raw.load_manifest where rows_loaded > 0)""",
+                self._key(),
+            ).fetchone()[0]
+            > 0
+        )
+
+
+def night_evaluation(settings: Settings, as_of: date) -> Evaluation:
+    """The configured triggers over the night before as-of date D (what `activate` decides)."""
+    from microseg.warehouse import features_as_of
+
+    triggers = load_triggers(settings.triggers_file)
+    return Evaluation.prepare(settings, triggers, Window.night(features_as_of(settings, as_of)))
 
 
 RECOMMENDATIONS_IN_PAYLOAD = 5
@@ -278,9 +384,8 @@ def activate(
     """Evaluate, decide and deliver the triggers of triggers.yml for one window (default: the
     night before the as-of date). A dry run writes its firings to activation_trial and
     decides, but queues and delivers nothing."""
-    from microseg.privacy.retention import check_event_lookback, reading_events
     from microseg.transform import run_dbt
-    from microseg.warehouse import connect, features_as_of, latest_as_of, require_warehouse
+    from microseg.warehouse import connect, features_as_of, require_warehouse
 
     if triggers_file is not None and not dry_run:
         raise UsageError(
@@ -288,7 +393,6 @@ def activate(
             f"({settings.triggers_file}; MICROSEG_TRIGGERS_FILE)"
         )
     triggers = load_triggers(triggers_file or settings.triggers_file)
-    check_event_lookback(settings, reading_events([], triggers.triggers))
     experiments = load_configured_experiments(settings)
     for destination in triggers.destinations.values():
         if destination.type == "webhook":
@@ -299,20 +403,22 @@ def activate(
     require_warehouse(settings)
     if window is None:
         window = Window.night(features_as_of(settings, as_of))
-    # the person as of the run date, or (a micro-batch before the night ran) the latest night
-    person_as_of = min(window.cutoff.date(), latest_as_of(settings))
-    schema = TRIAL_SCHEMA if dry_run else "marts"
-    with connect(settings) as con:
-        ensure_activation_tables(con)
-        require_scores(
-            con,
-            {m: f"trigger '{t.name}'" for t in triggers.triggers for m in t.score_models},
-            person_as_of,
+    evaluation = Evaluation.prepare(
+        settings, triggers, window, TRIAL_SCHEMA if dry_run else "marts"
+    )
+    with connect(settings, read_only=True) as con:
+        reused = evaluation.is_current(con)
+    if not reused:
+        run_dbt(
+            settings,
+            "build",
+            "--select",
+            *evaluation.models,
+            "--vars",
+            json.dumps(evaluation.dbt_vars(settings)),
         )
-    dbt_vars = trigger_vars(settings, triggers, window, person_as_of, schema)
-    # the report and the exposures are views (current after delivery); a dry run needs neither
-    models = ["trigger_firings"] if dry_run else ["path:models/activation"]
-    run_dbt(settings, "build", "--select", *models, "--vars", dbt_vars)
+        evaluation.record(settings)
+    schema, person_as_of = evaluation.schema, evaluation.person_as_of
     with connect(settings, read_only=dry_run) as con:
         if not dry_run:
             con.begin()  # the window's decisions are written whole or not at all
@@ -326,6 +432,7 @@ def activate(
             suppressed.reason.value_counts().to_dict(),
             len(messages),
             dry_run=dry_run,
+            reused_evaluation=reused,
         )
         if dry_run:
             return result

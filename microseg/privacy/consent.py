@@ -12,9 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from microseg.config import DBT_PROJECT_DIR
+from microseg.config import DBT_PROJECT_DIR, load_yaml
 from microseg.errors import ConfigError
 
 STATES = ("granted", "denied")  # what a purpose's default may be
@@ -42,7 +40,7 @@ class ConsentPolicy:
 def consent_policy(dbt_project_dir: Path = DBT_PROJECT_DIR) -> ConsentPolicy:
     """The checked consent vars of dbt_project.yml."""
     path = dbt_project_dir / "dbt_project.yml"
-    variables = (yaml.safe_load(path.read_text("utf-8")) or {}).get("vars") or {}
+    variables = (load_yaml(path.read_text("utf-8")) or {}).get("vars") or {}
     where = f"{path.name} var consent_purposes"
     defaults = variables.get("consent_purposes")
     if not isinstance(defaults, dict) or not defaults:

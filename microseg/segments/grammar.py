@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from microseg.config import PROJECT_ROOT
+from microseg.config import PROJECT_ROOT, load_yaml
 from microseg.contract import event_contract
 from microseg.errors import ConfigError
 
@@ -76,10 +76,13 @@ class Segment:
 
 
 @cache
+def _marts_schema() -> dict:
+    return load_yaml((PROJECT_ROOT / "dbt_project/models/marts/_marts.yml").read_text())
+
+
 def mart_columns(model: str) -> dict[str, str]:
     """Column name -> declared data_type of a mart, from its enforced dbt contract."""
-    spec = yaml.safe_load((PROJECT_ROOT / "dbt_project/models/marts/_marts.yml").read_text())
-    for entry in spec["models"]:
+    for entry in _marts_schema()["models"]:
         if entry["name"] == model:
             return {c["name"]: c["data_type"].lower() for c in entry["columns"]}
     raise KeyError(model)
@@ -450,7 +453,7 @@ def read_definitions(path: Path, what: str) -> Any:
     """A definitions file's YAML; a file that cannot be read or parsed is one line naming
     it (and the line of a syntax error)."""
     try:
-        return yaml.safe_load(path.read_text("utf-8"))
+        return load_yaml(path.read_text("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {what} definitions {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

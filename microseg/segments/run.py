@@ -7,10 +7,14 @@ import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from microseg.config import Settings
 from microseg.errors import ConfigError
 from microseg.segments.grammar import Segment, load_segments
+
+if TYPE_CHECKING:
+    from microseg.activation.run import Evaluation
 
 
 def require_scores(con, needs: dict[str, str], as_of: date) -> None:
@@ -67,30 +71,34 @@ class SegmentRun:
     members: dict[str, int]
 
 
-def segment_vars(settings: Settings, segments: list[Segment], as_of: date, schema: str) -> str:
+def segment_vars(settings: Settings, segments: list[Segment], as_of: date, schema: str) -> dict:
     """dbt --vars for the segment models. The plan itself goes in a JSON file that the models
     read (macros/segments.sql): on the command line it met YAML's quoting (an emoji in a title)
     and the argument-length limit (a few hundred segments)."""
     plan_file = settings.home / "dbt" / f"segment_plan_{schema}.json"
     plan_file.parent.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(json.dumps([s.plan for s in segments]), "utf-8")
-    return json.dumps(
-        {
-            "segment_as_of": as_of.isoformat(),
-            "segment_plan_file": str(plan_file),
-            "segment_schema": schema,
-        }
-    )
+    return {
+        "segment_as_of": as_of.isoformat(),
+        "segment_plan_file": str(plan_file),
+        "segment_schema": schema,
+    }
 
 
 def run_segments(
-    settings: Settings, as_of: date | None = None, *, file: Path | None = None
+    settings: Settings,
+    as_of: date | None = None,
+    *,
+    file: Path | None = None,
+    triggers: Evaluation | None = None,
 ) -> SegmentRun:
     """Materialize every segment of the configured file for one as-of date.
 
     Re-running a date replaces that date's memberships; earlier dates stay as they were
     evaluated (that is the membership history). Any other `file` is a trial: it is evaluated
     into the schema segments_trial (emptied first), and production memberships do not change.
+    `triggers`: the night's trigger firings, built in the same dbt invocation (recorded for
+    the activate step that follows: microseg/activation/run.py, Evaluation).
     """
     from microseg.privacy.retention import check_event_lookback, reading_events
     from microseg.transform import run_dbt
@@ -106,14 +114,14 @@ def run_segments(
     if schema == TRIAL_SCHEMA:
         with connect(settings) as con:
             con.execute(f"drop schema if exists {TRIAL_SCHEMA} cascade")
-    run_dbt(
-        settings,
-        "build",
-        "--select",
-        "path:models/segments",
-        "--vars",
-        segment_vars(settings, segments, as_of, schema),
-    )
+    dbt_vars = segment_vars(settings, segments, as_of, schema)
+    models = ["path:models/segments"]
+    if triggers is not None:
+        dbt_vars |= triggers.dbt_vars(settings)
+        models += triggers.models
+    run_dbt(settings, "build", "--select", *models, "--vars", json.dumps(dbt_vars))
+    if triggers is not None:
+        triggers.record(settings)
     with connect(settings, read_only=True) as con:
         counts = dict(
             con.execute(

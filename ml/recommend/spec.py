@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from microseg.config import load_yaml
 from microseg.errors import ConfigError
 from ml.specs import RECOMMENDATION, spec_field, spec_names
 
@@ -50,7 +49,7 @@ def load_recommend_spec(name: str, specs_dir: Path) -> RecommendSpec:
         raise ConfigError(
             f"no recommender spec {name!r} in {specs_dir} (known: {', '.join(known) or 'none'})"
         )
-    raw = yaml.safe_load(path.read_text("utf-8"))
+    raw = load_yaml(path.read_text("utf-8"))
     if raw.get("name") != name:
         raise ConfigError(f"model spec '{name}': name must be {name!r} (the file name)")
     items = spec_field(raw, "items", list, name)

@@ -27,7 +27,7 @@ from microseg.experiments.analyze import ONE_ARM_EXPOSURES, analyze
 from microseg.experiments.grammar import load_experiments
 from microseg.experiments.plot import lift_over_time
 from microseg.ingest import ingest_paths
-from microseg.pipeline import run_batch
+from microseg.pipeline import activate_step, run_batch, segments_step
 from microseg.segments import load_segments, run_segments
 from microseg.transform import transform
 from ml import score as ml_score
@@ -60,9 +60,11 @@ def activated(built: Settings, tmp_path_factory) -> Settings:
         {"MICROSEG_HOME": str(home), "MICROSEG_EXPERIMENTS_FILE": str(experiments)}
     )
     for night in NIGHTS:
-        if night >= NIGHTS[-2]:
-            run_segments(settings, night)  # payloads name the person's segments that night
-        activate(settings, night)
+        if night >= NIGHTS[-2]:  # as the night runs: segments (payloads name them), whose dbt
+            segments_step(settings, night)  # build also makes the night's firings, then activate
+            activate_step(settings, night)
+        else:
+            activate(settings, night)
     return settings
 
 
@@ -173,6 +175,75 @@ def test_every_firing_is_a_message_or_a_suppression_and_reruns_change_nothing(ac
     assert {"expired", "capped"} <= reasons
     activate(activated, NIGHTS[2])
     assert state() == before
+
+
+def test_the_nights_firings_come_from_the_segments_build_while_current(activated, tmp_path):
+    """One dbt start-up a night: the segments step builds the night's firings, and activate
+    uses them without running dbt; a changed plan or newly loaded events make it evaluate
+    again. A triggers.yml that cannot be evaluated leaves the segments alone and stops the
+    activate step."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(activated.warehouse_path, home)
+    settings = dataclasses.replace(activated, home=home)
+    night = NIGHTS[-1]
+
+    def firings(trigger: str) -> set[tuple]:
+        return set(
+            query(
+                settings,
+                """select session_id from marts.trigger_firings
+                   where trigger_name = ? and fired_at >= ? and fired_at < ?""",
+                [trigger, night - timedelta(days=1), night],
+            )
+        )
+
+    def dbt_ran(step) -> bool:
+        settings.dbt_log.unlink(missing_ok=True)  # run_dbt writes it on every invocation
+        step()
+        return settings.dbt_log.exists()
+
+    assert query(settings, "select window_start, cutoff from marts.trigger_evaluations "
+                 "where cutoff = ?", [night]) == [
+        (datetime.combine(night - timedelta(days=1), time()), datetime.combine(night, time()))
+    ]  # fmt: skip
+    binge = firings("binge_reader")
+    assert binge
+    assert not dbt_ran(lambda: activate(settings, night))
+    assert activate(settings, night).reused_evaluation
+
+    document = yaml.safe_load((PROJECT_ROOT / "triggers.yml").read_text())
+    reader = next(t for t in document["triggers"] if t["name"] == "binge_reader")
+    most = max(count for (count,) in query(
+        settings, "select (evidence ->> 'articles_read')::int from marts.trigger_firings "
+        "where trigger_name = 'binge_reader' and fired_at >= ? and fired_at < ?",
+        [night - timedelta(days=1), night]))  # fmt: skip
+    reader["when"][">="] = most  # a stricter definition: fewer firings of the same sessions
+    stricter = tmp_path / "triggers.yml"
+    stricter.write_text(yaml.safe_dump(document))
+    stricter_settings = dataclasses.replace(settings, triggers_file=stricter)
+    assert dbt_ran(lambda: activate(stricter_settings, night))
+    assert 0 < len(firings("binge_reader")) < len(binge)
+    assert firings("binge_reader") <= binge  # the same sessions, fewer (moments are later)
+    assert not dbt_ran(lambda: activate(stricter_settings, night))  # current again
+
+    late = tmp_path / "late.jsonl"  # any newly loaded events may change the firings
+    late.write_text(json.dumps({
+        "event_id": "late-page-view", "event_type": "page_view", "user_id": "late_reader",
+        "event_at": f"{night - timedelta(days=1)}T12:00:00Z",
+        "page_url": "https://example.com/articles/late", "page_type": "article",
+    }) + "\n")  # fmt: skip
+    assert ingest_paths(settings, [late])[0].rows_loaded == 1
+    assert dbt_ran(lambda: activate(stricter_settings, night))
+
+    broken = tmp_path / "broken.yml"
+    broken.write_text(stricter.read_text().replace("max: 2", "max: two"))
+    broken_settings = dataclasses.replace(settings, triggers_file=broken)
+    summary = segments_step(broken_settings, night)
+    assert "triggers not evaluated: broken.yml" in summary, summary
+    assert "product_hesitators" in summary
+    with pytest.raises(ConfigError, match=r"broken\.yml"):
+        activate_step(broken_settings, night)
 
 
 def _webhook_triggers(tmp_path: Path, port_url: str) -> Path:
