@@ -332,6 +332,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         f"exported {result.rows:,} people of {result.segment} on {result.as_of} to "
         f"{result.path} (manifest {result.manifest_path.name})"
     )
+    if result.experiment_line():
+        print(result.experiment_line())
     return 0
 
 

@@ -1,5 +1,10 @@
 """Audience export: one segment on one as-of date as a consent-filtered CSV plus a manifest.
 
+On a day an experiment targets the segment (experiments.yml `targeting: {segment: NAME}`), its
+participants get their arm: a treatment arm's members are in the file with columns experiment,
+arm and variant, a control arm's are left out; both are recorded as exposed that day
+(microseg/experiments/arms.py).
+
 Marketing opens these files in spreadsheets, so any text field that a spreadsheet would read
 as a formula (leading =, +, -, @, tab or carriage return) is prefixed with a quote. The CSV is
 written aside and renamed into place, and its manifest carries the checksum, so a reader never
@@ -18,11 +23,15 @@ from pathlib import Path
 
 from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
+from microseg.experiments.arms import ensure_experiment_tables, expose_members, running
+from microseg.experiments.grammar import Experiment, load_configured_experiments
 from microseg.privacy import consent_policy
 from microseg.warehouse import connect, has_table, require_warehouse
 
 # Text columns that reach a spreadsheet; each is neutralized in SQL before writing.
-TEXT_COLUMNS = ("person_id", "user_id", "segment_name", "segment_title", "device_type", "country")
+TEXT_COLUMNS = (
+    "person_id", "user_id", "segment_name", "segment_title", "device_type", "country", "variant"
+)  # fmt: skip
 FORMULA_START = r"^[=+\-@\t\r]"
 
 
@@ -33,6 +42,15 @@ class ExportResult:
     rows: int
     path: Path
     manifest_path: Path
+    experiment: dict | None = None  # the running experiment: name, in_file and left_out per arm
+
+    def experiment_line(self) -> str | None:
+        """While an experiment targets the segment: what each arm got."""
+        if self.experiment is None:
+            return None
+        arms = [f"{n:,} {arm} in the file" for arm, n in self.experiment["in_file"].items()]
+        arms += [f"{n:,} {arm} left out" for arm, n in self.experiment["left_out"].items()]
+        return f"experiment {self.experiment['name']}: {', '.join(arms) or 'no participant'}"
 
 
 def neutralized(column: str) -> str:
@@ -81,6 +99,9 @@ def export_audience(
     purpose = consent_policy().purpose_of["exports"]
     with connect(settings, read_only=True) as con:
         as_of, definition_hash = _evaluation(con, settings, segment, as_of)
+    experiments = load_configured_experiments(settings)
+    experiment = running(experiments, segment, as_of, kind="segment")
+    with connect(settings, read_only=experiment is None) as con:
         score_join, score_column = "", ""
         params: list = [segment, as_of, purpose]
         if min_score is not None:
@@ -124,6 +145,7 @@ def export_audience(
                 strftime(p.last_seen_at, '%Y-%m-%dT%H:%M:%SZ') as last_seen_at,
                 p.latest_device_type as device_type, p.latest_country as country,
                 m.evidence::varchar as evidence{score_column}{recommendation_column}
+                {{arm_columns}}
             from marts.segment_memberships m
             join marts.dim_persons p using (person_id)
             join marts.segment_evaluations e using (segment_name, as_of_date)
@@ -131,10 +153,18 @@ def export_audience(
               on h.person_id = m.person_id and h.segment_name = m.segment_name
              and h.entered_at <= m.as_of_date
              and (h.exited_at is null or h.exited_at > m.as_of_date)
-            {score_join}{recommendation_join}
+            {score_join}{recommendation_join}{{arm_join}}
             where m.segment_name = ? and m.as_of_date = ?
-              and marts.has_consent(m.person_id, ?, m.as_of_date)
+              and marts.has_consent(m.person_id, ?, m.as_of_date){{arm_filter}}
         """
+        arms = None
+        if experiment is not None:
+            ensure_experiment_tables(con)
+            con.begin()  # the exposures are recorded with the file, or not at all
+            people = [row[0] for row in con.execute(_with_arms(members, False), params).fetchall()]
+            arms = expose_members(con, experiments, experiment, people, as_of)
+            con.register("member_arms", arms)
+        members = _with_arms(members, arms is not None)
         columns = [d[0] for d in con.execute(f"{members} limit 0", params).description]
         select_list = ", ".join(neutralized(c) if c in TEXT_COLUMNS else c for c in columns)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +180,8 @@ def export_audience(
             if excel:
                 partial.write_bytes(codecs.BOM_UTF8 + partial.read_bytes())
             digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+            if arms is not None:
+                con.commit()
             os.replace(partial, out)
         finally:
             partial.unlink(missing_ok=True)  # never leave a hidden copy of an audience behind
@@ -170,11 +202,38 @@ def export_audience(
         "columns": columns,
         "encoding": "utf-8-sig (with BOM, for Excel)" if excel else "utf-8",
         "consent": f"only people with {purpose} consent on the as-of date, and still",
+        "experiment": _arm_counts(experiment, arms),
     }
     manifest_path = out.with_name(out.name + ".manifest.json")
     partial.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
     os.replace(partial, manifest_path)
-    return ExportResult(segment, as_of, rows, out, manifest_path)
+    return ExportResult(
+        segment, as_of, rows, out, manifest_path, experiment=_arm_counts(experiment, arms)
+    )
+
+
+def _with_arms(members: str, experiment_runs: bool) -> str:
+    """The members query with the experiment's arms joined (a control arm's left out), or
+    without them."""
+    parts = {
+        "{arm_columns}": ", a.experiment, a.arm, a.variant",
+        "{arm_join}": "\n            left join member_arms a on a.person_id = m.person_id",
+        "{arm_filter}": " and a.in_file is not false",
+    }
+    for placeholder, sql in parts.items():
+        members = members.replace(placeholder, sql if experiment_runs else "")
+    return members
+
+
+def _arm_counts(experiment: Experiment | None, arms) -> dict | None:
+    if experiment is None:
+        return None
+    counts = arms.groupby(["in_file", "arm"]).size()
+    return {
+        "name": experiment.name,
+        "in_file": {arm: int(n) for (kept, arm), n in counts.items() if kept},
+        "left_out": {arm: int(n) for (kept, arm), n in counts.items() if not kept},
+    }
 
 
 def _evaluation(con, settings: Settings, segment: str, as_of: date | None) -> tuple[date, str]:

@@ -311,7 +311,10 @@ def export_step(settings: Settings, as_of: date, audiences: list[str] | None = N
     from microseg.export import export_audiences
 
     results = export_audiences(settings, as_of, audiences)
-    return "export: " + ", ".join(f"{r.path} ({r.rows:,} people)" for r in results)
+    return "export: " + ", ".join(
+        f"{r.path} ({'; '.join(filter(None, [f'{r.rows:,} people', r.experiment_line()]))})"
+        for r in results
+    )
 
 
 def expire_step(settings: Settings, as_of: date) -> str:

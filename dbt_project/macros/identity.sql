@@ -52,6 +52,8 @@
         {'name': 'activation_outbox', 'key': ['idempotency_key'], 'prefer': 'moved'},
         {'name': 'experiment_assignments', 'key': ['experiment'],
          'prefer': 'assigned_at, moved, from_person_id'},
+        {'name': 'segment_exposures', 'key': ['experiment', 'as_of_date'],
+         'prefer': 'moved, from_person_id'},
     ]) }}
 {%- endmacro %}
 

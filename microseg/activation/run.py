@@ -25,7 +25,7 @@ from microseg.activation.delivery import FINAL_KEYS, deliver_pending
 from microseg.activation.grammar import TriggerFile, load_triggers
 from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
-from microseg.experiments.arms import ASSIGNMENTS_DDL, apply_arms, held_out
+from microseg.experiments.arms import apply_arms, ensure_experiment_tables, held_out
 from microseg.experiments.grammar import load_configured_experiments
 from microseg.privacy import consent_policy
 from microseg.segments.run import require_scores
@@ -149,8 +149,9 @@ def idempotency_key(person_id: str, trigger: str, fired_at: datetime) -> str:
 
 def ensure_activation_tables(con) -> None:
     con.execute("create schema if not exists marts")
-    for ddl in (*ACTIVATION_DDL, ASSIGNMENTS_DDL):
+    for ddl in ACTIVATION_DDL:
         con.execute(ddl)
+    ensure_experiment_tables(con)
     # outboxes from before consent by purpose (their rows have none: never sent)
     con.execute("alter table marts.activation_outbox add column if not exists purpose varchar")
 
@@ -439,7 +440,9 @@ def activate(
         _record(con, suppressed, messages, triggers, schema, window, person_as_of)
         if assignments:  # sticky: a person keeps the arm of their first assignment
             con.executemany(
-                "insert or ignore into marts.experiment_assignments values (?, ?, ?, ?, ?, ?)",
+                """insert or ignore into marts.experiment_assignments
+                   (experiment, person_id, arm, bucket, trigger_name, assigned_at)
+                   values (?, ?, ?, ?, ?, ?)""",
                 assignments,
             )
         con.commit()

@@ -114,7 +114,10 @@ ONE_ARM_EXPOSURES = """
           select 1 from marts.activation_outbox o
           where o.person_id = e.person_id
             and (o.payload ->> '$.experiment.name') = $experiment
-            and (o.payload ->> '$.experiment.arm') <> e.arm)"""
+            and (o.payload ->> '$.experiment.arm') <> e.arm)
+      and not exists (
+          select 1 from marts.segment_exposures x
+          where x.person_id = e.person_id and x.experiment = $experiment and x.arm <> e.arm)"""
 
 
 def _window(experiment: Experiment) -> dict:
@@ -318,6 +321,7 @@ def analyze(
 ) -> list[Decision]:
     """Analyze the experiments (all, or those named) as of D into the two marts."""
     from microseg.errors import UsageError
+    from microseg.experiments.arms import ensure_experiment_tables
     from microseg.warehouse import connect, has_table
 
     decisions = []
@@ -326,6 +330,7 @@ def analyze(
             raise UsageError(
                 "no exposures yet: run `microseg activate` (it builds marts.experiment_exposures)"
             )
+        ensure_experiment_tables(con)  # segment_exposures: who was exported as which arm
         con.execute(RESULTS_DDL)
         for column in ("raw_mean", "raw_control_mean"):  # tables from before they existed
             con.execute(

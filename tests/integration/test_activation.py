@@ -3,6 +3,7 @@ planted moments, re-runs, and delivery to a real signed-webhook receiver that fa
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -24,10 +25,14 @@ from microseg.activation import activate, load_triggers
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import ConfigError
 from microseg.experiments.analyze import ONE_ARM_EXPOSURES, analyze
-from microseg.experiments.grammar import load_experiments
+from microseg.experiments.arms import HOLDOUT_SALT
+from microseg.experiments.assignment import bucket
+from microseg.experiments.grammar import load_configured_experiments, load_experiments
 from microseg.experiments.plot import lift_over_time
+from microseg.export import export_audience
 from microseg.ingest import ingest_paths
 from microseg.pipeline import activate_step, run_batch, segments_step
+from microseg.privacy import consent_policy
 from microseg.segments import load_segments, run_segments
 from microseg.transform import transform
 from ml import score as ml_score
@@ -244,6 +249,80 @@ def test_the_nights_firings_come_from_the_segments_build_while_current(activated
     assert "product_hesitators" in summary
     with pytest.raises(ConfigError, match=r"broken\.yml"):
         activate_step(broken_settings, night)
+
+
+def test_a_segment_experiment_leaves_its_control_out_of_the_export_and_exposes_both_arms(
+    activated, tmp_path
+):
+    """The audience export on a day a segment experiment runs: participants (members with
+    consent to experiments, outside the holdout) get their sticky arm; the control arm is left
+    out of the file, the treatment is in it with its variant; both are exposed that day, and
+    the analysis counts them. Re-exporting the day changes nothing."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(activated.warehouse_path, home)
+    night = NIGHTS[-2]
+    purpose = consent_policy().purpose_of
+    segment, members = query(
+        activated,
+        """select segment_name, list(person_id order by person_id) from marts.segment_memberships
+           where as_of_date = ? and marts.has_consent(person_id, ?, as_of_date)
+           group by all order by count(*) desc, segment_name limit 1""",
+        [night, purpose["exports"]],
+    )[0]  # fmt: skip
+    document = yaml.safe_load(activated.experiments_file.read_text())
+    document["experiments"].append({
+        "name": "teaser_test", "hypothesis": "A teaser raises engaged time.", "owner": "o@x.org",
+        "targeting": {"segment": segment}, "layer": "onsite", "start": "2026-10-01",
+        "end": "2026-10-10", "primary": "engaged_s_7d",
+        "arms": [{"name": "control", "weight": 0.5, "control": True},
+                 {"name": "teaser", "weight": 0.5, "variant": "=teaser"}],
+    })  # fmt: skip
+    experiments_file = tmp_path / "experiments.yml"
+    experiments_file.write_text(yaml.safe_dump(document))
+    settings = dataclasses.replace(activated, home=home, experiments_file=experiments_file)
+
+    out = tmp_path / "audience.csv"
+    result = export_audience(settings, segment, out, as_of=night)
+    first = out.read_bytes()
+    arms = dict(query(settings, "select person_id, arm from marts.experiment_assignments "
+                      "where experiment = 'teaser_test'"))  # fmt: skip
+    consented = {p for (p,) in query(
+        settings, "select person_id from marts.dim_persons where "
+        "marts.has_consent(person_id, ?, ?::date)", [purpose["experiments"], night])}  # fmt: skip
+    experiments = load_configured_experiments(settings)
+    held = {p for p in members if bucket(HOLDOUT_SALT, p) < experiments.holdout}
+    assert set(arms) == (set(members) & consented) - held
+    assert held  # a held-out member is exported outside the experiment
+    assert set(arms.values()) == {"control", "teaser"}
+    with out.open(encoding="utf-8") as handle:
+        rows = {r["person_id"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == {p for p in members if arms.get(p) != "control"}
+    for person, row in rows.items():
+        treated = arms.get(person) == "teaser"
+        assert (row["experiment"], row["arm"], row["variant"]) == (
+            ("teaser_test", "teaser", "'=teaser") if treated else ("", "", "")
+        )  # the variant neutralized for spreadsheets like any text
+    exposures = query(settings, "select person_id, arm, exported from marts.segment_exposures "
+                      "where as_of_date = ?", [night])  # fmt: skip
+    assert sorted(exposures) == sorted((p, a, a == "teaser") for p, a in arms.items())
+    counts = {a: list(arms.values()).count(a) for a in ("control", "teaser")}
+    assert result.experiment == {
+        "name": "teaser_test", "in_file": {"teaser": counts["teaser"]},
+        "left_out": {"control": counts["control"]},
+    }  # fmt: skip
+    assert json.loads(result.manifest_path.read_text())["experiment"] == result.experiment
+
+    export_audience(settings, segment, out, as_of=night)  # the same day again
+    assert out.read_bytes() == first
+    assert len(query(settings, "select * from marts.segment_exposures")) == len(arms)
+
+    [decision] = analyze(settings, experiments, NIGHTS[-1], ["teaser_test"])
+    assert decision.exposed == len(arms)
+    assert query(settings, "select count(*), min(exposed_at) from marts.experiment_exposures "
+                 "where experiment = 'teaser_test'") == [
+        (len(arms), datetime.combine(night, time()))
+    ]  # fmt: skip
 
 
 def _webhook_triggers(tmp_path: Path, port_url: str) -> Path:
@@ -525,8 +604,8 @@ def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activa
         triggers={t.name for t in load_triggers(activated.triggers_file).triggers},
     )
     as_of = NIGHTS[-1]
-    [decision] = analyze(activated, experiments, as_of)
-    again = analyze(activated, experiments, as_of)
+    [decision] = analyze(activated, experiments, as_of, ["cart_reminder"])
+    again = analyze(activated, experiments, as_of, ["cart_reminder"])
     with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
         rows = {
             r[0]: r[1:]

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from microseg.experiments.analyze import ONE_ARM_EXPOSURES, decide, results
+from microseg.experiments.arms import ensure_experiment_tables
 from microseg.experiments.grammar import Arm, Experiment, Guardrail, Metric
 from microseg.experiments.plot import draw_lift
 
@@ -146,8 +147,9 @@ def test_the_lift_picture_waits_for_a_lift_and_replaces_itself_whole(tmp_path) -
 
 
 def test_only_people_acted_on_as_one_arm_while_it_ran_are_analyzed() -> None:
-    """Merged people can carry two arms: sent and withheld, or sent two arms' variants; and a
-    control person first reached after the end got the message like anyone (not as control)."""
+    """Merged people can carry two arms: sent and withheld, sent two arms' variants, or
+    exported as two arms; and a control person first reached after the end got the message
+    like anyone (not as control)."""
     con = duckdb.connect()
     con.execute("create schema marts")
     con.execute(
@@ -156,8 +158,17 @@ def test_only_people_acted_on_as_one_arm_while_it_ran_are_analyzed() -> None:
            ('e', 'two_variants', 'reminder', timestamp '2026-10-06 10:00', 't'),
            ('e', 'withheld_then_sent', 'control', timestamp '2026-10-06 10:00', 't'),
            ('e', 'withheld_once', 'control', timestamp '2026-10-06 10:00', 't'),
-           ('e', 'first_sent_after_the_end', 'control', timestamp '2026-10-20 10:00', 't'))
+           ('e', 'first_sent_after_the_end', 'control', timestamp '2026-10-20 10:00', 't'),
+           ('e', 'exported_once', 'reminder', timestamp '2026-10-06 00:00', null),
+           ('e', 'exported_as_two_arms', 'control', timestamp '2026-10-06 00:00', null))
            as x (experiment, person_id, arm, exposed_at, trigger_name)"""
+    )
+    ensure_experiment_tables(con)  # a segment's exports: left out one day, in the file the next
+    con.execute(
+        """insert into marts.segment_exposures values
+           ('e', 'exported_once', 'reminder', 's', '2026-10-06', true),
+           ('e', 'exported_as_two_arms', 'control', 's', '2026-10-06', false),
+           ('e', 'exported_as_two_arms', 'reminder', 's', '2026-10-07', true)"""
     )
     con.execute(
         """create table marts.activation_outbox as select person_id, 't' as trigger_name,
@@ -180,4 +191,4 @@ def test_only_people_acted_on_as_one_arm_while_it_ran_are_analyzed() -> None:
     )
     window = {"experiment": "e", "start": date(2026, 10, 5), "end": date(2026, 10, 19)}
     kept = con.execute(f"select person_id from ({ONE_ARM_EXPOSURES}) order by 1", window)
-    assert [p for (p,) in kept.fetchall()] == ["sent_once", "withheld_once"]
+    assert [p for (p,) in kept.fetchall()] == ["exported_once", "sent_once", "withheld_once"]

@@ -121,7 +121,7 @@ def test_bad_definitions_are_one_line_naming_file_experiment_and_field(
 
 def test_the_shipped_file_is_valid() -> None:
     experiments = load_experiments(PROJECT_ROOT / "experiments.yml", **NAMES)
-    [cart] = experiments.experiments
+    cart, teaser = experiments.experiments
     assert (cart.target_kind, cart.target, cart.salt) == (
         "trigger",
         "cart_abandoned",
@@ -130,6 +130,11 @@ def test_the_shipped_file_is_valid() -> None:
     assert [(a.name, a.control, a.send) for a in cart.arms] == [
         ("control", True, False),
         ("reminder", False, True),
+    ]
+    assert (teaser.target_kind, teaser.target) == ("segment", "subscribe_curious_readers")
+    assert [(a.name, a.send, a.variant) for a in teaser.arms] == [
+        ("control", False, None),
+        ("teaser", True, "newsletter_teaser"),
     ]
     assert experiments.holdout == 0.05 and experiments.metrics["converted_7d"].window_days == 7
 

@@ -1,7 +1,9 @@
 {#- One row per experiment and person: the first moment the person's arm acted on them, after
     their assignment - a message of the targeted trigger went out (treatment), or would have
-    and was withheld (control, suppression experiment_control:<experiment>). The analysis
-    compares arms over exposed people only, not diluted by everyone assigned. A view. -#}
+    and was withheld (control, suppression experiment_control:<experiment>); for a targeted
+    segment, the start of the first day its audience was exported with them in it (treatment)
+    or left out (control; segment_exposures). The analysis compares arms over exposed people
+    only, not diluted by everyone assigned. A view. -#}
 {{ config(materialized='view') }}
 
 with
@@ -20,7 +22,7 @@ acted as (
     where reason like 'experiment_control:%'
 ),
 
-final as (
+exposed as (
     select
         assignments.experiment,
         assignments.person_id,
@@ -34,8 +36,22 @@ final as (
      and acted.trigger_name = assignments.trigger_name
      and acted.fired_at >= assignments.assigned_at
      and (acted.experiment is null or acted.experiment = assignments.experiment)
+    union all
+    select
+        experiment,
+        person_id,
+        arm,
+        as_of_date::timestamp as exposed_at,
+        null::varchar as trigger_name,
+        null::varchar as session_id
+    from {{ source('activation', 'segment_exposures') }}
+),
+
+final as (
+    select *
+    from exposed
     qualify row_number() over (
-        partition by assignments.experiment, assignments.person_id order by acted.fired_at
+        partition by experiment, person_id order by exposed_at, trigger_name
     ) = 1
 )
 
