@@ -409,6 +409,13 @@ def describe(result: TrainResult) -> str:
         f"{m['log_loss']:.3f}, lift in top decile {m['lift_decile_1']:.2f}, Brier "
         f"{m['brier']:.3f} and calibration error {m['calibration_error']:.3f} (uncalibrated "
         f"{m['uncalibrated_brier']:.3f}, {m['uncalibrated_calibration_error']:.3f}); "
-        f"{result.activation}: test precision {m['precision_at_threshold']:.3f}, recall "
-        f"{m['recall_at_threshold']:.3f}, F1 {m['f1_at_threshold']:.3f}; rows {rows}"
+        f"{result.activation}: activates {m['positive_rate_at_threshold']:.1%} of the test "
+        f"rows{NO_ONE if m['positive_rate_at_threshold'] == 0 else ''}, precision "
+        f"{m['precision_at_threshold']:.3f}, recall {m['recall_at_threshold']:.3f}, F1 "
+        f"{m['f1_at_threshold']:.3f}; rows {rows}"
     )
+
+
+# a policy may choose to activate no one (cost_ratio: when every activation costs more than it
+# saves); said, not left to be found in an empty audience
+NO_ONE = " (no one: is_above_threshold will be false for everyone; see the spec's activation)"

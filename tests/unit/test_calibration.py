@@ -139,3 +139,22 @@ def test_the_shipped_specs_declare_their_policies() -> None:
     assert load_spec("purchase_propensity", specs).activation == ActivationPolicy("precision", 0.8)
     assert load_spec("churn_risk", specs).calibration == "platt"
     assert load_spec("content_preference", specs).activation.policy == "fixed"
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (0.4, "activates 80.0% of the test rows, precision"),
+        (9.0, "activates 0.0% of the test rows (no one"),
+    ],
+)
+def test_the_training_report_says_whom_the_threshold_activates(value, said) -> None:
+    """A cost ratio can make activating anyone cost more than it saves: the report says so."""
+    from ml.train import TrainResult, binary_metrics, describe
+
+    labels, scores = np.array([0, 1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.3, 0.2])
+    threshold = ActivationPolicy("cost_ratio", value).threshold(labels, scores)
+    metrics = binary_metrics(labels, scores, threshold)
+    metrics |= {"uncalibrated_brier": 0.2, "uncalibrated_calibration_error": 0.1}
+    result = TrainResult("m", "1", "run", metrics, metrics, {"train": 5}, "activation threshold")
+    assert said in describe(result)
