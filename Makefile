@@ -47,7 +47,8 @@ $(CHROMIUM):
 install: $(VENV)/.synced ## Create .venv from the committed uv.lock (bootstraps uv if missing)
 
 demo: install ## Sample events, then the weekly training and the nightly run: segments, scores, exports
-	$(BIN)/microseg generate --out $(MICROSEG_HOME)/landing --users $(DEMO_USERS) --days $(DEMO_DAYS) --start $(DEMO_START) --seed 7
+	@echo "sample events with a true effect planted for the experiment cart_reminder to find: half of its reminder arm's people buy within the week after their abandoned cart (the answer key: landing/ground_truth/experiment_effects.parquet); its control arm and the other experiment are A/A"
+	$(BIN)/microseg generate --out $(MICROSEG_HOME)/landing --users $(DEMO_USERS) --days $(DEMO_DAYS) --start $(DEMO_START) --seed 7 --plant-lift cart_reminder:reminder=0.5
 	@echo "loading the deliveries before $(DEMO_LAST_DAY); that day's arrives with the night of $(DEMO_AS_OF)"
 	$(BIN)/microseg ingest $$(ls $(MICROSEG_HOME)/landing/events_*.jsonl.gz | grep -v $(DEMO_LAST_DAY))
 	$(BIN)/microseg validate --as-of $(DEMO_AS_OF)

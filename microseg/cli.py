@@ -83,11 +83,28 @@ def _probability(text: str) -> float:
     return value
 
 
-def cmd_generate(args: argparse.Namespace, _settings: Settings) -> int:
-    from microseg.generate import GeneratorConfig, generate
+def _planted_lift(text: str) -> tuple[str, str, float]:
+    """EXPERIMENT:ARM=SHARE, as --plant-lift takes it."""
+    target, _, share = text.partition("=")
+    experiment, _, arm = target.partition(":")
+    if not (experiment and arm and share):
+        raise argparse.ArgumentTypeError(f"{text!r} is not EXPERIMENT:ARM=SHARE")
+    return experiment, arm, _probability(share)
 
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.experiments.grammar import load_configured_experiments
+    from microseg.generate import GeneratorConfig, generate
+    from microseg.generate.experiments import planted_lifts
+
+    lifts = args.plant_lift or []
     config = GeneratorConfig(
-        users=args.users, days=args.days, start=args.start, seed=args.seed, file_format=args.format
+        users=args.users,
+        days=args.days,
+        start=args.start,
+        seed=args.seed,
+        file_format=args.format,
+        planted_lifts=planted_lifts(load_configured_experiments(settings), lifts) if lifts else (),
     )
     summary = generate(config, args.out)
     print(
@@ -248,7 +265,9 @@ def cmd_experiment_check(_args: argparse.Namespace, settings: Settings) -> int:
     )
     for e in checked.experiments:
         arms = ", ".join(
-            f"{a.name} {a.weight:.0%}{' (control)' if a.control else ''}" for a in e.arms
+            f"{a.name} {a.weight:.0%}{' (control)' if a.control else ''}"
+            + (f" on {a.trigger}" if a.trigger else "")
+            for a in e.arms
         )
         print(
             f"  {e.name}: {e.target_kind} {e.target}, {e.start} to {e.end}, layer {e.layer}; "
@@ -270,6 +289,8 @@ def cmd_experiment_analyze(args: argparse.Namespace, settings: Settings) -> int:
     as_of = features_as_of(settings, args.as_of)
     for d in analyze(settings, experiments, as_of, args.names or None):
         print(f"{d.experiment} as of {as_of}: {d.decision} - {d.reasons}")
+        for line in d.primary:
+            print(f"  {line}")
         if d.plot is not None:
             print(f"  lift over time: {d.plot}")
     print("per arm and metric: marts.experiment_results; decisions: marts.experiment_decisions")
@@ -332,8 +353,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         f"exported {result.rows:,} people of {result.segment} on {result.as_of} to "
         f"{result.path} (manifest {result.manifest_path.name})"
     )
-    if result.experiment_line():
-        print(result.experiment_line())
+    if result.left_out_line():
+        print(f"  {result.left_out_line()}")
     return 0
 
 
@@ -489,6 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument(
         "--format", choices=["jsonl.gz", "jsonl", "csv", "parquet", "segment"], default="jsonl.gz"
+    )
+    gen.add_argument(
+        "--plant-lift",
+        type=_planted_lift,
+        action="append",
+        metavar="EXPERIMENT:ARM=SHARE",
+        help="a true effect for the analysis to find: that share of the arm's people (of an "
+        "experiments.yml experiment on cart_abandoned) buy within its primary metric's window "
+        "after their abandoned cart (answer key: ground_truth/experiment_effects.parquet)",
     )
     gen.set_defaults(handler=cmd_generate)
 

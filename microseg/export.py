@@ -1,8 +1,10 @@
 """Audience export: one segment on one as-of date as a consent-filtered CSV plus a manifest.
 
-On a day an experiment targets the segment (experiments.yml `targeting: {segment: NAME}`), its
-participants get their arm: a treatment arm's members are in the file with columns experiment,
-arm and variant, a control arm's are left out; both are recorded as exposed that day
+The global holdout of experiments.yml is kept out of every audience, as out of every other
+personalization, so that its comparison with everyone else measures all of it. On a day an
+experiment targets the segment (experiments.yml `targeting: {segment: NAME}`), its participants
+get their arm: a treatment arm's members are in the file with columns experiment, arm and
+variant, a control arm's are left out; both are recorded as exposed that day
 (microseg/experiments/arms.py).
 
 Marketing opens these files in spreadsheets, so any text field that a spreadsheet would read
@@ -21,9 +23,11 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
+
 from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
-from microseg.experiments.arms import ensure_experiment_tables, expose_members, running
+from microseg.experiments.arms import ensure_experiment_tables, expose_members, held_out, running
 from microseg.experiments.grammar import Experiment, load_configured_experiments
 from microseg.privacy import consent_policy
 from microseg.warehouse import connect, has_table, require_warehouse
@@ -42,15 +46,18 @@ class ExportResult:
     rows: int
     path: Path
     manifest_path: Path
+    held_out: int = 0  # members left out as the global holdout (experiments.yml `holdout`)
     experiment: dict | None = None  # the running experiment: name, in_file and left_out per arm
 
-    def experiment_line(self) -> str | None:
-        """While an experiment targets the segment: what each arm got."""
-        if self.experiment is None:
-            return None
-        arms = [f"{n:,} {arm} in the file" for arm, n in self.experiment["in_file"].items()]
-        arms += [f"{n:,} {arm} left out" for arm, n in self.experiment["left_out"].items()]
-        return f"experiment {self.experiment['name']}: {', '.join(arms) or 'no participant'}"
+    def left_out_line(self) -> str | None:
+        """Who of the segment's consenting members is not in the file, and why: the global
+        holdout, and while an experiment targets the segment what each arm got."""
+        parts = [f"{self.held_out:,} left out as the global holdout"] if self.held_out else []
+        if self.experiment is not None:
+            arms = [f"{n:,} {arm} in the file" for arm, n in self.experiment["in_file"].items()]
+            arms += [f"{n:,} {arm} left out" for arm, n in self.experiment["left_out"].items()]
+            parts.append(f"experiment {self.experiment['name']}: {', '.join(arms) or 'no one'}")
+        return "; ".join(parts) or None
 
 
 def neutralized(column: str) -> str:
@@ -155,16 +162,20 @@ def export_audience(
              and (h.exited_at is null or h.exited_at > m.as_of_date)
             {score_join}{recommendation_join}{{arm_join}}
             where m.segment_name = ? and m.as_of_date = ?
-              and marts.has_consent(m.person_id, ?, m.as_of_date){{arm_filter}}
+              and marts.has_consent(m.person_id, ?, m.as_of_date){{holdout_filter}}{{arm_filter}}
         """
+        people = pd.Series(
+            [row[0] for row in con.execute(_filtered(members), params).fetchall()], dtype=object
+        )
+        holdout = people[held_out(people, experiments.holdout).to_numpy()]
+        con.register("held_out_members", holdout.to_frame("person_id"))
         arms = None
         if experiment is not None:
             ensure_experiment_tables(con)
             con.begin()  # the exposures are recorded with the file, or not at all
-            people = [row[0] for row in con.execute(_with_arms(members, False), params).fetchall()]
-            arms = expose_members(con, experiments, experiment, people, as_of)
+            arms = expose_members(con, experiments, experiment, people.tolist(), as_of)
             con.register("member_arms", arms)
-        members = _with_arms(members, arms is not None)
+        members = _filtered(members, holdout=True, arms=arms is not None)
         columns = [d[0] for d in con.execute(f"{members} limit 0", params).description]
         select_list = ", ".join(neutralized(c) if c in TEXT_COLUMNS else c for c in columns)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -202,26 +213,37 @@ def export_audience(
         "columns": columns,
         "encoding": "utf-8-sig (with BOM, for Excel)" if excel else "utf-8",
         "consent": f"only people with {purpose} consent on the as-of date, and still",
+        "held_out": len(holdout),
         "experiment": _arm_counts(experiment, arms),
     }
     manifest_path = out.with_name(out.name + ".manifest.json")
     partial.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
     os.replace(partial, manifest_path)
     return ExportResult(
-        segment, as_of, rows, out, manifest_path, experiment=_arm_counts(experiment, arms)
+        segment,
+        as_of,
+        rows,
+        out,
+        manifest_path,
+        held_out=len(holdout),
+        experiment=_arm_counts(experiment, arms),
     )
 
 
-def _with_arms(members: str, experiment_runs: bool) -> str:
-    """The members query with the experiment's arms joined (a control arm's left out), or
-    without them."""
+def _filtered(members: str, *, holdout: bool = False, arms: bool = False) -> str:
+    """The members query without the global holdout (held_out_members), and with the
+    experiment's arms joined (member_arms: a control arm's left out), or neither."""
     parts = {
-        "{arm_columns}": ", a.experiment, a.arm, a.variant",
-        "{arm_join}": "\n            left join member_arms a on a.person_id = m.person_id",
-        "{arm_filter}": " and a.in_file is not false",
+        "{holdout_filter}": (
+            holdout,
+            " and m.person_id not in (select person_id from held_out_members)",
+        ),
+        "{arm_columns}": (arms, ", a.experiment, a.arm, a.variant"),
+        "{arm_join}": (arms, "\n            left join member_arms a on a.person_id = m.person_id"),
+        "{arm_filter}": (arms, " and a.in_file is not false"),
     }
-    for placeholder, sql in parts.items():
-        members = members.replace(placeholder, sql if experiment_runs else "")
+    for placeholder, (applies, sql) in parts.items():
+        members = members.replace(placeholder, sql if applies else "")
     return members
 
 

@@ -312,7 +312,7 @@ def export_step(settings: Settings, as_of: date, audiences: list[str] | None = N
 
     results = export_audiences(settings, as_of, audiences)
     return "export: " + ", ".join(
-        f"{r.path} ({'; '.join(filter(None, [f'{r.rows:,} people', r.experiment_line()]))})"
+        f"{r.path} ({'; '.join(filter(None, [f'{r.rows:,} people', r.left_out_line()]))})"
         for r in results
     )
 

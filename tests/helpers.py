@@ -39,12 +39,16 @@ def champion_copy(champion_home: Path, home: Path) -> dict[str, str]:
 
 
 def short_window_experiments(folder: Path) -> Path:
-    """experiments.yml with its experiment running over the generated October days and 1-day
-    metric windows, so a few nights give a lift."""
+    """experiments.yml with its trigger experiments running over the generated October days
+    (the threshold test from the third) and 1-day metric windows, so a few nights give a
+    lift."""
     document = yaml.safe_load((PROJECT_ROOT / "experiments.yml").read_text())
     for metric in document["metrics"]:
         metric["window_days"] = 1
-    document["experiments"][0].update(start="2026-10-01", end="2026-10-10")
+    starts = {"cart_reminder": "2026-10-01", "lingerer_threshold": "2026-10-03"}
+    for experiment in document["experiments"]:
+        if experiment["name"] in starts:
+            experiment.update(start=starts[experiment["name"]], end="2026-10-10")
     path = folder / "experiments.yml"
     path.write_text(yaml.safe_dump(document))
     return path

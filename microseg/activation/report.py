@@ -11,7 +11,7 @@ from microseg.config import Settings
 
 REPORT_COLUMNS = (
     "fired", "sent", "failed", "pending", "expired", "not_consented", "re_eligibility", "capped",
-    "holdout", "experiment_control",
+    "holdout", "experiment_control", "other_definition",
 )  # fmt: skip
 
 

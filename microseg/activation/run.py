@@ -20,12 +20,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from microseg.activation.caps import country_time_zone, decide, relevance
+from microseg.activation.caps import CANDIDATE_COLUMNS, country_time_zone, decide, relevance
 from microseg.activation.delivery import FINAL_KEYS, deliver_pending
 from microseg.activation.grammar import TriggerFile, load_triggers
 from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
-from microseg.experiments.arms import apply_arms, ensure_experiment_tables, held_out
+from microseg.experiments.arms import (
+    EXPOSING_SQL,
+    apply_arms,
+    ensure_experiment_tables,
+    held_out,
+    route_arm_triggers,
+)
 from microseg.experiments.grammar import load_configured_experiments
 from microseg.privacy import consent_policy
 from microseg.segments.run import require_scores
@@ -458,8 +464,9 @@ def activate(
 
 def _forget_undelivered(con, window: Window) -> None:
     """What is final stays as it was: a message with an outcome at some destination (sent,
-    rejected, dead letter), and a control arm's withheld message (an exposure). Everything
-    else in the window is decided anew."""
+    rejected, dead letter), and a suppression that is an exposure (a control arm's withheld
+    message, another arm's definition acting). Everything else in the window is decided
+    anew."""
     params = [window.start, window.cutoff]
     con.execute(
         f"""delete from marts.activation_outbox
@@ -468,8 +475,8 @@ def _forget_undelivered(con, window: Window) -> None:
         params,
     )
     con.execute(
-        """delete from marts.trigger_suppressions
-           where fired_at >= ? and fired_at < ? and reason not like 'experiment_control:%'""",
+        f"""delete from marts.trigger_suppressions
+           where fired_at >= ? and fired_at < ? and not {EXPOSING_SQL}""",
         params,
     )
 
@@ -477,8 +484,8 @@ def _forget_undelivered(con, window: Window) -> None:
 def _decide(con, schema: str, window: Window, triggers: TriggerFile, experiments):
     """The window's firings not yet messages, decided against the messages around them (the
     holdout first, experiments' arms last: microseg/experiments/arms.py); and the number of
-    firings per trigger. A session whose firing of a trigger already became a message (or a
-    control's withheld one) is not decided again, even if a later look moved its moment."""
+    firings per trigger. A session whose firing of a trigger already became a message (or an
+    exposing suppression) is not decided again, even if a later look moved its moment."""
     by_name = {t.name: t for t in triggers.triggers}
     params = [window.start, window.cutoff]
     firings = con.execute(
@@ -489,23 +496,28 @@ def _decide(con, schema: str, window: Window, triggers: TriggerFile, experiments
                   select (trigger_name, session_id) from marts.activation_outbox
                   union all
                   select (trigger_name, session_id) from marts.trigger_suppressions
-                  where reason like 'experiment_control:%')
+                  where {EXPOSING_SQL})
             order by all""",
         params,
     ).df()
     firings = firings[firings.trigger_name.isin(by_name)]
     # what counts toward caps: messages, and a control arm's would-be messages (both arms
-    # must meet the same caps for the experiment to compare like with like)
+    # must meet the same caps for the experiment to compare like with like); and for the
+    # firings of another arm's definition, also the earlier ones of those that would have acted
+    near = {"start": window.start, "cutoff": window.cutoff}
+    history = f"""fired_at >= $start - interval {HISTORY_DAYS} day
+                  and fired_at < $cutoff + interval {HISTORY_DAYS} day"""
     accepted_before = con.execute(
-        f"""select trigger_name, person_id, session_id, fired_at from marts.activation_outbox
-            where fired_at >= $start - interval {HISTORY_DAYS} day
-              and fired_at < $cutoff + interval {HISTORY_DAYS} day
+        f"""select {", ".join(CANDIDATE_COLUMNS)} from marts.activation_outbox where {history}
             union all
-            select trigger_name, person_id, session_id, fired_at from marts.trigger_suppressions
-            where reason like 'experiment_control:%'
-              and fired_at >= $start - interval {HISTORY_DAYS} day
-              and fired_at < $cutoff + interval {HISTORY_DAYS} day""",
-        {"start": window.start, "cutoff": window.cutoff},
+            select {", ".join(CANDIDATE_COLUMNS)} from marts.trigger_suppressions
+            where reason like 'experiment_control:%' and {history}""",
+        near,
+    ).df()
+    other_arms_before = con.execute(
+        f"""select {", ".join(CANDIDATE_COLUMNS)} from marts.trigger_suppressions
+            where reason like 'experiment_arm:%' and {history}""",
+        near,
     ).df()
     persons = con.execute("select person_id, latest_country from marts.dim_persons").df()
     experiments_purpose = consent_policy().purpose_of["experiments"]
@@ -535,37 +547,51 @@ def _decide(con, schema: str, window: Window, triggers: TriggerFile, experiments
         for p, c in zip(persons.person_id, persons.latest_country, strict=True)
     }
     held = held_out(firings.person_id, experiments.holdout)
-    decided = decide(
-        firings[~held], accepted_before, by_name, triggers.caps, window.cutoff, unconsented, zones
-    )
     known = {
         (e, p): arm
         for e, p, arm in con.execute(
             "select experiment, person_id, arm from marts.experiment_assignments"
         ).fetchall()
     }
-    decided, assignments = apply_arms(
-        decided,
-        experiments,
-        known,
-        {person for person, purpose in unconsented if purpose == experiments_purpose},
+    not_in_experiments = {p for p, purpose in unconsented if purpose == experiments_purpose}
+    candidates, other_arm, silenced, routed = route_arm_triggers(
+        firings[~held], experiments, known, not_in_experiments
     )
-    holdout = firings[held].assign(
-        reason="holdout",
-        **dict.fromkeys(("experiment", "arm", "variant")),
+
+    def decided_by_the_rules(frame: pd.DataFrame, accepted: pd.DataFrame) -> pd.DataFrame:
+        return decide(frame, accepted, by_name, triggers.caps, window.cutoff, unconsented, zones)
+
+    decided = decided_by_the_rules(candidates, accepted_before)
+    # another arm's definition firing: the person's exposure where the rules let it through,
+    # judged after this window's messages (as a re-run, which finds them in the outbox, does)
+    accepted = pd.concat(
+        [accepted_before, other_arms_before, decided[decided.reason.isna()][CANDIDATE_COLUMNS]]
+    )
+    would_act = decided_by_the_rules(other_arm, accepted).merge(
+        other_arm[["trigger_name", "session_id", "reason"]].rename(columns={"reason": "exposure"}),
+        on=["trigger_name", "session_id"],
+    )
+    would_act["reason"] = would_act.reason.where(would_act.reason.notna(), would_act.exposure)
+    would_act = would_act.drop(columns="exposure")
+    decided, assignments = apply_arms(decided, experiments, known, not_in_experiments)
+    set_aside = pd.concat([firings[held].assign(reason="holdout"), silenced])
+    set_aside = set_aside.assign(
         relevance=[
             relevance(window.cutoff - t.to_pydatetime(), by_name[n].half_life_minutes)
-            for n, t in zip(firings[held].trigger_name, firings[held].fired_at, strict=True)
+            for n, t in zip(set_aside.trigger_name, set_aside.fired_at, strict=True)
         ],
-        priority=[by_name[n].priority for n in firings[held].trigger_name],
+        priority=[by_name[n].priority for n in set_aside.trigger_name],
     )
-    decided = pd.concat([decided, holdout], ignore_index=True)
+    no_arm = dict.fromkeys(("experiment", "arm", "variant"))
+    decided = pd.concat(
+        [decided, would_act.assign(**no_arm), set_aside.assign(**no_arm)], ignore_index=True
+    )
     fired = con.execute(
         f"""select trigger_name, count(*) from {schema}.trigger_firings
             where fired_at >= ? and fired_at < ? group by all""",
         params,
     ).fetchall()
-    return decided, dict(fired), assignments
+    return decided, dict(fired), routed + assignments
 
 
 def _record(con, suppressed, messages, triggers, schema, window, person_as_of) -> None:

@@ -85,6 +85,7 @@ class Decision:
     srm_p_value: float | None
     exposed: int
     plot: Path | None = None  # the lift over time, once an arm has one
+    primary: tuple[str, ...] = ()  # each arm's estimate on the primary metric, for a reader
 
 
 def _aggregate(metric: Metric, column: str) -> str:
@@ -293,6 +294,19 @@ def decide(
     )
 
 
+def primary_lines(rows: pd.DataFrame) -> tuple[str, ...]:
+    """Each arm against control on the primary metric, in one line: the means, the lift with
+    its fixed-horizon interval and the always-valid one the daily decision reads."""
+    primary = rows[(rows.role == "primary") & rows.lift.notna()]
+    return tuple(
+        f"{r.arm} vs control on {r.metric}: {r.mean:.3g} vs {r.control_mean:.3g} "
+        f"({r.n:,} and {r.control_n:,} people), lift {r.lift:+.3g}: 95% CI {r.lift_low:+.3g} "
+        f"to {r.lift_high:+.3g} at a fixed horizon, {r.sequential_low:+.3g} to "
+        f"{r.sequential_high:+.3g} looking every day"
+        for r in primary.itertuples()
+    )
+
+
 def results(
     values_of: Callable[[Metric], pd.DataFrame], experiment: Experiment, metrics: dict[str, Metric]
 ) -> pd.DataFrame:
@@ -373,7 +387,7 @@ def analyze(
                 experiment,
                 settings.experiment_plots_dir / f"{experiment.name}.png",
             )
-            decisions.append(replace(decision, plot=plot))
+            decisions.append(replace(decision, plot=plot, primary=primary_lines(frame)))
     return decisions
 
 

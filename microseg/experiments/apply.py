@@ -2,7 +2,8 @@
 
 Shipping an arm means: the experiment stops on the decision's date (`end`), so nobody is
 assigned or withheld any more and everyone gets what the trigger sends, and the trigger sends
-the winning arm's content (`variant`); an arm that won by not sending retires the trigger. The
+the winning arm's content (`variant`) on the winning arm's definition (`when`, copied from the
+arm's `trigger`); an arm that won by not sending retires the trigger. The
 changes are printed, or written into experiments.yml and triggers.yml with `--write` (comments
 and layout kept; both files are checked again before they replace the old ones). Each
 application is recorded once per decision in marts.experiment_applications (who, when, what).
@@ -13,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import io
+import json
 import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from microseg.config import Settings
+from microseg.config import Settings, load_yaml
 from microseg.errors import UsageError
 from microseg.experiments.grammar import Experiment, ExperimentFile
 
@@ -41,7 +43,7 @@ class Change:
     path: Path
     kind: str  # experiment | trigger
     name: str
-    field: str  # end | variant; "" retires the trigger
+    field: str  # end | variant | when; "" retires the trigger
     before: Any
     after: Any
 
@@ -64,6 +66,8 @@ class Application:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, dict):  # a definition (when): as one line of YAML flow style
+        return json.dumps(value, default=str, ensure_ascii=False)
     return "(none)" if value is None else str(value)
 
 
@@ -87,6 +91,15 @@ def changes_for(experiment: Experiment, arm_name: str, settings: Settings, decid
         return changes
     trigger = next(t for t in load_triggers(settings.triggers_file).triggers
                    if t.name == experiment.target)  # fmt: skip
+    if arm.trigger is not None:  # the arm's definition becomes the trigger's
+        whens = {
+            t["name"]: t["when"]
+            for t in load_yaml(settings.triggers_file.read_text("utf-8"))["triggers"]
+        }
+        changes.append(
+            Change(settings.triggers_file, "trigger", trigger.name, "when", whens[trigger.name],
+                   whens[arm.trigger])
+        )  # fmt: skip
     if not arm.send:
         changes.append(Change(settings.triggers_file, "trigger", trigger.name, "", None, None))
     elif arm.variant is not None and arm.variant != trigger.variant:

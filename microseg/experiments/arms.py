@@ -5,7 +5,9 @@ people get no personalization, and use no cap). An experiment's arms are applied
 consent, TTL, re-eligibility and the caps, to firings that would have been sent: a treatment
 arm's goes out, a control arm's (send: false) becomes the suppression
 `experiment_control:<experiment>` - so both arms are exposed under the same rules, and the
-analysis compares like with like.
+analysis compares like with like. When arms act on different definitions of the trigger (a
+threshold test), each participant's firings are first routed to their arm's definition, before
+any cap (route_arm_triggers).
 
 Segment-targeted (the audience export, microseg/export.py): the members exported on a day of
 the experiment take part (not the held-out, not those without consent to experiments); a
@@ -25,6 +27,10 @@ from microseg.experiments.assignment import arm_index, bucket
 from microseg.experiments.grammar import Arm, Experiment, ExperimentFile
 
 HOLDOUT_SALT = "microseg_holdout"
+# Suppressions that are exposures, final once recorded: a control arm's withheld message, and
+# the moment another arm's definition of the trigger would have acted.
+EXPOSING_REASONS = ("experiment_control", "experiment_arm")
+EXPOSING_SQL = "(" + " or ".join(f"reason like '{r}:%'" for r in EXPOSING_REASONS) + ")"
 
 EXPERIMENT_DDL = (
     """create table if not exists marts.experiment_assignments (
@@ -66,15 +72,58 @@ def held_out(person_ids: pd.Series, share: float) -> pd.Series:
 def running(
     experiments: ExperimentFile, target: str, day: date, kind: str = "trigger"
 ) -> Experiment | None:
-    """The experiment targeting this trigger (or segment) on that day (one at most: layers
-    exclude overlap only within a layer, so the first declared wins across layers)."""
+    """The experiment acting on this trigger (targeted, or an arm's) or segment on that day
+    (one at most: layers exclude overlap only within a layer, so the first declared wins
+    across layers)."""
     return next(
         (
             e
             for e in experiments.experiments
-            if e.target_kind == kind and e.target == target and e.start <= day < e.end
+            if e.start <= day < e.end
+            and (target in e.triggers if kind == "trigger" else e.target == target)
         ),
         None,
+    )
+
+
+def route_arm_triggers(
+    firings: pd.DataFrame,
+    experiments: ExperimentFile,
+    known: dict[tuple[str, str], str],
+    unconsented: set[str] = frozenset(),
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[tuple]]:
+    """(firings to decide, firings of another arm's definition, silenced firings, new
+    assignment rows), before any cap. In an experiment whose arms act on different definitions
+    of a trigger (a lower threshold, say), a participant's firings of a definition that is not
+    their arm's are set aside with reason experiment_arm:<experiment> (the moment the other arm
+    would have acted: the activation step makes it their exposure if the caps would have let it
+    through); a definition named by an arm is silent for everyone outside its experiment
+    (reason experiment_variant:<experiment>)."""
+    owner = {a.trigger: e for e in experiments.experiments for a in e.arms if a.trigger}
+    reasons: dict[int, str] = {}
+    other_arm: dict[int, str] = {}
+    assignments: list[tuple] = []
+    if owner:
+        for row in firings.sort_values(["fired_at", "person_id"]).itertuples():
+            moment = row.fired_at.to_pydatetime()
+            experiment = running(experiments, row.trigger_name, moment.date())
+            if experiment is None or len(experiment.triggers) == 1 or row.person_id in unconsented:
+                if row.trigger_name in owner:
+                    reasons[row.Index] = f"experiment_variant:{owner[row.trigger_name].name}"
+                continue
+            arm, position = arm_of(experiment, row.person_id, known)
+            if position is not None:
+                assignments.append(
+                    (experiment.name, row.person_id, arm.name, position, row.trigger_name, moment)
+                )
+            if experiment.trigger_of(arm) != row.trigger_name:
+                other_arm[row.Index] = f"experiment_arm:{experiment.name}"
+    routed = firings.index.isin([*reasons, *other_arm])
+    return (
+        firings[~routed],
+        firings.loc[list(other_arm)].assign(reason=list(other_arm.values())),
+        firings.loc[list(reasons)].assign(reason=list(reasons.values())),
+        assignments,
     )
 
 

@@ -9,7 +9,7 @@ have, targeting that names no segment of segments.yml or trigger of triggers.yml
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -28,7 +28,7 @@ EXPERIMENT_KEYS = {
     "name", "hypothesis", "owner", "targeting", "layer", "start", "end", "salt", "arms",
     "primary", "secondary", "guardrails", "planned_people",
 }  # fmt: skip
-ARM_KEYS = {"name", "weight", "control", "send", "variant"}
+ARM_KEYS = {"name", "weight", "control", "send", "variant", "trigger"}
 WEIGHT_TOLERANCE = 1e-9
 
 
@@ -47,6 +47,7 @@ class Arm:
     control: bool
     send: bool  # trigger-targeted: does this arm get the message (control usually not)
     variant: str | None  # content variant passed with the message
+    trigger: str | None = None  # another definition of the targeted trigger, acting instead
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,16 @@ class Experiment:
     secondary: tuple[str, ...]
     guardrails: tuple[Guardrail, ...]
     planned_people: int  # exposed people the confidence sequence is tuned for
+
+    @property
+    def triggers(self) -> frozenset[str]:
+        """The trigger definitions its arms act on: the targeted one and the arms' own."""
+        if self.target_kind != "trigger":
+            return frozenset()
+        return frozenset({self.target, *(a.trigger for a in self.arms if a.trigger)})
+
+    def trigger_of(self, arm: Arm) -> str:
+        return arm.trigger or self.target
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,9 @@ def _metric(raw: Any, index: int) -> Metric:
     return Metric(name, kind, column, window)
 
 
-def _arms(check: Checker, raw: Any) -> tuple[Arm, ...]:
+def _arms(check: Checker, raw: Any, triggers: set[str] | None) -> tuple[Arm, ...]:
+    """The arms; `triggers` are the names an arm's `trigger` may take (None: the experiment
+    targets a segment, where arms have no trigger)."""
     if not isinstance(raw, list) or len(raw) < 2:
         raise check.fail("arms", "needs a list of at least two arms")
     arms = []
@@ -145,9 +158,14 @@ def _arms(check: Checker, raw: Any) -> tuple[Arm, ...]:
         variant = item.get("variant")
         if variant is not None and not isinstance(variant, str):
             raise check.fail(f"{where}.variant", "is text (the content variant's name)")
-        arms.append(
-            Arm(name, _share(check, item.get("weight"), f"{where}.weight"), control, send, variant)
-        )
+        trigger = item.get("trigger")
+        if trigger is not None and triggers is None:
+            raise check.fail(f"{where}.trigger", "is for experiments that target a trigger")
+        if trigger is not None and trigger not in triggers:
+            known = ", ".join(sorted(triggers)) or "none"
+            raise check.fail(f"{where}.trigger", f"no trigger {trigger!r} (known: {known})")
+        weight = _share(check, item.get("weight"), f"{where}.weight")
+        arms.append(Arm(name, weight, control, send, variant, trigger))
     if len({a.name for a in arms}) != len(arms):
         raise check.fail("arms", "arm names must differ")
     total = sum(a.weight for a in arms)
@@ -193,7 +211,8 @@ def _experiment(
     salt = raw.get("salt", name)
     if not isinstance(salt, str) or not salt:
         raise check.fail("salt", "is text")
-    arms = _arms(check, raw.get("arms"))
+    arms = _arms(check, raw.get("arms"), targets["trigger"] if kind == "trigger" else None)
+    arms = tuple(replace(a, trigger=None) if a.trigger == target else a for a in arms)
 
     def metric(value: Any, where: str) -> str:
         if not isinstance(value, str) or value not in metrics:
@@ -248,6 +267,22 @@ def _no_overlap_in_layers(experiments: list[Experiment]) -> None:
                 )
 
 
+def _arm_triggers_belong_to_one_experiment(experiments: list[Experiment]) -> None:
+    """An arm's trigger acts only for that arm, so no other experiment may use it."""
+    for experiment in experiments:
+        for i, arm in enumerate(experiment.arms):
+            other = next(
+                (e for e in experiments if e is not experiment and arm.trigger in e.triggers),
+                None,
+            )
+            if arm.trigger and other is not None:
+                raise ConfigError(
+                    f"experiment '{experiment.name}': arms[{i}].trigger: {arm.trigger!r} is "
+                    f"also used by experiment '{other.name}' (an arm's trigger acts only for "
+                    "that arm)"
+                )
+
+
 def load_experiments(path: Path, *, segments: set[str], triggers: set[str]) -> ExperimentFile:
     """Read and validate an experiments file against the segment and trigger names that exist."""
     document = read_definitions(path, "experiment")
@@ -275,6 +310,7 @@ def load_experiments(path: Path, *, segments: set[str], triggers: set[str]) -> E
         if len({e.name for e in experiments}) != len(experiments):
             raise ConfigError("experiments: an experiment name is defined twice")
         _no_overlap_in_layers(experiments)
+        _arm_triggers_belong_to_one_experiment(experiments)
     except ConfigError as exc:
         raise ConfigError(f"{path.name}: {exc}") from None
     return ExperimentFile(path, holdout, metrics, experiments)

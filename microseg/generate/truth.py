@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from microseg.generate.delivery import day_of
+from microseg.generate.experiments import anonymous_id, user_id
 from microseg.generate.population import declines_marketing
 from microseg.generate.world import (
     ARCHETYPES,
@@ -137,10 +137,7 @@ def write_truth(
     """What the generator planted, for tests: people, sessions and per-file accounting."""
     epoch = pd.Timestamp(config.start)
     anon = pd.Series(
-        [
-            "anon_" + hashlib.md5(f"{config.seed}:device:{d}".encode()).hexdigest()[:20]
-            for d in range(len(devices))
-        ]
+        [anonymous_id(config.seed, d) for d in range(len(devices))]
     )  # one per device, not per event
     # devices a person actually used (an owned device with no session never shows up)
     used = sessions[["person", "device"]].drop_duplicates().sort_values(["person", "device"])
@@ -154,7 +151,7 @@ def write_truth(
     people_out = pd.DataFrame(
         {
             "person_key": person_keys(people),
-            "user_id": np.where(people.registered, [f"user_{p:07d}" for p in people.person], None),
+            "user_id": np.where(people.registered, [user_id(p) for p in people.person], None),
             "archetype": np.array(ARCHETYPES)[people.archetype],
             "true_purchase_propensity": people.propensity,
             "country": np.array(COUNTRIES)[people.country],

@@ -15,6 +15,9 @@ import yaml
 
 from microseg.config import Settings
 from microseg.errors import MicrosegError
+from microseg.experiments.arms import HOLDOUT_SALT
+from microseg.experiments.assignment import bucket
+from microseg.experiments.grammar import load_configured_experiments
 from microseg.export import export_audience
 from microseg.ingest import ingest_paths
 from microseg.segments import run_segments
@@ -194,7 +197,8 @@ def scratch(built: Settings, tmp_path: Path) -> Settings:
 
 def test_each_use_reads_consent_for_its_own_purpose(con, segmented, tmp_path) -> None:
     """People who never grant marketing stay in segments (personalization) and are in no
-    export (marketing, opt-in); neither are bots, who state no consent at all."""
+    export (marketing, opt-in); neither are bots, who state no consent at all, nor the
+    experiments' global holdout."""
     night = NIGHTS[-1]
     members = {p for s, p in _members(con, night) if s == "cart_abandoners"}
     not_for_marketing = {
@@ -204,11 +208,14 @@ def test_each_use_reads_consent_for_its_own_purpose(con, segmented, tmp_path) ->
         ).fetchall()
     }
     assert members & not_for_marketing and members - not_for_marketing
+    holdout = load_configured_experiments(segmented).holdout
+    held = {p for p in members - not_for_marketing if bucket(HOLDOUT_SALT, p) < holdout}
     out = tmp_path / "audience.csv"
-    export_audience(segmented, "cart_abandoners", out, as_of=night)
+    result = export_audience(segmented, "cart_abandoners", out, as_of=night)
     with out.open(newline="", encoding="utf-8") as handle:
         exported = {row["person_id"] for row in csv.DictReader(handle)}
-    assert exported == members - not_for_marketing
+    assert held and result.held_out == len(held)
+    assert exported == members - not_for_marketing - held
 
 
 def _event(event_id: str, event_type: str, at: str, **fields) -> dict:

@@ -24,7 +24,7 @@ import yaml
 from microseg.activation import activate, load_triggers
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import ConfigError
-from microseg.experiments.analyze import ONE_ARM_EXPOSURES, analyze
+from microseg.experiments.analyze import ONE_ARM_EXPOSURES, analyze, person_values
 from microseg.experiments.arms import HOLDOUT_SALT
 from microseg.experiments.assignment import bucket
 from microseg.experiments.grammar import load_configured_experiments, load_experiments
@@ -255,9 +255,10 @@ def test_a_segment_experiment_leaves_its_control_out_of_the_export_and_exposes_b
     activated, tmp_path
 ):
     """The audience export on a day a segment experiment runs: participants (members with
-    consent to experiments, outside the holdout) get their sticky arm; the control arm is left
-    out of the file, the treatment is in it with its variant; both are exposed that day, and
-    the analysis counts them. Re-exporting the day changes nothing."""
+    consent to experiments, outside the global holdout, which is in no audience) get their
+    sticky arm; the control arm is left out of the file, the treatment is in it with its
+    variant; both are exposed that day, and the analysis counts them. Re-exporting the day
+    changes nothing."""
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(activated.warehouse_path, home)
@@ -293,11 +294,11 @@ def test_a_segment_experiment_leaves_its_control_out_of_the_export_and_exposes_b
     experiments = load_configured_experiments(settings)
     held = {p for p in members if bucket(HOLDOUT_SALT, p) < experiments.holdout}
     assert set(arms) == (set(members) & consented) - held
-    assert held  # a held-out member is exported outside the experiment
+    assert held and result.held_out == len(held)  # held-out members are in no audience
     assert set(arms.values()) == {"control", "teaser"}
     with out.open(encoding="utf-8") as handle:
         rows = {r["person_id"]: r for r in csv.DictReader(handle)}
-    assert set(rows) == {p for p in members if arms.get(p) != "control"}
+    assert set(rows) == {p for p in members if arms.get(p) != "control"} - held
     for person, row in rows.items():
         treated = arms.get(person) == "teaser"
         assert (row["experiment"], row["arm"], row["variant"]) == (
@@ -311,7 +312,8 @@ def test_a_segment_experiment_leaves_its_control_out_of_the_export_and_exposes_b
         "name": "teaser_test", "in_file": {"teaser": counts["teaser"]},
         "left_out": {"control": counts["control"]},
     }  # fmt: skip
-    assert json.loads(result.manifest_path.read_text())["experiment"] == result.experiment
+    manifest = json.loads(result.manifest_path.read_text())
+    assert (manifest["experiment"], manifest["held_out"]) == (result.experiment, len(held))
 
     export_audience(settings, segment, out, as_of=night)  # the same day again
     assert out.read_bytes() == first
@@ -386,8 +388,9 @@ def test_dead_letters_after_the_last_attempt_and_consent_withdrawn_before_sendin
                 20,
             )
             # consent withdrawn after a message was queued, before it went out (the crash again)
-            person, key, purpose = con.execute(
-                "select person_id, idempotency_key, purpose from marts.activation_outbox "
+            person, key, purpose, trigger = con.execute(
+                "select person_id, idempotency_key, purpose, trigger_name "
+                "from marts.activation_outbox "
                 "where idempotency_key not in "
                 "(select idempotency_key from marts.activation_dead_letters) "
                 "order by idempotency_key limit 1"
@@ -403,8 +406,9 @@ def test_dead_letters_after_the_last_attempt_and_consent_withdrawn_before_sendin
         assert len(receiver.keys) == sent  # nothing new went out
         with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
             reasons = con.execute(
-                "select distinct reason from marts.trigger_suppressions where person_id = ?",
-                [person],
+                "select distinct reason from marts.trigger_suppressions "
+                "where person_id = ? and trigger_name = ?",
+                [person, trigger],
             ).fetchall()
         assert reasons == [(f"not_consented:{purpose}",)]
 
@@ -532,14 +536,15 @@ def test_the_report_command_prints_the_report_mart(activated):
     with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
         rows = con.execute(
             """select fired_on, trigger_name, channel, fired, sent, failed, pending, expired,
-                      not_consented, re_eligibility, capped, holdout, experiment_control
+                      not_consented, re_eligibility, capped, holdout, experiment_control,
+                      other_definition
                from marts.activation_report where fired_on = ? order by trigger_name""",
             [NIGHTS[2] - timedelta(days=1)],
         ).fetchall()
-    printed = [line.split()[:13] for line in lines]
-    assert printed == [[str(v) for v in row] for row in rows] and len(rows) == 5
+    printed = [line.split()[:14] for line in lines]
+    assert printed == [[str(v) for v in row] for row in rows] and len(rows) >= 5
     for row in rows:  # every firing is accounted for once
-        assert row[3] == sum(row[4:13])
+        assert row[3] == sum(row[4:14])
 
 
 def test_a_trigger_whose_channel_changed_within_a_day_counts_each_firing_once(activated, tmp_path):
@@ -561,6 +566,7 @@ def test_a_trigger_whose_channel_changed_within_a_day_counts_each_firing_once(ac
         rows = con.execute(
             """select channel, fired, sent + failed + pending + expired + not_consented
                       + re_eligibility + capped + holdout + experiment_control
+                      + other_definition
                from marts.activation_report where trigger_name = ? and fired_on = ?""",
             [trigger, day],
         ).fetchall()
@@ -569,7 +575,9 @@ def test_a_trigger_whose_channel_changed_within_a_day_counts_each_firing_once(ac
 
 def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activated):
     with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
-        per_arm = "select arm, count(*) from marts.{} group by all"
+        per_arm = (
+            "select arm, count(*) from marts.{} where experiment = 'cart_reminder' group by all"
+        )
         arms = dict(con.execute(per_arm.format("experiment_assignments")).fetchall())
         withheld = con.execute(
             """select count(*) from marts.experiment_exposures e
@@ -625,7 +633,8 @@ def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activa
                         where s.person_id = e.person_id and s.session_start_at >= e.exposed_at
                           and s.session_start_at < e.exposed_at + interval 1 day), false)::int)
                    from marts.experiment_exposures e
-                   where e.exposed_at + interval 1 day <= ?::timestamp group by all""",
+                   where e.experiment = 'cart_reminder'
+                     and e.exposed_at + interval 1 day <= ?::timestamp group by all""",
                 [as_of],
             ).fetchall()
         )
@@ -656,6 +665,77 @@ def test_arms_withhold_for_control_and_the_analysis_counts_exposed_people(activa
     assert decision.decision in ("keep running", "ship reminder", "stop for harm")
 
 
+def test_the_analysis_finds_the_generators_planted_lift_person_by_person(activated, small_dataset):
+    """small_dataset plants purchases for most of cart_reminder's reminder arm (conftest
+    PLANTED_LIFT): every planted purchase inside an exposed person's window is a conversion of
+    theirs in the analysis, and the reminder arm converts more than control."""
+    experiments = load_configured_experiments(activated)
+    [experiment] = [e for e in experiments.experiments if e.name == "cart_reminder"]
+    truth = small_dataset / "ground_truth"
+    with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+        values = person_values(con, experiment, experiments.metrics["converted_7d"], NIGHTS[-1])
+        con.register("analyzed", values)
+        planted = con.execute(
+            f"""select a.person_id, a.arm, a.y
+                from '{truth}/experiment_effects.parquet' f
+                join '{truth}/sessions.parquet' s on s.session = f.converted_session
+                join marts.experiment_exposures e
+                  on e.person_id = f.person_id and e.experiment = f.experiment
+                join analyzed a on a.person_id = f.person_id
+                where s.session_start_at >= e.exposed_at
+                  and s.session_start_at < e.exposed_at + interval 1 day"""
+        ).fetchall()
+    assert len(planted) >= 10 and {arm for _, arm, _ in planted} == {"reminder"}
+    assert [y for _, _, y in planted] == [1] * len(planted)
+    rate = values.groupby("arm").y.mean()
+    assert rate["reminder"] > rate["control"] + 0.2, rate
+
+
+def test_a_threshold_test_acts_on_each_arms_own_definition(activated):
+    """lingerer_threshold: product_lingerer (5 minutes, control) against product_lingerer_3min.
+    A participant gets messages of their arm's definition only; the other definition's
+    firings are set aside, and the first moment either acted (or would have) is the exposure;
+    the 3-minute definition sends nothing to anyone else, or outside the experiment."""
+    experiments = load_configured_experiments(activated)
+    [experiment] = [e for e in experiments.experiments if e.name == "lingerer_threshold"]
+    wanted = {a.name: experiment.trigger_of(a) for a in experiment.arms}
+    definitions = tuple(sorted(experiment.triggers))
+    with duckdb.connect(str(activated.warehouse_path), read_only=True) as con:
+        arms = dict(con.execute(
+            "select person_id, arm from marts.experiment_assignments where experiment = ?",
+            [experiment.name]).fetchall())  # fmt: skip
+        messages = con.execute(
+            f"""select person_id, trigger_name, fired_at, payload ->> '$.experiment.arm'
+                from marts.activation_outbox where trigger_name in {definitions}"""
+        ).fetchall()
+        set_aside = con.execute(
+            f"""select person_id, trigger_name, fired_at, reason from marts.trigger_suppressions
+                where trigger_name in {definitions} and reason like 'experiment_%'"""
+        ).fetchall()
+        exposures = con.execute(
+            """select person_id, arm, exposed_at from marts.experiment_exposures
+               where experiment = ?""",
+            [experiment.name],
+        ).fetchall()
+    start = datetime.combine(experiment.start, time())
+    assert set(arms.values()) == set(wanted) and len(arms) >= 6
+    inside = [m for m in messages if m[2] >= start and m[0] in arms]
+    assert inside and all(t == wanted[arms[p]] and arm == arms[p] for p, t, _, arm in inside)
+    assert {t for _, t, _, _ in inside} == set(definitions)
+    assert all(t == experiment.target for p, t, at, _ in messages if at < start or p not in arms)
+    other_arm = [s for s in set_aside if s[3] == f"experiment_arm:{experiment.name}"]
+    assert other_arm and all(t != wanted[arms[p]] for p, t, _, _ in other_arm)
+    assert {s[3] for s in set_aside} <= {
+        f"experiment_arm:{experiment.name}",
+        f"experiment_variant:{experiment.name}",
+    }
+    acted: dict[str, datetime] = {}
+    for person, _, at, *_ in [*inside, *other_arm]:
+        acted[person] = min(at, acted.get(person, at))
+    assert {(p, at) for p, _, at in exposures} == set(acted.items())
+    assert all(arm == arms[p] for p, arm, _ in exposures)
+
+
 REKEYED = {  # the person-keyed tables that outlive rebuilds, with what tells their rows apart
     "user_scores": ("model_name", "as_of_date"),
     "segment_memberships": ("segment_name", "as_of_date"),
@@ -684,8 +764,12 @@ def test_a_device_logging_in_brings_its_history_to_the_person_it_joins(activated
                    from marts.experiment_exposures e
                    join marts.experiment_assignments a using (experiment, person_id)
                    join marts.dim_persons p using (person_id)
-                   where exists (select 1 from marts.segment_memberships m
+                   where e.experiment = 'cart_reminder'
+                     and exists (select 1 from marts.segment_memberships m
                                  where m.person_id = e.person_id)
+                     and not exists (select 1 from marts.experiment_assignments x
+                                     where x.person_id = e.person_id
+                                       and x.experiment <> 'cart_reminder')
                )
                select alias.person_id, alias.device, survivor.person_id, survivor.user_id
                from exposed as alias join exposed as survivor
@@ -801,7 +885,13 @@ def test_a_device_logging_in_brings_its_history_to_the_person_it_joins(activated
         person
         for (person,) in query(settings, f"select person_id from ({ONE_ARM_EXPOSURES})", window)
     }
-    exposed = {p for (p,) in query(settings, "select person_id from marts.experiment_exposures")}
+    exposed = {
+        p
+        for (p,) in query(
+            settings,
+            "select person_id from marts.experiment_exposures where experiment = 'cart_reminder'",
+        )
+    }
     assert survivor in exposed - analyzed
     assert len(exposed - analyzed) == 1
 

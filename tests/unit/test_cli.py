@@ -74,6 +74,25 @@ def test_generate_reports_what_it_wrote(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("lift", "error"),
+    [
+        ("newsletter_teaser:teaser=0.5", "plants effects only of experiments on the trigger"),
+        ("cart_reminder:control=0.5", "cart_reminder has no treatment arm 'control'"),
+        ("nope:reminder=0.5", "has no experiment 'nope'"),
+        ("cart_reminder:reminder=1.5", "1.5 must be between 0 and 1"),
+        ("cart_reminder=0.5", "is not EXPERIMENT:ARM=SHARE"),
+    ],
+)
+def test_a_planted_lift_must_name_a_treatment_arm_of_a_cart_experiment(
+    tmp_path, lift: str, error: str
+) -> None:
+    args = ("generate", "--out", str(tmp_path / "out"), "--users", "20", "--plant-lift", lift)
+    proc = run_cli(*args, home=tmp_path)
+    assert proc.returncode == 2 and error in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
     ("group_read", "file_mode", "dir_mode"), [("", 0o600, 0o700), ("true", 0o640, 0o750)]
 )
 def test_files_under_home_are_private_unless_shared_with_the_group(

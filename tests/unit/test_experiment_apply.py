@@ -113,3 +113,24 @@ def test_an_arm_that_won_by_sending_nothing_is_left_to_a_person(home) -> None:
     assert query(home, "select count(*) from marts.experiment_applications") == [(0,)]
     printed = _apply(home)
     assert printed.changes[-1].line().endswith("remove it (the arm that sent nothing won)")
+
+
+def test_a_threshold_arm_that_won_gives_the_trigger_its_definition(home) -> None:
+    with duckdb.connect(str(home.warehouse_path)) as con:
+        con.execute(
+            """insert into marts.experiment_decisions values
+               (?, 'lingerer_threshold', 'ship three_minutes', 'converted_7d +9%', 0.4, 900)""",
+            [DECIDED],
+        )
+    done = apply_decision(home, load_configured_experiments(home), "lingerer_threshold", write=True)
+    assert [c.line() for c in done.changes] == [
+        "experiments.yml: experiment 'lingerer_threshold': end: 2026-10-19 -> 2026-10-12",
+        "triggers.yml: trigger 'product_lingerer': when: "
+        '{"dwell": {"page_type": "product"}, "without": "add_to_cart", ">": 300, '
+        '"as": "product_dwell_s"} -> {"dwell": {"page_type": "product"}, '
+        '"without": "add_to_cart", ">": 180, "as": "product_dwell_s"}',
+    ]
+    document = yaml.safe_load(home.triggers_file.read_text())
+    whens = {t["name"]: t["when"] for t in document["triggers"]}
+    assert whens["product_lingerer"] == whens["product_lingerer_3min"]
+    assert load_configured_experiments(home).experiments[1].end == DECIDED

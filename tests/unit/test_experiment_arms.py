@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
-from microseg.experiments.arms import apply_arms, held_out
+from microseg.experiments.arms import apply_arms, held_out, route_arm_triggers
 from microseg.experiments.assignment import bucket
 from microseg.experiments.grammar import Arm, Experiment, ExperimentFile
 
@@ -93,3 +93,50 @@ def test_messages_of_a_sending_arm_carry_its_content_variant() -> None:
     assert set(arm_of.values()) == {"control", "gentle", "discount"}
     capped = decided.iloc[-1]
     assert (capped.reason, capped.experiment, capped.variant) == ("capped:x", None, None)
+
+
+def test_a_threshold_test_routes_each_definition_to_its_own_arm_only() -> None:
+    """Arms on two definitions (product_lingerer at 5 minutes, product_lingerer_3min): a
+    participant's firings of the other arm's definition are set aside before any cap, and the
+    arm's own definition is silent outside the experiment and for non-participants."""
+    experiment = dataclasses.replace(
+        EXPERIMENT,
+        name="threshold",
+        salt="threshold",
+        target="lingerer",
+        arms=(
+            Arm("five", 0.5, True, True, None),
+            Arm("three", 0.5, False, True, None, trigger="lingerer_3min"),
+        ),
+    )
+    file = dataclasses.replace(FILE, experiments=[experiment])
+    people = [f"per_{i:04d}" for i in range(300)]
+    day = datetime(2026, 10, 6, 12)
+    rows = [(t, p, day, None) for p in people for t in ("lingerer_3min", "lingerer")]
+    rows += [("lingerer_3min", people[0], datetime(2026, 10, 20), None)]  # after its end
+    rows += [("lingerer_3min", people[1], day + timedelta(hours=1), None)]  # not consenting
+    firings = _decided(rows).drop(columns="reason").assign(session_id=range(len(rows)))
+    known: dict = {}
+    decide, other_arm, silenced, assignments = route_arm_triggers(
+        firings, file, known, unconsented={people[1]}
+    )
+    arm_of = {person: arm for _, person, arm, *_ in assignments}
+    participants = set(people) - {people[1]}
+    assert set(arm_of) == participants and set(arm_of.values()) == {"five", "three"}
+    wanted = {"five": "lingerer", "three": "lingerer_3min", None: "lingerer"}
+    assert sorted(decide.person_id) == sorted(people)
+    acted = zip(decide.trigger_name, decide.person_id, strict=True)
+    assert all(wanted[arm_of.get(p)] == t for t, p in acted)
+    assert sorted(other_arm.person_id) == sorted(participants)
+    set_aside = zip(other_arm.trigger_name, other_arm.person_id, strict=True)
+    assert all(wanted[arm_of[p]] != t for t, p in set_aside)
+    assert set(other_arm.reason) == {"experiment_arm:threshold"}
+    assert set(silenced.trigger_name) == {"lingerer_3min"}
+    assert set(silenced.reason) == {"experiment_variant:threshold"}
+    assert sorted(silenced.person_id) == [people[0], people[1], people[1]]
+    # the decided firings then act as the arm says: both arms send, each named in its message
+    decided, new = apply_arms(
+        decide.assign(reason=None, relevance=1.0, priority=0), file, known, {people[1]}
+    )
+    assert new == [] and decided.reason.isna().all()
+    assert decided.arm.tolist() == [arm_of.get(p) for p in decided.person_id]

@@ -59,7 +59,22 @@ PREFIX = "experiments.yml: experiment 'cart_reminder': "
         (
             lambda d: _first(d).update(targeting={"trigger": "cart_abandon"}),
             PREFIX + "targeting.trigger: no trigger 'cart_abandon' (known: binge_reader, "
-            "cart_abandoned, product_lingerer, subscribe_interest, unusual_product_dwell)",
+            "cart_abandoned, product_lingerer, product_lingerer_3min, subscribe_interest, "
+            "unusual_product_dwell)",
+        ),
+        (
+            lambda d: _first(d)["arms"][1].update(trigger="cart_abandoned_1min"),
+            PREFIX + "arms[1].trigger: no trigger 'cart_abandoned_1min' (known: binge_reader,",
+        ),
+        (
+            lambda d: d["experiments"][2]["arms"][1].update(trigger="binge_reader"),
+            "experiments.yml: experiment 'newsletter_teaser': arms[1].trigger: is for "
+            "experiments that target a trigger",
+        ),
+        (
+            lambda d: _first(d)["arms"][1].update(trigger="product_lingerer_3min"),
+            PREFIX + "arms[1].trigger: 'product_lingerer_3min' is also used by experiment "
+            "'lingerer_threshold' (an arm's trigger acts only for that arm)",
         ),
         (
             lambda d: _first(d).update(targeting={"segment": "nobody"}),
@@ -121,7 +136,12 @@ def test_bad_definitions_are_one_line_naming_file_experiment_and_field(
 
 def test_the_shipped_file_is_valid() -> None:
     experiments = load_experiments(PROJECT_ROOT / "experiments.yml", **NAMES)
-    cart, teaser = experiments.experiments
+    cart, threshold, teaser = experiments.experiments
+    assert threshold.triggers == {"product_lingerer", "product_lingerer_3min"}
+    assert [(a.name, a.control, a.send, a.trigger) for a in threshold.arms] == [
+        ("five_minutes", True, True, None),
+        ("three_minutes", False, True, "product_lingerer_3min"),
+    ]
     assert (cart.target_kind, cart.target, cart.salt) == (
         "trigger",
         "cart_abandoned",

@@ -9,6 +9,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from microseg.config import Settings
 from microseg.contract import event_contract
@@ -392,3 +393,36 @@ def test_items_come_from_one_catalog_and_follow_tastes(warehouse, small_dataset)
            left join oracle_top o using (person_key, content_id)""",
     )
     assert 0.25 < share < 0.9
+
+
+def test_a_planted_lift_brings_treated_abandoners_back_to_buy_within_the_window(
+    small_dataset: Path,
+) -> None:
+    """Each planted purchase (conftest PLANTED_LIFT): a purchase-only session of the cart's
+    person on the cart's device, after the message and inside the metric's one-day window;
+    its person is in the planted arm by the pipeline's hash."""
+    from microseg.config import PROJECT_ROOT
+    from microseg.experiments.assignment import arm_index, bucket
+    from tests.conftest import PLANTED_LIFT
+
+    truth = small_dataset / "ground_truth"
+    effects = pd.read_parquet(truth / "experiment_effects.parquet")
+    sessions = pd.read_parquet(truth / "sessions.parquet").set_index("session")
+    cart = sessions.loc[effects.cart_session].reset_index()
+    bought = sessions.loc[effects.converted_session].reset_index()
+    assert len(effects) >= 10 and cart.cart_abandon.all()
+    assert bought.purchase.all() and not bought[["cart_abandon", "bounce", "deep_read"]].any().any()
+    assert (bought.person_key == cart.person_key).all()
+    assert (bought.anonymous_id == cart.anonymous_id).all()
+    message = cart.session_end_at + pd.Timedelta(minutes=15)
+    assert (bought.session_start_at > message).all()
+    assert (bought.session_start_at < cart.session_start_at + pd.Timedelta(days=1)).all()
+    experiment, arm, _ = PLANTED_LIFT
+    document = yaml.safe_load((PROJECT_ROOT / "experiments.yml").read_text())
+    [spec] = [e for e in document["experiments"] if e["name"] == experiment]
+    names = [a["name"] for a in spec["arms"]]
+    weights = [a["weight"] for a in spec["arms"]]
+    assert all(
+        names[arm_index(bucket(spec.get("salt", experiment), p), weights)] == arm
+        for p in effects.person_id
+    )

@@ -59,7 +59,10 @@ suppressions as (
         count(*) filter (where reason = 're_eligibility') as re_eligibility,
         count(*) filter (where reason like 'capped:%') as capped,
         count(*) filter (where reason = 'holdout') as holdout,
-        count(*) filter (where reason like 'experiment_control:%') as experiment_control
+        count(*) filter (where reason like 'experiment_control:%') as experiment_control,
+        count(*) filter (
+            where reason like 'experiment_arm:%' or reason like 'experiment_variant:%'
+        ) as other_definition
     from suppressed as suppressions
     group by all
 ),
@@ -91,6 +94,7 @@ final as (
         coalesce(suppressions.capped, 0) as capped,
         coalesce(suppressions.holdout, 0) as holdout,
         coalesce(suppressions.experiment_control, 0) as experiment_control,
+        coalesce(suppressions.other_definition, 0) as other_definition,
         coalesce(capped_by.capped_by, '{}'::json) as capped_by
     from firings
     left join messages using (fired_on, trigger_name, channel)

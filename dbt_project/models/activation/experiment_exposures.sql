@@ -1,9 +1,12 @@
 {#- One row per experiment and person: the first moment the person's arm acted on them, after
-    their assignment - a message of the targeted trigger went out (treatment), or would have
-    and was withheld (control, suppression experiment_control:<experiment>); for a targeted
-    segment, the start of the first day its audience was exported with them in it (treatment)
-    or left out (control; segment_exposures). The analysis compares arms over exposed people
-    only, not diluted by everyone assigned. A view. -#}
+    their assignment - a message of the experiment went out (its payload names the experiment
+    and arm), or would have and was withheld (control, suppression
+    experiment_control:<experiment>), or another arm's definition of the trigger fired where
+    the rules would have let it act (suppression experiment_arm:<experiment>: both arms of a
+    threshold test are exposed when either definition first acts); for a targeted segment, the
+    start of the first day its audience was exported with them in it (treatment) or left out
+    (control; segment_exposures). The analysis compares arms over exposed people only, not
+    diluted by everyone assigned. A view. -#}
 {{ config(materialized='view') }}
 
 with
@@ -13,13 +16,14 @@ assignments as (
 ),
 
 acted as (
-    select person_id, trigger_name, fired_at, session_id, null::varchar as experiment
+    select person_id, trigger_name, fired_at, session_id,
+           payload ->> '$.experiment.name' as experiment
     from {{ source('activation', 'activation_outbox') }}
     union all
     select person_id, trigger_name, fired_at, session_id,
-           substr(reason, length('experiment_control:') + 1) as experiment
+           regexp_extract(reason, '^experiment_(control|arm):(.*)$', 2) as experiment
     from {{ source('activation', 'trigger_suppressions') }}
-    where reason like 'experiment_control:%'
+    where reason like 'experiment_control:%' or reason like 'experiment_arm:%'
 ),
 
 exposed as (
@@ -33,9 +37,8 @@ exposed as (
     from assignments
     join acted
       on acted.person_id = assignments.person_id
-     and acted.trigger_name = assignments.trigger_name
+     and acted.experiment = assignments.experiment
      and acted.fired_at >= assignments.assigned_at
-     and (acted.experiment is null or acted.experiment = assignments.experiment)
     union all
     select
         experiment,
