@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from microseg.config import Settings, debug_enabled, disable_telemetry, restrict_new_files
+from microseg.contract import INPUT_FORMATS
 from microseg.errors import MicrosegError, UsageError
 
 EXIT_FAILED = 1
@@ -118,7 +119,9 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.ingest import ingest_paths
 
-    results = ingest_paths(settings, [Path(p) for p in args.paths], replace=args.replace)
+    results = ingest_paths(
+        settings, [Path(p) for p in args.paths], replace=args.replace, file_format=args.format
+    )
     totals = [0, 0, 0, 0]
     for r in results:
         if r.status == "rejected":
@@ -528,6 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--replace",
         action="store_true",
         help="load anew: a changed file, or one whose rows disagree with its manifest row",
+    )
+    ing.add_argument(
+        "--format",
+        choices=INPUT_FORMATS,
+        default=None,
+        help="every file's format (default: from its name and shape; Snowplow enriched "
+        "events are recognized by their 131 tab-separated fields)",
     )
     ing.set_defaults(handler=cmd_ingest)
 

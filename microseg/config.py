@@ -86,6 +86,14 @@ def _fields(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
     return fields
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
+    """One of `choices` (case and spaces ignored), or None when unset."""
+    raw = (env.get(name) or "").strip().lower()
+    if raw and raw not in choices:
+        raise ConfigError(f"{name}={raw!r} must be {' or '.join(repr(c) for c in choices)}")
+    return raw or None
+
+
 def _date(env: Mapping[str, str], name: str, default: date) -> date:
     raw = env.get(name)
     if not raw:
@@ -110,6 +118,7 @@ class Settings:
     future_tolerance_hours: float
     validate_max_rows: int
     late_arrival_hours: float | None  # None: dbt_project.yml's var late_arrival_hours
+    session_source: str | None  # inactivity | client; None: dbt_project.yml's var
     feature_min_row_ratio: float
     quiet_days_max: int  # days without events a night carries features over; more: skipped
     missing_delivery: str  # "warn" or "error": what a night with quiet days before it does
@@ -182,12 +191,14 @@ class Settings:
         return self.home / "dbt" / "target"
 
     @property
-    def dbt_vars(self) -> dict[str, float]:
+    def dbt_vars(self) -> dict[str, float | str]:
         """dbt vars the settings override; everything else keeps dbt_project.yml's value, the
         one source of each business constant."""
-        if self.late_arrival_hours is None:
-            return {}
-        return {"late_arrival_hours": self.late_arrival_hours}
+        overrides = {
+            "late_arrival_hours": self.late_arrival_hours,
+            "session_source": self.session_source,
+        }
+        return {name: value for name, value in overrides.items() if value is not None}
 
     @property
     def dbt_log(self) -> Path:
@@ -261,11 +272,7 @@ class Settings:
             )
         raw_retention = _days(env, "MICROSEG_RAW_RETENTION_DAYS", None)
         quarantine_retention = _days(env, "MICROSEG_QUARANTINE_RETENTION_DAYS", 30)
-        missing_delivery = (env.get("MICROSEG_MISSING_DELIVERY") or "warn").strip().lower()
-        if missing_delivery not in ("warn", "error"):
-            raise ConfigError(
-                f"MICROSEG_MISSING_DELIVERY={missing_delivery!r} must be 'warn' or 'error'"
-            )
+        missing_delivery = _choice(env, "MICROSEG_MISSING_DELIVERY", ("warn", "error")) or "warn"
         return cls(
             expectations_dir=Path(suites).resolve() if suites else PROJECT_ROOT / "expectations",
             home=home,
@@ -280,6 +287,7 @@ class Settings:
                 if env.get("MICROSEG_LATE_ARRIVAL_HOURS")
                 else None
             ),
+            session_source=_choice(env, "MICROSEG_SESSION_SOURCE", ("inactivity", "client")),
             feature_min_row_ratio=_number(env, "MICROSEG_FEATURE_MIN_ROW_RATIO", 0.9),
             quiet_days_max=quiet_days_max,
             missing_delivery=missing_delivery,

@@ -13,6 +13,9 @@ from importlib import resources
 from typing import Any
 
 SCHEMA_RESOURCE = "event.schema.json"
+# The file formats ingest reads (docs/events.md): canonical events as JSON Lines, CSV or
+# Parquet (JSON Lines may also hold Segment/RudderStack messages), and Snowplow's enriched TSV.
+INPUT_FORMATS = ("jsonl", "csv", "parquet", "snowplow")
 
 
 @dataclass(frozen=True)

@@ -148,18 +148,24 @@ def _spec_message_sql(j: str) -> str:
     )"""
 
 
-def jsonl_lines(path: Path) -> pa.Table:
-    """One JSON Lines file's lines (_line_table with source_file); InputError if unreadable."""
-    data = _read_bytes(path)
-    head = data[:4096].lstrip()
-    if not head:
+def file_lines(path: Path, data: bytes | None = None) -> pa.Table:
+    """A line-oriented file's lines (_line_table with source_file); InputError if unreadable
+    or empty. `data`: its bytes, when the caller has read them already."""
+    data = _read_bytes(path) if data is None else data
+    if not data[:4096].strip():
         raise InputError(f"{path.name}: empty file")
-    if head[:1] == b"[":
+    lines = _line_table(data)
+    return lines.add_column(0, "source_file", pa.array([path.name] * len(lines), pa.string()))
+
+
+def jsonl_lines(path: Path) -> pa.Table:
+    """One JSON Lines file's lines (file_lines); a JSON array is not JSON Lines."""
+    data = _read_bytes(path)
+    if data[:4096].lstrip()[:1] == b"[":
         raise InputError(
             f"{path.name}: a JSON array; expected JSON Lines (one JSON object per line)"
         )
-    lines = _line_table(data)
-    return lines.add_column(0, "source_file", pa.array([path.name] * len(lines), pa.string()))
+    return file_lines(path, data)
 
 
 def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Settings) -> None:

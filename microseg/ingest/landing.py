@@ -2,27 +2,50 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
+import zlib
 from datetime import date
 from pathlib import Path
 
 from microseg.errors import InputError
+from microseg.ingest.snowplow import is_snowplow_line
 
 
-def detect_format(path: Path) -> str:
-    """File format from the name: jsonl (plain or .gz), csv (plain or .gz) or parquet."""
+def detect_format(path: Path, declared: str | None = None) -> str:
+    """The declared format, else the file's from its name - jsonl (plain or .gz), csv (plain
+    or .gz) or parquet - and its shape: a first line of 131 tab-separated fields is Snowplow's
+    enriched format, whatever the name (Snowplow's loaders write part-0000.gz, or .tsv)."""
+    if declared is not None:
+        return declared
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
     last = suffixes[-1] if suffixes else ""
     if last in {".jsonl", ".ndjson", ".json"}:
         return "jsonl"
-    if last in {".csv", ".tsv"}:
-        return "csv"
     if last == ".parquet":
         return "parquet"
-    raise InputError(f"{path.name}: unknown format (expected .jsonl, .json, .csv or .parquet)")
+    if is_snowplow_line(_first_line(path)):
+        return "snowplow"
+    if last in {".csv", ".tsv"}:
+        return "csv"
+    raise InputError(
+        f"{path.name}: unknown format (expected .jsonl, .json, .csv, .parquet, or Snowplow "
+        "enriched events: 131 tab-separated fields)"
+    )
+
+
+def _first_line(path: Path, limit: int = 1 << 20) -> bytes:
+    """The file's first line (decompressed), at most `limit` bytes; b"" if unreadable."""
+    try:
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as handle:
+            return handle.readline(limit)
+    except (OSError, EOFError, zlib.error):
+        return b""
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

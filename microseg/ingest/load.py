@@ -16,6 +16,7 @@ from microseg.errors import InputError
 from microseg.ingest.formats import jsonl_lines, stage_csv, stage_jsonl, stage_parquet
 from microseg.ingest.landing import detect_format, expand_paths, sha256_of
 from microseg.ingest.rules import checked_sql
+from microseg.ingest.snowplow import stage_snowplow
 from microseg.ingest.sqltext import first_line
 from microseg.privacy import pseudonymize  # a module: pseudonymize imports ingest's sqltext
 from microseg.privacy.tombstones import drop_erased_rows
@@ -141,6 +142,7 @@ class _Batch:
     positions: list[int]  # of each file in the list ingest_paths was given
     paths: list[Path]
     digests: dict[str, str]
+    formats: dict[str, str]
     jsonl: list[pa.Table]
 
     @property
@@ -167,12 +169,13 @@ def _admit(con: duckdb.DuckDBPyConnection, path: Path, replace: bool) -> FileRes
     return digest
 
 
-def _stage(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings, batch: _Batch) -> None:
-    """Read the file: JSON Lines into the batch's lines, CSV and Parquet into `_staged`.
+def _stage(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, settings: Settings, batch: _Batch
+) -> None:
+    """Read the file: JSON Lines into the batch's lines, the other formats into `_staged`.
     Only what the reader says about the file's content makes the file unreadable (rejected);
     running out of memory or disk, or a bug in the SQL that follows, fails the step instead,
     to be retried or fixed."""
-    fmt = detect_format(path)
     if fmt == "jsonl":
         lines = jsonl_lines(path)
         batch.jsonl.append(lines)
@@ -180,6 +183,8 @@ def _stage(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings, batch
     try:
         if fmt == "csv":
             stage_csv(con, path, event_contract(), settings)
+        elif fmt == "snowplow":
+            stage_snowplow(con, path, settings)
         else:
             stage_parquet(con, path, event_contract())
     except duckdb.OutOfMemoryException:
@@ -218,7 +223,7 @@ def _load_batch(
             counts = _counts(con, path.name, erased.get(path.name, 0))
             reasons = _top_reasons(con, path.name)
             digest = batch.digests[path.name]
-            _record(con, path, detect_format(path), digest, "loaded", None, counts)
+            _record(con, path, batch.formats[path.name], digest, "loaded", None, counts)
             _verify_accounting(con, path.name)
             con.execute("commit")
         except BaseException:
@@ -240,7 +245,9 @@ def _verify_accounting(con: duckdb.DuckDBPyConnection, file_name: str) -> None:
         raise RuntimeError(f"{file_name}: raw tables disagree with the manifest: {mismatch}")
 
 
-def _reject(con: duckdb.DuckDBPyConnection, path: Path, error: str) -> FileResult:
+def _reject(
+    con: duckdb.DuckDBPyConnection, path: Path, declared: str | None, error: str
+) -> FileResult:
     """Record a file that could not be loaded, so the manifest lists every file seen; a file
     loaded before keeps its good load (reported only)."""
     previous = con.execute(
@@ -250,7 +257,7 @@ def _reject(con: duckdb.DuckDBPyConnection, path: Path, error: str) -> FileResul
         return FileResult(path.name, "rejected", error=error)
     fmt = None
     with contextlib.suppress(InputError):
-        fmt = detect_format(path)
+        fmt = detect_format(path, declared)
     con.execute("begin transaction")
     _forget(con, path.name)
     _record(con, path, fmt, sha256_of(path), "rejected", error, (0, 0, 0, 0, 0))
@@ -259,11 +266,16 @@ def _reject(con: duckdb.DuckDBPyConnection, path: Path, error: str) -> FileResul
 
 
 def ingest_paths(
-    settings: Settings, paths: list[Path], *, replace: bool = False
+    settings: Settings,
+    paths: list[Path],
+    *,
+    replace: bool = False,
+    file_format: str | None = None,
 ) -> list[FileResult]:
     """Load every file; a bad file is rejected with its reason and the others still load.
     Files are read in batches (BATCH_BYTES_MAX) that are checked together; each file is still
-    loaded in a transaction of its own, in the order given."""
+    loaded in a transaction of its own, in the order given. `file_format` declares every
+    file's format (contract.INPUT_FORMATS); by default each file's is detected."""
     files = expand_paths(paths)
     if not files:
         raise InputError(f"no files found in {', '.join(str(p) for p in paths)}")
@@ -271,14 +283,14 @@ def ingest_paths(
     batch_bytes = min(BATCH_BYTES_MAX, settings.duckdb_memory_bytes // 8)
     with connect(settings) as con:
         con.execute(STAGED_DDL)
-        batch = _Batch([], [], {}, [])
+        batch = _Batch([], [], {}, {}, [])
 
         def flush() -> None:
             nonlocal batch
             loaded = _load_batch(con, batch, settings)
             results.update(zip(batch.positions, loaded, strict=True))
             con.execute("delete from _staged")
-            batch = _Batch([], [], {}, [])
+            batch = _Batch([], [], {}, {}, [])
 
         for index, path in enumerate(files):
             if path.name in batch.digests:  # the same name twice: the first must land first
@@ -288,10 +300,12 @@ def ingest_paths(
                 if isinstance(admitted, FileResult):
                     results[index] = admitted
                     continue
-                _stage(con, path, settings, batch)
+                fmt = detect_format(path, file_format)
+                _stage(con, path, fmt, settings, batch)
             except InputError as exc:
-                results[index] = _reject(con, path, str(exc))
+                results[index] = _reject(con, path, file_format, str(exc))
                 continue
+            batch.formats[path.name] = fmt
             batch.positions.append(index)
             batch.paths.append(path)
             batch.digests[path.name] = admitted

@@ -49,6 +49,8 @@ def test_bad_setting_is_a_one_line_error(tmp_path, monkeypatch) -> None:
         ({"MICROSEG_QUARANTINE_RETENTION_DAYS": "2.5"}, "must be a whole number of days"),
         ({"MICROSEG_DUCKDB_MEMORY_LIMIT": "lots"}, "must be a size such as 4GB"),
         ({"MICROSEG_DUCKDB_THREADS": "0"}, "must be at least 1"),
+        ({"MICROSEG_SESSION_SOURCE": "cookie"}, "='cookie' must be 'inactivity' or 'client'"),
+        ({"MICROSEG_MISSING_DELIVERY": "ignore"}, "='ignore' must be 'warn' or 'error'"),
     ],
 )
 def test_settings_are_checked(env, message) -> None:

@@ -1,7 +1,9 @@
 {#- Every event with its own columns (stg_events), its person and session (the narrow
     int_events_sessionized) and the page view it happened on: the latest page_view of the same
     session at or before it (a page_view sorts first among equal timestamps). Events before a
-    session's first page view have no page_view_id. The one event-grain table that carries the
+    session's first page view have no page_view_id. engaged_s: the engaged seconds the event
+    stands for (macros/engaged.sql): var heartbeat_seconds a page ping, Snowplow's pings
+    Snowplow's way. The one event-grain table that carries the
     event's columns past staging: the windows before it sort narrow keys only.
     Incremental: the sessions rewritten in the last int_events_sessionized batch (always whole
     sessions). -#}
@@ -45,6 +47,15 @@ page_views as (
     from numbered
 ),
 
+snowplow_pings as (
+    select page_views.event_id, {{ snowplow_engaged_seconds('page_views') }} as engaged_s
+    from page_views
+    join {{ ref('stg_events') }} as staged using (event_id)
+    join {{ source('raw', 'load_manifest') }} as manifest
+      on manifest.file_name = staged.source_file and manifest.file_format = 'snowplow'
+    where page_views.event_type = 'page_ping'
+),
+
 final as (
     select
         staged.*,
@@ -55,9 +66,13 @@ final as (
         page_views.previous_session_id,
         page_views.batch,
         page_views.page_view_in_session,
-        page_views.page_view_id
+        page_views.page_view_id,
+        case when staged.event_type <> 'page_ping' then 0
+             else coalesce(snowplow_pings.engaged_s, {{ var('heartbeat_seconds') }})
+        end as engaged_s
     from page_views
     join {{ ref('stg_events') }} as staged using (event_id)
+    left join snowplow_pings using (event_id)
 )
 
 select * from final

@@ -2,8 +2,10 @@
     event's own columns back once): a gap strictly greater than var session_timeout_minutes starts a new
     session (a gap of exactly the timeout stays in it); a session longer than
     var session_max_minutes is cut into pieces of that length, counted from the start of the
-    uninterrupted activity run. Ties on event_at are ordered by event_id so reprocessing gives
-    the same answer. session_id hashes the person and the session's first event time.
+    uninterrupted activity run. With var session_source 'client', a change of the client's own
+    session id (properties.client_session_id: Snowplow's domain_sessionid, GA4's ga_session_id)
+    also starts one, so sessions match the source's reports. Ties on event_at are ordered by
+    event_id so reprocessing gives the same answer. session_id hashes the person and the session's first event time.
 
     Incremental: for each person touched by the last int_events_stitched batch, events are
     re-sessionized from a restart point that is the start of an activity run in the new data —
@@ -82,6 +84,14 @@ events as (
 
 {% endif %}
 
+{% if var("session_source") == "client" %}
+with_client as (
+    select events.*, nullif(staged.properties ->> '$.client_session_id', '') as client_session_id
+    from events
+    join {{ ref('stg_events') }} as staged using (event_id)
+),
+{% endif %}
+
 gaps as (
     select
         event_id,
@@ -91,8 +101,16 @@ gaps as (
             event_at - lag(event_at) over (partition by person_id order by event_at, event_id)
                 > interval '{{ var("session_timeout_minutes") }} minutes',
             true
-        ) as is_after_gap
-    from events
+        )
+        {%- if var("session_source") == "client" %}
+        -- the client's session id changed (both known): the source's session boundary
+        or coalesce(
+            client_session_id <> lag(client_session_id) over (
+                partition by person_id order by event_at, event_id),
+            false
+        )
+        {%- endif %} as is_after_gap
+    from {{ "with_client" if var("session_source") == "client" else "events" }}
 ),
 
 activity_runs as (

@@ -27,7 +27,10 @@ page_events as (
         any_value(content_category) filter (where event_type = 'page_view') as content_category,
         any_value(product_id) filter (where event_type = 'page_view') as product_id,
         count(*) filter (where event_type = 'page_ping') as page_pings,
-        coalesce(max(scroll_percent) filter (where event_type = 'scroll'), 0) as max_scroll_percent,
+        sum(engaged_s)::bigint as engaged_s,
+        -- scroll marks, or the depth a page ping reports (Snowplow's offsets: docs/events.md)
+        coalesce(max(scroll_percent) filter (where event_type in ('scroll', 'page_ping')), 0)
+            as max_scroll_percent,
         count(*) filter (where event_type = 'hover') as hovers,
         coalesce(sum(hover_ms) filter (where event_type = 'hover'), 0)::bigint as hover_ms,
         count(*) filter (where event_type = 'hover'
@@ -64,7 +67,7 @@ final as (
         page_view_at,
         coalesce(next_page_view_at, last_event_at) as page_view_end_at,
         epoch(coalesce(next_page_view_at, last_event_at) - page_view_at) as dwell_s,
-        page_pings * {{ var('heartbeat_seconds') }} as engaged_s,
+        engaged_s,
         page_url,
         page_type,
         content_id,

@@ -23,7 +23,8 @@ events as (
         event_at::date as activity_date,
         event_type,
         coalesce(product_id, content_id) as item_id,
-        case when product_id is not null then 'product' else page_type end as item_type
+        case when product_id is not null then 'product' else page_type end as item_type,
+        engaged_s
     from {{ ref('int_events_paged') }}
     where event_type in ('page_view', 'page_ping', 'video_complete', 'add_to_cart', 'purchase')
       and {{ is_touched('person_id', 'event_at::date') }}
@@ -36,8 +37,7 @@ signals as (
         item_id,
         any_value(item_type) as item_type,
         count(*) filter (where event_type = 'page_view') as views,
-        count(*) filter (where event_type = 'page_ping') * {{ var('heartbeat_seconds') }}
-            as engaged_s,
+        sum(engaged_s)::bigint as engaged_s,
         count(*) filter (where event_type = 'video_complete') as video_completions,
         count(*) filter (where event_type = 'add_to_cart') as cart_adds,
         count(*) filter (where event_type = 'purchase') as purchases

@@ -1,0 +1,21 @@
+{#- Engaged time is the sum of what each event stands for; only page pings count. Canonical
+    input: each ping is var heartbeat_seconds (trackers ping that often while the reader is
+    active). Snowplow input counts the way Snowplow's dbt packages do, per page view:
+    snowplow_heartbeat_seconds x (its distinct ping periods - 1) +
+    snowplow_min_visit_length_seconds. This macro gives that share to each of a page view's
+    pings (`pings`: a relation of Snowplow page pings with page_view_id, event_at, event_id):
+    the first ping of its first period the minimum visit, the first of each later period a
+    heartbeat, repeats within a period and pings before any page view nothing. -#}
+{% macro snowplow_engaged_seconds(pings) -%}
+    {%- set period = "floor(epoch(" ~ pings ~ ".event_at) / " ~ var('snowplow_heartbeat_seconds') ~ ")" -%}
+    case
+        when {{ pings }}.page_view_id is null then 0
+        when row_number() over (
+            partition by {{ pings }}.page_view_id, {{ period }}
+            order by {{ pings }}.event_at, {{ pings }}.event_id
+        ) > 1 then 0
+        when {{ period }} = min({{ period }}) over (partition by {{ pings }}.page_view_id)
+            then {{ var('snowplow_min_visit_length_seconds') }}
+        else {{ var('snowplow_heartbeat_seconds') }}
+    end
+{%- endmacro %}
