@@ -19,3 +19,9 @@
         else {{ var('snowplow_heartbeat_seconds') }}
     end
 {%- endmacro %}
+
+{#- An int_events_paged row's engaged seconds: its engaged_s, or for rows from before that
+    column (canonical input only) heartbeat_seconds a page ping. -#}
+{% macro engaged_s() -%}
+    coalesce(engaged_s, (event_type = 'page_ping')::integer * {{ var('heartbeat_seconds') }})
+{%- endmacro %}

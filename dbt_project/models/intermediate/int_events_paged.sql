@@ -3,11 +3,13 @@
     session at or before it (a page_view sorts first among equal timestamps). Events before a
     session's first page view have no page_view_id. engaged_s: the engaged seconds the event
     stands for (macros/engaged.sql): var heartbeat_seconds a page ping, Snowplow's pings
-    Snowplow's way. The one event-grain table that carries the
+    Snowplow's way; null on rows built before it existed (all canonical: macros/engaged.sql
+    reads them as pings of heartbeat_seconds). The one event-grain table that carries the
     event's columns past staging: the windows before it sort narrow keys only.
     Incremental: the sessions rewritten in the last int_events_sessionized batch (always whole
     sessions). -#}
-{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns') }}
 
 with
 

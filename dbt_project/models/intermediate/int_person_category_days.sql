@@ -20,7 +20,7 @@ final as (
         person_id,
         event_at::date as activity_date,
         content_category,
-        sum(engaged_s)::bigint as engaged_s
+        sum({{ engaged_s() }})::bigint as engaged_s
     from events
     where event_type = 'page_ping'
       and content_category is not null

@@ -39,7 +39,7 @@ event_days as (
         person_id,
         event_at::date as activity_date,
         count(*) filter (where event_type = 'page_view') as page_views,
-        sum(engaged_s)::bigint as engaged_s,
+        sum({{ engaged_s() }})::bigint as engaged_s,
         count(*) filter (where event_type = 'hover') as hovers,
         coalesce(sum(hover_ms) filter (where event_type = 'hover'), 0)::bigint as hover_ms,
         count(*) filter (where event_type = 'hover'

@@ -27,7 +27,7 @@ page_events as (
         any_value(content_category) filter (where event_type = 'page_view') as content_category,
         any_value(product_id) filter (where event_type = 'page_view') as product_id,
         count(*) filter (where event_type = 'page_ping') as page_pings,
-        sum(engaged_s)::bigint as engaged_s,
+        sum({{ engaged_s() }})::bigint as engaged_s,
         -- scroll marks, or the depth a page ping reports (Snowplow's offsets: docs/events.md)
         coalesce(max(scroll_percent) filter (where event_type in ('scroll', 'page_ping')), 0)
             as max_scroll_percent,

@@ -24,7 +24,7 @@ events as (
         event_type,
         coalesce(product_id, content_id) as item_id,
         case when product_id is not null then 'product' else page_type end as item_type,
-        engaged_s
+        {{ engaged_s() }} as engaged_s
     from {{ ref('int_events_paged') }}
     where event_type in ('page_view', 'page_ping', 'video_complete', 'add_to_cart', 'purchase')
       and {{ is_touched('person_id', 'event_at::date') }}

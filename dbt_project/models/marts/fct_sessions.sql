@@ -34,7 +34,7 @@ session_events as (
         arg_min(utm_medium, (event_at, event_id)) as utm_medium,
         arg_min(utm_campaign, (event_at, event_id)) as utm_campaign,
         count(*) filter (where event_type = 'page_ping') as page_pings,
-        sum(engaged_s)::bigint as engaged_s,
+        sum({{ engaged_s() }})::bigint as engaged_s,
         count(*) filter (where event_type = 'add_to_cart') as cart_adds,
         bool_or(event_type = 'checkout_start') as has_checkout,
         bool_or(event_type = 'purchase') as has_purchase,
