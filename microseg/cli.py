@@ -84,8 +84,8 @@ def _probability(text: str) -> float:
     return value
 
 
-def _planted_lift(text: str) -> tuple[str, str, float]:
-    """EXPERIMENT:ARM=SHARE, as --plant-lift takes it."""
+def _planted_effect(text: str) -> tuple[str, str, float]:
+    """EXPERIMENT:ARM=SHARE, as --plant-lift and --plant-srm take it."""
     target, _, share = text.partition("=")
     experiment, _, arm = target.partition(":")
     if not (experiment and arm and share):
@@ -96,16 +96,19 @@ def _planted_lift(text: str) -> tuple[str, str, float]:
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from microseg.experiments.grammar import load_configured_experiments
     from microseg.generate import GeneratorConfig, generate
-    from microseg.generate.experiments import planted_lifts
+    from microseg.generate.experiments import planted_effects
 
-    lifts = args.plant_lift or []
+    specs = [("lift", *s) for s in args.plant_lift or []]
+    specs += [("srm", *s) for s in args.plant_srm or []]
     config = GeneratorConfig(
         users=args.users,
         days=args.days,
         start=args.start,
         seed=args.seed,
         file_format=args.format,
-        planted_lifts=planted_lifts(load_configured_experiments(settings), lifts) if lifts else (),
+        planted_effects=(
+            planted_effects(load_configured_experiments(settings), specs) if specs else ()
+        ),
     )
     summary = generate(config, args.out)
     print(
@@ -516,12 +519,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument(
         "--plant-lift",
-        type=_planted_lift,
+        type=_planted_effect,
         action="append",
         metavar="EXPERIMENT:ARM=SHARE",
         help="a true effect for the analysis to find: that share of the arm's people (of an "
         "experiments.yml experiment on cart_abandoned) buy within its primary metric's window "
         "after their abandoned cart (answer key: ground_truth/experiment_effects.parquet)",
+    )
+    gen.add_argument(
+        "--plant-srm",
+        type=_planted_effect,
+        action="append",
+        metavar="EXPERIMENT:ARM=SHARE",
+        help="a sample ratio mismatch for the analysis to catch: that share of the arm's people "
+        "lose their abandoned carts in the experiment's dates (never tracked), so the arm is "
+        "exposed less often than its weight",
     )
     gen.set_defaults(handler=cmd_generate)
 

@@ -11,7 +11,7 @@ import pytest
 from microseg.config import Settings, disable_telemetry
 from microseg.experiments.grammar import load_configured_experiments
 from microseg.generate import GeneratorConfig, generate
-from microseg.generate.experiments import planted_lifts
+from microseg.generate.experiments import planted_effects
 from microseg.ingest import ingest_paths
 from microseg.transform import transform
 from tests.helpers import short_window_experiments
@@ -43,7 +43,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings.from_env()
 
 
-PLANTED_LIFT = ("cart_reminder", "reminder", 0.9)  # small_dataset's true effect (1-day window)
+PLANTED_LIFT = ("lift", "cart_reminder", "reminder", 0.9)  # small_dataset's (1-day window)
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +52,9 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     a true effect of the reminder arm of cart_reminder as short_window_experiments runs it."""
     experiments = short_window_experiments(tmp_path_factory.mktemp("small_experiments"))
     configured = Settings.from_env({"MICROSEG_EXPERIMENTS_FILE": str(experiments)})
-    lifts = planted_lifts(load_configured_experiments(configured), [PLANTED_LIFT])
+    lifts = planted_effects(load_configured_experiments(configured), [PLANTED_LIFT])
     out = tmp_path_factory.mktemp("small")
-    generate(GeneratorConfig(users=300, days=5, seed=11, planted_lifts=lifts), out)
+    generate(GeneratorConfig(users=300, days=5, seed=11, planted_effects=lifts), out)
     return out
 
 

@@ -26,10 +26,11 @@ How it is built, top down:
 - delivery mess: late sessions (received days later), duplicate deliveries, out-of-order lines,
   malformed lines, missing ids, unknown event types.
 - optionally, planted true effects of experiments on cart_abandoned (experiments.py): some
-  people of a treatment arm buy in a later session after their abandoned cart.
+  people of a treatment arm buy in a later session after their abandoned cart (a lift), or
+  their carts are never tracked (a sample ratio mismatch).
 Ground truth (never read by the pipeline) goes to OUT/ground_truth/: people.parquet,
 sessions.parquet, files.csv (exact expected row accounting per file) and
-experiment_effects.parquet (the planted purchases).
+experiment_effects.parquet (the planted purchases and lost carts).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import numpy as np
 from microseg.errors import InputError
 from microseg.generate.delivery import draw_deliveries
 from microseg.generate.events import draw_events
-from microseg.generate.experiments import plant_lifts
+from microseg.generate.experiments import plant_effects
 from microseg.generate.files import coded_frame, write_files
 from microseg.generate.items import assign_items, write_catalog_truth
 from microseg.generate.population import draw_devices, draw_people
@@ -62,7 +63,7 @@ def generate(config: GeneratorConfig, out: Path) -> GenerationSummary:
     people = draw_people(rng, config.users)
     devices, usage = draw_devices(rng, people)
     sessions = draw_sessions(rng, people, usage, devices, config)
-    sessions, planted_effects = plant_lifts(sessions, people, devices, config)
+    sessions, planted_effects = plant_effects(sessions, people, devices, config)
     pages = draw_page_views(rng, sessions)
     pages["content"], items, tastes = assign_items(config.seed, pages, sessions, people)
     events = draw_events(rng, pages, sessions)

@@ -3,13 +3,17 @@
 An experiment on cart_abandoned runs on the people whose cart was left in its window; the
 pipeline gives each their arm by the same hash (experiments/arms.py) over the person id the
 pipeline will give them (int_identities_stitched: their user id once their device is linked,
-else the device). A planted lift L on an arm brings, with chance L, each of the arm's people
-back to buy: a session in a free two-hour slot within the primary metric's window after their
-first abandoned cart of the experiment, on the cart's device, that buys and does nothing else
-(a reminder that worked). The other arms, and every experiment not named, are A/A.
+else the device). Two effects can be planted on an arm, each for a share of its people:
+- a lift: the person comes back to buy - a session in a free two-hour slot within the primary
+  metric's window after their first abandoned cart of the experiment, on the cart's device,
+  that buys and does nothing else (a reminder that worked);
+- a sample ratio mismatch: the person's abandoned carts in the experiment's dates never reach
+  the warehouse (the arm's variant broke the cart tag), so the trigger never fires for them
+  and the arm is exposed less often than its weight says.
+The other arms, and every experiment not named, are A/A.
 
-Drawn from their own random stream and added before page views are built, so without planted
-lifts the data set is exactly what it was.
+Drawn from their own random stream and applied before page views are built, so without
+planted effects the data set is exactly what it was.
 """
 
 from __future__ import annotations
@@ -26,29 +30,32 @@ from microseg.experiments.grammar import Experiment, ExperimentFile
 from microseg.generate.world import SLOT_HOURS, SLOTS_PER_DAY
 
 PLANTED_TRIGGER = "cart_abandoned"  # the trigger whose firings the generator plants as sessions
-EFFECT_COLUMNS = ["experiment", "arm", "person_id", "cart_session", "converted_session"]
+EFFECTS = ("lift", "srm")  # --plant-lift, --plant-srm
+# one row per planted purchase (lift) or lost cart (srm, no converted_session)
+EFFECT_COLUMNS = ["experiment", "arm", "effect", "person_id", "cart_session", "converted_session"]
 SLOT_S = SLOT_HOURS * 3600
 
 
 @dataclass(frozen=True)
-class PlantedLift:
+class PlantedEffect:
+    effect: str  # lift | srm
     experiment: Experiment
     arm: str
-    lift: float  # added chance of a purchase within the primary metric's window
+    share: float  # of the arm's people who buy (lift) or whose carts are lost (srm)
     holdout: float  # the experiments file's global holdout: held-out people take no part
     window_days: int  # the primary metric's window after exposure
 
 
-def planted_lifts(
-    experiments: ExperimentFile, specs: list[tuple[str, str, float]]
-) -> tuple[PlantedLift, ...]:
-    """--plant-lift's (experiment, arm, share) checked against the experiments file: an
-    experiment on cart_abandoned whose primary metric is a purchase, and one of its arms that
-    is not the control."""
+def planted_effects(
+    experiments: ExperimentFile, specs: list[tuple[str, str, str, float]]
+) -> tuple[PlantedEffect, ...]:
+    """(effect, experiment, arm, share) from --plant-lift / --plant-srm, checked against the
+    experiments file: an experiment on cart_abandoned, one of its arms that is not the
+    control, and for a lift a primary metric that is a purchase conversion."""
     by_name = {e.name: e for e in experiments.experiments}
-    lifts = []
-    for name, arm, share in specs:
-        where = f"--plant-lift {name}:{arm}"
+    planted = []
+    for effect, name, arm, share in specs:
+        where = f"--plant-{effect} {name}:{arm}"
         experiment = by_name.get(name)
         if experiment is None:
             raise UsageError(f"{where}: {experiments.path} has no experiment {name!r}")
@@ -61,13 +68,15 @@ def planted_lifts(
         if arm not in {a.name for a in experiment.arms if not a.control}:
             raise UsageError(f"{where}: {name} has no treatment arm {arm!r}")
         primary = experiments.metrics[experiment.primary]
-        if (primary.kind, primary.column) != ("conversion", "has_purchase"):
+        if effect == "lift" and (primary.kind, primary.column) != ("conversion", "has_purchase"):
             raise UsageError(
                 f"{where}: the generator plants purchases, and {name}'s primary metric "
                 f"{primary.name} is not a purchase conversion"
             )
-        lifts.append(PlantedLift(experiment, arm, share, experiments.holdout, primary.window_days))
-    return tuple(lifts)
+        planted.append(
+            PlantedEffect(effect, experiment, arm, share, experiments.holdout, primary.window_days)
+        )
+    return tuple(planted)
 
 
 def anonymous_id(seed: int, device: int) -> str:
@@ -108,40 +117,46 @@ def pipeline_person_ids(sessions: pd.DataFrame, people, devices, seed: int) -> p
     )
 
 
-def plant_lifts(
+def plant_effects(
     sessions: pd.DataFrame, people, devices, config
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(sessions with the planted purchase sessions, one row per planted purchase:
-    EFFECT_COLUMNS, session numbers as in the returned sessions)."""
-    if not config.planted_lifts:
+    """(sessions with the planted effects, one row per effect: EFFECT_COLUMNS, session numbers
+    as in the returned sessions)."""
+    if not config.planted_effects:
         return sessions, pd.DataFrame(columns=EFFECT_COLUMNS)
     rng = np.random.default_rng([config.seed, 13])
+    sessions = sessions.copy()
     s = sessions.assign(
         person_id=pipeline_person_ids(sessions, people, devices, config.seed),
         slot=(sessions.start_s // SLOT_S).astype(int),
+        day_of=(pd.Timestamp(config.start) + pd.to_timedelta(sessions.start_s, unit="s")).dt.date,
     )
     occupied = set(zip(s.person, s.slot, strict=True))
     last_slot = config.days * SLOTS_PER_DAY - 1
     effects, added = [], []
-    for planted in config.planted_lifts:
+    for planted in config.planted_effects:
         experiment = planted.experiment
-        day = (pd.Timestamp(config.start) + pd.to_timedelta(s.start_s, unit="s")).dt.date
-        carts = s[
-            s.cart_abandon
-            & s.person_id.notna()
-            & (day >= experiment.start)
-            & (day < experiment.end)
-        ].sort_values(["person_id", "start_s"])
-        first = carts.drop_duplicates("person_id")
+        in_dates = (s.day_of >= experiment.start) & (s.day_of < experiment.end)
+        carts = s[s.cart_abandon & s.person_id.notna() & in_dates]
+        first = carts.sort_values(["person_id", "start_s"]).drop_duplicates("person_id")
         first = first[~held_out(first.person_id, planted.holdout).to_numpy()]
         arms = np.array([arm_of(experiment, p, {})[0].name for p in first.person_id], object)
-        treated = first[(arms == planted.arm) & (rng.random(len(first)) < planted.lift)]
+        chosen = first[(arms == planted.arm) & (rng.random(len(first)) < planted.share)]
+        if planted.effect == "srm":
+            lost = carts[carts.person_id.isin(chosen.person_id)]
+            sessions.loc[lost.index, "cart_abandon"] = False
+            s.loc[lost.index, "cart_abandon"] = False
+            effects += [
+                (experiment.name, planted.arm, "srm", p, c, None)
+                for p, c in zip(lost.person_id, lost.session, strict=True)
+            ]
+            continue
         # a free two-hour slot after the message (15 minutes after the cart) and inside the
         # metric's window from it: a slot starts its session 1 h in, and sessions last < 1 h
         window = planted.window_days * SLOTS_PER_DAY
-        offsets = rng.integers(1, window, (len(treated), 8))
-        starts = rng.uniform(3600, 4800, len(treated))
-        for row, tries, start in zip(treated.itertuples(), offsets, starts, strict=True):
+        offsets = rng.integers(1, window, (len(chosen), 8))
+        starts = rng.uniform(3600, 4800, len(chosen))
+        for row, tries, start in zip(chosen.itertuples(), offsets, starts, strict=True):
             free = [
                 row.slot + k
                 for k in tries
@@ -150,23 +165,20 @@ def plant_lifts(
             if not free:
                 continue
             occupied.add((row.person, free[0]))
-            added.append(_purchase_session(s.loc[row.Index], free[0] * SLOT_S + start))
-            effects.append((experiment.name, planted.arm, row.person_id, row.session))
-    if not added:
-        return sessions, pd.DataFrame(columns=EFFECT_COLUMNS)
-    new = pd.DataFrame(added)[sessions.columns].assign(session=-1 - np.arange(len(added)))
+            added.append(_purchase_session(sessions.loc[row.Index], free[0] * SLOT_S + start))
+            effects.append(
+                (experiment.name, planted.arm, "lift", row.person_id, row.session, -len(added))
+            )
+    new = pd.DataFrame(added, columns=sessions.columns).assign(session=-1 - np.arange(len(added)))
     merged = pd.concat([sessions, new], ignore_index=True).sort_values(
         ["person", "start_s"], ignore_index=True
     )
     renumbered = dict(zip(merged.session, range(len(merged)), strict=True))
     merged["session"] = np.arange(len(merged))
     planted_effects = pd.DataFrame(
-        [
-            (name, arm, person_id, renumbered[cart], renumbered[-1 - k])
-            for k, (name, arm, person_id, cart) in enumerate(effects)
-        ],
+        [(*row[:4], renumbered[row[4]], renumbered.get(row[5])) for row in effects],
         columns=EFFECT_COLUMNS,
-    )
+    ).astype({"converted_session": "Int64"})
     return merged.astype(sessions.dtypes.to_dict()), planted_effects
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from microseg.generate.experiments import PlantedLift
+    from microseg.generate.experiments import PlantedEffect
 
 ARCHETYPES = ("deal_seeker", "browser", "loyal_customer", "researcher", "bouncer", "bot")
 HUMAN_SHARE = np.array([0.22, 0.28, 0.15, 0.20, 0.15])
@@ -120,7 +120,7 @@ class GeneratorConfig:
     start: date = date(2026, 10, 1)
     seed: int = 7
     file_format: str = "jsonl.gz"  # jsonl.gz | jsonl | csv | parquet | segment
-    planted_lifts: tuple[PlantedLift, ...] = ()  # true effects of experiments (experiments.py)
+    planted_effects: tuple[PlantedEffect, ...] = ()  # true effects of experiments (experiments.py)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from time import monotonic, sleep
 
 import duckdb
+import pandas as pd
 import pytest
 import yaml
 
@@ -30,6 +31,8 @@ from microseg.experiments.assignment import bucket
 from microseg.experiments.grammar import load_configured_experiments, load_experiments
 from microseg.experiments.plot import lift_over_time
 from microseg.export import export_audience
+from microseg.generate import GeneratorConfig, generate
+from microseg.generate.experiments import planted_effects
 from microseg.ingest import ingest_paths
 from microseg.pipeline import activate_step, run_batch, segments_step
 from microseg.privacy import consent_policy
@@ -689,6 +692,41 @@ def test_the_analysis_finds_the_generators_planted_lift_person_by_person(activat
     assert [y for _, _, y in planted] == [1] * len(planted)
     rate = values.groupby("arm").y.mean()
     assert rate["reminder"] > rate["control"] + 0.2, rate
+
+
+def test_a_planted_sample_ratio_mismatch_makes_the_analysis_untrustworthy(tmp_path):
+    """The generator loses most of the reminder arm's abandoned carts (--plant-srm): the arm is
+    exposed far less often than its weight, and the analysis refuses to read a lift."""
+    experiments_file = short_window_experiments(tmp_path)
+    configured = Settings.from_env({"MICROSEG_EXPERIMENTS_FILE": str(experiments_file)})
+    experiments = load_configured_experiments(configured)
+    srm = planted_effects(experiments, [("srm", "cart_reminder", "reminder", 0.9)])
+    generate(GeneratorConfig(users=300, days=5, seed=11, planted_effects=srm), tmp_path / "data")
+    settings = Settings.from_env(
+        {
+            "MICROSEG_HOME": str(tmp_path / "home"),
+            "MICROSEG_EXPERIMENTS_FILE": str(experiments_file),
+        }
+    )
+    ingest_paths(settings, [tmp_path / "data"])
+    transform(settings)
+    for night in NIGHTS:
+        activate(settings, night)
+    [decision] = analyze(settings, experiments, NIGHTS[-1], ["cart_reminder"])
+    exposed = dict(query(settings, "select arm, count(*) from marts.experiment_exposures "
+                         "where experiment = 'cart_reminder' group by all"))  # fmt: skip
+    lost = pd.read_parquet(tmp_path / "data" / "ground_truth" / "experiment_effects.parquet")
+    assert (lost.effect == "srm").all() and lost.person_id.nunique() >= 10
+    assert exposed["control"] > 4 * exposed.get("reminder", 0)
+    assert decision.decision == "untrustworthy" and decision.srm_p_value < 0.001
+    assert decision.reasons.startswith("sample ratio mismatch")
+    never_fired = query(
+        settings,
+        "select count(*) from marts.trigger_firings where trigger_name = 'cart_abandoned' "
+        "and person_id in (select unnest(?::varchar[]))",
+        [lost.person_id.unique().tolist()],
+    )
+    assert never_fired == [(0,)]  # their carts never reached the warehouse
 
 
 def test_a_threshold_test_acts_on_each_arms_own_definition(activated):

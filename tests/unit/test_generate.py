@@ -417,7 +417,7 @@ def test_a_planted_lift_brings_treated_abandoners_back_to_buy_within_the_window(
     message = cart.session_end_at + pd.Timedelta(minutes=15)
     assert (bought.session_start_at > message).all()
     assert (bought.session_start_at < cart.session_start_at + pd.Timedelta(days=1)).all()
-    experiment, arm, _ = PLANTED_LIFT
+    _, experiment, arm, _ = PLANTED_LIFT
     document = yaml.safe_load((PROJECT_ROOT / "experiments.yml").read_text())
     [spec] = [e for e in document["experiments"] if e["name"] == experiment]
     names = [a["name"] for a in spec["arms"]]
