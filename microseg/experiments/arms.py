@@ -79,7 +79,8 @@ def running(
         (
             e
             for e in experiments.experiments
-            if e.start <= day < e.end
+            if e.target_kind == kind
+            and e.start <= day < e.end
             and (target in e.triggers if kind == "trigger" else e.target == target)
         ),
         None,

@@ -159,6 +159,8 @@ def _arms(check: Checker, raw: Any, triggers: set[str] | None) -> tuple[Arm, ...
         if variant is not None and not isinstance(variant, str):
             raise check.fail(f"{where}.variant", "is text (the content variant's name)")
         trigger = item.get("trigger")
+        if trigger is not None and not isinstance(trigger, str):
+            raise check.fail(f"{where}.trigger", "is the name of a trigger of triggers.yml")
         if trigger is not None and triggers is None:
             raise check.fail(f"{where}.trigger", "is for experiments that target a trigger")
         if trigger is not None and trigger not in triggers:
@@ -268,18 +270,18 @@ def _no_overlap_in_layers(experiments: list[Experiment]) -> None:
 
 
 def _arm_triggers_belong_to_one_experiment(experiments: list[Experiment]) -> None:
-    """An arm's trigger acts only for that arm, so no other experiment may use it."""
+    """A threshold test routes each of its definitions to its own arm, so no other experiment
+    may use any of them (an arm's trigger acts only for that arm)."""
     for experiment in experiments:
-        for i, arm in enumerate(experiment.arms):
-            other = next(
-                (e for e in experiments if e is not experiment and arm.trigger in e.triggers),
-                None,
-            )
-            if arm.trigger and other is not None:
+        if len(experiment.triggers) < 2:
+            continue
+        for other in experiments:
+            shared = sorted(experiment.triggers & other.triggers) if other is not experiment else []
+            if shared:
                 raise ConfigError(
-                    f"experiment '{experiment.name}': arms[{i}].trigger: {arm.trigger!r} is "
-                    f"also used by experiment '{other.name}' (an arm's trigger acts only for "
-                    "that arm)"
+                    f"experiment '{other.name}': trigger {shared[0]!r} is one of the "
+                    f"definitions experiment '{experiment.name}' tests (each acts only for its "
+                    "arm there)"
                 )
 
 

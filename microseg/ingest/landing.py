@@ -15,8 +15,9 @@ from microseg.ingest.snowplow import is_snowplow_line
 
 def detect_format(path: Path, declared: str | None = None) -> str:
     """The declared format, else the file's from its name - jsonl (plain or .gz), csv (plain
-    or .gz) or parquet - and its shape: a first line of 131 tab-separated fields is Snowplow's
-    enriched format, whatever the name (Snowplow's loaders write part-0000.gz, or .tsv)."""
+    or .gz) or parquet - and its shape: when most of its first lines have 131 tab-separated
+    fields, Snowplow's enriched format, whatever the name (Snowplow's loaders write .tsv, or
+    part-0000.gz: rename such parts, their names repeat across folders)."""
     if declared is not None:
         return declared
     suffixes = [s.lower() for s in path.suffixes]
@@ -27,7 +28,8 @@ def detect_format(path: Path, declared: str | None = None) -> str:
         return "jsonl"
     if last == ".parquet":
         return "parquet"
-    if is_snowplow_line(_first_line(path)):
+    head = _first_lines(path)
+    if head and sum(map(is_snowplow_line, head)) * 2 > len(head):
         return "snowplow"
     if last in {".csv", ".tsv"}:
         return "csv"
@@ -37,15 +39,20 @@ def detect_format(path: Path, declared: str | None = None) -> str:
     )
 
 
-def _first_line(path: Path, limit: int = 1 << 20) -> bytes:
-    """The file's first line (decompressed), at most `limit` bytes; b"" if unreadable."""
+def _first_lines(path: Path, lines: int = 20, limit: int = 1 << 20) -> list[bytes]:
+    """The file's first non-empty lines (decompressed), each at most `limit` bytes; none if
+    unreadable (the reader then says why)."""
+    head = []
     try:
         with path.open("rb") as raw:
             gzipped = raw.read(2) == b"\x1f\x8b"
         with gzip.open(path, "rb") if gzipped else path.open("rb") as handle:
-            return handle.readline(limit)
+            while len(head) < lines and (line := handle.readline(limit)):
+                if line.strip():
+                    head.append(line)
     except (OSError, EOFError, zlib.error):
-        return b""
+        pass
+    return head
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

@@ -167,7 +167,8 @@ def _snowplow_doc_sql() -> str:
         "consent_action": f"case {ue_name} when 'consent_granted' then 'granted' "
         "when 'consent_withdrawn' then 'withdrawn' end",
         "all_purposes": f"case when {ue_name} = 'consent_granted' or ({ue_name} = "
-        f"'consent_withdrawn' and coalesce(({ue}->>'$.all')::boolean, false)) then true end",
+        f"'consent_withdrawn' and coalesce(try_cast({ue}->>'$.all' as boolean), false)) "
+        "then true end",
         "policy_version": f"{entity('contexts', 'com.snowplowanalytics.snowplow/consent_document')}"
         "->>'$.version'",
         **{name: field(name) for name in ("se_category", "se_label", "se_property", "se_value")},

@@ -11,6 +11,7 @@ import pytest
 
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.ingest import ingest_paths
+from microseg.ingest.snowplow import SNOWPLOW_FIELDS
 from microseg.transform import transform
 from tests.fixtures import snowplow_site
 from tests.helpers import query, run_cli
@@ -115,6 +116,12 @@ def test_the_format_can_be_declared_and_other_shapes_are_quarantined_with_the_co
     result = run_cli("ingest", str(csv_like), "--format", "snowplow", home=tmp_path / "home")
     assert result.returncode == 0, result.stderr
     assert "2 x Snowplow enriched event with 3 tab-separated fields, not 131" in result.stdout
+    # a file whose first line was cut short is still recognized by its other lines
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    cut_first = tmp_path / "part-00002.gz"
+    cut_first.write_bytes(gzip.compress(b"".join([lines[-1], *lines[:-1]])))
+    result = run_cli("ingest", str(cut_first), home=tmp_path / "home")
+    assert "1 x Snowplow enriched event with 100 tab-separated fields" in result.stdout
     gz = tmp_path / "part-00001.gz"
     gz.write_bytes(gzip.compress(b"not\tsnowplow\n"))
     result = run_cli("ingest", str(gz), home=tmp_path / "home")
@@ -127,5 +134,10 @@ def test_the_sample_is_the_fixture_and_what_the_specs_say(tmp_path) -> None:
     written = snowplow_site.write(tmp_path / "sample.tsv").read_bytes()
     assert written == SAMPLE.read_bytes()
     fields = [line.split("\t") for line in written.decode().splitlines()]
+    # positions by Snowplow's Go analytics SDK's index map, not by our list
+    pinned = {"collector_tstamp": 3, "event": 5, "event_id": 6, "contexts": 52,
+              "unstruct_event": 58, "derived_contexts": 122, "domain_sessionid": 123,
+              "derived_tstamp": 124, "event_name": 126, "true_tstamp": 130}  # fmt: skip
+    assert {name: SNOWPLOW_FIELDS.index(name) for name in pinned} == pinned
     assert [len(f) for f in fields[:-1]] == [131] * (len(fields) - 1) and len(fields[-1]) == 100
     datetime.strptime(fields[0][3], "%Y-%m-%d %H:%M:%S.%f")

@@ -73,8 +73,17 @@ PREFIX = "experiments.yml: experiment 'cart_reminder': "
         ),
         (
             lambda d: _first(d)["arms"][1].update(trigger="product_lingerer_3min"),
-            PREFIX + "arms[1].trigger: 'product_lingerer_3min' is also used by experiment "
-            "'lingerer_threshold' (an arm's trigger acts only for that arm)",
+            "experiments.yml: experiment 'lingerer_threshold': trigger 'product_lingerer_3min' "
+            "is one of the definitions experiment 'cart_reminder' tests",
+        ),
+        (
+            lambda d: _first(d).update(targeting={"trigger": "product_lingerer"}),
+            PREFIX + "trigger 'product_lingerer' is one of the definitions experiment "
+            "'lingerer_threshold' tests (each acts only for its arm there)",
+        ),
+        (
+            lambda d: _first(d)["arms"][1].update(trigger=["product_lingerer_3min"]),
+            PREFIX + "arms[1].trigger: is the name of a trigger of triggers.yml",
         ),
         (
             lambda d: _first(d).update(targeting={"segment": "nobody"}),

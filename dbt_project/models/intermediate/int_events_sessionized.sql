@@ -2,9 +2,9 @@
     event's own columns back once): a gap strictly greater than var session_timeout_minutes starts a new
     session (a gap of exactly the timeout stays in it); a session longer than
     var session_max_minutes is cut into pieces of that length, counted from the start of the
-    uninterrupted activity run. With var session_source 'client', a change of the client's own
-    session id (properties.client_session_id: Snowplow's domain_sessionid, GA4's ga_session_id)
-    also starts one, so sessions match the source's reports. Ties on event_at are ordered by
+    uninterrupted activity run. With var session_source 'client', a change of a device's own
+    session id (properties.client_session_id: Snowplow's domain_sessionid) also starts one, so
+    sessions match the source's reports. Ties on event_at are ordered by
     event_id so reprocessing gives the same answer. session_id hashes the person and the session's first event time.
 
     Incremental: for each person touched by the last int_events_stitched batch, events are
@@ -86,7 +86,8 @@ events as (
 
 {% if var("session_source") == "client" %}
 with_client as (
-    select events.*, nullif(staged.properties ->> '$.client_session_id', '') as client_session_id
+    select events.*, staged.anonymous_id,
+           nullif(staged.properties ->> '$.client_session_id', '') as client_session_id
     from events
     join {{ ref('stg_events') }} as staged using (event_id)
 ),
@@ -103,10 +104,11 @@ gaps as (
             true
         )
         {%- if var("session_source") == "client" %}
-        -- the client's session id changed (both known): the source's session boundary
+        -- the device's client session id changed since its last known one: the source's
+        -- session boundary (devices used in turn do not split each other's sessions)
         or coalesce(
-            client_session_id <> lag(client_session_id) over (
-                partition by person_id order by event_at, event_id),
+            client_session_id <> lag(client_session_id ignore nulls) over (
+                partition by person_id, anonymous_id order by event_at, event_id),
             false
         )
         {%- endif %} as is_after_gap
