@@ -168,6 +168,23 @@ def jsonl_lines(path: Path) -> pa.Table:
     return file_lines(path, data)
 
 
+def decoded_lines_sql(settings: Settings) -> str:
+    """The CTE `decoded` over the registered `_lines` (file_lines): each non-empty line's text
+    without its terminator (null when over the size limit or not UTF-8), and `line_reason`,
+    what makes a line unreadable whatever its format."""
+    limit = settings.max_line_bytes
+    return f"""decoded as (
+            select source_file, source_line, nbytes, raw,
+                   case when nbytes <= {limit} then rtrim(text, chr(13) || chr(10)) end as text,
+                   case when nbytes > {limit} then format(
+                            'line is {{}} bytes, over the {limit}-byte limit', nbytes)
+                        when text is null then 'line is not valid UTF-8'
+                   end as line_reason
+            from _lines
+            where nbytes > {limit} or text is null or trim(rtrim(text, chr(13) || chr(10))) <> ''
+        )"""
+
+
 def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Settings) -> None:
     """Parse the lines of one or more files (jsonl_lines, concatenated) in one statement."""
     con.register("_lines", lines)
@@ -175,24 +192,16 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Setti
     con.execute(
         f"""
         insert into _staged
-        with decoded as (
-            select source_file, source_line, nbytes, raw,
-                   case when nbytes <= {settings.max_line_bytes}
-                        then rtrim(text, chr(13) || chr(10)) end as text
-            from _lines
-        ),
+        with {decoded_lines_sql(settings)},
         parsed as (
             select *,
                 case
-                    when nbytes > {settings.max_line_bytes} then format(
-                        'line is {{}} bytes, over the {settings.max_line_bytes}-byte limit', nbytes)
-                    when text is null then 'line is not valid UTF-8'
+                    when line_reason is not null then line_reason
                     when not json_valid(text) then 'line is not valid JSON'
                     when json_type(text) <> 'OBJECT' then
                         'line is a JSON ' || lower(json_type(text)) || ', not an object'
                 end as pre_reason
             from decoded
-            where nbytes > {settings.max_line_bytes} or text is null or trim(text) <> ''
         ),
         classified as (
             -- JSON functions raise on malformed text, so only parsed lines get a document

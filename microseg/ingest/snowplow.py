@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from microseg.config import Settings
-from microseg.ingest.formats import RAW_TEXT_CHARS, file_lines
+from microseg.ingest.formats import RAW_TEXT_CHARS, decoded_lines_sql, file_lines
 from microseg.ingest.sqltext import quote
 
 SNOWPLOW_FIELDS = (
@@ -208,15 +208,9 @@ def stage_snowplow(con: duckdb.DuckDBPyConnection, path: Path, settings: Setting
     con.execute(
         f"""
         insert into _staged
-        with decoded as (
-            select source_file, source_line, nbytes, raw,
-                   case when nbytes <= {settings.max_line_bytes}
-                        then rtrim(text, chr(13) || chr(10)) end as text
-            from _lines
-        ),
+        with {decoded_lines_sql(settings)},
         split as (
             select *, string_split(text, chr(9)) as parts from decoded
-            where nbytes > {settings.max_line_bytes} or text is null or trim(text) <> ''
         ),
         checked as (
             -- JSON functions raise on malformed text, so only well-formed lines are read
@@ -239,9 +233,7 @@ def stage_snowplow(con: duckdb.DuckDBPyConnection, path: Path, settings: Setting
             left(coalesce(text, cast(raw as varchar)), {RAW_TEXT_CHARS}) as raw_text,
             case when f is not null then {_snowplow_doc_sql()}::varchar end as doc,
             case
-                when nbytes > {settings.max_line_bytes} then format(
-                    'line is {{}} bytes, over the {settings.max_line_bytes}-byte limit', nbytes)
-                when text is null then 'line is not valid UTF-8'
+                when line_reason is not null then line_reason
                 when len(parts) <> {len(SNOWPLOW_FIELDS)} then format(
                     'Snowplow enriched event with {{}} tab-separated fields, not '
                     || {len(SNOWPLOW_FIELDS)}, len(parts))
