@@ -68,7 +68,9 @@ suppressions as (
 ),
 
 capped_by as (
-    select fired_on, trigger_name, channel, json_group_object(cap, n) as capped_by
+    -- keys in order, so a re-run writes the same object
+    select fired_on, trigger_name, channel,
+           to_json(map_from_entries(list(struct_pack(k := cap, v := n) order by cap))) as capped_by
     from (
         select fired_at::date as fired_on, trigger_name, channel,
                substr(reason, length('capped:') + 1) as cap, count(*) as n
