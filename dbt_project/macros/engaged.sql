@@ -20,8 +20,9 @@
     end
 {%- endmacro %}
 
-{#- An int_events_paged row's engaged seconds: its engaged_s, or for rows from before that
-    column (canonical input only) heartbeat_seconds a page ping. -#}
-{% macro engaged_s() -%}
-    coalesce(engaged_s, (event_type = 'page_ping')::integer * {{ var('heartbeat_seconds') }})
+{#- An event's engaged seconds: `weighed` (int_events_paged.engaged_s; a Snowplow ping's share)
+    when known, else the canonical rule - heartbeat_seconds a page ping, nothing otherwise
+    (also for int_events_paged rows from before that column: canonical input only). -#}
+{% macro engaged_s(weighed='engaged_s', event_type='event_type') -%}
+    coalesce({{ weighed }}, ({{ event_type }} = 'page_ping')::integer * {{ var('heartbeat_seconds') }})
 {%- endmacro %}

@@ -30,7 +30,6 @@ from microseg.experiments.grammar import Experiment, ExperimentFile
 from microseg.generate.world import SLOT_HOURS, SLOTS_PER_DAY
 
 PLANTED_TRIGGER = "cart_abandoned"  # the trigger whose firings the generator plants as sessions
-EFFECTS = ("lift", "srm")  # --plant-lift, --plant-srm
 # one row per planted purchase (lift) or lost cart (srm, no converted_session)
 EFFECT_COLUMNS = ["experiment", "arm", "effect", "person_id", "cart_session", "converted_session"]
 SLOT_S = SLOT_HOURS * 3600

@@ -69,9 +69,7 @@ final as (
         page_views.batch,
         page_views.page_view_in_session,
         page_views.page_view_id,
-        case when staged.event_type <> 'page_ping' then 0
-             else coalesce(snowplow_pings.engaged_s, {{ var('heartbeat_seconds') }})
-        end as engaged_s
+        {{ engaged_s('snowplow_pings.engaged_s', 'staged.event_type') }} as engaged_s
     from page_views
     join {{ ref('stg_events') }} as staged using (event_id)
     left join snowplow_pings using (event_id)
