@@ -84,9 +84,10 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	MICROSEG_HOME=$(MICROSEG_HOME)/pseudonymized MICROSEG_PSEUDONYMIZE=properties.email,user_id MICROSEG_PRIVACY_KEY=demo-only-key $(BIN)/microseg ingest $(MICROSEG_HOME)/landing/events_$(DEMO_LAST_DAY).jsonl.gz
 	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/pseudonymized/warehouse.duckdb', read_only=True).sql(\"select user_id, properties ->> 'email' as email, properties ->> 'ip' as ip, page_url from raw.events where user_id is not null order by (properties ->> 'email') is null, event_id limit 4\").show(max_width=250)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) $(BIN)/microseg privacy report --as-of $(DEMO_AS_OF)
-	@echo "a Snowplow export as it comes (Snowplow Enrich's 131 tab-separated fields, recognized by their shape; docs/events.md) into a warehouse of its own, then its marts"
-	MICROSEG_HOME=$(MICROSEG_HOME)/snowplow $(BIN)/microseg ingest docs/examples/snowplow_enriched_2026-10-01.tsv
-	MICROSEG_HOME=$(MICROSEG_HOME)/snowplow $(BIN)/microseg transform
+	@echo "a Snowplow export and two days of a GA4 BigQuery export as they come (each recognized by its shape; docs/events.md) into a warehouse of their own, then their marts"
+	MICROSEG_HOME=$(MICROSEG_HOME)/sources $(BIN)/microseg ingest docs/examples/snowplow_enriched_2026-10-01.tsv docs/examples/ga4
+	MICROSEG_HOME=$(MICROSEG_HOME)/sources $(BIN)/microseg transform
+	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/sources/warehouse.duckdb', read_only=True).sql(\"select source, count(*) as sessions, sum(page_views) as page_views, sum(engaged_s) as engaged_s, sum(cart_adds) as cart_adds, sum(revenue) as revenue from marts.fct_sessions join (select session_id, min(file_format) as source from intermediate.int_events_paged join raw.load_manifest on file_name = source_file group by 1) using (session_id) group by 1 order by 1\").show()"
 	$(BIN)/microseg notebooks
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
 	@echo "Audience CSVs: $(MICROSEG_HOME)/exports/$(DEMO_AS_OF)/ (with --min-score, each row says which three features moved the person's score: score_explanation)"

@@ -125,7 +125,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     results = ingest_paths(
         settings, [Path(p) for p in args.paths], replace=args.replace, file_format=args.format
     )
-    totals = [0, 0, 0, 0]
+    totals = [0, 0, 0, 0, 0]
     for r in results:
         if r.status == "rejected":
             print(f"error: {r.error}", file=sys.stderr)
@@ -133,21 +133,27 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         if r.status == "skipped":
             print(f"{r.file_name}: already loaded, unchanged (skipped)")
             continue
-        counts = (r.rows_read, r.rows_loaded, r.rows_duplicate, r.rows_quarantined)
+        counts = (r.rows_read, r.rows_loaded, r.rows_duplicate, r.rows_quarantined, r.rows_unused)
         totals = [t + c for t, c in zip(totals, counts, strict=True)]
         erased = f" + erased {r.rows_erased:,}" if r.rows_erased else ""
+        unused = f" + unused {r.rows_unused:,}" if r.rows_unused else ""
         print(
             f"{r.file_name}: read {r.rows_read:,} = loaded {r.rows_loaded:,} "
-            f"+ duplicates {r.rows_duplicate:,} + quarantined {r.rows_quarantined:,}{erased}"
+            f"+ duplicates {r.rows_duplicate:,} + quarantined {r.rows_quarantined:,}"
+            f"{erased}{unused}"
         )
         for reason, rows, line in r.top_reasons:
             print(f"  quarantined {rows:,} x {reason} (first at line {line})")
+        if r.unused_events:
+            names = ", ".join(f"{name} {rows:,}" for name, rows in r.unused_events)
+            print(f"  unused (no behavior here, docs/events.md): {names}")
     loaded = sum(1 for r in results if r.status == "loaded")
     rejected = sum(1 for r in results if r.status == "rejected")
     print(
         f"{loaded} file(s) loaded, {len(results) - loaded - rejected} skipped, {rejected} rejected"
         f"; rows read {totals[0]:,}, loaded {totals[1]:,}, duplicates {totals[2]:,}, "
-        f"quarantined {totals[3]:,} -> raw.events in {settings.warehouse_path}"
+        f"quarantined {totals[3]:,}{f', unused {totals[4]:,}' if totals[4] else ''} "
+        f"-> raw.events in {settings.warehouse_path}"
     )
     return EXIT_FAILED if rejected else 0
 
@@ -549,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=INPUT_FORMATS,
         default=None,
         help="every file's format (default: from its name and shape; Snowplow enriched "
-        "events are recognized by their 131 tab-separated fields)",
+        "events are recognized by their 131 tab-separated fields, the GA4 export by its "
+        "event_name and event_timestamp)",
     )
     ing.set_defaults(handler=cmd_ingest)
 

@@ -14,8 +14,9 @@ from typing import Any
 
 SCHEMA_RESOURCE = "event.schema.json"
 # The file formats ingest reads (docs/events.md): canonical events as JSON Lines, CSV or
-# Parquet (JSON Lines may also hold Segment/RudderStack messages), and Snowplow's enriched TSV.
-INPUT_FORMATS = ("jsonl", "csv", "parquet", "snowplow")
+# Parquet (JSON Lines may also hold Segment/RudderStack messages), Snowplow's enriched TSV and
+# the GA4 BigQuery export (newline-delimited JSON or Parquet).
+INPUT_FORMATS = ("jsonl", "csv", "parquet", "snowplow", "ga4")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ select
     coalesce(loaded.rows_quarantined, 0) / greatest(coalesce(loaded.rows_read, 0), 1)
         as quarantine_rate,
     loaded.rows_read - loaded.rows_loaded - loaded.rows_duplicate - loaded.rows_quarantined
-        - coalesce(loaded.rows_erased, 0) - coalesce(loaded.rows_expired, 0) as rows_unaccounted,
+        - coalesce(loaded.rows_erased, 0) - coalesce(loaded.rows_expired, 0)
+        - coalesce(loaded.rows_unused, 0) as rows_unaccounted,
     coalesce(events.rows, 0) - coalesce(loaded.rows_loaded, 0) as events_not_in_manifest,
     coalesce(quarantined.rows, 0) - coalesce(loaded.rows_quarantined, 0)
         as quarantine_rows_not_in_manifest
@@ -77,12 +78,14 @@ def _raw_ddl() -> list[str]:
     loaded_at timestamp not null,
     rows_erased bigint not null default 0,
     rows_expired bigint not null default 0,
-    delivered_sha256 varchar  -- as delivered: content_sha256 follows erasure's rewrites
+    delivered_sha256 varchar,  -- as delivered: content_sha256 follows erasure's rewrites
+    rows_unused bigint not null default 0  -- the source's events that are no behavior here
 )""",
         # manifests from before erasure and retention: rows they removed stay counted
         "alter table raw.load_manifest add column if not exists rows_erased bigint default 0",
         "alter table raw.load_manifest add column if not exists rows_expired bigint default 0",
         "alter table raw.load_manifest add column if not exists delivered_sha256 varchar",
+        "alter table raw.load_manifest add column if not exists rows_unused bigint default 0",
         # privacy/retention.py: one row per night that expired rows. dbt reads the newest
         # events_before: facts dated before it are final (full refreshes are refused)
         """create table if not exists raw.retention_runs (

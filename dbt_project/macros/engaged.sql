@@ -1,5 +1,5 @@
-{#- Engaged time is the sum of what each event stands for; only page pings count. Canonical
-    input: each ping is var heartbeat_seconds (trackers ping that often while the reader is
+{#- Engaged time is the sum of what each event stands for. Canonical input: only page pings
+    count, each ping is var heartbeat_seconds (trackers ping that often while the reader is
     active). Snowplow input counts the way Snowplow's dbt packages do, per page view:
     snowplow_heartbeat_seconds x (its distinct ping periods - 1) +
     snowplow_min_visit_length_seconds. This macro gives that share to each of a page view's
@@ -18,6 +18,12 @@
             then {{ var('snowplow_min_visit_length_seconds') }}
         else {{ var('snowplow_heartbeat_seconds') }}
     end
+{%- endmacro %}
+
+{#- GA4 counts engaged time on most events, each carrying the milliseconds since the last one
+    that did (`engagement_time_msec`): an event's share is its own, in seconds (none: 0). -#}
+{% macro ga4_engaged_seconds(properties) -%}
+    coalesce(try_cast({{ properties }} ->> '$.engagement_time_msec' as double), 0) / 1000
 {%- endmacro %}
 
 {#- An event's engaged seconds: `weighed` (int_events_paged.engaged_s; a Snowplow ping's share)

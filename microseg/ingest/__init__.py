@@ -10,8 +10,10 @@ Every file goes through the same three stages, all in DuckDB (no Python loop per
 3. load: first delivery of each new event_id into raw.events, repeats counted as duplicates,
    violations into raw.events_quarantine, and one raw.load_manifest row, in one transaction
    per file.
-So for every file: rows read = loaded + duplicates + quarantined.
-Modules: landing (which files, when), formats (stage 1), rules (2), load (3 and the file).
+So for every file: rows read = loaded + duplicates + quarantined (+ unused: a source export's
+events that are no behavior here, counted at stage 1 and not stored).
+Modules: landing (which files, when), formats (stage 1; snowplow and ga4 for those exports,
+pages for what their URLs say), rules (2), load (3 and the file).
 """
 
 from microseg.ingest.landing import delivery_date, detect_format, expand_paths, sha256_of, split_due

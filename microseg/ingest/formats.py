@@ -185,14 +185,10 @@ def decoded_lines_sql(settings: Settings) -> str:
         )"""
 
 
-def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Settings) -> None:
-    """Parse the lines of one or more files (jsonl_lines, concatenated) in one statement."""
-    con.register("_lines", lines)
-    spec_types = ", ".join(quote(t) for t in sorted(SPEC_MESSAGE_TYPES))
-    con.execute(
-        f"""
-        insert into _staged
-        with {decoded_lines_sql(settings)},
+def parsed_json_lines_sql(settings: Settings) -> str:
+    """The CTEs `decoded` (decoded_lines_sql) and `parsed`: its lines with `pre_reason`, why a
+    line is not a JSON object (null when it is)."""
+    return f"""{decoded_lines_sql(settings)},
         parsed as (
             select *,
                 case
@@ -202,7 +198,17 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Setti
                         'line is a JSON ' || lower(json_type(text)) || ', not an object'
                 end as pre_reason
             from decoded
-        ),
+        )"""
+
+
+def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Settings) -> None:
+    """Parse the lines of one or more files (jsonl_lines, concatenated) in one statement."""
+    con.register("_lines", lines)
+    spec_types = ", ".join(quote(t) for t in sorted(SPEC_MESSAGE_TYPES))
+    con.execute(
+        f"""
+        insert into _staged
+        with {parsed_json_lines_sql(settings)},
         classified as (
             -- JSON functions raise on malformed text, so only parsed lines get a document
             select *, case when pre_reason is null then text end as j from parsed

@@ -10,32 +10,38 @@ from datetime import date
 from pathlib import Path
 
 from microseg.errors import InputError
+from microseg.ingest.ga4 import is_ga4_line, is_ga4_parquet
 from microseg.ingest.snowplow import is_snowplow_line
 
 
 def detect_format(path: Path, declared: str | None = None) -> str:
     """The declared format, else the file's from its name - jsonl (plain or .gz), csv (plain
-    or .gz) or parquet - and its shape: when most of its first lines have 131 tab-separated
-    fields, Snowplow's enriched format, whatever the name (Snowplow's loaders write .tsv, or
-    part-0000.gz: rename such parts, their names repeat across folders)."""
+    or .gz) or parquet - and its shape: the GA4 export's rows (JSON lines or Parquet columns
+    naming event_name and event_timestamp) are ga4; when most of its first lines have 131
+    tab-separated fields, Snowplow's enriched format, whatever the name (Snowplow's loaders
+    write .tsv, or part-0000.gz: rename such parts, their names repeat across folders)."""
     if declared is not None:
         return declared
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
     last = suffixes[-1] if suffixes else ""
-    if last in {".jsonl", ".ndjson", ".json"}:
-        return "jsonl"
     if last == ".parquet":
-        return "parquet"
+        return "ga4" if is_ga4_parquet(path) else "parquet"
     head = _first_lines(path)
-    if head and sum(map(is_snowplow_line, head)) * 2 > len(head):
+
+    def most(test) -> bool:
+        return bool(head) and sum(map(test, head)) * 2 > len(head)
+
+    if last in {".jsonl", ".ndjson", ".json"}:
+        return "ga4" if most(is_ga4_line) else "jsonl"
+    if most(is_snowplow_line):
         return "snowplow"
     if last in {".csv", ".tsv"}:
         return "csv"
     raise InputError(
         f"{path.name}: unknown format (expected .jsonl, .json, .csv, .parquet, or Snowplow "
-        "enriched events: 131 tab-separated fields)"
+        "enriched events: 131 tab-separated fields; the GA4 export is .json or .parquet)"
     )
 
 
@@ -75,12 +81,14 @@ def expand_paths(paths: list[Path]) -> list[Path]:
 
 
 DELIVERY_DATE = re.compile(r"(?<!\d)(\d{4}-\d{2}-\d{2})(?!\d)")
+GA4_TABLE_DAY = re.compile(r"(?<![A-Za-z])events_(\d{8})(?!\d)")  # GA4's events_YYYYMMDD
 
 
 def delivery_date(path: Path) -> date | None:
-    """The day a landing file holds, from the ISO date in its name (events_2026-10-12.jsonl.gz);
+    """The day a landing file holds, from the ISO date in its name (events_2026-10-12.jsonl.gz)
+    or the GA4 export's table name (events_20261012.json, events_20261012-000000000001.json);
     None for an undated name."""
-    match = DELIVERY_DATE.search(path.name)
+    match = DELIVERY_DATE.search(path.name) or GA4_TABLE_DAY.search(path.name)
     if not match:
         return None
     try:

@@ -14,6 +14,7 @@ from microseg.config import Settings
 from microseg.contract import EventContract, event_contract
 from microseg.errors import InputError
 from microseg.ingest.formats import jsonl_lines, stage_csv, stage_jsonl, stage_parquet
+from microseg.ingest.ga4 import stage_ga4
 from microseg.ingest.landing import detect_format, expand_paths, sha256_of
 from microseg.ingest.rules import checked_sql
 from microseg.ingest.snowplow import stage_snowplow
@@ -34,8 +35,10 @@ class FileResult:
     rows_duplicate: int = 0
     rows_quarantined: int = 0
     rows_erased: int = 0  # rows of erased people (privacy tombstones): counted, not stored
+    rows_unused: int = 0  # the source's events that are no behavior here: counted, not stored
     error: str | None = None
     top_reasons: tuple[tuple[str, int, int], ...] = ()  # (reason, rows, first line)
+    unused_events: tuple[tuple[str, int], ...] = ()  # (source event name, rows)
 
 
 def _load(con: duckdb.DuckDBPyConnection, file_name: str, contract: EventContract) -> None:
@@ -68,14 +71,18 @@ def _load(con: duckdb.DuckDBPyConnection, file_name: str, contract: EventContrac
 
 def _counts(
     con: duckdb.DuckDBPyConnection, file_name: str, erased: int
-) -> tuple[int, int, int, int, int]:
+) -> tuple[int, int, int, int, int, int]:
+    """(read, loaded, duplicates, quarantined, erased, unused)"""
     kept, quarantined = con.execute(
         "select count(*), count(*) filter (where reason is not null) from _checked "
         "where source_file = ?",
         [file_name],
     ).fetchone()
     loaded = con.execute("select count(*) from _fresh").fetchone()[0]
-    return kept + erased, loaded, kept - loaded - quarantined, quarantined, erased
+    unused = con.execute(
+        "select count(*) from _unused where source_file = ?", [file_name]
+    ).fetchone()[0]
+    return kept + erased + unused, loaded, kept - loaded - quarantined, quarantined, erased, unused
 
 
 def _top_reasons(
@@ -90,6 +97,15 @@ def _top_reasons(
     return tuple((r, int(n), int(line)) for r, n, line in rows)
 
 
+def _unused_events(con: duckdb.DuckDBPyConnection, file_name: str) -> tuple[tuple[str, int], ...]:
+    rows = con.execute(
+        "select event_name, count(*) from _unused where source_file = ? "
+        "group by all order by count(*) desc, event_name",
+        [file_name],
+    ).fetchall()
+    return tuple((name, int(n)) for name, n in rows)
+
+
 def _record(
     con,
     path: Path,
@@ -97,14 +113,14 @@ def _record(
     digest: str,
     status: str,
     error: str | None,
-    counts: tuple[int, int, int, int, int],
+    counts: tuple[int, int, int, int, int, int],
 ) -> None:
     con.execute("delete from raw.load_manifest where file_name = ?", [path.name])
     con.execute(
         """insert into raw.load_manifest (file_name, file_path, file_format, content_sha256,
                delivered_sha256, file_bytes, status, error, rows_read, rows_loaded,
-               rows_duplicate, rows_quarantined, rows_erased, loaded_at)
-           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)""",
+               rows_duplicate, rows_quarantined, rows_erased, rows_unused, loaded_at)
+           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::timestamp)""",
         [
             path.name,
             str(path.resolve()),
@@ -126,9 +142,12 @@ def _forget(con: duckdb.DuckDBPyConnection, file_name: str) -> None:
     con.execute("delete from raw.load_manifest where file_name = ?", [file_name])
 
 
-# What every format's stage 1 appends to (one file, or a batch of JSON Lines, at a time)
+# What every format's stage 1 appends to (one file, or a batch of JSON Lines, at a time), and
+# where a source's events that are no behavior here are counted (GA4's session_start, ...)
 STAGED_DDL = """create or replace temp table _staged (
-    source_file varchar, source_line bigint, raw_text varchar, doc varchar, pre_reason varchar)"""
+    source_file varchar, source_line bigint, raw_text varchar, doc varchar, pre_reason varchar);
+create or replace temp table _unused (
+    source_file varchar, source_line bigint, event_name varchar)"""
 # Decompressed JSON Lines parsed and checked together: enough rows for DuckDB to spread the
 # work over its threads, few enough to stay well inside the memory limit (a batch is held a
 # few times over while it is staged and checked).
@@ -185,6 +204,8 @@ def _stage(
             stage_csv(con, path, event_contract(), settings)
         elif fmt == "snowplow":
             stage_snowplow(con, path, settings)
+        elif fmt == "ga4":
+            stage_ga4(con, path, settings)
         else:
             stage_parquet(con, path, event_contract())
     except duckdb.OutOfMemoryException:
@@ -222,6 +243,7 @@ def _load_batch(
             _load(con, path.name, contract)
             counts = _counts(con, path.name, erased.get(path.name, 0))
             reasons = _top_reasons(con, path.name)
+            unused = _unused_events(con, path.name)
             digest = batch.digests[path.name]
             _record(con, path, batch.formats[path.name], digest, "loaded", None, counts)
             _verify_accounting(con, path.name)
@@ -229,7 +251,9 @@ def _load_batch(
         except BaseException:
             con.execute("rollback")
             raise
-        results.append(FileResult(path.name, "loaded", *counts, top_reasons=reasons))
+        results.append(
+            FileResult(path.name, "loaded", *counts, top_reasons=reasons, unused_events=unused)
+        )
     return results
 
 
@@ -260,7 +284,7 @@ def _reject(
         fmt = detect_format(path, declared)
     con.execute("begin transaction")
     _forget(con, path.name)
-    _record(con, path, fmt, sha256_of(path), "rejected", error, (0, 0, 0, 0, 0))
+    _record(con, path, fmt, sha256_of(path), "rejected", error, (0, 0, 0, 0, 0, 0))
     con.execute("commit")
     return FileResult(path.name, "rejected", error=error)
 
@@ -289,7 +313,7 @@ def ingest_paths(
             nonlocal batch
             loaded = _load_batch(con, batch, settings)
             results.update(zip(batch.positions, loaded, strict=True))
-            con.execute("delete from _staged")
+            con.execute("delete from _staged; delete from _unused")
             batch = _Batch([], [], {}, {}, [])
 
         for index, path in enumerate(files):

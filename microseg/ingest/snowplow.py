@@ -16,7 +16,8 @@ import duckdb
 
 from microseg.config import Settings
 from microseg.ingest.formats import RAW_TEXT_CHARS, decoded_lines_sql, file_lines
-from microseg.ingest.sqltext import quote
+from microseg.ingest.pages import content_id_sql, page_type_sql
+from microseg.ingest.sqltext import present_object_sql, quote
 
 SNOWPLOW_FIELDS = (
     "app_id platform etl_tstamp collector_tstamp dvce_created_tstamp event event_id txn_id "
@@ -72,7 +73,6 @@ MEDIA_V1_TYPES = {
     "ended": "video_complete",
 }
 JSON_FIELDS = ("contexts", "unstruct_event", "derived_contexts")  # self-describing JSON
-PAGE_TYPES_IN_PATH = ("article", "product", "category", "checkout", "search", "video")
 
 
 def is_snowplow_line(line: bytes) -> bool:
@@ -137,12 +137,7 @@ def _snowplow_doc_sql() -> str:
         f"{entity('derived_contexts', 'nl.basjes/yauaa_context')}->>'$.deviceClass')"
     )
     path = f"coalesce({field('page_urlpath')}, '')"
-    first_segment = f"split_part({path}, '/', 2)"
-    page_type = f"""case when {field("page_url")} is null then null
-        when {path} in ('', '/') then 'home'
-        when {first_segment} in ({", ".join(quote(t) for t in PAGE_TYPES_IN_PATH)})
-            then {first_segment}
-        else 'other' end"""
+    page_type = page_type_sql(field("page_url"), path)
     scroll = f"""case when try_cast({field("doc_height")} as double) > 0 then least(100, round(
         100 * (coalesce(try_cast({field("pp_yoffset_max")} as double), 0)
                + coalesce(try_cast({field("br_viewheight")} as double), 0))
@@ -173,10 +168,6 @@ def _snowplow_doc_sql() -> str:
         "->>'$.version'",
         **{name: field(name) for name in ("se_category", "se_label", "se_property", "se_value")},
     }
-    pairs = ", ".join(
-        f"struct_pack(k := {quote(k)}, v := to_json({v}))" for k, v in properties.items()
-    )
-    properties_json = f"to_json(map_from_entries(list_filter([{pairs}], p -> p.v is not null)))"
     return f"""json_object(
         'event_id', {field("event_id")},
         'event_type', {event_type},
@@ -187,7 +178,7 @@ def _snowplow_doc_sql() -> str:
         'user_id', {field("user_id")},
         'page_url', {field("page_url")},
         'page_type', {page_type},
-        'content_id', case when ({page_type}) in ('article', 'product', 'video') then {path} end,
+        'content_id', {content_id_sql(page_type, path)},
         'content_category', {product}->>'$.category',
         'element_id', {ue}->>'$.elementId',
         'device_type', {device},
@@ -196,7 +187,7 @@ def _snowplow_doc_sql() -> str:
         'utm_source', {field("mkt_source")},
         'utm_medium', {field("mkt_medium")},
         'utm_campaign', {field("mkt_campaign")},
-        'properties', {properties_json}
+        'properties', {present_object_sql(properties)}
     )"""
 
 

@@ -13,6 +13,12 @@ def sql_shown(expr: str) -> str:
     return f"coalesce('''' || left({expr}, 60) || '''', 'null')"
 
 
+def present_object_sql(values: dict[str, str]) -> str:
+    """SQL: a JSON object of the values (SQL expressions) that are not null."""
+    pairs = ", ".join(f"struct_pack(k := {quote(k)}, v := to_json({v}))" for k, v in values.items())
+    return f"to_json(map_from_entries(list_filter([{pairs}], p -> p.v is not null)))"
+
+
 def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

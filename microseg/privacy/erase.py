@@ -59,6 +59,8 @@ ID_COLUMNS = {
     "identifier": "identifier",
     "idempotency_key": "message",
 }
+# Device ids of the source exports ingest reads (GA4, Snowplow) in landing Parquet files
+SOURCE_ID_COLUMNS = ("user_pseudo_id", "domain_userid", "network_userid")
 LIST_COLUMNS = ("user_ids", "anonymous_ids")
 TEXT_COLUMNS = ("raw_text", "payload")  # free text that may quote an id
 WAIT_SECONDS = 5  # between tries while another step holds the warehouse
@@ -347,7 +349,7 @@ def _scrub_parquet(path: Path, needles: set[str]) -> tuple[bytes, int]:
     with duckdb.connect() as con:
         con.register("_needles", pd.DataFrame({"n": sorted(needles)}, dtype=object))
         columns = [d[0] for d in con.execute(f"select * from '{path}' limit 0").description]
-        ids = [c for c in columns if c in ID_COLUMNS]
+        ids = [c for c in columns if c in ID_COLUMNS or c in SOURCE_ID_COLUMNS]
         if not ids:
             return path.read_bytes(), 0
         hit = " or ".join(f"coalesce({c}::varchar in (select n from _needles), false)" for c in ids)

@@ -365,6 +365,10 @@ def test_folders_are_not_searched_recursively(settings, small_dataset) -> None:
         ("events.jsonl", None),
         ("events_2026-13-40.csv", None),  # not a date: loaded by any night
         ("dump_20261012-2026-10-12-x.parquet", date(2026, 10, 12)),
+        ("events_20261012.json", date(2026, 10, 12)),  # GA4's daily table
+        ("events_20261012-000000000003.parquet.gz", date(2026, 10, 12)),  # a sharded extract
+        ("myevents_20261012.json", None),
+        ("events_20261340.json", None),
     ],
 )
 def test_delivery_date_comes_from_the_iso_date_in_the_name(name, day) -> None:

@@ -55,6 +55,13 @@ def test_parquet_rows_go_by_id_columns(tmp_path: Path) -> None:
     ).write_parquet(str(path))
     assert scrub_file(path, GONE) == 1
     assert duckdb.sql(f"select event_id from '{path}'").fetchall() == [("2",)]
+    ga4 = tmp_path / "events_20261001.parquet"  # the GA4 export: the device id by its name
+    duckdb.sql(
+        "select * from (values ('page_view', 'anon_a'), ('scroll', 'anon_ab')) "
+        "t(event_name, user_pseudo_id)"
+    ).write_parquet(str(ga4))
+    assert scrub_file(ga4, GONE) == 1
+    assert duckdb.sql(f"select event_name from '{ga4}'").fetchall() == [("scroll",)]
 
 
 def test_requests_from_options_and_file(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
     session at or before it (a page_view sorts first among equal timestamps). Events before a
     session's first page view have no page_view_id. engaged_s: the engaged seconds the event
     stands for (macros/engaged.sql): var heartbeat_seconds a page ping, Snowplow's pings
-    Snowplow's way; null on rows built before it existed (all canonical: macros/engaged.sql
-    reads them as pings of heartbeat_seconds). The one event-grain table that carries the
+    Snowplow's way, GA4's events the engagement_time_msec they carry; null on rows built
+    before it existed (all canonical: macros/engaged.sql reads them as pings of
+    heartbeat_seconds). The one event-grain table that carries the
     event's columns past staging: the windows before it sort narrow keys only.
     Incremental: the sessions rewritten in the last int_events_sessionized batch (always whole
     sessions). -#}
@@ -49,13 +50,22 @@ page_views as (
     from numbered
 ),
 
-snowplow_pings as (
-    select page_views.event_id, {{ snowplow_engaged_seconds('page_views') }} as engaged_s
+sourced as (
+    select page_views.*, staged.properties, manifest.file_format
     from page_views
     join {{ ref('stg_events') }} as staged using (event_id)
     join {{ source('raw', 'load_manifest') }} as manifest
-      on manifest.file_name = staged.source_file and manifest.file_format = 'snowplow'
-    where page_views.event_type = 'page_ping'
+      on manifest.file_name = staged.source_file and manifest.file_format in ('snowplow', 'ga4')
+),
+
+weighed_by_source as (
+    select event_id, {{ snowplow_engaged_seconds('sourced') }} as engaged_s
+    from sourced
+    where file_format = 'snowplow' and event_type = 'page_ping'
+    union all
+    select event_id, {{ ga4_engaged_seconds('sourced.properties') }}
+    from sourced
+    where file_format = 'ga4'
 ),
 
 final as (
@@ -69,10 +79,10 @@ final as (
         page_views.batch,
         page_views.page_view_in_session,
         page_views.page_view_id,
-        {{ engaged_s('snowplow_pings.engaged_s', 'staged.event_type') }} as engaged_s
+        {{ engaged_s('weighed_by_source.engaged_s', 'staged.event_type') }} as engaged_s
     from page_views
     join {{ ref('stg_events') }} as staged using (event_id)
-    left join snowplow_pings using (event_id)
+    left join weighed_by_source using (event_id)
 )
 
 select * from final

@@ -1,0 +1,247 @@
+"""The GA4 BigQuery export (a day's `events_YYYYMMDD` table, exported as newline-delimited JSON
+or as Parquet) as canonical events: the mapping of docs/events.md, one SQL statement per file.
+
+A GA4 row keeps its parameters as `event_params` key/value pairs, each value in the slot of the
+type it was sent as (string, int or double: the same key can arrive in either); a parameter is
+read from whichever slot holds it. BigQuery's JSON export writes INT64 values as strings and
+leaves nulls out; other JSON dumps write numbers and nulls; both read the same. GA4 has no
+event id: it is a hash of the fields Velir's dbt-ga4 package keys its events by, so a row
+exported twice is a duplicate. Events GA4 records that are no behavior here (UNUSED_EVENTS:
+session_start, view_item, ...) are counted in the file's manifest as unused, not loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from microseg.config import Settings
+from microseg.ingest.formats import RAW_TEXT_CHARS, file_lines, parsed_json_lines_sql
+from microseg.ingest.pages import content_id_sql, page_type_sql, url_path_sql
+from microseg.ingest.sqltext import present_object_sql, quote
+
+# GA4 event names -> canonical event types. Names neither here nor in UNUSED_EVENTS are
+# snake-cased and checked like any event type (unknown ones are quarantined).
+GA4_EVENTS = {
+    "page_view": "page_view",
+    "screen_view": "page_view",
+    "user_engagement": "page_ping",  # carries the engaged time since the last such event
+    "scroll": "scroll",
+    "click": "click",
+    "search": "search",
+    "view_search_results": "search",
+    "form_submit": "form_submit",
+    "video_start": "video_play",
+    "video_progress": "video_progress",
+    "video_complete": "video_complete",
+    "add_to_cart": "add_to_cart",
+    "remove_from_cart": "remove_from_cart",
+    "begin_checkout": "checkout_start",
+    "purchase": "purchase",
+    "login": "identify",
+    "sign_up": "identify",
+}
+# GA4's automatically collected and recommended events with no canonical behavior: counted as
+# unused. The first three are GA4's bookkeeping (written beside the hit that starts a session
+# or a visitor); a product page's own page_view is its product view (view_item).
+UNUSED_EVENTS = (
+    "session_start",
+    "first_visit",
+    "first_open",
+    "view_item",
+    "view_item_list",
+    "select_item",
+    "view_promotion",
+    "select_promotion",
+    "view_cart",
+    "add_to_wishlist",
+    "add_shipping_info",
+    "add_payment_info",
+    "refund",
+    "file_download",
+    "form_start",
+    "generate_lead",
+    "select_content",
+    "share",
+    "join_group",
+    "tutorial_begin",
+    "tutorial_complete",
+    "earn_virtual_currency",
+    "spend_virtual_currency",
+    "ad_impression",
+)
+GA4_MARKERS = (b'"event_name"', b'"event_timestamp"')  # every exported row has both
+CONSENT_DENIED = "GA4 consent mode: analytics storage denied (no user_pseudo_id)"
+
+
+def is_ga4_line(line: bytes) -> bool:
+    """A JSON line of the GA4 export names its event and its timestamp (canonical events and
+    Segment messages have neither field)."""
+    return all(marker in line for marker in GA4_MARKERS)
+
+
+def is_ga4_parquet(path: Path) -> bool:
+    """A Parquet file with GA4's columns; False when the schema cannot be read (the Parquet
+    reader then says why)."""
+    try:
+        names = set(pq.read_schema(path).names)
+    except (OSError, ValueError):
+        return False
+    return {"event_name", "event_timestamp"} <= names
+
+
+def _ga4_doc_sql() -> str:
+    """The canonical event of one GA4 row `j` (JSON), with its parameters as `params`
+    (list of struct k, v)."""
+
+    def param(key: str) -> str:
+        return f"list_filter(params, p -> p.k = {quote(key)})[1].v"
+
+    def number(expression: str) -> str:
+        return f"try_cast({expression} as double)"
+
+    def known(expression: str) -> str:
+        """GA4 writes '(not set)' where it has no value."""
+        return f"nullif(nullif({expression}, ''), '(not set)')"
+
+    def campaign(field: str, key: str) -> str:
+        """The event's own campaign field (newer exports), else its parameter (older ones)."""
+        return known(f"coalesce(j->>'$.collected_traffic_source.{field}', {param(key)})")
+
+    url = param("page_location")
+    path = url_path_sql(url)
+    page_type = page_type_sql(url, path)
+    item = "json_extract(j, '$.items[0]')"  # add_to_cart & co.: the first item's
+    revenue = number("j->>'$.ecommerce.purchase_revenue'")
+    micros = "try_cast(j->>'$.event_timestamp' as bigint)"
+    at = f"strftime(make_timestamp({micros}), '%Y-%m-%dT%H:%M:%S.%fZ')"
+    event_type = (
+        "case event_name "
+        + " ".join(f"when {quote(k)} then {quote(v)}" for k, v in GA4_EVENTS.items())
+        + " else regexp_replace(lower(trim(event_name)), '[^a-z0-9]+', '_', 'g') end"
+    )
+    # dbt-ga4's event key: stream, client, session, name, timestamp and the sorted parameters
+    key_parts = [
+        "j->>'$.stream_id'",
+        "j->>'$.user_pseudo_id'",
+        param("ga_session_id"),
+        "event_name",
+        "j->>'$.event_timestamp'",
+        "j->>'$.batch_event_index'",
+        "array_to_string(list_sort(list_transform(params, p -> p.k || '=' || coalesce(p.v, ''))),"
+        " '&')",
+    ]
+    event_id = "md5(concat_ws('|', " + ", ".join(f"coalesce({p}, '')" for p in key_parts) + "))"
+    properties = present_object_sql(
+        {
+            "client_session_id": param("ga_session_id"),
+            "engagement_time_msec": number(param("engagement_time_msec")),
+            "page_title": param("page_title"),
+            "scroll_percent": "case when event_name = 'scroll' then "
+            f"{number(param('percent_scrolled'))} end",
+            "target_url": param("link_url"),
+            "query": param("search_term"),
+            "video_id": param("video_url"),
+            "position_s": number(param("video_current_time")),
+            "duration_s": number(param("video_duration")),
+            "product_id": known(f"{item}->>'$.item_id'"),
+            "price": number(f"{item}->>'$.price'"),
+            "quantity": number(f"{item}->>'$.quantity'"),
+            "revenue": f"case when event_name = 'purchase' then coalesce({revenue}, "
+            f"{number(param('value'))}) end",
+            "currency": f"coalesce({param('currency')}, {item}->>'$.item_currency')",
+            "order_id": known(
+                f"coalesce(j->>'$.ecommerce.transaction_id', {param('transaction_id')})"
+            ),
+        }
+    )
+    return f"""json_object(
+        'event_id', {event_id},
+        'event_type', {event_type},
+        'event_at', {at},
+        'received_at', {at},
+        'anonymous_id', j->>'$.user_pseudo_id',
+        'user_id', j->>'$.user_id',
+        'page_url', {url},
+        'page_type', {page_type},
+        'content_id', {content_id_sql(page_type, path)},
+        'content_category', {known(f"{item}->>'$.item_category'")},
+        'element_id', coalesce({known(param("link_id"))}, {known(param("form_id"))}),
+        'device_type', j->>'$.device.category',
+        'country', {known("j->>'$.geo.country'")},
+        'referrer', {param("page_referrer")},
+        'utm_source', {campaign("manual_source", "source")},
+        'utm_medium', {campaign("manual_medium", "medium")},
+        'utm_campaign', {campaign("manual_campaign_name", "campaign")},
+        'properties', {properties}
+    )"""
+
+
+def _is_parquet(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) == b"PAR1"
+
+
+def _rows_sql(path: Path, settings: Settings, parquet: bool) -> str:
+    """CTEs ending in `rows_(source_file, source_line, raw_text, j, pre_reason)`: the file's
+    rows as JSON, from its Parquet columns or from its lines (registered as `_lines`)."""
+    if parquet:
+        reader = f"read_parquet({quote(str(path))}, file_row_number = true)"
+        return f"""rows_ as (
+            select {quote(path.name)} as source_file, file_row_number + 1 as source_line,
+                   json_merge_patch(to_json(p), '{{"file_row_number": null}}') as j,
+                   left(j::varchar, {RAW_TEXT_CHARS}) as raw_text, null::varchar as pre_reason
+            from {reader} as p
+        )"""
+    return f"""{parsed_json_lines_sql(settings)},
+        rows_ as (
+            select source_file, source_line,
+                   left(coalesce(text, cast(raw as varchar)), {RAW_TEXT_CHARS}) as raw_text,
+                   case when pre_reason is null then text::json end as j, pre_reason
+            from parsed
+        )"""
+
+
+def stage_ga4(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) -> None:
+    """One file of the GA4 export into `_staged`; its unused events into `_unused`. A row
+    without user_pseudo_id because analytics storage was denied (consent mode) is quarantined
+    with that reason."""
+    unused = ", ".join(quote(name) for name in UNUSED_EVENTS)
+    denied = "coalesce(j->>'$.privacy_info.analytics_storage', '') in ('No', 'false')"
+    parquet = _is_parquet(path)
+    if not parquet:
+        con.register("_lines", file_lines(path))
+    con.execute(
+        f"""
+        create or replace temp table _ga4 as
+        with {_rows_sql(path, settings, parquet)},
+        named as (
+            select *, j->>'$.event_name' as event_name,
+                   list_transform(coalesce(json_extract(j, '$.event_params[*]'), []),
+                       p -> struct_pack(k := p->>'$.key', v := coalesce(
+                           p->>'$.value.string_value', p->>'$.value.int_value',
+                           p->>'$.value.double_value', p->>'$.value.float_value'))) as params
+            from rows_
+        )
+        select source_file, source_line, raw_text, event_name,
+               coalesce(pre_reason is null and event_name in ({unused}), false) as unused,
+               case when pre_reason is null then {_ga4_doc_sql()}::varchar end as doc,
+               case when pre_reason is not null then pre_reason
+                    when event_name is null then 'not a GA4 export row (no event_name)'
+                    when j->>'$.user_pseudo_id' is null and {denied} then {quote(CONSENT_DENIED)}
+               end as pre_reason
+        from named
+        """
+    )
+    if not parquet:
+        con.unregister("_lines")
+    con.execute(
+        "insert into _staged select source_file, source_line, raw_text, doc, pre_reason "
+        "from _ga4 where not unused"
+    )
+    con.execute(
+        "insert into _unused select source_file, source_line, event_name from _ga4 where unused"
+    )
+    con.execute("drop table _ga4")
