@@ -9,14 +9,17 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from microseg.config import Settings
-from microseg.contract import EventContract
+from microseg.contract import EventContract, event_contract
 from microseg.errors import InputError
 from microseg.ingest.sqltext import first_line, ident, quote, sql_shown
 
@@ -65,6 +68,37 @@ def _read_bytes(path: Path) -> bytes:
         ) from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path.name}: corrupt gzip ({exc})") from None
+
+
+def first_lines(path: Path, lines: int = 20, limit: int = 1 << 20) -> list[bytes]:
+    """The file's first non-empty lines (decompressed), each at most `limit` bytes; none if
+    unreadable (the reader then says why)."""
+    head = []
+    try:
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as handle:
+            while len(head) < lines and (line := handle.readline(limit)):
+                if line.strip():
+                    head.append(line)
+    except (OSError, EOFError, zlib.error):
+        pass
+    return head
+
+
+def parquet_columns(path: Path) -> set[str]:
+    """A Parquet file's column names (lower case); none when its schema cannot be read (the
+    Parquet reader then says why)."""
+    try:
+        return {name.lower() for name in pq.read_schema(path).names}
+    except (OSError, ValueError):
+        return set()
+
+
+def is_parquet(path: Path) -> bool:
+    """Parquet by its magic bytes, whatever the file's name."""
+    with path.open("rb") as handle:
+        return handle.read(4) == b"PAR1"
 
 
 def _line_table(data: bytes) -> pa.Table:
@@ -253,14 +287,39 @@ def _doc_from_columns(columns: list[str], contract: EventContract) -> str:
     return f"json_object({', '.join(parts)})"
 
 
-def _require_columns(path: Path, columns: list[str], contract: EventContract) -> None:
+@dataclass(frozen=True)
+class Shape:
+    """How the rows of a table-shaped file (CSV, Parquet) become canonical documents: the
+    `columns` read (as text; nested values as JSON text), select expressions `prepared` over
+    them first, then the document and the reason a row cannot be read (SQL over both)."""
+
+    columns: list[str]
+    doc: str
+    pre_reason: str = "null::varchar"
+    prepared: str = ""
+
+
+def canonical_shape(path: Path, columns: list[str]) -> Shape:
+    """Columns named as the canonical fields (docs/events.md); the required ones must exist."""
+    contract = event_contract()
     missing = [c for c in contract.required if c not in columns]
     if missing:
         raise InputError(f"{path.name}: no column {', '.join(missing)} (see docs/events.md)")
+    present = [c for c in contract.column_names if c in columns]
+    return Shape(present, _doc_from_columns(present, contract))
+
+
+def _shaped_sql(source: str, shape: Shape) -> str:
+    """A CTE `shaped`: the rows of `source` with the shape's prepared columns."""
+    prepared = f", {shape.prepared}" if shape.prepared else ""
+    return f"shaped as (select *{prepared} from {source})"
 
 
 def stage_csv(
-    con: duckdb.DuckDBPyConnection, path: Path, contract: EventContract, settings: Settings
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    settings: Settings,
+    shape_of: Callable[[Path, list[str]], Shape] = canonical_shape,
 ) -> None:
     """CSV via DuckDB's reader; lines it cannot parse, or longer than max_line_bytes, come
     back from its rejects table."""
@@ -279,7 +338,7 @@ def stage_csv(
     good = con.execute("select count(*) from _csv").fetchone()[0]
     if good + rejected == 0:
         raise InputError(f"{path.name}: header-only CSV (no rows)")
-    _require_columns(path, columns, contract)
+    shape = shape_of(path, columns)
     # Good records fill the data lines (2..N) that the reader did not reject, in order.
     con.execute(
         f"""
@@ -296,13 +355,14 @@ def stage_csv(
         ),
         good as (
             select row_number() over () as ordinal, * from _csv
-        )
+        ),
+        {_shaped_sql("good", shape)}
         select {quote(path.name)} as source_file, g.line as source_line,
                left(concat_ws(',', {", ".join(ident(c) for c in columns)}),
                     {RAW_TEXT_CHARS}) as raw_text,
-               {_doc_from_columns(columns, contract)} as doc,
-               null::varchar as pre_reason
-        from good join good_lines g using (ordinal)
+               {shape.doc} as doc,
+               {shape.pre_reason} as pre_reason
+        from shaped join good_lines g using (ordinal)
         union all
         select {quote(path.name)}, line, left(csv_line, {RAW_TEXT_CHARS}), null,
                'unparseable CSV line: ' || message
@@ -311,35 +371,42 @@ def stage_csv(
     )
 
 
-def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, contract: EventContract) -> None:
+def _as_text(column: str, column_type: str) -> str:
+    """SQL: a Parquet column as text; nested values (structs, lists, maps) as JSON."""
+    nested = column_type.startswith(("STRUCT", "MAP")) or column_type.endswith("]")
+    value = f"to_json({ident(column)})" if nested else ident(column)
+    return f"cast({value} as varchar) as {ident(column)}"
+
+
+def stage_parquet(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    shape_of: Callable[[Path, list[str]], Shape] = canonical_shape,
+) -> None:
     reader = f"read_parquet({quote(str(path))}, file_row_number = true)"
     try:
-        columns = [
-            r[0]
-            for r in con.execute(
-                f"select column_name from (describe select * from {reader})"
+        types = dict(
+            con.execute(
+                f"select column_name, column_type from (describe select * from {reader})"
             ).fetchall()
-        ]
+        )
     except duckdb.Error as exc:
         raise InputError(f"{path.name}: unreadable Parquet ({first_line(exc)})") from None
-    _require_columns(path, columns, contract)
-    present = [c for c in contract.column_names if c in columns]
-    casts = ", ".join(
-        f"cast({ident(c)} as varchar) as {ident(c)}"
-        if c != "properties"
-        else "case when typeof(properties) = 'VARCHAR' then properties::varchar "
-        "else to_json(properties)::varchar end as properties"
-        for c in present
-    )
+    types.pop("file_row_number")
+    shape = shape_of(path, list(types))
+    casts = ", ".join(_as_text(c, types[c]) for c in shape.columns)
     inserted = con.execute(
         f"""
         insert into _staged
-        with flat as (select file_row_number + 1 as source_line, {casts} from {reader})
-        select {quote(path.name)} as source_file, source_line,
-               left(to_json(flat)::varchar, {RAW_TEXT_CHARS}) as raw_text,
-               {_doc_from_columns(present, contract)} as doc,
-               null::varchar as pre_reason
-        from flat
+        with flat as (select file_row_number + 1 as source_line, {casts} from {reader}),
+        with_raw as (
+            select *, left(to_json(flat)::varchar, {RAW_TEXT_CHARS}) as raw_text from flat
+        ),
+        {_shaped_sql("with_raw", shape)}
+        select {quote(path.name)} as source_file, source_line, raw_text,
+               {shape.doc} as doc,
+               {shape.pre_reason} as pre_reason
+        from shaped
         """
     )
     if inserted.fetchone()[0] == 0:

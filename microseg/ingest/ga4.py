@@ -15,10 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 
 from microseg.config import Settings
-from microseg.ingest.formats import RAW_TEXT_CHARS, file_lines, parsed_json_lines_sql
+from microseg.ingest.formats import RAW_TEXT_CHARS, file_lines, is_parquet, parsed_json_lines_sql
 from microseg.ingest.pages import content_id_sql, page_type_sql, url_path_sql
 from microseg.ingest.sqltext import present_object_sql, quote
 
@@ -82,13 +81,8 @@ def is_ga4_line(line: bytes) -> bool:
     return all(marker in line for marker in GA4_MARKERS)
 
 
-def is_ga4_parquet(path: Path) -> bool:
-    """A Parquet file with GA4's columns; False when the schema cannot be read (the Parquet
-    reader then says why)."""
-    try:
-        names = set(pq.read_schema(path).names)
-    except (OSError, ValueError):
-        return False
+def is_ga4_columns(names: set[str]) -> bool:
+    """A table (Parquet) with GA4's columns."""
     return {"event_name", "event_timestamp"} <= names
 
 
@@ -179,11 +173,6 @@ def _ga4_doc_sql() -> str:
     )"""
 
 
-def _is_parquet(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(4) == b"PAR1"
-
-
 def _rows_sql(path: Path, settings: Settings, parquet: bool) -> str:
     """CTEs ending in `rows_(source_file, source_line, raw_text, j, pre_reason)`: the file's
     rows as JSON, from its Parquet columns or from its lines (registered as `_lines`)."""
@@ -210,7 +199,7 @@ def stage_ga4(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) ->
     with that reason."""
     unused = ", ".join(quote(name) for name in UNUSED_EVENTS)
     denied = "coalesce(j->>'$.privacy_info.analytics_storage', '') in ('No', 'false')"
-    parquet = _is_parquet(path)
+    parquet = is_parquet(path)
     if not parquet:
         con.register("_lines", file_lines(path))
     con.execute(

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
-import zlib
 from datetime import date
 from pathlib import Path
 
 from microseg.errors import InputError
-from microseg.ingest.ga4 import is_ga4_line, is_ga4_parquet
-from microseg.ingest.snowplow import is_snowplow_line
+from microseg.ingest.formats import first_lines, parquet_columns
+from microseg.ingest.ga4 import is_ga4_columns, is_ga4_line
+from microseg.ingest.snowplow import is_atomic_columns, is_atomic_header, is_snowplow_line
 
 
 def detect_format(path: Path, declared: str | None = None) -> str:
@@ -27,15 +26,22 @@ def detect_format(path: Path, declared: str | None = None) -> str:
         suffixes = suffixes[:-1]
     last = suffixes[-1] if suffixes else ""
     if last == ".parquet":
-        return "ga4" if is_ga4_parquet(path) else "parquet"
-    head = _first_lines(path)
+        names = parquet_columns(path)
+        return (
+            "ga4"
+            if is_ga4_columns(names)
+            else "snowplow"
+            if is_atomic_columns(names)
+            else "parquet"
+        )
+    head = first_lines(path)
 
     def most(test) -> bool:
         return bool(head) and sum(map(test, head)) * 2 > len(head)
 
     if last in {".jsonl", ".ndjson", ".json"}:
         return "ga4" if most(is_ga4_line) else "jsonl"
-    if most(is_snowplow_line):
+    if most(is_snowplow_line) or (last == ".csv" and head and is_atomic_header(head[0])):
         return "snowplow"
     if last in {".csv", ".tsv"}:
         return "csv"
@@ -43,22 +49,6 @@ def detect_format(path: Path, declared: str | None = None) -> str:
         f"{path.name}: unknown format (expected .jsonl, .json, .csv, .parquet, or Snowplow "
         "enriched events: 131 tab-separated fields; the GA4 export is .json or .parquet)"
     )
-
-
-def _first_lines(path: Path, lines: int = 20, limit: int = 1 << 20) -> list[bytes]:
-    """The file's first non-empty lines (decompressed), each at most `limit` bytes; none if
-    unreadable (the reader then says why)."""
-    head = []
-    try:
-        with path.open("rb") as raw:
-            gzipped = raw.read(2) == b"\x1f\x8b"
-        with gzip.open(path, "rb") if gzipped else path.open("rb") as handle:
-            while len(head) < lines and (line := handle.readline(limit)):
-                if line.strip():
-                    head.append(line)
-    except (OSError, EOFError, zlib.error):
-        pass
-    return head
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

@@ -201,13 +201,13 @@ def _stage(
         return
     try:
         if fmt == "csv":
-            stage_csv(con, path, event_contract(), settings)
+            stage_csv(con, path, settings)
         elif fmt == "snowplow":
             stage_snowplow(con, path, settings)
         elif fmt == "ga4":
             stage_ga4(con, path, settings)
         else:
-            stage_parquet(con, path, event_contract())
+            stage_parquet(con, path)
     except duckdb.OutOfMemoryException:
         raise
     except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as exc:

@@ -10,14 +10,25 @@ product, the transaction, the media player and the consent document.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
 
 from microseg.config import Settings
-from microseg.ingest.formats import RAW_TEXT_CHARS, decoded_lines_sql, file_lines
+from microseg.errors import InputError
+from microseg.ingest.formats import (
+    RAW_TEXT_CHARS,
+    Shape,
+    decoded_lines_sql,
+    file_lines,
+    first_lines,
+    is_parquet,
+    stage_csv,
+    stage_parquet,
+)
 from microseg.ingest.pages import content_id_sql, page_type_sql
-from microseg.ingest.sqltext import present_object_sql, quote
+from microseg.ingest.sqltext import ident, present_object_sql, quote
 
 SNOWPLOW_FIELDS = (
     "app_id platform etl_tstamp collector_tstamp dvce_created_tstamp event event_id txn_id "
@@ -191,11 +202,39 @@ def _snowplow_doc_sql() -> str:
     )"""
 
 
+def _invalid_json_sql(columns: dict[str, str]) -> str:
+    """SQL: the names (comma-separated; '' for none) of the columns whose text is not empty
+    and not valid JSON; `columns` maps each name to its SQL text."""
+    checks = ", ".join(
+        f"case when {text} <> '' and not json_valid({text}) then {quote(name)} end"
+        for name, text in columns.items()
+    )
+    return f"concat_ws(', ', {checks})" if checks else "''"
+
+
+# Why an event that reads as Snowplow's is still refused (given `not_json` and `f`)
+CONTENT_REASONS = f"""
+    when not_json <> '' then 'Snowplow ' || not_json || ': not valid JSON'
+    when f[{SNOWPLOW_FIELDS.index("event") + 1}] = 'transaction_item' then
+        'Snowplow transaction_item: its transaction is the purchase event'"""
+
+
 def stage_snowplow(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) -> None:
-    """One file of enriched events into `_staged`: a line of another shape, with malformed
-    self-describing JSON, or a transaction item (its transaction is the purchase event), is
-    quarantined with its reason."""
+    """One file of enriched events into `_staged`, as Enrich writes them (TSV) or as the
+    warehouse loaders' atomic.events table exported as CSV or Parquet (atomic_shape)."""
+    if is_parquet(path):
+        stage_parquet(con, path, atomic_shape)
+    elif is_atomic_header((first_lines(path, 1) or [b""])[0]):
+        stage_csv(con, path, settings, atomic_shape)
+    else:
+        _stage_enriched_tsv(con, path, settings)
+
+
+def _stage_enriched_tsv(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) -> None:
+    """A line of another shape, with malformed self-describing JSON, or a transaction item
+    (its transaction is the purchase event), is quarantined with its reason."""
     con.register("_lines", file_lines(path))
+    not_json = _invalid_json_sql({c: f"parts[{SNOWPLOW_FIELDS.index(c) + 1}]" for c in JSON_FIELDS})
     con.execute(
         f"""
         insert into _staged
@@ -205,14 +244,8 @@ def stage_snowplow(con: duckdb.DuckDBPyConnection, path: Path, settings: Setting
         ),
         checked as (
             -- JSON functions raise on malformed text, so only well-formed lines are read
-            select *, case when len(parts) = {len(SNOWPLOW_FIELDS)} then
-                concat_ws(', ', {
-            ", ".join(
-                f"case when parts[{SNOWPLOW_FIELDS.index(c) + 1}] <> '' and not "
-                f"json_valid(parts[{SNOWPLOW_FIELDS.index(c) + 1}]) then '{c}' end"
-                for c in JSON_FIELDS
-            )
-        }) end as not_json
+            select *, case when len(parts) = {len(SNOWPLOW_FIELDS)} then {not_json} end
+                      as not_json
             from split
         ),
         readable as (
@@ -228,11 +261,117 @@ def stage_snowplow(con: duckdb.DuckDBPyConnection, path: Path, settings: Setting
                 when len(parts) <> {len(SNOWPLOW_FIELDS)} then format(
                     'Snowplow enriched event with {{}} tab-separated fields, not '
                     || {len(SNOWPLOW_FIELDS)}, len(parts))
-                when not_json <> '' then 'Snowplow ' || not_json || ': not valid JSON'
-                when f[{SNOWPLOW_FIELDS.index("event") + 1}] = 'transaction_item' then
-                    'Snowplow transaction_item: its transaction is the purchase event'
+                {CONTENT_REASONS}
             end as pre_reason
         from readable
         """
     )
     con.unregister("_lines")
+
+
+# atomic.events as the Snowflake and Databricks loaders write it: the enriched fields as
+# columns, each self-describing event or entity type in a column of its own named
+# <kind>_<vendor and name with _ for . and />_<major version> (BigQuery's adds _<minor>_<patch>),
+# holding the event's data object, or the array of the entities' data objects.
+ATOMIC_MARKERS = ("event_id", "event", "collector_tstamp")
+SELF_DESCRIBING_COLUMN = re.compile(
+    r"^(unstruct_event|contexts|derived_contexts)_(.+?)_(\d+(?:_\d+_\d+)?)$"
+)
+# The names flatten ambiguously (snowplow_media_player_event: vendor ...snowplow.media or
+# ...snowplow?), so the schemas the mapping reads are matched whole first.
+KNOWN_SCHEMAS = (
+    *(
+        f"com.snowplowanalytics.snowplow/{name}"
+        for name in (
+            "web_page link_click submit_form site_search add_to_cart remove_from_cart "
+            "consent_granted consent_withdrawn consent_document media_player_event media_player"
+        ).split()
+    ),
+    *(
+        f"com.snowplowanalytics.snowplow.media/{name}"
+        for name in "player play_event pause_event percent_progress_event end_event".split()
+    ),
+    *(
+        f"com.snowplowanalytics.snowplow.ecommerce/{name}"
+        for name in "product transaction snowplow_ecommerce_action".split()
+    ),
+    "nl.basjes/yauaa_context",
+)
+CONTEXTS_SCHEMA = "iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-0"
+UNSTRUCT_SCHEMA = "iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0"
+
+
+def is_atomic_columns(names: set[str]) -> bool:
+    """Column names (lower case) of atomic.events."""
+    return set(ATOMIC_MARKERS) <= names
+
+
+def is_atomic_header(line: bytes) -> bool:
+    """A CSV header naming atomic.events' columns (any case, quoted or not)."""
+    text = line.decode("utf-8", "replace").lstrip("\ufeff")
+    return is_atomic_columns({n.strip().strip('"').lower() for n in text.split(",")})
+
+
+def schema_of_column(name: str) -> tuple[str, str] | None:
+    """(kind, Iglu schema URI) of a loader's self-describing column, else None:
+    contexts_com_snowplowanalytics_snowplow_web_page_1 -> (contexts,
+    iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-0-0)."""
+    match = SELF_DESCRIBING_COLUMN.match(name.lower())
+    if not match:
+        return None
+    kind, rest, version = match.groups()
+    known = {schema.replace(".", "_").replace("/", "_"): schema for schema in KNOWN_SCHEMAS}
+    vendor_name = known.get(rest, f"unknown/{rest}")
+    return kind, f"iglu:{vendor_name}/jsonschema/{'-'.join([*version.split('_'), '0', '0'][:3])}"
+
+
+def atomic_shape(path: Path, columns: list[str]) -> Shape:
+    """atomic.events' columns as the enriched event's 131 fields (`f`): the self-describing
+    columns folded back into the `contexts` and `unstruct_event` JSON the mapping reads (the
+    loaders keep derived contexts among the contexts, so both read them)."""
+    by_name = {c.lower(): c for c in columns}
+    missing = [m for m in ATOMIC_MARKERS if m not in by_name]
+    if missing:
+        raise InputError(f"{path.name}: no column {', '.join(missing)} (Snowplow atomic.events)")
+    described = {c: schema_of_column(c) for c in columns}
+    json_columns = {c: ident(c) for c, d in described.items() if d} | {
+        by_name[n]: ident(by_name[n]) for n in JSON_FIELDS if n in by_name
+    }
+    contexts = [
+        f"coalesce(list_transform(json_extract({ident(c)}, '$[*]'), "
+        f"d -> json_object('schema', {quote(uri)}, 'data', d)), [])"
+        for c, d in described.items()
+        if d and d[0] != "unstruct_event"
+        for uri in [d[1]]
+    ]
+    unstruct = [  # the event's own column: the one that holds a value
+        f"case when {ident(c)} <> '' then json_object('schema', {quote(UNSTRUCT_SCHEMA)}, "
+        f"'data', json_object('schema', {quote(d[1])}, 'data', json({ident(c)}))) end"
+        for c, d in described.items()
+        if d and d[0] == "unstruct_event"
+    ]
+    folded = {
+        "contexts": f"json_object('schema', {quote(CONTEXTS_SCHEMA)}, 'data', "
+        f"flatten([{', '.join(contexts)}]))::varchar"
+        if contexts
+        else "''",
+        "unstruct_event": f"coalesce({', '.join(unstruct)})::varchar" if unstruct else "''",
+    }
+    folded["derived_contexts"] = folded["contexts"]
+
+    def field(name: str) -> str:
+        if name in by_name:
+            text = f"coalesce({ident(by_name[name])}, '')"
+            if name.endswith("tstamp"):  # as Enrich writes them: UTC without an offset
+                return f"regexp_replace({text}, '(Z|[+]00(:?00)?)$', '')"
+            return text
+        return folded.get(name, "''")
+
+    not_json = _invalid_json_sql(json_columns)
+    fields = ", ".join(field(name) for name in SNOWPLOW_FIELDS)
+    return Shape(
+        columns=columns,
+        prepared=f"{not_json} as not_json, case when {not_json} = '' then [{fields}] end as f",
+        doc=f"case when f is not null then {_snowplow_doc_sql()}::varchar end",
+        pre_reason=f"case {CONTENT_REASONS} end",
+    )

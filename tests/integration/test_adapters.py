@@ -228,6 +228,31 @@ def test_the_format_can_be_declared_and_other_shapes_are_quarantined_with_the_co
     assert "unknown format" in result.stdout + result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("name", ["atomic_events.csv", "atomic_events.parquet"])
+def test_snowplow_atomic_events_exports_load_as_the_enriched_lines_do(
+    adapters_home, tmp_path, name
+) -> None:
+    """atomic.events as a warehouse loader keeps it (fields as columns, upper case in
+    Snowflake's CSV; each self-describing type in a column of its own), exported: the same
+    events as the enriched TSV, read as Snowplow's (so engaged time is counted its way)."""
+    settings, [snowplow, *_] = adapters_home
+    export = snowplow_site.write_atomic(tmp_path / name)
+    home = Settings.from_env({"MICROSEG_HOME": str(tmp_path / "home")})
+    [result] = ingest_paths(home, [export])
+    # the line cut short never reached the warehouse: one row fewer, one quarantined fewer
+    assert (result.rows_read, result.rows_loaded, result.rows_duplicate) == (
+        snowplow.rows_read - 1, snowplow.rows_loaded, snowplow.rows_duplicate,
+    )  # fmt: skip
+    events = "select * exclude (source_file, source_line) from raw.events {} order by event_id"
+    tsv = query(settings, events.format("where source_file = ?"), [snowplow.file_name])
+    assert query(home, events.format("")) == tsv
+    assert query(home, "select file_format from raw.load_manifest") == [("snowplow",)]
+    invalid = [r for r in _reasons(home, name) if r.endswith("not valid JSON")]
+    assert [r.lower() for r in invalid] == [
+        "snowplow unstruct_event_com_snowplowanalytics_snowplow_link_click_1: not valid json"
+    ]
+
+
 def test_ga4_rows_are_recognized_by_their_shape_whatever_the_name(tmp_path) -> None:
     lines = (GA4_SAMPLE / "events_20261002.json").read_bytes()
     part = tmp_path / "part-000000000000.json"  # a BigQuery wildcard export's name
