@@ -71,6 +71,7 @@ UNUSED_EVENTS = (
     "spend_virtual_currency",
     "ad_impression",
 )
+VALUE_SLOTS = ("string_value", "int_value", "double_value", "float_value")  # read in this order
 GA4_MARKERS = (b'"event_name"', b'"event_timestamp"')  # every exported row has both
 CONSENT_DENIED = "GA4 consent mode: analytics storage denied (no user_pseudo_id)"
 
@@ -86,9 +87,19 @@ def is_ga4_columns(names: set[str]) -> bool:
     return {"event_name", "event_timestamp"} <= names
 
 
+def _key_values_sql(field: str) -> str:
+    """SQL: GA4's repeated key/value record `field` of row `j` as a list of struct(k, v), each
+    value as text from whichever slot holds it."""
+    slots = ", ".join(f"p->>'$.value.{slot}'" for slot in VALUE_SLOTS)
+    return (
+        f"list_transform(coalesce(json_extract(j, '$.{field}[*]'), []), "
+        f"p -> struct_pack(k := p->>'$.key', v := coalesce({slots})))"
+    )
+
+
 def _ga4_doc_sql() -> str:
-    """The canonical event of one GA4 row `j` (JSON), with its parameters as `params`
-    (list of struct k, v)."""
+    """The canonical event of one GA4 row `j` (JSON), with its parameters and user properties
+    as `params` and `user_properties` (_key_values_sql)."""
 
     def param(key: str) -> str:
         return f"list_filter(params, p -> p.k = {quote(key)})[1].v"
@@ -149,6 +160,10 @@ def _ga4_doc_sql() -> str:
             "order_id": known(
                 f"coalesce(j->>'$.ecommerce.transaction_id', {param('transaction_id')})"
             ),
+            # the user's properties as an object (a key repeated: its first value)
+            "user_properties": "case when len(user_properties) > 0 then map_from_entries("
+            "list_filter(user_properties, (p, i) -> list_position("
+            "list_transform(user_properties, q -> q.k), p.k) = i)) end",
         }
     )
     return f"""json_object(
@@ -208,10 +223,8 @@ def stage_ga4(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) ->
         with {_rows_sql(path, settings, parquet)},
         named as (
             select *, j->>'$.event_name' as event_name,
-                   list_transform(coalesce(json_extract(j, '$.event_params[*]'), []),
-                       p -> struct_pack(k := p->>'$.key', v := coalesce(
-                           p->>'$.value.string_value', p->>'$.value.int_value',
-                           p->>'$.value.double_value', p->>'$.value.float_value'))) as params
+                   {_key_values_sql("event_params")} as params,
+                   {_key_values_sql("user_properties")} as user_properties
             from rows_
         )
         select source_file, source_line, raw_text, event_name,

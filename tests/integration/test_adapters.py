@@ -162,6 +162,12 @@ def test_ga4_parameters_land_in_the_canonical_columns(adapters_home) -> None:
         ("form_submit", "category", None, "newsletter", None, None, None, None, None, None),
         ("search", "search", None, None, "red shoes", None, None, None, None, None),
     ]  # fmt: skip
+    # user properties ride along as an object, whichever slot holds each value
+    assert query(
+        settings,
+        "select distinct properties -> 'user_properties' from staging.stg_events "
+        "where anonymous_id = '2002.1700000002'",
+    ) == [('{"plan":"gold","orders":"12"}',)]
     # the logged-in shopper is one person across both daily files
     assert query(
         settings,
