@@ -12,6 +12,7 @@ session_start, view_item, ...) are counted in the file's manifest as unused, not
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -87,19 +88,42 @@ def is_ga4_columns(names: set[str]) -> bool:
     return {"event_name", "event_timestamp"} <= names
 
 
+def _text_struct(*names: str) -> dict[str, str]:
+    return dict.fromkeys(names, "VARCHAR")
+
+
+KEY_VALUES = [{"key": "VARCHAR", "value": _text_struct(*VALUE_SLOTS)}]
+# The fields of a GA4 row the mapping reads, all as text: each row's JSON is parsed once
+# (json_transform), numbers written as strings or as numbers alike
+ROW_TYPE = {
+    **_text_struct(
+        "event_name", "event_timestamp", "user_pseudo_id", "user_id", "stream_id",
+        "batch_event_index",
+    ),
+    "event_params": KEY_VALUES,
+    "user_properties": KEY_VALUES,
+    "privacy_info": _text_struct("analytics_storage"),
+    "device": _text_struct("category"),
+    "geo": _text_struct("country"),
+    "collected_traffic_source": _text_struct(
+        "manual_source", "manual_medium", "manual_campaign_name"
+    ),
+    "ecommerce": _text_struct("purchase_revenue", "transaction_id"),
+    "items": [_text_struct("item_id", "item_category", "price", "quantity", "item_currency")],
+}  # fmt: skip
+
+
 def _key_values_sql(field: str) -> str:
-    """SQL: GA4's repeated key/value record `field` of row `j` as a list of struct(k, v), each
+    """SQL: GA4's repeated key/value record `field` of row `g` as a list of struct(k, v), each
     value as text from whichever slot holds it."""
-    slots = ", ".join(f"p->>'$.value.{slot}'" for slot in VALUE_SLOTS)
-    return (
-        f"list_transform(coalesce(json_extract(j, '$.{field}[*]'), []), "
-        f"p -> struct_pack(k := p->>'$.key', v := coalesce({slots})))"
-    )
+    slots = ", ".join(f"p.value.{slot}" for slot in VALUE_SLOTS)
+    pair = f"struct_pack(k := p.key, v := coalesce({slots}))"
+    return f"list_transform(coalesce(g.{field}, []), p -> {pair})"
 
 
 def _ga4_doc_sql() -> str:
-    """The canonical event of one GA4 row `j` (JSON), with its parameters and user properties
-    as `params` and `user_properties` (_key_values_sql)."""
+    """The canonical event of one GA4 row `g` (ROW_TYPE), with its parameters and user
+    properties as `params` and `user_properties` (_key_values_sql)."""
 
     def param(key: str) -> str:
         return f"list_filter(params, p -> p.k = {quote(key)})[1].v"
@@ -113,14 +137,14 @@ def _ga4_doc_sql() -> str:
 
     def campaign(field: str, key: str) -> str:
         """The event's own campaign field (newer exports), else its parameter (older ones)."""
-        return known(f"coalesce(j->>'$.collected_traffic_source.{field}', {param(key)})")
+        return known(f"coalesce(g.collected_traffic_source.{field}, {param(key)})")
 
     url = param("page_location")
     path = url_path_sql(url)
     page_type = page_type_sql(url, path)
-    item = "json_extract(j, '$.items[0]')"  # add_to_cart & co.: the first item's
-    revenue = number("j->>'$.ecommerce.purchase_revenue'")
-    micros = "try_cast(j->>'$.event_timestamp' as bigint)"
+    item = "g.items[1]"  # add_to_cart & co.: the first item's
+    revenue = number("g.ecommerce.purchase_revenue")
+    micros = "try_cast(g.event_timestamp as bigint)"
     at = f"strftime(make_timestamp({micros}), '%Y-%m-%dT%H:%M:%S.%fZ')"
     event_type = (
         "case event_name "
@@ -129,12 +153,12 @@ def _ga4_doc_sql() -> str:
     )
     # dbt-ga4's event key: stream, client, session, name, timestamp and the sorted parameters
     key_parts = [
-        "j->>'$.stream_id'",
-        "j->>'$.user_pseudo_id'",
+        "g.stream_id",
+        "g.user_pseudo_id",
         param("ga_session_id"),
         "event_name",
-        "j->>'$.event_timestamp'",
-        "j->>'$.batch_event_index'",
+        "g.event_timestamp",
+        "g.batch_event_index",
         "array_to_string(list_sort(list_transform(params, p -> p.k || '=' || coalesce(p.v, ''))),"
         " '&')",
     ]
@@ -151,15 +175,13 @@ def _ga4_doc_sql() -> str:
             "video_id": param("video_url"),
             "position_s": number(param("video_current_time")),
             "duration_s": number(param("video_duration")),
-            "product_id": known(f"{item}->>'$.item_id'"),
-            "price": number(f"{item}->>'$.price'"),
-            "quantity": number(f"{item}->>'$.quantity'"),
+            "product_id": known(f"{item}.item_id"),
+            "price": number(f"{item}.price"),
+            "quantity": number(f"{item}.quantity"),
             "revenue": f"case when event_name = 'purchase' then coalesce({revenue}, "
             f"{number(param('value'))}) end",
-            "currency": f"coalesce({param('currency')}, {item}->>'$.item_currency')",
-            "order_id": known(
-                f"coalesce(j->>'$.ecommerce.transaction_id', {param('transaction_id')})"
-            ),
+            "currency": f"coalesce({param('currency')}, {item}.item_currency)",
+            "order_id": known(f"coalesce(g.ecommerce.transaction_id, {param('transaction_id')})"),
             # the user's properties as an object (a key repeated: its first value)
             "user_properties": "case when len(user_properties) > 0 then map_from_entries("
             "list_filter(user_properties, (p, i) -> list_position("
@@ -171,15 +193,15 @@ def _ga4_doc_sql() -> str:
         'event_type', {event_type},
         'event_at', {at},
         'received_at', {at},
-        'anonymous_id', j->>'$.user_pseudo_id',
-        'user_id', j->>'$.user_id',
+        'anonymous_id', g.user_pseudo_id,
+        'user_id', g.user_id,
         'page_url', {url},
         'page_type', {page_type},
         'content_id', {content_id_sql(page_type, path)},
-        'content_category', {known(f"{item}->>'$.item_category'")},
+        'content_category', {known(f"{item}.item_category")},
         'element_id', coalesce({known(param("link_id"))}, {known(param("form_id"))}),
-        'device_type', j->>'$.device.category',
-        'country', {known("j->>'$.geo.country'")},
+        'device_type', g.device.category,
+        'country', {known("g.geo.country")},
         'referrer', {param("page_referrer")},
         'utm_source', {campaign("manual_source", "source")},
         'utm_medium', {campaign("manual_medium", "medium")},
@@ -213,7 +235,7 @@ def stage_ga4(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) ->
     without user_pseudo_id because analytics storage was denied (consent mode) is quarantined
     with that reason."""
     unused = ", ".join(quote(name) for name in UNUSED_EVENTS)
-    denied = "coalesce(j->>'$.privacy_info.analytics_storage', '') in ('No', 'false')"
+    denied = "coalesce(g.privacy_info.analytics_storage, '') in ('No', 'false')"
     parquet = is_parquet(path)
     if not parquet:
         con.register("_lines", file_lines(path))
@@ -221,18 +243,21 @@ def stage_ga4(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) ->
         f"""
         create or replace temp table _ga4 as
         with {_rows_sql(path, settings, parquet)},
+        parsed_rows as (
+            select *, json_transform(j, {quote(json.dumps(ROW_TYPE))}) as g from rows_
+        ),
         named as (
-            select *, j->>'$.event_name' as event_name,
+            select *, g.event_name as event_name,
                    {_key_values_sql("event_params")} as params,
                    {_key_values_sql("user_properties")} as user_properties
-            from rows_
+            from parsed_rows
         )
         select source_file, source_line, raw_text, event_name,
                coalesce(pre_reason is null and event_name in ({unused}), false) as unused,
                case when pre_reason is null then {_ga4_doc_sql()}::varchar end as doc,
                case when pre_reason is not null then pre_reason
                     when event_name is null then 'not a GA4 export row (no event_name)'
-                    when j->>'$.user_pseudo_id' is null and {denied} then {quote(CONSENT_DENIED)}
+                    when g.user_pseudo_id is null and {denied} then {quote(CONSENT_DENIED)}
                end as pre_reason
         from named
         """
