@@ -55,6 +55,8 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	$(BIN)/microseg transform
 	$(BIN)/microseg train --model purchase_propensity --model content_preference
 	$(BIN)/microseg promote --model purchase_propensity --model content_preference
+	@echo "a model on a table of your own (docs/examples/session_purchase.yaml): will a session end in a purchase, judging by how it browsed?"
+	$(BIN)/microseg train --spec docs/examples/session_purchase.yaml
 	@echo "recommenders (ml/specs/recommend_*.yaml): ALS, BPR, popularity and co-occurrence on the last 3 days; the best learned one registered, then gated"
 	$(BIN)/microseg recommend train
 	$(BIN)/microseg recommend promote

@@ -371,11 +371,14 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from ml.own_table import train_own
     from ml.specs import spec_names
     from ml.train import describe, train
 
-    for name in args.model or spec_names(settings.ml_specs_dir):
+    for name in args.model or ([] if args.spec else spec_names(settings.ml_specs_dir)):
         print(describe(train(settings, name)))
+    for path in args.spec or []:
+        print(train_own(settings, Path(path)).summary())
     return 0
 
 
@@ -778,6 +781,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     trn = sub.add_parser("train", help="train models from ml/specs; each becomes challenger")
     trn.add_argument("--model", action="append", help="a spec name (repeatable); default all")
+    trn.add_argument(
+        "--spec",
+        action="append",
+        metavar="FILE",
+        help="a model on your own table or CSV/Parquet file (repeatable; README)",
+    )
     trn.set_defaults(handler=cmd_train)
 
     pro = sub.add_parser("promote", help="gate each challenger: beat the champion, pass fairness")

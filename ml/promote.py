@@ -53,7 +53,7 @@ class Decision:
         return f"{head} not promoted ({values}): " + "; ".join(self.reasons)
 
 
-def _save_audit(settings: Settings, model: str, version: str, result: Audit) -> None:
+def save_audit(settings: Settings, model: str, version: str, result: Audit) -> None:
     table = result.groups.rename(columns={"group": "group_name", "judged": "is_judged"})
     table.insert(0, "model_version", version)
     table.insert(0, "model_name", model)
@@ -114,7 +114,7 @@ def promote(settings: Settings, name: str) -> Decision:
             )
     result = audit(holdout, scores, spec, scorer.threshold, scorer.classes)
     reasons += [f"fairness audit failed: {failure}" for failure in result.failures]
-    _save_audit(settings, name, str(challenger.version), result)
+    save_audit(settings, name, str(challenger.version), result)
     decision = Decision(
         model=name,
         challenger_version=str(challenger.version),

@@ -120,6 +120,27 @@ def _activation(raw: dict[str, Any], name: str, task: str) -> ActivationPolicy:
     return ActivationPolicy(policy, value)
 
 
+def learner_fields(raw: dict[str, Any], name: str, task: str) -> dict[str, Any]:
+    """The Spec fields of how a model learns and decides: LightGBM and its search, calibration
+    and the activation policy (shared by warehouse specs and own-table specs)."""
+    calibration = raw.get("calibration", "none")
+    if calibration not in METHODS or (task != "binary" and calibration != "none"):
+        allowed = list(METHODS) if task == "binary" else ["none"]
+        raise ConfigError(
+            f"model spec '{name}': calibration: {calibration!r} is not one of {allowed}"
+        )
+    return {
+        "params": dict(spec_field(raw, "lightgbm.params", dict, name)),
+        "num_boost_round": spec_field(raw, "lightgbm.num_boost_round", int, name),
+        "early_stopping_rounds": spec_field(raw, "lightgbm.early_stopping_rounds", int, name),
+        "search_trials": spec_field(raw, "lightgbm.search.trials", int, name),
+        "search_seed": spec_field(raw, "lightgbm.search.seed", int, name),
+        "search_space": dict(spec_field(raw, "lightgbm.search.space", dict, name)),
+        "calibration": calibration,
+        "activation": _activation(raw, name, task),
+    }
+
+
 def load_spec(name: str, specs_dir: Path) -> Spec:
     """Read and check <specs_dir>/<name>.yaml (settings.ml_specs_dir: ml/specs by default)."""
     path = specs_dir / f"{name}.yaml"
@@ -162,13 +183,6 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         if column not in columns or column in excluded:
             raise ConfigError(f"model spec '{name}': categorical: {column!r} is not a feature")
     features = tuple(c for c in columns if c not in excluded)
-    activation = _activation(raw, name, task)
-    calibration = raw.get("calibration", "none")
-    if calibration not in METHODS or (task != "binary" and calibration != "none"):
-        allowed = list(METHODS) if task == "binary" else ["none"]
-        raise ConfigError(
-            f"model spec '{name}': calibration: {calibration!r} is not one of {allowed}"
-        )
     levels = raw.get("monitoring") or {}
     known = {"warn_psi", "fail_psi", "retrain_psi"}
     if not isinstance(levels, dict) or set(levels) - known:
@@ -231,14 +245,7 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         min_rows_per_class=(
             spec_field(raw, "training.min_rows_per_class", int, name) if task == "multiclass" else 0
         ),
-        params=dict(spec_field(raw, "lightgbm.params", dict, name)),
-        num_boost_round=spec_field(raw, "lightgbm.num_boost_round", int, name),
-        early_stopping_rounds=spec_field(raw, "lightgbm.early_stopping_rounds", int, name),
-        search_trials=spec_field(raw, "lightgbm.search.trials", int, name),
-        search_seed=spec_field(raw, "lightgbm.search.seed", int, name),
-        search_space=dict(spec_field(raw, "lightgbm.search.space", dict, name)),
-        calibration=calibration,
-        activation=activation,
+        **learner_fields(raw, name, task),
         decay_half_life_days=None if decay is None else float(decay),
         monitoring=monitoring,
         promotion=dict(spec_field(raw, "promotion", dict, name)),

@@ -273,12 +273,38 @@ def _plots(
 
 def train(settings: Settings, name: str) -> TrainResult:
     """Train one model from its spec; register it as the challenger."""
-    import mlflow
-    import mlflow.lightgbm
-    from mlflow.models import infer_signature
-
     spec = load_spec(name, settings.ml_specs_dir)
     frame, classes = _targets(spec, training_set(settings, spec))
+    dates = sorted(frame.as_of_date.dt.date.unique())
+    test_dates = frame[frame.split == "test"].as_of_date.dt.date
+    data = {
+        "as_of_first": dates[0].isoformat(),
+        "as_of_last": dates[-1].isoformat(),
+        "test_dates": json.dumps(sorted({d.isoformat() for d in test_dates})),
+        "horizon_days": spec.horizon_days,
+    }
+    return fit_and_register(settings, spec, frame, classes, f"as of {dates[0]}..{dates[-1]}", data)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A model searched on the train rows, calibrated on the valid rows, measured with the
+    logistic baseline on the test rows."""
+
+    parts: dict[str, pd.DataFrame]
+    booster: lgb.Booster
+    chosen: dict
+    scorer: Scorer
+    test_inputs: pd.DataFrame
+    scores: np.ndarray
+    labels: np.ndarray
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+
+
+def fit(spec: Spec, frame: pd.DataFrame, classes: list[str] | None) -> Fitted:
+    """`frame`: rows with `split` (train, valid, test), `label`, `target` (_targets) and the
+    spec's features."""
     features = list(spec.features)
     parts = {s: frame[frame.split == s] for s in ("train", "valid", "test")}
     data = {
@@ -293,16 +319,43 @@ def train(settings: Settings, name: str) -> TrainResult:
     }
     booster, chosen = _search(spec, data["train"], data["valid"].construct(), classes)
     scorer = _calibrate(spec, booster, parts["valid"], classes)
-    test = parts["test"]
-    test_inputs = model_inputs(test, features, spec.categorical)
+    test_inputs = model_inputs(parts["test"], features, spec.categorical)
     scores = scorer.predict(test_inputs)
-    labels = test.label.to_numpy()
+    labels = parts["test"].label.to_numpy()
     metrics = model_metrics(labels, scores, classes, scorer.threshold)
     if classes is None:  # what calibration changed, on the same test rows
         uncalibrated = booster.predict(test_inputs)
         metrics["uncalibrated_brier"] = float(np.mean((uncalibrated - labels) ** 2))
         metrics["uncalibrated_calibration_error"] = expected_calibration_error(labels, uncalibrated)
     baseline = model_metrics(labels, _baseline(spec, frame), classes, scorer.threshold)
+    return Fitted(parts, booster, chosen, scorer, test_inputs, scores, labels, metrics, baseline)
+
+
+def fit_and_register(
+    settings: Settings,
+    spec: Spec,
+    frame: pd.DataFrame,
+    classes: list[str] | None,
+    period: str,
+    data: dict[str, object],
+) -> TrainResult:
+    """fit(), then log everything to MLflow and register the model as the challenger. `period`
+    names the run, `data` (MLflow params) says which rows it learned from."""
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    name = spec.name
+    features = list(spec.features)
+    fitted = fit(spec, frame, classes)
+    parts, booster, chosen, scorer = fitted.parts, fitted.booster, fitted.chosen, fitted.scorer
+    test, test_inputs, scores, labels = (
+        parts["test"],
+        fitted.test_inputs,
+        fitted.scores,
+        fitted.labels,
+    )
+    metrics, baseline = fitted.metrics, fitted.baseline
     test_contributions = contributions(booster, test_inputs, scores, classes)
     if classes is None:
         test_contributions = test_contributions * scorer.platt.slope
@@ -315,22 +368,18 @@ def train(settings: Settings, name: str) -> TrainResult:
     ).sort_values("gain", ascending=False)
 
     mlflow_client = registry.client(settings)
-    dates = sorted(frame.as_of_date.dt.date.unique())
     rows = {s: len(part) for s, part in parts.items()}
     with (
         mlflow.start_run(
             experiment_id=registry.experiment_id(settings, mlflow_client, name),
-            run_name=f"{name} as of {dates[0]}..{dates[-1]}",
+            run_name=f"{name} {period}",
         ) as run,
         tempfile.TemporaryDirectory() as tmp,
     ):
         mlflow.log_params({k: v for k, v in chosen.items() if k not in ("verbosity",)})
         mlflow.log_params(
             {
-                "as_of_first": dates[0].isoformat(),
-                "as_of_last": dates[-1].isoformat(),
-                "test_dates": json.dumps(sorted({d.isoformat() for d in test.as_of_date.dt.date})),
-                "horizon_days": spec.horizon_days,
+                **data,
                 "calibration": spec.calibration,
                 "calibration_slope": scorer.platt.slope,
                 "calibration_intercept": scorer.platt.intercept,
@@ -390,7 +439,7 @@ def train(settings: Settings, name: str) -> TrainResult:
         mlflow_client.set_model_version_tag(name, version, key, value)
     mlflow_client.set_registered_model_alias(name, registry.CHALLENGER, version)
     activation = f"activation threshold {scorer.threshold:.3f} ({spec.activation.policy} "
-    activation += f"{spec.activation.value:g} on the validation dates)"
+    activation += f"{spec.activation.value:g} on the validation rows)"
     return TrainResult(name, version, run.info.run_id, metrics, baseline, rows, activation)
 
 

@@ -24,6 +24,7 @@ from microseg.segments import run_segments
 from ml import registry
 from ml.calibration import Platt
 from ml.monitoring import summaries
+from ml.own_table import train_own
 from ml.promote import promote
 from ml.score import score
 from ml.scorer import SCORING_TAG, scoring_inputs
@@ -513,3 +514,25 @@ def test_content_preference_is_a_multiclass_model_end_to_end(home: Path, tmp_pat
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(MicrosegError, match="0 categories have at least 1000000 training rows"):
         train(settings, name)
+
+
+def test_an_own_table_in_the_warehouse_is_read_for_consenting_people_only(home: Path) -> None:
+    """The README's example (docs/examples/session_purchase.yaml) on a built warehouse:
+    sessions of people who refused scoring are not learned from; the audit reaches the
+    fairness table beside the built-in models'."""
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    result = train_own(settings, PROJECT_ROOT / "docs" / "examples" / "session_purchase.yaml")
+    [(sessions, consenting)] = query(
+        settings,
+        """select count(*), count(*) filter (
+               where marts.has_consent(person_id, 'personalization', session_start_at::date))
+           from marts.fct_sessions""",
+    )
+    assert consenting < sessions
+    assert sum(result.trained.rows.values()) == consenting
+    audited = query(
+        settings,
+        "select distinct attribute from marts.model_fairness_audit "
+        "where model_name = 'session_purchase'",
+    )
+    assert sorted(audited) == [("country",), ("device_type",)]
