@@ -115,4 +115,19 @@
     drop table person_merge_rows;
     {%- endif -%}
     {%- endfor %}
+    {%- set profiles = adapter.get_relation(this.database, 'marts', 'cluster_profiles') -%}
+    {%- set clusters = adapter.get_relation(this.database, 'marts', 'person_clusters') -%}
+    {%- if profiles and clusters %}
+    -- a cluster's size is its members': a merged-away person's row may have lost to its survivor's
+    update {{ profiles }} as profiles
+    set members = counted.members
+    from (
+        select p.as_of_date, p.cluster_id, count(c.person_id) as members
+        from {{ profiles }} as p
+        left join {{ clusters }} as c using (as_of_date, cluster_id)
+        group by all
+    ) as counted
+    where counted.as_of_date = profiles.as_of_date and counted.cluster_id = profiles.cluster_id
+      and counted.members <> profiles.members;
+    {%- endif %}
 {%- endmacro %}

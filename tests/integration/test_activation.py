@@ -38,6 +38,7 @@ from microseg.pipeline import activate_step, run_batch, segments_step
 from microseg.privacy import consent_policy
 from microseg.segments import load_segments, run_segments
 from microseg.transform import transform
+from ml import cluster as ml_cluster
 from ml import score as ml_score
 from tests.helpers import query, run_cli, short_window_experiments, truth_connection
 from tests.receiver import Receiver
@@ -776,6 +777,7 @@ def test_a_threshold_test_acts_on_each_arms_own_definition(activated):
 
 REKEYED = {  # the person-keyed tables that outlive rebuilds, with what tells their rows apart
     "user_scores": ("model_name", "as_of_date"),
+    "person_clusters": ("as_of_date",),
     "segment_memberships": ("segment_name", "as_of_date"),
     "trigger_firings": ("trigger_name", "fired_at"),
     "trigger_suppressions": ("trigger_name", "fired_at"),
@@ -828,6 +830,19 @@ def test_a_device_logging_in_brings_its_history_to_the_person_it_joins(activated
                ($alias, 'm', '1', 0.8, 0.8, null, 9, true, '2026-10-05'),
                ($survivor, 'm', '1', 0.5, 0.5, null, 5, false, '2026-10-05')""",
             {"alias": alias, "survivor": survivor},
+        )
+        for ddl in ml_cluster.TABLES_DDL:  # clusters as the cluster step writes them
+            con.execute(ddl)
+        con.execute(
+            """insert into marts.person_clusters values
+               ($alias, '2026-10-04', 0, 'a'), ($alias, '2026-10-05', 0, 'a'),
+               ($survivor, '2026-10-05', 1, 'b')""",
+            {"alias": alias, "survivor": survivor},
+        )
+        con.execute(
+            """insert into marts.cluster_profiles values
+               ('2026-10-04', 0, 'a', 1, '{}', '{}'), ('2026-10-05', 0, 'a', 1, '{}', '{}'),
+               ('2026-10-05', 1, 'b', 1, '{}', '{}')"""
         )
         before = {
             table: {
@@ -904,6 +919,10 @@ def test_a_device_logging_in_brings_its_history_to_the_person_it_joins(activated
         "select as_of_date, score from marts.user_scores where person_id = ? order by all",
         [survivor],
     ) == [(date(2026, 10, 4), 0.9), (date(2026, 10, 5), 0.5)]
+    # the user's own cluster stays on 10-05, so the alias's cluster lost its member there
+    assert query(
+        settings, "select as_of_date, cluster_id, members from marts.cluster_profiles order by all"
+    ) == [(date(2026, 10, 4), 0, 1), (date(2026, 10, 5), 0, 0), (date(2026, 10, 5), 1, 1)]
     own = set(
         query(settings, "select * from marts.segment_memberships where person_id = ?", [survivor])
     )
