@@ -97,16 +97,35 @@ def load_own_spec(path: Path, settings: Settings) -> tuple[Spec, Source]:
     categorical = tuple(raw.get("categorical") or ())
     groups = tuple(spec_field(raw, "fairness.groups", list, name))
     keys = {spec_field(raw, "source.id", str, name), spec_field(raw, "source.label", str, name)}
+    if not features:
+        raise ConfigError(f"model spec '{name}': features: name at least one column")
     for column in features:
         if not isinstance(column, str) or column in keys or column == time:
             raise ConfigError(f"model spec '{name}': features: {column!r} cannot be a feature")
+    if not isinstance(raw.get("categorical") or [], list):
+        raise ConfigError(f"model spec '{name}': categorical: a list of features")
     for column in categorical:
         if column not in features:
             raise ConfigError(f"model spec '{name}': categorical: {column!r} is not a feature")
+    if not groups or not all(isinstance(g, str) and g not in features for g in groups):
+        raise ConfigError(
+            f"model spec '{name}': fairness.groups: columns of the table that are not features "
+            "(the audit's groups are never model inputs)"
+        )
+    for limit in ("min_group_size", "min_disparate_impact", "max_equal_opportunity_gap"):
+        value = spec_field(raw, f"fairness.{limit}", (int, float), name)
+        if value < 0:
+            raise ConfigError(f"model spec '{name}': fairness.{limit}: must not be negative")
     training = raw.get("training") or {}
+    if not isinstance(training, dict):
+        raise ConfigError(f"model spec '{name}': training: expected a mapping")
     folds = training.get("folds", 5)
     if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= 20:
         raise ConfigError(f"model spec '{name}': training.folds: between 2 and 20")
+    for minimum in ("min_positives", "min_negatives"):
+        value = training.get(minimum, 20)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model spec '{name}': training.{minimum}: a positive whole number")
     spec = Spec(
         name=name,
         description=spec_field(raw, "description", str, name),
@@ -142,18 +161,22 @@ def load_own_spec(path: Path, settings: Settings) -> tuple[Spec, Source]:
     )
 
 
-def _read(settings: Settings, spec: Spec, source: Source) -> pd.DataFrame:
-    """The source's rows; from a warehouse table that names person_id, only the people who
-    consent to being scored (as scores do)."""
+NOT_FILTERED = "not filtered by consent: the rows name no person_id"
+
+
+def _read(settings: Settings, spec: Spec, source: Source) -> tuple[pd.DataFrame, str]:
+    """The source's rows and what consent did to them: from a warehouse table that names
+    person_id, only the people who consent to being scored (as scores do)."""
     if source.file is not None:
         if not source.file.is_file():
             raise ConfigError(f"model spec '{spec.name}': source.file: no file {source.file}")
         reader = FILE_READERS[source.file.suffix.lower()]
         try:
-            return duckdb.execute(f"select * from {reader}(?)", [str(source.file)]).df()
+            frame = duckdb.execute(f"select * from {reader}(?)", [str(source.file)]).df()
         except duckdb.Error as exc:
             message = str(exc).splitlines()[0]
             raise ConfigError(f"{source.file.name}: unreadable ({message})") from None
+        return frame, "not filtered by consent: a file (microseg cannot tell whose rows)"
     with connect(settings, read_only=True) as con:
         try:
             columns = [r[0] for r in con.execute(f"describe {source.table}").fetchall()]
@@ -165,8 +188,11 @@ def _read(settings: Settings, spec: Spec, source: Source) -> pd.DataFrame:
         if "person_id" in columns:
             moment = f"{source.time}::date" if source.time in columns else "current_date"
             consent = f"where marts.has_consent(person_id, ?, {moment})"
-        purpose = [consent_policy().purpose_of["scores"]] if consent else []
-        return con.execute(f"select * from {source.table} {consent}", purpose).df()
+        purpose = consent_policy().purpose_of["scores"]
+        frame = con.execute(
+            f"select * from {source.table} {consent}", [purpose] if consent else []
+        ).df()
+    return frame, f"people who consent to {purpose}" if consent else NOT_FILTERED
 
 
 def _checked(frame: pd.DataFrame, spec: Spec, source: Source) -> pd.DataFrame:
@@ -257,6 +283,7 @@ class OwnResult:
     audit: Audit
     source: Source
     cross_validation: dict[str, float]  # cv_<metric>_mean / _sd (no time column)
+    consent: str  # whose rows were read
 
     def summary(self) -> str:
         from ml.train import describe
@@ -272,19 +299,28 @@ class OwnResult:
         verdict = "passed" if self.audit.passed else "failed: " + "; ".join(self.audit.failures)
         groups = ", ".join(self.source.groups)
         lines.append(f"  fairness audit on the test rows by {groups}: {verdict}")
+        lines.append(f"  rows: {self.consent}")
         return "\n".join(lines)
 
 
 def train_own(settings: Settings, path: Path) -> OwnResult:
     """Train, register as challenger and audit the model of the own-table spec at `path`."""
     spec, source = load_own_spec(path, settings)
-    frame = _checked(_read(settings, spec, source), spec, source)
-    data: dict[str, object] = {"source": source.name, "rows": len(frame)}
+    rows, consent = _read(settings, spec, source)
+    frame = _checked(rows, spec, source)
+    data: dict[str, object] = {"source": source.name, "rows": len(frame), "consent": consent}
     cross_validation: dict[str, float] = {}
     if source.time:
         frame["split"] = _time_split(frame, source)
         test = frame[frame.split == "test"].as_of_date
-        data |= {"split": "time", "test_from": str(test.min()), "test_to": str(test.max())}
+        data |= {
+            "split": "time",
+            "test_from": str(test.min()),
+            "test_to": str(test.max()),
+            # what an erasure checks (registry.flag_for_retraining)
+            "as_of_first": f"{frame.as_of_date.min():%Y-%m-%d}",
+            "as_of_last": f"{frame.as_of_date.max():%Y-%m-%d}",
+        }
         period = f"on {source.name} to {frame.as_of_date.max():%Y-%m-%d}"
     else:
         splits = _fold_splits(frame, spec, source)
@@ -293,7 +329,11 @@ def train_own(settings: Settings, path: Path) -> OwnResult:
             fitted = fit(spec, *_targets(spec, frame.assign(split=split)))
             folds.append((fitted.metrics, fitted.baseline))
         frame["split"] = splits[-1]
-        data |= {"split": f"{source.folds}-fold stratified", "registered_fold": source.folds}
+        data |= {
+            "split": f"{source.folds}-fold stratified",
+            "registered_fold": source.folds,
+            "as_of_first": registry.UNKNOWN_PERIOD,  # any erasure may concern these rows
+        }
         period = f"on {source.name}, {source.folds}-fold"
     targets, classes = _targets(spec, frame)
     trained = fit_and_register(settings, spec, targets, classes, period, data)
@@ -314,4 +354,4 @@ def train_own(settings: Settings, path: Path) -> OwnResult:
                 cross_validation[f"cv_{prefix}{metric}_sd"] = float(np.std(values, ddof=1))
         for key, value in cross_validation.items():
             client.log_metric(trained.run_id, key, value)
-    return OwnResult(trained, result, source, cross_validation)
+    return OwnResult(trained, result, source, cross_validation, consent)

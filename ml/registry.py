@@ -116,6 +116,9 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
 
 RETRAIN_TAG = "retrain_after_erasure"  # value: the erasure request that asked for it
 RETRAIN_REQUEST_TAG = "retraining_requested"  # value: the night its drift asked for it
+# as_of_first of a model trained on rows without a time (an own table, k-fold): any erasure
+# may concern them
+UNKNOWN_PERIOD = "unknown"
 FEATURE_LOOKBACK_DAYS = 90  # the longest feature window: events this old still shape a row
 
 
@@ -137,11 +140,15 @@ def flag_for_retraining(
             params = mlflow_client.get_run(version.run_id).data.params
             if "as_of_first" not in params:
                 continue
-            start = date.fromisoformat(params["as_of_first"]) - timedelta(FEATURE_LOOKBACK_DAYS)
-            end = date.fromisoformat(params["as_of_last"]) + timedelta(
-                int(params.get("horizon_days", 0))
-            )
-            if active[0] <= end and start <= active[1]:
+            if params["as_of_first"] == UNKNOWN_PERIOD:  # rows of no known time: any of them
+                overlaps = True
+            else:
+                start = date.fromisoformat(params["as_of_first"]) - timedelta(FEATURE_LOOKBACK_DAYS)
+                end = date.fromisoformat(params["as_of_last"]) + timedelta(
+                    int(params.get("horizon_days", 0))
+                )
+                overlaps = active[0] <= end and start <= active[1]
+            if overlaps:
                 mlflow_client.set_model_version_tag(
                     model.name, version.version, RETRAIN_TAG, request_id
                 )

@@ -21,9 +21,10 @@
 {%- endmacro %}
 
 {#- GA4 counts engaged time on most events, each carrying the milliseconds since the last one
-    that did (`engagement_time_msec`): an event's share is its own, in seconds (none: 0). -#}
+    that did (`engagement_time_msec`): an event's share is its own, in seconds (none, or a
+    negative value: 0). -#}
 {% macro ga4_engaged_seconds(properties) -%}
-    coalesce(try_cast({{ properties }} ->> '$.engagement_time_msec' as double), 0) / 1000
+    greatest(coalesce(try_cast({{ properties }} ->> '$.engagement_time_msec' as double), 0), 0) / 1000
 {%- endmacro %}
 
 {#- An event's engaged seconds: `weighed` (int_events_paged.engaged_s; a Snowplow ping's share)

@@ -74,7 +74,7 @@ UNUSED_EVENTS = (
 )
 VALUE_SLOTS = ("string_value", "int_value", "double_value", "float_value")  # read in this order
 GA4_MARKERS = (b'"event_name"', b'"event_timestamp"')  # every exported row has both
-CONSENT_DENIED = "GA4 consent mode: analytics storage denied (no user_pseudo_id)"
+CONSENT_DENIED = "GA4 consent mode: analytics storage denied"
 
 
 def is_ga4_line(line: bytes) -> bool:
@@ -109,7 +109,7 @@ ROW_TYPE = {
         "manual_source", "manual_medium", "manual_campaign_name"
     ),
     "ecommerce": _text_struct("purchase_revenue", "transaction_id"),
-    "items": [_text_struct("item_id", "item_category", "price", "quantity", "item_currency")],
+    "items": [_text_struct("item_id", "item_category", "price", "quantity")],
 }  # fmt: skip
 
 
@@ -145,7 +145,7 @@ def _ga4_doc_sql() -> str:
     item = "g.items[1]"  # add_to_cart & co.: the first item's
     revenue = number("g.ecommerce.purchase_revenue")
     micros = "try_cast(g.event_timestamp as bigint)"
-    at = f"strftime(make_timestamp({micros}), '%Y-%m-%dT%H:%M:%S.%fZ')"
+    at = f"strftime(try(make_timestamp({micros})), '%Y-%m-%dT%H:%M:%S.%fZ')"  # out of range: none
     event_type = (
         "case event_name "
         + " ".join(f"when {quote(k)} then {quote(v)}" for k, v in GA4_EVENTS.items())
@@ -180,11 +180,11 @@ def _ga4_doc_sql() -> str:
             "quantity": number(f"{item}.quantity"),
             "revenue": f"case when event_name = 'purchase' then coalesce({revenue}, "
             f"{number(param('value'))}) end",
-            "currency": f"coalesce({param('currency')}, {item}.item_currency)",
+            "currency": param("currency"),
             "order_id": known(f"coalesce(g.ecommerce.transaction_id, {param('transaction_id')})"),
-            # the user's properties as an object (a key repeated: its first value)
+            # the user's properties as an object (a key repeated: its first value; no key: left out)
             "user_properties": "case when len(user_properties) > 0 then map_from_entries("
-            "list_filter(user_properties, (p, i) -> list_position("
+            "list_filter(user_properties, (p, i) -> p.k is not null and list_position("
             "list_transform(user_properties, q -> q.k), p.k) = i)) end",
         }
     )
@@ -231,11 +231,11 @@ def _rows_sql(path: Path, settings: Settings, parquet: bool) -> str:
 
 
 def stage_ga4(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) -> None:
-    """One file of the GA4 export into `_staged`; its unused events into `_unused`. A row
-    without user_pseudo_id because analytics storage was denied (consent mode) is quarantined
-    with that reason."""
+    """One file of the GA4 export into `_staged`; its unused events into `_unused`. A row sent
+    while analytics storage was denied (consent mode: a cookieless ping, without
+    user_pseudo_id) is quarantined with that reason, whatever its event."""
     unused = ", ".join(quote(name) for name in UNUSED_EVENTS)
-    denied = "coalesce(g.privacy_info.analytics_storage, '') in ('No', 'false')"
+    denied = "coalesce(g.privacy_info.analytics_storage = 'No', false)"
     parquet = is_parquet(path)
     if not parquet:
         con.register("_lines", file_lines(path))
@@ -253,11 +253,12 @@ def stage_ga4(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) ->
             from parsed_rows
         )
         select source_file, source_line, raw_text, event_name,
-               coalesce(pre_reason is null and event_name in ({unused}), false) as unused,
+               coalesce(pre_reason is null and not {denied} and event_name in ({unused}), false)
+                   as unused,
                case when pre_reason is null then {_ga4_doc_sql()}::varchar end as doc,
                case when pre_reason is not null then pre_reason
                     when event_name is null then 'not a GA4 export row (no event_name)'
-                    when g.user_pseudo_id is null and {denied} then {quote(CONSENT_DENIED)}
+                    when {denied} then {quote(CONSENT_DENIED)}
                end as pre_reason
         from named
         """

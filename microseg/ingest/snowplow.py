@@ -338,7 +338,7 @@ def atomic_shape(path: Path, columns: list[str]) -> Shape:
         by_name[n]: ident(by_name[n]) for n in JSON_FIELDS if n in by_name
     }
     contexts = [
-        f"coalesce(list_transform(json_extract({ident(c)}, '$[*]'), "
+        f"coalesce(list_transform(json_extract(nullif({ident(c)}, ''), '$[*]'), "
         f"d -> json_object('schema', {quote(uri)}, 'data', d)), [])"
         for c, d in described.items()
         if d and d[0] != "unstruct_event"

@@ -349,10 +349,13 @@ def _scrub_parquet(path: Path, needles: set[str]) -> tuple[bytes, int]:
     with duckdb.connect() as con:
         con.register("_needles", pd.DataFrame({"n": sorted(needles)}, dtype=object))
         columns = [d[0] for d in con.execute(f"select * from '{path}' limit 0").description]
-        ids = [c for c in columns if c in ID_COLUMNS or c in SOURCE_ID_COLUMNS]
+        # Snowflake's exports name columns in upper case
+        ids = [c for c in columns if c.lower() in ID_COLUMNS or c.lower() in SOURCE_ID_COLUMNS]
         if not ids:
             return path.read_bytes(), 0
-        hit = " or ".join(f"coalesce({c}::varchar in (select n from _needles), false)" for c in ids)
+        hit = " or ".join(
+            f'coalesce("{c}"::varchar in (select n from _needles), false)' for c in ids
+        )
         removed = con.execute(f"select count(*) from '{path}' where {hit}").fetchone()[0]
         if not removed:
             return path.read_bytes(), 0

@@ -20,6 +20,7 @@ from microseg.activation import activate
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import DataQualityError, MicrosegError, NothingToRunError
 from microseg.pipeline import request_retraining_step
+from microseg.privacy import consent_policy
 from microseg.segments import run_segments
 from ml import registry
 from ml.calibration import Platt
@@ -525,11 +526,13 @@ def test_an_own_table_in_the_warehouse_is_read_for_consenting_people_only(home: 
     [(sessions, consenting)] = query(
         settings,
         """select count(*), count(*) filter (
-               where marts.has_consent(person_id, 'personalization', session_start_at::date))
+               where marts.has_consent(person_id, ?, session_start_at::date))
            from marts.fct_sessions""",
+        [consent_policy().purpose_of["scores"]],
     )
     assert consenting < sessions
     assert sum(result.trained.rows.values()) == consenting
+    assert "rows: people who consent to" in result.summary()
     audited = query(
         settings,
         "select distinct attribute from marts.model_fairness_audit "

@@ -5,6 +5,7 @@ test_models.py, beside the built warehouse it reads.)"""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,12 @@ def test_a_file_split_by_time_learns_the_planted_odds_and_is_registered(tmp_path
     artifacts = {a.path for a in client.list_artifacts(trained.run_id, "fairness")}
     assert artifacts == {"fairness/audit.csv"}
     assert set(result.audit.groups.group) == {"north", "south"} and result.audit.passed
+    # an erasure of someone active in those 90 days asks for a retraining; one after, not
+    assert registry.flag_for_retraining(settings, (date(2027, 1, 1), date(2027, 1, 2)), "r1") == []
+    assert registry.flag_for_retraining(settings, (date(2026, 2, 1), date(2026, 2, 2)), "r2") == [
+        f"planted_buyers v{trained.version}"
+    ]
+    assert "rows: not filtered by consent: a file" in result.summary()
     # the planted inputs carry the model; noise does not
     importance = pd.read_csv(
         client.download_artifacts(trained.run_id, "explanations/importance.csv", str(tmp_path))
@@ -120,6 +127,10 @@ def test_without_a_time_column_parquet_is_cross_validated(tmp_path) -> None:
     metrics = registry.client(settings).get_run(result.trained.run_id).data.metrics
     assert metrics["cv_roc_auc_mean"] == pytest.approx(cv["cv_roc_auc_mean"])
     assert "4-fold cross-validation: ROC AUC" in result.summary()
+    # rows of no known time: any erasure may concern them
+    assert registry.flag_for_retraining(settings, (date(2020, 1, 1), date(2020, 1, 2)), "r") == [
+        "planted_buyers v1"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -133,6 +144,9 @@ def test_without_a_time_column_parquet_is_cross_validated(tmp_path) -> None:
         (lambda s: s.update(name="purchase_propensity"), {}, "the name of a built-in model"),
         (lambda s: s["source"].update(table="marts.x"), {}, "name a table or a file"),
         (None, {"seen_at": "soon"}, "time seen_at is not a date or timestamp"),
+        (lambda s: s["fairness"].update(groups=["plan"]), {}, "fairness.groups: columns of the"),
+        (lambda s: s["fairness"].pop("min_disparate_impact"), {}, "min_disparate_impact: is req"),
+        (lambda s: s["training"].update(min_positives="many"), {}, "a positive whole number"),
     ],
 )
 def test_what_cannot_be_learned_from_is_one_line(tmp_path, spec_change, columns, message) -> None:

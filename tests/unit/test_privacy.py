@@ -62,6 +62,12 @@ def test_parquet_rows_go_by_id_columns(tmp_path: Path) -> None:
     ).write_parquet(str(ga4))
     assert scrub_file(ga4, GONE) == 1
     assert duckdb.sql(f"select event_name from '{ga4}'").fetchall() == [("scroll",)]
+    atomic = tmp_path / "atomic_events.parquet"  # Snowflake's upper-case column names
+    duckdb.sql(
+        "select * from (values ('e1', 'anon_a'), ('e2', 'anon_b')) t(EVENT_ID, DOMAIN_USERID)"
+    ).write_parquet(str(atomic))
+    assert scrub_file(atomic, GONE) == 1
+    assert duckdb.sql(f"select EVENT_ID from '{atomic}'").fetchall() == [("e2",)]
 
 
 def test_requests_from_options_and_file(tmp_path: Path) -> None:
