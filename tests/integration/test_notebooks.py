@@ -235,6 +235,28 @@ def test_each_notebook_is_an_exposure_on_exactly_the_marts_it_reads(published) -
         assert {names[uid] for uid in exposure["depends_on"]["nodes"]} == read, path.name
 
 
+def test_tables_written_from_python_declare_their_column_types(published) -> None:
+    """The marts that Python writes (dbt sources: scores, clusters, activation, experiments)
+    are declared like dbt's contracted marts: every column with its type, as the warehouse
+    holds it (a column added, dropped or retyped in Python without the declaration fails)."""
+    manifest = _manifest(published)
+    declared = {
+        node["name"]: {name: column.get("data_type") for name, column in node["columns"].items()}
+        for node in manifest["sources"].values()
+        if node["schema"] == "marts"
+    }
+    with duckdb.connect(str(published.warehouse_path), read_only=True) as con:
+        held: dict[str, dict[str, str]] = {}
+        for table, column, kind in con.execute(
+            "select table_name, column_name, lower(data_type) from information_schema.columns "
+            "where table_schema = 'marts' order by table_name, ordinal_position"
+        ).fetchall():
+            held.setdefault(table, {})[column] = kind
+    checked = sorted(set(declared) & set(held))
+    assert len(checked) >= 12, checked
+    assert {t: declared[t] for t in checked} == {t: held[t] for t in checked}
+
+
 def test_every_column_of_every_mart_is_described_in_the_dbt_docs(published) -> None:
     """Tables written from Python (sources) as much as dbt's own models."""
     manifest = _manifest(published)
