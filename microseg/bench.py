@@ -36,6 +36,9 @@ Stages, on `--days` + 1 generated days:
   scan floor   one DuckDB read_json scan of the same history files
   window floor a plain DuckDB window-function sessionization of the stitched events (after
                transform: what int_events_sessionized is compared with)
+  snowplow     the shipped Snowplow enriched sample (docs/examples) copied once per user,
+               each copy's event and visitor ids its own, loaded as it comes
+  ga4          the same with the shipped GA4 export sample (its first day)
 
 The warehouse stages use MICROSEG_DUCKDB_MEMORY_LIMIT, _THREADS and _TEMP_DIR from the
 environment like any run. The ratios the performance targets are stated in follow the table.
@@ -50,7 +53,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from microseg.config import Settings, disable_telemetry
+from microseg.config import PROJECT_ROOT, Settings, disable_telemetry
+from microseg.ingest.snowplow import SNOWPLOW_FIELDS
 
 PANDAS_PEER = Path(__file__).resolve().parents[1] / "bench" / "pandas_peer.py"
 
@@ -112,6 +116,16 @@ elif stage == "recommend file":
                     "--time-col", "time", "--weight-col", "weight", "--group-col", "group"],
                    check=True, stdout=sys.stderr)
     rows = len(frame)
+elif stage in ("snowplow", "ga4"):
+    from microseg.bench import copied_sample
+    from microseg.config import Settings
+    from microseg.ingest import ingest_paths
+    scratch = Path(home) / stage
+    scratch.mkdir(parents=True, exist_ok=True)
+    export = copied_sample(stage, users, scratch)
+    settings = Settings.from_env({**os.environ, "MICROSEG_HOME": str(scratch / "home")})
+    started = time.perf_counter()
+    rows = sum(r.rows_read for r in ingest_paths(settings, [export]))
 elif stage == "scan floor":
     import duckdb
     names = [str(f) for f in files[:days]]
@@ -244,7 +258,33 @@ STAGES = (
     "day alone",
     "pandas peer",
     "scan floor",
+    "snowplow",
+    "ga4",
 )
+SAMPLES = {"snowplow": "snowplow_enriched_2026-10-01.tsv", "ga4": "ga4/events_20261001.json"}
+
+
+def copied_sample(export: str, copies: int, folder: Path) -> Path:
+    """The shipped sample of `export` (docs/examples) copied `copies` times into one file,
+    each copy's event and visitor ids made its own: new traffic, not duplicates."""
+    sample = PROJECT_ROOT / "docs" / "examples" / SAMPLES[export]
+    lines = sample.read_text("utf-8").splitlines()
+    out = folder / sample.name
+    with out.open("w", encoding="utf-8") as handle:
+        for copy in range(copies):
+            handle.writelines(_own_ids(export, line, copy) + "\n" for line in lines)
+    return out
+
+
+def _own_ids(export: str, line: str, copy: int) -> str:
+    if export == "ga4":  # GA4's event id is a hash of the row, which names its visitor
+        return line.replace('"user_pseudo_id":"', f'"user_pseudo_id":"{copy}.')
+    fields = line.split("\t")
+    for name in ("event_id", "domain_userid", "network_userid", "domain_sessionid"):
+        index = SNOWPLOW_FIELDS.index(name)
+        if index < len(fields) and fields[index]:
+            fields[index] = f"{copy}-{fields[index]}"
+    return "\t".join(fields)
 
 
 def run_stage(stage: str, landing: Path, home: Path, users: int, days: int) -> dict:

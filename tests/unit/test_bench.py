@@ -8,7 +8,7 @@ import sys
 
 
 def test_bench_prints_the_comparisons_with_the_peers(tmp_path) -> None:
-    stages = "generate,ingest,transform,window floor,pandas peer,scan floor"
+    stages = "generate,ingest,transform,window floor,pandas peer,scan floor,snowplow,ga4"
     proc = subprocess.run(
         [
             sys.executable,
@@ -34,4 +34,8 @@ def test_bench_prints_the_comparisons_with_the_peers(tmp_path) -> None:
     assert any("= " in line and "x the pandas peer" in line for line in lines), proc.stdout
     assert any("x the scan floor" in line for line in lines), proc.stdout
     assert any("int_events_sessionized" in line and "window floor" in line for line in lines)
+    # the adapters' samples, one copy per user, every line read
+    for stage, sample_rows in (("snowplow", 210), ("ga4", 217)):
+        [row] = [line for line in lines if line.startswith(f"  {stage:<12} ")]
+        assert row.split()[1] == f"{40 * sample_rows:,}", row
     assert not any(tmp_path.joinpath("bench").iterdir())  # its scratch folder is removed
