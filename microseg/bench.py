@@ -268,9 +268,9 @@ def copied_sample(export: str, copies: int, folder: Path) -> Path:
     """The shipped sample of `export` (docs/examples) copied `copies` times into one file,
     each copy's event and visitor ids made its own: new traffic, not duplicates."""
     sample = PROJECT_ROOT / "docs" / "examples" / SAMPLES[export]
-    lines = sample.read_text("utf-8").splitlines()
+    lines = sample.read_bytes().decode("utf-8").split("\n")[:-1]  # \n ends every line
     out = folder / sample.name
-    with out.open("w", encoding="utf-8") as handle:
+    with out.open("w", encoding="utf-8", newline="") as handle:
         for copy in range(copies):
             handle.writelines(_own_ids(export, line, copy) + "\n" for line in lines)
     return out
@@ -278,9 +278,11 @@ def copied_sample(export: str, copies: int, folder: Path) -> Path:
 
 def _own_ids(export: str, line: str, copy: int) -> str:
     if export == "ga4":  # GA4's event id is a hash of the row, which names its visitor
-        return line.replace('"user_pseudo_id":"', f'"user_pseudo_id":"{copy}.')
+        for field in ("user_pseudo_id", "user_id"):
+            line = line.replace(f'"{field}":"', f'"{field}":"{copy}.')
+        return line
     fields = line.split("\t")
-    for name in ("event_id", "domain_userid", "network_userid", "domain_sessionid"):
+    for name in ("event_id", "domain_userid", "network_userid", "domain_sessionid", "user_id"):
         index = SNOWPLOW_FIELDS.index(name)
         if index < len(fields) and fields[index]:
             fields[index] = f"{copy}-{fields[index]}"

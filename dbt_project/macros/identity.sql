@@ -105,6 +105,17 @@
     from person_merge_rows
     where moved
     group by all;
+    {%- set profiles = adapter.get_relation(this.database, 'marts', 'cluster_profiles') %}
+    {%- if table['name'] == 'person_clusters' and profiles %}
+    -- a cluster loses the members whose rows lost to their survivor's row of that date
+    update {{ profiles }} as profiles
+    set members = profiles.members - lost.members
+    from (
+        select as_of_date, cluster_id, count(*) as members
+        from person_merge_rows where not wins group by all
+    ) as lost
+    where lost.as_of_date = profiles.as_of_date and lost.cluster_id = profiles.cluster_id;
+    {%- endif %}
     delete from {{ relation }}
     where person_id in (select from_person_id from person_merge_rows);
     insert into {{ relation }} by name
@@ -115,19 +126,4 @@
     drop table person_merge_rows;
     {%- endif -%}
     {%- endfor %}
-    {%- set profiles = adapter.get_relation(this.database, 'marts', 'cluster_profiles') -%}
-    {%- set clusters = adapter.get_relation(this.database, 'marts', 'person_clusters') -%}
-    {%- if profiles and clusters %}
-    -- a cluster's size is its members': a merged-away person's row may have lost to its survivor's
-    update {{ profiles }} as profiles
-    set members = counted.members
-    from (
-        select p.as_of_date, p.cluster_id, count(c.person_id) as members
-        from {{ profiles }} as p
-        left join {{ clusters }} as c using (as_of_date, cluster_id)
-        group by all
-    ) as counted
-    where counted.as_of_date = profiles.as_of_date and counted.cluster_id = profiles.cluster_id
-      and counted.members <> profiles.members;
-    {%- endif %}
 {%- endmacro %}

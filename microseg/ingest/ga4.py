@@ -235,7 +235,7 @@ def stage_ga4(con: duckdb.DuckDBPyConnection, path: Path, settings: Settings) ->
     while analytics storage was denied (consent mode: a cookieless ping, without
     user_pseudo_id) is quarantined with that reason, whatever its event."""
     unused = ", ".join(quote(name) for name in UNUSED_EVENTS)
-    denied = "coalesce(g.privacy_info.analytics_storage = 'No', false)"
+    denied = "coalesce(lower(g.privacy_info.analytics_storage) = 'no', false)"
     parquet = is_parquet(path)
     if not parquet:
         con.register("_lines", file_lines(path))

@@ -252,6 +252,8 @@ def test_tables_written_from_python_declare_their_column_types(published) -> Non
             "where table_schema = 'marts' order by table_name, ordinal_position"
         ).fetchall():
             held.setdefault(table, {})[column] = kind
+    models = {node["name"] for node in manifest["nodes"].values()}
+    assert set(held) - models - set(declared) == set()  # every table Python writes is declared
     checked = sorted(set(declared) & set(held))
     assert len(checked) >= 12, checked
     assert {t: declared[t] for t in checked} == {t: held[t] for t in checked}
