@@ -30,7 +30,7 @@ from ml.fairness import Audit, audit
 from ml.monitoring import Thresholds
 from ml.promote import save_audit
 from ml.specs import Spec, learner_fields, spec_field, spec_names
-from ml.train import TrainResult, _targets, fit, fit_and_register
+from ml.train import TrainResult, describe, fit, fit_and_register, labelled_targets
 
 TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*")
 FILE_READERS = {".csv": "read_csv", ".parquet": "read_parquet"}
@@ -286,8 +286,6 @@ class OwnResult:
     consent: str  # whose rows were read
 
     def summary(self) -> str:
-        from ml.train import describe
-
         lines = [describe(self.trained)]
         cv = self.cross_validation
         if cv:
@@ -326,7 +324,7 @@ def train_own(settings: Settings, path: Path) -> OwnResult:
         splits = _fold_splits(frame, spec, source)
         folds = []
         for split in splits[:-1]:
-            fitted = fit(spec, *_targets(spec, frame.assign(split=split)))
+            fitted = fit(spec, *labelled_targets(spec, frame.assign(split=split)))
             folds.append((fitted.metrics, fitted.baseline))
         frame["split"] = splits[-1]
         data |= {
@@ -335,7 +333,7 @@ def train_own(settings: Settings, path: Path) -> OwnResult:
             "as_of_first": registry.UNKNOWN_PERIOD,  # any erasure may concern these rows
         }
         period = f"on {source.name}, {source.folds}-fold"
-    targets, classes = _targets(spec, frame)
+    targets, classes = labelled_targets(spec, frame)
     trained = fit_and_register(settings, spec, targets, classes, period, data)
     client = registry.client(settings)
     scorer = registry.load_scorer(settings, spec.name, version=trained.version)

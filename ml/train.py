@@ -97,7 +97,7 @@ def model_metrics(
     return multiclass_metrics(truth, scores, classes)
 
 
-def _targets(spec: Spec, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str] | None]:
+def labelled_targets(spec: Spec, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str] | None]:
     """Rows and integer targets to learn; stops below the spec's minimum data.
 
     Multiclass: categories with fewer than min_rows_per_class training rows are left out of
@@ -274,7 +274,7 @@ def _plots(
 def train(settings: Settings, name: str) -> TrainResult:
     """Train one model from its spec; register it as the challenger."""
     spec = load_spec(name, settings.ml_specs_dir)
-    frame, classes = _targets(spec, training_set(settings, spec))
+    frame, classes = labelled_targets(spec, training_set(settings, spec))
     dates = sorted(frame.as_of_date.dt.date.unique())
     test_dates = frame[frame.split == "test"].as_of_date.dt.date
     data = {
@@ -303,7 +303,7 @@ class Fitted:
 
 
 def fit(spec: Spec, frame: pd.DataFrame, classes: list[str] | None) -> Fitted:
-    """`frame`: rows with `split` (train, valid, test), `label`, `target` (_targets) and the
+    """`frame`: rows with `split` (train, valid, test), `label`, `target` (labelled_targets) and the
     spec's features."""
     features = list(spec.features)
     parts = {s: frame[frame.split == s] for s in ("train", "valid", "test")}
