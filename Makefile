@@ -16,6 +16,8 @@ DEMO_LAST_DAY ?= 2026-10-14
 DEMO_RETENTION_DAYS ?= 29
 MLFLOW_PORT ?= 5000
 CHROMIUM := /usr/bin/chromium
+# Airflow's metadata database (make airflow, the browser test): Debian's PostgreSQL server
+PG_INITDB := $(or $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin/initdb))),/usr/lib/postgresql/15/bin/initdb)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export MICROSEG_HOME ?= $(CURDIR)/data
@@ -43,6 +45,11 @@ $(CHROMIUM):
 	@echo "installing Debian's chromium for the browser test"
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver
+
+$(PG_INITDB):
+	@echo "installing Debian's postgresql for Airflow's metadata database"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql
 
 install: $(VENV)/.synced ## Create .venv from the committed uv.lock (bootstraps uv if missing)
 
@@ -98,7 +105,7 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	@echo "Analysts' notebooks with their figures (funnel, cohorts, micro-behaviors, models, clusters, activation, segments): $(MICROSEG_HOME)/notebooks/*.html"
 	@echo "MLflow UI: make mlflow-ui (login; the password is printed on its first start), then open http://127.0.0.1:$(MLFLOW_PORT)"
 
-test: install $(CHROMIUM) ## Lint, then run the whole test suite (what CI runs)
+test: install $(CHROMIUM) $(PG_INITDB) ## Lint, then run the whole test suite (what CI runs)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
@@ -113,7 +120,7 @@ format: install ## Apply ruff fixes and formatting
 bench: install ## Throughput and peak memory at scale (prints figures; not part of test)
 	$(BIN)/python -m microseg.bench $(BENCH_ARGS)
 
-airflow: install ## Start Airflow 3 (UI with login on 127.0.0.1:8080, scheduler, dag-processor)
+airflow: install $(PG_INITDB) ## Start Airflow 3 (UI with login on 127.0.0.1:8080, scheduler, dag-processor, PostgreSQL)
 	$(BIN)/python -m microseg.serve.airflow_ui
 
 docs: install ## Build dbt docs, GX Data Docs and the executed notebooks for the current warehouse; print where they are
@@ -124,4 +131,6 @@ mlflow-ui: install ## MLflow UI with login (runs, registry, aliases) on 127.0.0.
 	MICROSEG_MLFLOW_PORT=$(MLFLOW_PORT) $(BIN)/python -m microseg.serve.mlflow_ui
 
 clean: ## Remove generated data (keeps .venv)
+	@# under root, Airflow's PostgreSQL cluster lives in the postgres user's home (serve/postgres.py)
+	if [ -L $(MICROSEG_HOME)/airflow/postgres ]; then rm -rf "$$(readlink $(MICROSEG_HOME)/airflow/postgres)"; fi
 	rm -rf $(MICROSEG_HOME) test-artifacts .pytest_cache

@@ -1,9 +1,11 @@
 """`make airflow`: Airflow 3 on this machine, as the data team runs it, with login required.
 
-api-server (UI and REST) on 127.0.0.1, scheduler and dag-processor; SQLite metadata and the
-LocalExecutor under $MICROSEG_HOME/airflow. Login goes through the simple auth manager with
-one admin user: the password comes from MICROSEG_AIRFLOW_PASSWORD or is generated on first
-start, printed once and kept in the passwords file (never an anonymous admin). The scheduler
+api-server (UI and REST) on 127.0.0.1, scheduler and dag-processor; the LocalExecutor, and
+the metadata in PostgreSQL (microseg.serve.postgres: SQLite locks the whole database on each
+write, so a CLI backfill beside the scheduler fails there), under $MICROSEG_HOME/airflow.
+Login goes through the simple auth manager with one admin user: the password comes from
+MICROSEG_AIRFLOW_PASSWORD or is generated on first start, printed once and kept in the
+passwords file (never an anonymous admin). The scheduler
 serves no task logs over the network (its log server binds every interface): with the
 LocalExecutor the api-server reads them from disk. The browser test starts the same
 processes on a free port.
@@ -12,20 +14,24 @@ processes on a free port.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from microseg.config import PROJECT_ROOT, Settings, disable_telemetry, restrict_new_files
 from microseg.orchestration import WRITER_POOL
+from microseg.serve import postgres
 from microseg.serve.local import (
     LOOPBACK,
     LocalServer,
     free_port,
     serve_until_interrupted,
     start,
+    stop,
     stored_secret,
     wait_for_http,
+    write_private,
 )
 
 # component -> its command line (the scheduler without its network log server)
@@ -38,12 +44,14 @@ COMPONENTS = {
 
 def configure(
     settings: Settings, port: int, username: str, password: str | None, **extra_env: str
-) -> tuple[LocalServer, bool]:
-    """The environment of every Airflow process; returns (airflow, password_was_generated)."""
+) -> tuple[LocalServer, postgres.LocalPostgres, bool]:
+    """The environment of every Airflow process and its metadata database; returns
+    (airflow, database, password_was_generated)."""
     home = settings.home / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     passwords = home / "passwords.json"
     password, generated = stored_secret(passwords, username, password)
+    database = postgres.cluster(home)
     env = {
         **os.environ,
         "MICROSEG_HOME": str(settings.home),
@@ -52,7 +60,8 @@ def configure(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database.url(),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": database.url("psycopg_async"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{username}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
@@ -65,7 +74,25 @@ def configure(
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         **extra_env,
     }
-    return LocalServer(home, port, username, password, env), generated
+    _write_shell_env(home / "env.sh", env)
+    return LocalServer(home, port, username, password, env), database, generated
+
+
+def _write_shell_env(path: Path, env: dict[str, str]) -> None:
+    """Airflow's and microseg's variables as `export` lines, so the `airflow` CLI in a shell
+    (`source $MICROSEG_HOME/airflow/env.sh`) reaches the same database as the running
+    components (a new port each start); 0600: it holds the database password."""
+    lines = [
+        f"export {name}={shlex.quote(value)}"
+        for name, value in sorted(env.items())
+        if name.startswith(("AIRFLOW", "MICROSEG_"))
+    ]
+    write_private(path, "\n".join(lines) + "\n")
+
+
+def start_database(airflow: LocalServer, database: postgres.LocalPostgres) -> subprocess.Popen:
+    """PostgreSQL up with Airflow's database in it (log: AIRFLOW_HOME/postgres.log)."""
+    return postgres.start_server(database, airflow.home / "postgres.log")
 
 
 def prepare(airflow: LocalServer) -> None:
@@ -105,18 +132,22 @@ def main() -> int:
     disable_telemetry()
     settings = Settings.from_env()
     restrict_new_files(settings)
-    airflow, generated = configure(
+    airflow, database, generated = configure(
         settings, settings.airflow_port, settings.airflow_user, settings.airflow_password
     )
-    prepare(airflow)
-    return serve_until_interrupted(
-        "Airflow",
-        airflow,
-        start_components(airflow),
-        generated=generated,
-        health_url=health_url(airflow),
-        logs=f"{airflow.home}/*.log",
-    )
+    server = start_database(airflow, database)
+    try:
+        prepare(airflow)
+        return serve_until_interrupted(
+            "Airflow",
+            airflow,
+            start_components(airflow),
+            generated=generated,
+            health_url=health_url(airflow),
+            logs=f"{airflow.home}/*.log",
+        )
+    finally:
+        stop([server])
 
 
 if __name__ == "__main__":

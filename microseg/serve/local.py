@@ -48,18 +48,31 @@ def stored_secret(path: Path, key: str, given: str | None) -> tuple[str, bool]:
     secret, generated = given or stored.get(key), False
     if secret is None:
         secret, generated = secrets.token_urlsafe(12), True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(json.dumps({**stored, key: secret}))
+    write_private(path, json.dumps({**stored, key: secret}))
     return secret, generated
 
 
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start a server process in its own session (stop() signals it and its workers)."""
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (it holds a password), whatever the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def start(
+    command: list[str], env: dict[str, str], log: Path, user: str | None = None
+) -> subprocess.Popen:
+    """Start a server process in its own session (stop() signals it and its workers), as
+    `user` if given (root starting a server that refuses root)."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=user,
         )
 
 

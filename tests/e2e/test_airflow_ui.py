@@ -1,13 +1,17 @@
-"""The data team's path, for real: Airflow 3 (api-server, scheduler, dag-processor) with login,
-driven in headless Chromium. Trigger a night of behavior_nightly from the UI and check what it
-wrote (a screenshot of the finished run is saved in test-artifacts/); then backfill two dates
-with `airflow backfill create` and compare every table with the same nights run one by one
-without Airflow; then clear a task and check that the re-run changes nothing."""
+"""The data team's path, for real: Airflow 3 (api-server, scheduler, dag-processor) with login
+and its metadata in PostgreSQL, driven in headless Chromium. Trigger a night of
+behavior_nightly from the UI and check what it wrote (a screenshot of the finished run is saved
+in test-artifacts/); then backfill two dates with `airflow backfill create` from a shell beside
+the running scheduler and compare every table with the same nights run one by one without
+Airflow; then clear a task and check that the re-run changes nothing."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +23,14 @@ import pytest
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.ingest import delivery_date, ingest_paths
 from microseg.pipeline import run_nightly
-from microseg.serve.airflow_ui import configure, prepare, start_components, wait_until_up
+from microseg.serve import postgres
+from microseg.serve.airflow_ui import (
+    configure,
+    prepare,
+    start_components,
+    start_database,
+    wait_until_up,
+)
 from microseg.serve.local import free_port, stop
 from microseg.transform import transform
 from tests.helpers import listening_addresses, query, warehouse_differences
@@ -49,9 +60,9 @@ def registry(champion_home: Path) -> str:
 @pytest.fixture(scope="module")
 def airflow(twelve_days: Path, registry: str, tmp_path_factory: pytest.TempPathFactory):
     """Days before 10-09 processed; the 10-09, 10-10 and 10-11 deliveries waiting in the landing
-    folder; Airflow running on a free port with a generated admin password, configured as
-    `make airflow` configures it: the DAG starts paused and the scheduler creates its
-    scheduled runs (for today, long after these deliveries)."""
+    folder; Airflow running on a free port with a generated admin password and a PostgreSQL
+    of its own, configured as `make airflow` configures it: the DAG starts paused and the
+    scheduler creates its scheduled runs (for today, long after these deliveries)."""
     home = tmp_path_factory.mktemp("e2e_home")
     env = {"MICROSEG_HOME": str(home), "MICROSEG_MLFLOW_TRACKING_URI": registry}
     settings = Settings.from_env(env)
@@ -63,21 +74,19 @@ def airflow(twelve_days: Path, registry: str, tmp_path_factory: pytest.TempPathF
         if LOADED_BEFORE <= delivery_date(dump) < BACKFILL[-1]:
             shutil.copy(dump, settings.landing_dir)
 
-    local, generated = configure(
-        settings,
-        free_port(),
-        "admin",
-        None,
-        **env,
-    )
+    local, database, generated = configure(settings, free_port(), "admin", None, **env)
     assert generated and len(local.password) >= 12  # no default or empty password
-    prepare(local)
-    processes = start_components(local)
+    server = start_database(local, database)
+    processes = []
     try:
+        prepare(local)
+        processes = start_components(local)
         wait_until_up(local)
-        yield settings, local, env, processes
+        yield settings, local, env, [server, *processes]
     finally:
         stop(processes)
+        stop([server])
+        postgres.remove(database)
         for log in local.home.glob("*.log"):  # keep the component logs for a failed run
             ARTIFACTS.mkdir(exist_ok=True)
             shutil.copy(log, ARTIFACTS / f"airflow-{log.name}")
@@ -259,17 +268,24 @@ def test_backfill_writes_what_the_nightly_runs_wrote_and_clearing_changes_nothin
                 shutil.copy(dump, nightly.landing_dir)
         run_nightly(nightly, as_of, report=lambda _line: None)
 
-    # The same two nights as an Airflow backfill, created as the UI's backfill form does (max
-    # active runs 1), with every delivery already in the landing folder; the runs date
-    # themselves from their trigger time (no as_of param).
+    # The same two nights as an Airflow backfill, created from a shell beside the running
+    # scheduler as the README says (max active runs 1, the UI form's default), with every
+    # delivery already in the landing folder; the runs date themselves from their trigger time
+    # (no as_of param).
+    airflow_cli = Path(sys.executable).with_name("airflow")
+    created = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"source {local.home / 'env.sh'} && {airflow_cli} backfill create --dag-id {DAG_ID}"
+            f" --from-date {BACKFILL[0]} --to-date {BACKFILL[-1]}T23:59 --max-active-runs 1",
+        ],
+        env={"PATH": os.environ["PATH"], "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert created.returncode == 0, created.stderr[-2000:]
     token = _token(local)
-    backfill = {
-        "dag_id": DAG_ID,
-        "from_date": f"{BACKFILL[0]}T00:00:00Z",
-        "to_date": f"{BACKFILL[-1]}T23:59:00Z",
-        "max_active_runs": 1,
-    }
-    _api(local, "/api/v2/backfills", token, body=backfill)
     runs = _api(local, f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=backfill&limit=10", token)
     runs = sorted(runs["dag_runs"], key=lambda r: r["logical_date"])
     assert [r["logical_date"][:10] for r in runs] == [d.isoformat() for d in BACKFILL]
