@@ -16,6 +16,8 @@ DEMO_LAST_DAY ?= 2026-10-14
 DEMO_RETENTION_DAYS ?= 29
 MLFLOW_PORT ?= 5000
 CHROMIUM := /usr/bin/chromium
+# The Spark target (MICROSEG_ENGINE=spark) runs PySpark on Debian's Java 17
+JAVA := /usr/bin/java
 # Airflow's metadata database (make airflow, the browser test): Debian's PostgreSQL server
 PG_INITDB := $(or $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin/initdb))),/usr/lib/postgresql/15/bin/initdb)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -46,6 +48,11 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
+$(JAVA):
+	@echo "installing Debian's Java 17 for the Spark target"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless
+
 $(PG_INITDB):
 	@echo "installing Debian's postgresql for Airflow's metadata database"
 	$(SUDO) apt-get update -qq
@@ -53,7 +60,7 @@ $(PG_INITDB):
 
 install: $(VENV)/.synced ## Create .venv from the committed uv.lock (bootstraps uv if missing)
 
-demo: install ## Sample events, then the weekly training and the nightly run: segments, scores, exports
+demo: install $(JAVA) ## Sample events, then the weekly training and the nightly run: segments, scores, exports
 	@echo "sample events with a true effect planted for the experiment cart_reminder to find: half of its reminder arm's people buy within the week after their abandoned cart (the answer key: landing/ground_truth/experiment_effects.parquet); its control arm and the other experiment are A/A"
 	$(BIN)/microseg generate --out $(MICROSEG_HOME)/landing --users $(DEMO_USERS) --days $(DEMO_DAYS) --start $(DEMO_START) --seed 7 --plant-lift cart_reminder:reminder=0.5
 	@echo "loading the deliveries before $(DEMO_LAST_DAY); that day's arrives with the night of $(DEMO_AS_OF)"
@@ -96,6 +103,8 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	@echo "a Snowplow export and two days of a GA4 BigQuery export as they come (each recognized by its shape; docs/events.md) into a warehouse of their own, then their marts"
 	MICROSEG_HOME=$(MICROSEG_HOME)/sources $(BIN)/microseg ingest docs/examples/snowplow_enriched_2026-10-01.tsv docs/examples/ga4
 	MICROSEG_HOME=$(MICROSEG_HOME)/sources $(BIN)/microseg transform
+	@echo "the same dbt project on Spark (MICROSEG_ENGINE=spark: dbt-spark, PySpark in local mode), from the same raw events: the same counts"
+	MICROSEG_HOME=$(MICROSEG_HOME)/sources MICROSEG_ENGINE=spark $(BIN)/microseg transform
 	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/sources/warehouse.duckdb', read_only=True).sql(\"select source, count(*) as sessions, sum(page_views) as page_views, sum(engaged_s) as engaged_s, sum(cart_adds) as cart_adds, sum(revenue) as revenue from marts.fct_sessions join (select session_id, min(file_format) as source from intermediate.int_events_paged join raw.load_manifest on file_name = source_file group by 1) using (session_id) group by 1 order by 1\").show()"
 	$(BIN)/microseg notebooks
 	@echo "Segment memberships: marts.segment_memberships in $(MICROSEG_HOME)/analytics.duckdb"
@@ -105,7 +114,7 @@ demo: install ## Sample events, then the weekly training and the nightly run: se
 	@echo "Analysts' notebooks with their figures (funnel, cohorts, micro-behaviors, models, clusters, activation, segments): $(MICROSEG_HOME)/notebooks/*.html"
 	@echo "MLflow UI: make mlflow-ui (login; the password is printed on its first start), then open http://127.0.0.1:$(MLFLOW_PORT)"
 
-test: install $(CHROMIUM) $(PG_INITDB) ## Lint, then run the whole test suite (what CI runs)
+test: install $(CHROMIUM) $(PG_INITDB) $(JAVA) ## Lint, then run the whole test suite (what CI runs)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 

@@ -125,7 +125,7 @@ def behavior_nightly():
                 project_dir=SETTINGS.dbt_project_dir,
                 profile_config=ProfileConfig(
                     profile_name="microseg",
-                    target_name="local",
+                    target_name="duckdb",  # profiles.yml (run_step refuses MICROSEG_ENGINE=spark)
                     profiles_yml_filepath=SETTINGS.dbt_project_dir / "profiles.yml",
                 ),
                 dbt_executable_path=str(Path(sys.executable).with_name("dbt")),

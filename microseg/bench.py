@@ -157,6 +157,34 @@ else:
                                "batch = (select max(batch) from "
                                "intermediate.int_events_stitched)").fetchone()[0]
         models = dbt_seconds(settings)
+    if stage == "spark":  # the same full build on the Spark target, from the same raw layer
+        from microseg.lake import spark_table
+        from microseg.transform import transform
+        from microseg.warehouse import connect
+        import threading
+        spark = Settings.from_env({**os.environ, "MICROSEG_HOME": home, "MICROSEG_ENGINE": "spark"})
+        jvm_peak, done = [0], threading.Event()
+
+        def watch_jvm():  # PySpark's JVM is not waited for, so rusage misses it: read VmHWM
+            while not done.wait(0.5):
+                for status in Path("/proc").glob("[0-9]*/status"):
+                    try:
+                        if "SparkSubmit" in status.with_name("cmdline").read_text():
+                            kib = [int(line.split()[1]) for line in status.read_text().splitlines()
+                                   if line.startswith("VmHWM:")]
+                            jvm_peak[0] = max(jvm_peak[0], *kib)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=watch_jvm, daemon=True).start()
+        started = time.perf_counter()
+        transform(spark)
+        done.set()  # the JVM has ended with dbt: its peak is in
+        extra["jvm_peak_mib"] = jvm_peak[0] / 1024
+        with connect(settings, read_only=True) as con:
+            stitched = spark_table(settings, "intermediate.int_events_stitched")
+            rows = con.execute(f"select count(*) from {stitched}").fetchone()[0]
+        models = dbt_seconds(spark)
     if stage == "window floor":
         from microseg.warehouse import connect
         with connect(settings) as con:
@@ -235,6 +263,7 @@ else:
 seconds = time.perf_counter() - started
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+peak = max(peak, extra.get("jvm_peak_mib", 0))
 print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak, "models": models,
                   "extra": extra}))
 """
@@ -244,6 +273,7 @@ STAGES = (
     "ingest",
     "validate",
     "transform",
+    "spark",
     "window floor",
     "night",
     "train",
@@ -327,6 +357,12 @@ def ratios(results: dict[str, dict]) -> list[str]:
                 f"  ingest + full build {build:.1f} s = {build / seconds(peer):.1f}x the {peer} "
                 f"({seconds(peer):.1f} s; target {target})"
             )
+    if seconds("transform") and seconds("spark"):
+        lines.append(
+            f"  Spark target's full build {seconds('spark'):.1f} s = "
+            f"{seconds('spark') / seconds('transform'):.1f}x DuckDB's {seconds('transform'):.1f} s "
+            "(PySpark in local mode on this machine: the point is that it runs, and scales out)"
+        )
     sessionized = results.get("transform", {}).get("models", {}).get("int_events_sessionized")
     if sessionized is not None and seconds("window floor"):
         lines.append(

@@ -22,6 +22,7 @@ DEFAULT_AUDIENCES = "subscribe_curious_readers,cart_abandoners"
 SCRUBBED_PARAMS = "email,mail,e,token,password,phone"  # query parameters ingest removes
 _MEMORY_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([KMGT]i?B)", re.IGNORECASE)  # DuckDB's units
 _MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
+_JVM_SIZE = re.compile(r"\d+[kmgt]", re.IGNORECASE)  # Spark's spark.driver.memory
 _MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
@@ -148,6 +149,9 @@ class Settings:
     duckdb_memory_limit: str | None  # e.g. "4GB", for every connection and dbt; None: DuckDB's
     duckdb_threads: int  # DuckDB worker threads
     duckdb_temp_dir: Path  # where DuckDB spills what does not fit in memory_limit
+    engine: str  # the warehouse dbt builds on: duckdb, or spark (profiles.yml's outputs)
+    spark_threads: int  # the Spark target's local cores (local[N])
+    spark_driver_memory: str  # the Spark target's JVM heap, e.g. "2g"
 
     @property
     def duckdb_memory_bytes(self) -> int:
@@ -165,10 +169,18 @@ class Settings:
             "MICROSEG_HOME": str(self.home),
             "MICROSEG_DUCKDB_THREADS": str(self.duckdb_threads),
             "MICROSEG_DUCKDB_TEMP_DIR": str(self.duckdb_temp_dir),
+            "MICROSEG_ENGINE": self.engine,
+            "MICROSEG_SPARK_THREADS": str(self.spark_threads),
+            "MICROSEG_SPARK_DRIVER_MEMORY": self.spark_driver_memory,
         }
         if self.duckdb_memory_limit:  # else profiles.yml's fallback: DuckDB's default
             env["MICROSEG_DUCKDB_MEMORY_LIMIT"] = self.duckdb_memory_limit
         return env
+
+    @property
+    def spark_dir(self) -> Path:
+        """The Spark target's files: raw exports, its warehouse and metastore (microseg.lake)."""
+        return self.home / "spark"
 
     @property
     def warehouse_path(self) -> Path:
@@ -262,6 +274,14 @@ class Settings:
         if threads < 1:
             raise ConfigError(f"MICROSEG_DUCKDB_THREADS={threads} must be at least 1")
         temp_dir = env.get("MICROSEG_DUCKDB_TEMP_DIR")
+        spark_threads = int(_number(env, "MICROSEG_SPARK_THREADS", os.cpu_count() or 1))
+        if spark_threads < 1:
+            raise ConfigError(f"MICROSEG_SPARK_THREADS={spark_threads} must be at least 1")
+        spark_memory = (env.get("MICROSEG_SPARK_DRIVER_MEMORY") or "2g").strip()
+        if not _JVM_SIZE.fullmatch(spark_memory):
+            raise ConfigError(
+                f"MICROSEG_SPARK_DRIVER_MEMORY={spark_memory!r} must be a JVM size such as 2g"
+            )
         if quiet_days_max < 0:
             raise ConfigError(f"MICROSEG_QUIET_DAYS_MAX={quiet_days_max} must be 0 or more")
         pseudonymized = _fields(env, "MICROSEG_PSEUDONYMIZE", "")
@@ -328,6 +348,9 @@ class Settings:
             duckdb_temp_dir=(
                 Path(temp_dir).expanduser().resolve() if temp_dir else home / "duckdb_tmp"
             ),
+            engine=_choice(env, "MICROSEG_ENGINE", ("duckdb", "spark")) or "duckdb",
+            spark_threads=spark_threads,
+            spark_driver_memory=spark_memory,
         )
 
 
@@ -350,6 +373,16 @@ def restrict_new_files(settings: Settings) -> None:
     os.umask(0o027 if settings.group_read else 0o077)
     if settings.home.is_dir() and settings.home.stat().st_uid == os.getuid():
         settings.home.chmod(0o750 if settings.group_read else 0o700)
+
+
+def require_duckdb_engine(settings: Settings) -> None:
+    """For the steps that read and write the DuckDB warehouse: under MICROSEG_ENGINE=spark
+    they would act on tables the Spark build did not write, so they stop and say so."""
+    if settings.engine == "spark":
+        raise ConfigError(
+            "MICROSEG_ENGINE=spark builds the dbt models (`microseg transform`); this step "
+            "still reads and writes the DuckDB warehouse: run it without MICROSEG_ENGINE=spark"
+        )
 
 
 def debug_enabled() -> bool:

@@ -14,6 +14,7 @@ import duckdb
 
 from microseg.config import Settings
 from microseg.errors import DataQualityError, MicrosegError
+from microseg.lake import export_raw, require_java, spark_table
 from microseg.warehouse import (
     connect,
     ensure_raw_layer,
@@ -169,6 +170,10 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
     """
     require_warehouse(settings)  # dbt would otherwise create an empty one
     ensure_raw_layer(settings)  # raw tables a newer version reads (after an upgrade)
+    on_spark = settings.engine == "spark"
+    if on_spark:
+        require_java()
+        export_raw(settings)  # Spark reads raw as Parquet (microseg/lake.py)
     with connect(settings, read_only=True) as con:
         merges_before = _last_merge(con)
     run_dbt(
@@ -183,13 +188,16 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
         *(["--full-refresh"] if full_refresh else []),
     )
     with connect(settings, read_only=True) as con:
+        built = (lambda name: spark_table(settings, name)) if on_spark else (lambda name: name)
         counts = {
-            label: con.execute(f"select count(*) from {table}").fetchone()[0]
+            label: con.execute(f"select count(*) from {built(table)}").fetchone()[0]
             for table, label in MART_COUNTS
         }
         counts["late events waiting for a full refresh"] = con.execute(
-            "select count(*) from intermediate.int_late_events"
+            f"select count(*) from {built('intermediate.int_late_events')}"
         ).fetchone()[0]
+        if on_spark:  # the person-keyed tables merges move are DuckDB's (follow_person_merges)
+            return counts
         counts["merged people whose records moved to the person they joined"] = con.execute(
             "select count(distinct former_person_id) from marts.person_merges "
             "where moved_at > coalesce(?, '-infinity'::timestamp)",

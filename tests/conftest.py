@@ -24,6 +24,7 @@ disable_telemetry()
 SLOWEST_MODULES = (
     "tests/e2e/test_airflow_ui.py",
     "tests/integration/test_incremental.py",
+    "tests/integration/test_spark_target.py",
     "tests/integration/test_notebooks.py",
     "tests/dbt/test_segments.py",
     "tests/integration/test_activation.py",

@@ -13,6 +13,7 @@ import duckdb
 import yaml
 
 from microseg.config import PROJECT_ROOT, Settings
+from microseg.lake import spark_table
 
 MARTS = (
     "dim_persons",
@@ -67,6 +68,61 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+# the one tolerance the engines' comparison allows: doubles (sums of floats in another order)
+# are compared rounded to this many decimals
+SPARK_DOUBLE_DECIMALS = 6
+# what DuckDB's incremental runs note for themselves on event rows (the run that wrote a row,
+# what it replaced); Spark rebuilds every run, so its rows all say "first build"
+INCREMENTAL_BOOKKEEPING = ("batch", "previous_person_id", "previous_session_id")
+
+
+def spark_differences(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Every table dbt built in DuckDB's staging, intermediate and marts schemas compared row
+    for row with the same table Spark built (its Parquet files, read by DuckDB, each column
+    cast to DuckDB's type; INCREMENTAL_BOOKKEEPING left out): {table: (rows only on Spark,
+    rows only in DuckDB)} for the tables that differ; a table Spark did not build counts all
+    its rows."""
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    con.execute("set TimeZone = 'UTC'")
+    tables = con.execute(
+        "select table_schema || '.' || table_name from information_schema.tables "
+        "where table_schema in ('staging', 'intermediate', 'marts') "
+        "and table_type = 'BASE TABLE' order by 1"
+    ).fetchall()
+    differences = {}
+    for (table,) in tables:
+        rows = con.execute(f"select count(*) from {table}").fetchone()[0]
+        schema, name = table.split(".")
+        folder = settings.spark_dir / "warehouse" / f"{schema}.db" / name
+        if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+            if not folder.is_dir() or rows:  # Spark writes no file for an empty table
+                differences[table] = (0, rows)
+            continue
+        columns = ", ".join(
+            f'round("{column}", {SPARK_DOUBLE_DECIMALS}) as "{column}"'
+            if data_type == "DOUBLE"
+            else f'"{column}"::{data_type} as "{column}"'
+            for column, data_type in con.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = ? and table_name = ? order by ordinal_position",
+                [schema, name],
+            ).fetchall()
+            if column not in INCREMENTAL_BOOKKEEPING
+        )
+        spark = spark_table(settings, table)
+        only = [
+            con.execute(
+                f"select count(*) from (select {columns} from {a} "
+                f"except all select {columns} from {b})"
+            ).fetchone()[0]
+            for a, b in ((spark, table), (table, spark))
+        ]
+        if any(only):
+            differences[table] = (only[0], only[1])
+    con.close()
+    return differences
 
 
 def query(settings: Settings, sql: str, params: list | dict | None = None) -> list[tuple]:

@@ -42,15 +42,20 @@
      and ({{ valid_to }} is null or {{ valid_to }} >= {{ as_of }}::timestamp))
 {%- endmacro %}
 
-{#- consent_periods' post-hooks: the rules above as warehouse macros, for Python and analysts -#}
+{#- consent_periods' post-hooks: the rules above as warehouse macros, for Python and analysts
+    (DuckDB's: the steps that call them run on DuckDB) -#}
 {% macro create_has_consent_macro() -%}
+    {%- if target.type == 'spark' %}select 1{% else -%}
     create or replace macro {{ this.schema }}.has_consent(person, purpose_name, as_of) as
     {{ has_consent('person', 'purpose_name', 'as_of', this.schema ~ '.' ~ this.identifier) }}
+    {%- endif %}
 {%- endmacro %}
 
 {% macro create_in_force_macro() -%}
+    {%- if target.type == 'spark' %}select 1{% else -%}
     create or replace macro {{ this.schema }}.consent_in_force(valid_from, valid_to, as_of) as
     {{ in_force('valid_from', 'valid_to', 'as_of') }}
+    {%- endif %}
 {%- endmacro %}
 
 {#- The purpose `use` (segments, scores, experiments, exports) acts under, as a SQL literal. -#}

@@ -7,7 +7,7 @@
     the first ping of its first period the minimum visit, the first of each later period a
     heartbeat, repeats within a period and pings before any page view nothing. -#}
 {% macro snowplow_engaged_seconds(pings) -%}
-    {%- set period = "floor(epoch(" ~ pings ~ ".event_at) / " ~ var('snowplow_heartbeat_seconds') ~ ")" -%}
+    {%- set period = "floor(" ~ epoch_seconds(pings ~ ".event_at") ~ " / " ~ var('snowplow_heartbeat_seconds') ~ ")" -%}
     case
         when {{ pings }}.page_view_id is null then 0
         when row_number() over (
@@ -24,7 +24,7 @@
     that did (`engagement_time_msec`): an event's share is its own, in seconds (none, or a
     negative value: 0). -#}
 {% macro ga4_engaged_seconds(properties) -%}
-    greatest(coalesce(try_cast({{ properties }} ->> '$.engagement_time_msec' as double), 0), 0) / 1000
+    greatest(coalesce(try_cast({{ json_text(properties, '$.engagement_time_msec') }} as double), 0), 0) / 1000
 {%- endmacro %}
 
 {#- An event's engaged seconds: `weighed` (int_events_paged.engaged_s; a Snowplow ping's share)

@@ -15,6 +15,70 @@
     'per_' || left(md5({{ identity_key }}), 24)
 {%- endmacro %}
 
+{#- CTE `users` (user_id, component_user_id): each user id of `ids` with the smallest user id
+    it is connected to through devices (`edges`: anonymous_id, user_id). DuckDB walks the graph
+    in a recursive CTE whose UNION drops repeated rows, so cycles end. Spark's recursive CTEs
+    allow only UNION ALL, so there each user takes the smallest label among the users sharing
+    a device with it, round after round (var identity_max_hops rounds reach users that many
+    devices apart); a graph wider than that stops the build rather than split a person. -#}
+{% macro user_components(ids, edges) -%}
+    {{ return(adapter.dispatch('user_components')(ids, edges)) }}
+{%- endmacro %}
+
+{% macro default__user_components(ids, edges) -%}
+user_labels (user_id, label) as (
+    select distinct user_id, user_id from {{ ids }} where user_id is not null
+    union
+    select other.user_id, user_labels.label
+    from user_labels
+    join {{ edges }} as mine on mine.user_id = user_labels.user_id
+    join {{ edges }} as other on other.anonymous_id = mine.anonymous_id
+),
+
+users as (
+    select user_id, min(label) as component_user_id
+    from user_labels
+    group by all
+),
+{%- endmacro %}
+
+{% macro spark__user_components(ids, edges) -%}
+{%- set rounds = var('identity_max_hops') -%}
+labels_0 as (
+    select distinct user_id, user_id as label from {{ ids }} where user_id is not null
+),
+
+neighbors as (
+    -- each user with itself and every user sharing a device with it
+    select user_id, user_id as neighbor_id from labels_0
+    union
+    select mine.user_id, other.user_id
+    from {{ edges }} as mine
+    join {{ edges }} as other on other.anonymous_id = mine.anonymous_id
+),
+{%- for round in range(1, rounds + 1) %}
+
+labels_{{ round }} as (
+    select neighbors.user_id, min(reached.label) as label
+    from neighbors
+    join labels_{{ round - 1 }} as reached on reached.user_id = neighbors.neighbor_id
+    group by neighbors.user_id
+),
+{%- endfor %}
+
+users as (
+    select
+        user_id,
+        case
+            when label = (select label from labels_{{ rounds - 1 }} as before
+                          where before.user_id = labels_{{ rounds }}.user_id)
+                then label
+            else raise_error('identity graph: users more than var identity_max_hops ({{ rounds }}) devices apart are linked; raise it')
+        end as component_user_id
+    from labels_{{ rounds }}
+),
+{%- endmacro %}
+
 {#- Rows of `events` with their person: by their own usable user id, else by their device's
     stitched identity (`identities`: int_identities_stitched). Rows whose only ids are
     placeholders belong to nobody we can tell apart and are left out. -#}
@@ -63,11 +127,18 @@
     in marts.person_merges. Only survivors that gain rows are touched, so a build without new
     merges changes nothing. -#}
 {% macro follow_person_merges() -%}
+    {%- if target.type == 'spark' -%}
+    {#- the person-keyed tables are written by microseg's Python steps, which run on DuckDB -#}
+    create table if not exists marts.person_merges (
+        table_name string, former_person_id string, person_id string, rows_moved integer,
+        rows_kept integer, moved_at timestamp
+    ) using parquet
+    {%- else -%}
     create schema if not exists marts;
     create table if not exists marts.person_merges (
-        table_name varchar not null,
-        former_person_id varchar not null,
-        person_id varchar not null,
+        table_name string not null,
+        former_person_id string not null,
+        person_id string not null,
         rows_moved integer not null,  -- rows of the merged-away person
         rows_kept integer not null,   -- of those, the ones that won their key
         moved_at timestamp not null
@@ -126,4 +197,5 @@
     drop table person_merge_rows;
     {%- endif -%}
     {%- endfor %}
+    {%- endif %}
 {%- endmacro %}

@@ -48,7 +48,7 @@
         where batch = {{ current_batch(ref('int_events_sessionized')) }}
         group by all
         union all
-        select previous_person_id, '-infinity'::date
+        select previous_person_id, {{ beginning_of_time() }}
         from {{ ref('int_events_stitched') }}
         where batch = {{ current_batch(ref('int_events_stitched')) }}
           and previous_person_id is not null
@@ -87,4 +87,11 @@
     {%- else -%}
     true
     {%- endif -%}
+{%- endmacro %}
+
+{#- The materialization of the event-, session- and day-grain models: incremental on DuckDB;
+    on Spark a table rebuilt whole on every run, since Parquet tables cannot delete the stale
+    rows an incremental run replaces (an incremental strategy for Spark is still to come). -#}
+{% macro incremental_materialization() -%}
+    {{ return('table' if target.type == 'spark' else 'incremental') }}
 {%- endmacro %}

@@ -91,7 +91,7 @@ def mart_columns(model: str) -> dict[str, str]:
 @cache
 def event_filter_columns() -> dict[str, str]:
     strings = {
-        f.name: "varchar"
+        f.name: "string"
         for f in event_contract().fields
         if f.sql_type == "VARCHAR" and f.name not in EVENT_ID_COLUMNS
     }
@@ -103,7 +103,7 @@ def value_class(data_type: str) -> str:
         return "number"
     if data_type == "boolean":
         return "boolean"
-    if data_type == "varchar":
+    if data_type == "string":
         return "text"
     return "other"
 
@@ -230,7 +230,7 @@ class Checker:
             if any(op in raw for op in OPERATORS):
                 raise self.fail(where, "a cluster condition takes no comparison")
             self.uses_clusters = True
-            data_type, key = "varchar", "cluster"
+            data_type, key = "string", "cluster"
             raw = {**raw, "=": label}  # membership: the person's cluster is this one
         elif subject == "sessions_within_hours":
             leaf["hours"] = self.whole(raw[subject], here, 1, 24 * MAX_WITHIN_DAYS)

@@ -51,11 +51,24 @@ def test_bad_setting_is_a_one_line_error(tmp_path, monkeypatch) -> None:
         ({"MICROSEG_DUCKDB_THREADS": "0"}, "must be at least 1"),
         ({"MICROSEG_SESSION_SOURCE": "cookie"}, "='cookie' must be 'inactivity' or 'client'"),
         ({"MICROSEG_MISSING_DELIVERY": "ignore"}, "='ignore' must be 'warn' or 'error'"),
+        ({"MICROSEG_ENGINE": "snowflake"}, "='snowflake' must be 'duckdb' or 'spark'"),
+        ({"MICROSEG_SPARK_DRIVER_MEMORY": "2 GB"}, "must be a JVM size such as 2g"),
     ],
 )
 def test_settings_are_checked(env, message) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_commands_spark_does_not_run_yet_say_so(tmp_path) -> None:
+    proc = run_cli(
+        "score", "--as-of", "2026-10-05", home=tmp_path, env={"MICROSEG_ENGINE": "spark"}
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: MICROSEG_ENGINE=spark builds the dbt models (`microseg transform`); this step "
+        "still reads and writes the DuckDB warehouse: run it without MICROSEG_ENGINE=spark"
+    ]
 
 
 def test_settings_defaults(tmp_path) -> None:

@@ -81,7 +81,7 @@ def test_the_shipped_definitions_are_valid() -> None:
         ),
         (
             {"any_session": {"dwell": {"page_type": {">": "a"}}, ">": 1}},
-            "segment 'probe': rule.any_session.dwell.page_type: '>' does not apply to varchar",
+            "segment 'probe': rule.any_session.dwell.page_type: '>' does not apply to string",
         ),
         (
             {"feature": "sessions_7d"},

@@ -13,7 +13,7 @@
     (ending within the timeout before it); from the beginning for people who gained or lost
     re-attributed events. So the result equals a full rebuild. Rewritten rows carry the batch
     and their previous_session_id, for the session marts to replace. -#}
-{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
+{{ config(materialized=incremental_materialization(), unique_key='event_id', incremental_strategy='delete+insert') }}
 
 with
 
@@ -66,11 +66,11 @@ restart as (
     where first_new.person_id not in (select person_id from moved_people)
     group by first_new.person_id, first_new.first_new_at
     union all
-    select person_id, '-infinity'::timestamp as restart_at from moved_people
+    select person_id, {{ beginning_of_time('timestamp') }} as restart_at from moved_people
 ),
 
 events as (
-    select stitched.* exclude (batch, previous_person_id)
+    select {{ star_except(['batch', 'previous_person_id'], 'stitched') }}
     from stitched
     join restart using (person_id)
     where stitched.event_at >= restart.restart_at
@@ -79,7 +79,7 @@ events as (
 {% else %}
 
 events as (
-    select * exclude (batch, previous_person_id) from stitched
+    select {{ star_except(['batch', 'previous_person_id']) }} from stitched
 ),
 
 {% endif %}
@@ -87,7 +87,7 @@ events as (
 {% if var("session_source") == "client" %}
 with_client as (
     select events.*, staged.anonymous_id,
-           nullif(staged.properties ->> '$.client_session_id', '') as client_session_id
+           nullif({{ json_text('staged.properties', '$.client_session_id') }}, '') as client_session_id
     from events
     join {{ ref('stg_events') }} as staged using (event_id)
 ),
@@ -107,7 +107,7 @@ gaps as (
         -- the device's client session id changed since its last known one: the source's
         -- session boundary (devices used in turn do not split each other's sessions)
         or coalesce(
-            client_session_id <> lag(client_session_id ignore nulls) over (
+            client_session_id <> {{ lag_ignoring_nulls('client_session_id') }} over (
                 partition by person_id, anonymous_id order by event_at, event_id),
             false
         )
@@ -121,7 +121,7 @@ activity_runs as (
         event_id,
         person_id,
         event_at,
-        max(event_at) filter (where is_after_gap) over (
+        max(case when is_after_gap then event_at end) over (
             partition by person_id order by event_at, event_id
             rows between unbounded preceding and current row
         ) as activity_run_start_at
@@ -136,7 +136,7 @@ session_starts as (
         activity_run_start_at,
         min(event_at) over (
             partition by person_id, activity_run_start_at,
-                floor(epoch(event_at - activity_run_start_at)
+                floor({{ seconds_between('activity_run_start_at', 'event_at') }}
                       / ({{ var("session_max_minutes") }} * 60))
         ) as session_start_at
     from activity_runs
@@ -146,7 +146,7 @@ sessionized as (
     select
         *,
         'ses_' || left(md5(person_id || '|'
-                           || strftime(session_start_at, '%Y-%m-%dT%H:%M:%S.%f')), 24)
+                           || {{ timestamp_text('session_start_at') }}), 24)
             as session_id
     from session_starts
 ),
@@ -165,7 +165,7 @@ final as (
 {% else %}
 
 final as (
-    select sessionized.*, null::varchar as previous_session_id, 1 as batch
+    select sessionized.*, null::string as previous_session_id, 1 as batch
     from sessionized
 )
 

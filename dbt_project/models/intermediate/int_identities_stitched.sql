@@ -43,20 +43,7 @@ linking_edges as (
     where not devices.is_shared_device
 ),
 
-user_labels (user_id, label) as (
-    select distinct user_id, user_id from ids where user_id is not null
-    union
-    select other.user_id, user_labels.label
-    from user_labels
-    join linking_edges as mine on mine.user_id = user_labels.user_id
-    join linking_edges as other on other.anonymous_id = mine.anonymous_id
-),
-
-users as (
-    select user_id, min(label) as component_user_id
-    from user_labels
-    group by all
-),
+{{ user_components('ids', 'linking_edges') }}
 
 linked_devices as (
     select linking_edges.anonymous_id, min(users.component_user_id) as component_user_id,

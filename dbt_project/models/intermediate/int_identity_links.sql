@@ -1,8 +1,11 @@
 {#- Every (anonymous_id, user_id) pair events have carried, either side possibly null, with
     when it was first seen: what identity stitching needs of the events, kept as they expire
     (raw retention, microseg/privacy/retention.py). Each build adds the staged events to the
-    links built before, so a full refresh keeps them too; erasure deletes a person's rows. -#}
-{%- set built_before = adapter.get_relation(this.database, this.schema, this.identifier) %}
+    links built before, so a full refresh keeps them too; erasure deletes a person's rows.
+    On Spark, which rebuilds every model from raw on each run (and refuses to once retention
+    has deleted events), the links are those of the staged events alone. -#}
+{%- set built_before = target.type != 'spark'
+      and adapter.get_relation(this.database, this.schema, this.identifier) %}
 
 with
 

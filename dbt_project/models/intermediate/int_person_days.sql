@@ -4,7 +4,7 @@
     cart abandonment by the day its checkout window closed. fct_user_features_daily sums
     these over the days before each as-of date, which is what makes it point in time.
     Incremental: touched people are rewritten from their restart day (macros/incremental.sql). -#}
-{{ config(materialized='incremental', unique_key=['person_id', 'activity_date'],
+{{ config(materialized=incremental_materialization(), unique_key=['person_id', 'activity_date'],
           incremental_strategy='delete+insert',
           pre_hook="{{ delete_touched_days('activity_date') }}") }}
 
@@ -55,7 +55,7 @@ event_days as (
             as revenue,
         count(*) filter (where event_type = 'page_view' and page_type = 'product')
             as product_views,
-        arg_max(consents_to_personalization, (event_at, event_id))
+        max_by(consents_to_personalization, (event_at, event_id))
             filter (where event_type = 'consent' and consents_to_personalization is not null)
             as consents_to_personalization
     from events
@@ -71,8 +71,8 @@ session_start_days as (
         count(*) filter (where device_type = 'mobile') as mobile_sessions,
         count(*) filter (where device_type = 'desktop') as desktop_sessions,
         max(session_start_at) as last_session_start_at,
-        arg_max(device_type, (session_start_at, session_id)) as last_device_type,
-        arg_max(country, (session_start_at, session_id)) as last_country
+        max_by(device_type, (session_start_at, session_id)) as last_device_type,
+        max_by(country, (session_start_at, session_id)) as last_country
     from sessions
     where {{ is_touched('sessions.person_id', 'sessions.session_start_at::date') }}
     group by all

@@ -26,9 +26,9 @@ purposes as (
 named as (
     select
         event_id,
-        unnest(json_keys(properties, '$.purposes')) as purpose
+        {{ json_object_keys('properties', '$.purposes') }} as purpose
     from attributed
-    where json_type(properties, '$.purposes') = 'OBJECT'
+    where {{ is_json_object('properties', '$.purposes') }}
 ),
 
 named_statements as (
@@ -36,9 +36,9 @@ named_statements as (
         attributed.*,
         named.purpose,
         case
-            when try_cast((attributed.properties -> '$.purposes') ->> named.purpose as boolean)
+            when try_cast({{ json_text('attributed.properties', '$.purposes', 'named.purpose') }} as boolean)
                 then 'granted'
-            when (attributed.properties ->> '$.consent_action') = 'withdrawn' then 'withdrawn'
+            when ({{ json_text('attributed.properties', '$.consent_action') }}) = 'withdrawn' then 'withdrawn'
             else 'denied'
         end as state,
         'purposes' as statement,
@@ -52,19 +52,19 @@ all_purpose_statements as (
         attributed.*,
         purposes.purpose,
         case
-            when try_cast(attributed.properties ->> '$.opt_out' as boolean) then 'withdrawn'
-            else attributed.properties ->> '$.consent_action'
+            when try_cast({{ json_text('attributed.properties', '$.opt_out') }} as boolean) then 'withdrawn'
+            else {{ json_text('attributed.properties', '$.consent_action') }}
         end as state,
         case
-            when try_cast(attributed.properties ->> '$.opt_out' as boolean) then 'opt_out'
+            when try_cast({{ json_text('attributed.properties', '$.opt_out') }} as boolean) then 'opt_out'
             else 'all_purposes'
         end as statement,
         2 as precedence
     from attributed
     cross join purposes
-    where try_cast(attributed.properties ->> '$.opt_out' as boolean)
-       or (try_cast(attributed.properties ->> '$.all_purposes' as boolean)
-           and (attributed.properties ->> '$.consent_action') in ('granted', 'denied', 'withdrawn'))
+    where try_cast({{ json_text('attributed.properties', '$.opt_out') }} as boolean)
+       or (try_cast({{ json_text('attributed.properties', '$.all_purposes') }} as boolean)
+           and ({{ json_text('attributed.properties', '$.consent_action') }}) in ('granted', 'denied', 'withdrawn'))
 ),
 
 statements as (
@@ -83,7 +83,7 @@ final as (
         purpose,
         state,
         statement,
-        properties ->> '$.policy_version' as policy_version,
+        {{ json_text('properties', '$.policy_version') }} as policy_version,
         event_at as stated_at,
         event_id,
         source_file

@@ -27,9 +27,9 @@ defaults as (
         purposes.purpose,
         purposes.default_state as state,
         'default' as statement,
-        null::varchar as policy_version,
+        null::string as policy_version,
         null::timestamp as valid_from,
-        null::varchar as event_id
+        null::string as event_id
     from (select distinct person_id from identities) as people
     cross join purposes
 ),
@@ -61,15 +61,15 @@ final as (
         statement,
         policy_version,
         valid_from,
-        lead(valid_from) over by_time as valid_to,
+        lead(valid_from) over (
+            partition by person_id, purpose order by valid_from nulls first, event_id nulls first
+        ) as valid_to,
         last_value(state) over (
-            by_time rows between unbounded preceding and unbounded following
+            partition by person_id, purpose order by valid_from nulls first, event_id nulls first
+            rows between unbounded preceding and unbounded following
         ) = 'granted' as is_held_now,
         event_id
     from timeline
-    window by_time as (
-        partition by person_id, purpose order by valid_from nulls first, event_id nulls first
-    )
 )
 
 select * from final

@@ -21,8 +21,8 @@ ids as (
         person_id,
         any_value(identity_key) as identity_key,
         min(identifier) filter (where id_type = 'user') as user_id,
-        list_sort(list(identifier) filter (where id_type = 'user')) as user_ids,
-        list_sort(list(identifier) filter (where id_type = 'anonymous')) as anonymous_ids
+        {{ sorted_list('identifier', "id_type = 'user'") }} as user_ids,
+        {{ sorted_list('identifier', "id_type = 'anonymous'") }} as anonymous_ids
     from identities
     group by person_id
 ),
@@ -34,7 +34,7 @@ attributed_consents as (
 consents as (
     select
         person_id,
-        arg_max(consents_to_personalization, (event_at, event_id))
+        max_by(consents_to_personalization, (event_at, event_id))
             filter (where consents_to_personalization is not null)
             as consents_to_personalization,
         max(event_at) as consent_updated_at
@@ -49,8 +49,8 @@ visits as (
         min(session_start_at) as first_seen_at,
         max(session_end_at) as last_seen_at,
         count(*) as sessions,
-        arg_max(device_type, session_start_at) as latest_device_type,
-        arg_max(country, session_start_at) as latest_country
+        max_by(device_type, session_start_at) as latest_device_type,
+        max_by(country, session_start_at) as latest_country
     from sessions
     group by person_id
 ),
@@ -61,9 +61,9 @@ final as (
         ids.identity_key,
         ids.user_id,
         ids.user_id is not null as is_identified,
-        coalesce(ids.user_ids, []) as user_ids,
-        coalesce(ids.anonymous_ids, []) as anonymous_ids,
-        len(coalesce(ids.anonymous_ids, [])) as devices,
+        coalesce(ids.user_ids, {{ empty_list() }}) as user_ids,
+        coalesce(ids.anonymous_ids, {{ empty_list() }}) as anonymous_ids,
+        {{ list_length('ids.anonymous_ids') }} as devices,
         visits.first_seen_at,
         visits.last_seen_at,
         visits.sessions,

@@ -1,6 +1,6 @@
 {#- One row per page view, with what happened on the page until the next page view.
     Incremental: replaces the sessions rewritten in this run (see macros/incremental.sql). -#}
-{{ config(materialized='incremental', unique_key='page_view_id', incremental_strategy='delete+insert',
+{{ config(materialized=incremental_materialization(), unique_key='page_view_id', incremental_strategy='delete+insert',
           pre_hook="{{ delete_stale_sessions() }}") }}
 
 -- depends_on: {{ ref('int_identities_stitched') }}
@@ -37,7 +37,7 @@ page_events as (
                          and element_id = '{{ var("subscribe_element_id") }}')
             as subscribe_hovers,
         count(*) filter (where event_type = 'click') as clicks,
-        min(event_at) filter (where event_type = 'click' and element_id like 'cta\_%' escape '\')
+        min(event_at) filter (where event_type = 'click' and left(element_id, 4) = 'cta_')
             as first_cta_click_at,
         bool_or(event_type = 'click' and element_id = 'related_article') as clicked_related,
         count(*) filter (where event_type = 'video_play') as video_plays,
@@ -66,7 +66,7 @@ final as (
         page_view_in_session,
         page_view_at,
         coalesce(next_page_view_at, last_event_at) as page_view_end_at,
-        epoch(coalesce(next_page_view_at, last_event_at) - page_view_at) as dwell_s,
+        {{ seconds_between('page_view_at', 'coalesce(next_page_view_at, last_event_at)') }} as dwell_s,
         engaged_s,
         page_url,
         page_type,
@@ -81,7 +81,7 @@ final as (
         hover_ms,
         subscribe_hovers,
         clicks,
-        epoch(first_cta_click_at - page_view_at) as seconds_to_first_cta_click,
+        {{ seconds_between('page_view_at', 'first_cta_click_at') }} as seconds_to_first_cta_click,
         clicked_related,
         video_plays,
         video_completes,
@@ -90,7 +90,7 @@ final as (
         cart_adds,
         cart_adds > 0 as has_cart_add,
         search_query,
-        length(string_split(trim(search_query), ' ')) as search_query_words
+        {{ word_count('trim(search_query)') }} as search_query_words
     from timed
 )
 

@@ -1,7 +1,7 @@
 {#- One row per session: the micro-behaviors personalization keys on — hovering without
     clicking, re-reading, skimming, hesitating, quick article sequences, abandoned carts.
     Incremental: replaces the sessions rewritten in this run. -#}
-{{ config(materialized='incremental', unique_key='session_id', incremental_strategy='delete+insert',
+{{ config(materialized=incremental_materialization(), unique_key='session_id', incremental_strategy='delete+insert',
           pre_hook="{{ delete_stale_sessions() }}") }}
 
 -- depends_on: {{ ref('int_identities_stitched') }}
@@ -45,7 +45,8 @@ carts as (
     select
         session_id,
         event_at as cart_add_at,
-        first_value(case when event_type = 'checkout_start' then event_at end ignore nulls)
+        -- the first checkout at or after the cart add
+        min(case when event_type = 'checkout_start' then event_at end)
             over (partition by person_id order by event_at, event_id
                   rows between current row and unbounded following) as next_checkout_at
     from events
@@ -80,7 +81,7 @@ per_element as (
     select
         session_id,
         max(hovers) as max_hovers_on_one_element,
-        count(*) filter (where is_repeated_hover and element_id like 'cta\_%' escape '\')
+        count(*) filter (where is_repeated_hover and left(element_id, 4) = 'cta_')
             as repeatedly_hovered_ctas,
         count(*) filter (where hovers > 0 and clicks = 0) as hovered_not_clicked_elements,
         median(seconds_from_hover_to_click) as median_pause_before_click_s

@@ -1,7 +1,7 @@
 {#- One row per session: when, how long, how engaged, where it started and ended, and whether
     it led to a cart, a checkout or a purchase. Incremental: replaces the sessions rewritten in
     this run; session_index continues from the person's sessions that stay. -#}
-{{ config(materialized='incremental', unique_key='session_id', incremental_strategy='delete+insert',
+{{ config(materialized=incremental_materialization(), unique_key='session_id', incremental_strategy='delete+insert',
           pre_hook="{{ delete_stale_sessions() }}") }}
 
 -- depends_on: {{ ref('int_identities_stitched') }}
@@ -26,13 +26,13 @@ session_events as (
         min(event_at) as session_start_at,
         max(event_at) as session_end_at,
         count(*) as events,
-        arg_min(anonymous_id, (event_at, event_id)) as anonymous_id,
-        arg_min(device_type, (event_at, event_id)) as device_type,
-        arg_min(country, (event_at, event_id)) as country,
-        arg_min(referrer, (event_at, event_id)) as referrer,
-        arg_min(utm_source, (event_at, event_id)) as utm_source,
-        arg_min(utm_medium, (event_at, event_id)) as utm_medium,
-        arg_min(utm_campaign, (event_at, event_id)) as utm_campaign,
+        min_by(anonymous_id, (event_at, event_id)) as anonymous_id,
+        min_by(device_type, (event_at, event_id)) as device_type,
+        min_by(country, (event_at, event_id)) as country,
+        min_by(referrer, (event_at, event_id)) as referrer,
+        min_by(utm_source, (event_at, event_id)) as utm_source,
+        min_by(utm_medium, (event_at, event_id)) as utm_medium,
+        min_by(utm_campaign, (event_at, event_id)) as utm_campaign,
         count(*) filter (where event_type = 'page_ping') as page_pings,
         sum({{ engaged_s() }})::bigint as engaged_s,
         count(*) filter (where event_type = 'add_to_cart') as cart_adds,
@@ -50,10 +50,10 @@ session_pages as (
         session_id,
         count(*) as page_views,
         max(max_scroll_percent) as max_scroll_percent,
-        arg_min(page_url, page_view_in_session) as landing_page_url,
-        arg_min(page_type, page_view_in_session) as landing_page_type,
-        arg_max(page_url, page_view_in_session) as exit_page_url,
-        arg_max(page_type, page_view_in_session) as exit_page_type
+        min_by(page_url, page_view_in_session) as landing_page_url,
+        min_by(page_type, page_view_in_session) as landing_page_type,
+        max_by(page_url, page_view_in_session) as exit_page_url,
+        max_by(page_type, page_view_in_session) as exit_page_type
     from page_views
     group by session_id
 ),
@@ -66,7 +66,7 @@ earlier_sessions as (
     where person_id in (select person_id from session_events)
     group by all
     {% else %}
-    select null::varchar as person_id, 0 as sessions where false
+    select null::string as person_id, 0 as sessions where false
     {% endif %}
 ),
 
@@ -75,11 +75,12 @@ final as (
         session_events.session_id,
         session_events.person_id,
         coalesce(earlier_sessions.sessions, 0)
-            + row_number() over (partition by session_events.person_id
-                                 order by session_events.session_start_at) as session_index,
+            + cast(row_number() over (partition by session_events.person_id
+                                      order by session_events.session_start_at) as bigint)
+            as session_index,
         session_events.session_start_at,
         session_events.session_end_at,
-        epoch(session_events.session_end_at - session_events.session_start_at) as duration_s,
+        {{ seconds_between('session_events.session_start_at', 'session_events.session_end_at') }} as duration_s,
         session_events.engaged_s,
         session_events.events,
         coalesce(session_pages.page_views, 0) as page_views,

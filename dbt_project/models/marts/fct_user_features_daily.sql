@@ -7,7 +7,7 @@
     As-of dates run from the day after a person is first seen to the day after the last event,
     or to the latest night the pipeline ran if that is later (quiet days carry features over).
     Incremental: touched people from their restart day, and every person's new as-of dates. -#}
-{{ config(materialized='incremental', unique_key=['person_id', 'as_of_date'],
+{{ config(materialized=incremental_materialization(), unique_key=['person_id', 'as_of_date'],
           incremental_strategy='delete+insert',
           pre_hook="{{ delete_touched_days('as_of_date', strictly_after=true) }}") }}
 
@@ -66,7 +66,7 @@ targets as (
     select starts.person_id, day::date as as_of_date
     from (select person_id, min(from_as_of) as from_as_of from starts group by all) as starts
     cross join bounds
-    cross join generate_series(starts.from_as_of, bounds.last_as_of, interval 1 day) as g(day)
+    {{ each_day('starts.from_as_of', 'bounds.last_as_of', 'day') }}
 ),
 
 windowed as (
@@ -105,21 +105,43 @@ windowed as (
     group by t.person_id, t.as_of_date
 ),
 
+-- the latest person-day before D with sessions (with a consent statement): it stands for
+-- the as-of dates after it up to its next such day
+session_days as (
+    select
+        person_id, activity_date, last_session_start_at, last_device_type, last_country,
+        lead(activity_date) over (partition by person_id order by activity_date) as next_date
+    from person_days
+    where sessions > 0
+),
+
+consent_days as (
+    select
+        person_id, activity_date, consents_to_personalization,
+        lead(activity_date) over (partition by person_id order by activity_date) as next_date
+    from person_days
+    where consents_to_personalization is not null
+),
+
 last_sessions as (
     -- the device and country a person was last seen with before D: what the fairness audit
     -- groups by on that date (dim_persons holds only the latest)
     select t.person_id, t.as_of_date, d.last_session_start_at, d.last_device_type,
            d.last_country
     from targets as t
-    asof left join (select * from person_days where sessions > 0) as d
-        on d.person_id = t.person_id and t.as_of_date > d.activity_date
+    left join session_days as d
+        on d.person_id = t.person_id
+       and t.as_of_date > d.activity_date
+       and (d.next_date is null or t.as_of_date <= d.next_date)
 ),
 
 consents as (
     select t.person_id, t.as_of_date, d.consents_to_personalization
     from targets as t
-    asof left join (select * from person_days where consents_to_personalization is not null) as d
-        on d.person_id = t.person_id and t.as_of_date > d.activity_date
+    left join consent_days as d
+        on d.person_id = t.person_id
+       and t.as_of_date > d.activity_date
+       and (d.next_date is null or t.as_of_date <= d.next_date)
 ),
 
 category_totals as (
@@ -136,7 +158,7 @@ favorite_categories as (
     select
         person_id,
         as_of_date,
-        arg_max(content_category, (engaged_s, content_category)) as favorite_category_28d,
+        max_by(content_category, (engaged_s, content_category)) as favorite_category_28d,
         max(engaged_s) / sum(engaged_s) as favorite_category_share_28d
     from category_totals
     group by all
@@ -146,9 +168,10 @@ final as (
     select
         windowed.person_id,
         windowed.as_of_date,
-        date_diff('day', last_sessions.last_session_start_at::date, windowed.as_of_date)
-            as days_since_last_session,
-        case when windowed.as_of_date - people.first_as_of < {{ var('new_visitor_days') }}
+        cast({{ dbt.datediff('last_sessions.last_session_start_at::date', 'windowed.as_of_date', 'day') }}
+             as bigint) as days_since_last_session,
+        case when {{ dbt.datediff('people.first_as_of', 'windowed.as_of_date', 'day') }}
+                  < {{ var('new_visitor_days') }}
              then 'new' else 'returning' end as visitor_type,
         coalesce(last_sessions.last_device_type, 'unknown') as device_type,
         coalesce(last_sessions.last_country, 'unknown') as country,

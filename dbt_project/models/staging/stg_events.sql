@@ -1,7 +1,7 @@
 {#- Typed, renamed, de-duplicated events in the canonical taxonomy. No business logic:
     identity and sessions are decided downstream. Incremental by arrival: each run appends the
     event_ids it has not staged yet, whatever their event time. -#}
-{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='append') }}
+{{ config(materialized=incremental_materialization(), unique_key='event_id', incremental_strategy='append') }}
 
 with
 
@@ -26,7 +26,7 @@ repeats as (
 deduplicated as (
     select source.*
     from source
-    anti join repeats using (source_file, source_line)
+    {{ anti_join() }} repeats using (source_file, source_line)
 ),
 
 renamed as (
@@ -49,20 +49,20 @@ renamed as (
         utm_source,
         utm_medium,
         utm_campaign,
-        try_cast(properties ->> '$.scroll_percent' as double) as scroll_percent,
+        try_cast({{ json_text('properties', '$.scroll_percent') }} as double) as scroll_percent,
         -- whole milliseconds: sums of integers are exact, whatever order DuckDB adds them in
-        round(try_cast(properties ->> '$.hover_ms' as double))::bigint as hover_ms,
-        properties ->> '$.video_id' as video_id,
-        try_cast(properties ->> '$.position_s' as double) as video_position_s,
-        try_cast(properties ->> '$.duration_s' as double) as video_duration_s,
-        properties ->> '$.query' as search_query,
-        properties ->> '$.product_id' as product_id,
+        round(try_cast({{ json_text('properties', '$.hover_ms') }} as double))::bigint as hover_ms,
+        {{ json_text('properties', '$.video_id') }} as video_id,
+        try_cast({{ json_text('properties', '$.position_s') }} as double) as video_position_s,
+        try_cast({{ json_text('properties', '$.duration_s') }} as double) as video_duration_s,
+        {{ json_text('properties', '$.query') }} as search_query,
+        {{ json_text('properties', '$.product_id') }} as product_id,
         -- money as decimals: float sums of amounts depend on the order they are added in
-        try_cast(properties ->> '$.price' as decimal(18, 4)) as price,
-        try_cast(properties ->> '$.quantity' as double) as quantity,
-        try_cast(properties ->> '$.revenue' as decimal(18, 4)) as revenue,
-        properties ->> '$.currency' as currency,
-        try_cast(properties ->> '$.purposes.personalization' as boolean)
+        try_cast({{ json_text('properties', '$.price') }} as decimal(18, 4)) as price,
+        try_cast({{ json_text('properties', '$.quantity') }} as double) as quantity,
+        try_cast({{ json_text('properties', '$.revenue') }} as decimal(18, 4)) as revenue,
+        {{ json_text('properties', '$.currency') }} as currency,
+        try_cast({{ json_text('properties', '$.purposes.personalization') }} as boolean)
             as consents_to_personalization,
         properties,
         source_file,

@@ -19,7 +19,7 @@ final as (
         {{ column_name }} as value,
         count(*) as rows_with_value
         {%- if files_from %},
-        string_agg(distinct {{ files_from }}, ', ' order by {{ files_from }}) as files
+        {{ distinct_text_list(files_from) }} as files
         {%- endif %}
     from {{ model }}
     where {{ column_name }} is not null

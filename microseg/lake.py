@@ -1,0 +1,69 @@
+"""The warehouse as Parquet files, for the Spark target (MICROSEG_ENGINE=spark).
+
+Ingest keeps loading DuckDB's raw layer, where the contract checks, the load manifest and
+erasure live. Before each build on Spark, every raw table is written to
+$MICROSEG_HOME/spark/raw/<table>/ (events sorted by event time, so Parquet's row-group
+statistics prune by date) and replaces the previous export whole: Spark reads exactly what raw
+holds now, erasures included. Spark writes its tables as Parquet under spark/warehouse, which
+DuckDB reads back (spark_table) for the comparisons and counts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from microseg.config import Settings
+from microseg.errors import ConfigError
+from microseg.ingest.sqltext import quote
+from microseg.warehouse import connect
+
+EXPORT_FILE_BYTES = "256MB"  # one Parquet file per this much data: Spark reads them in parallel
+# the raw tables dbt reads (source 'raw' in dbt_project/models/sources.yml); the quarantine's
+# raw lines stay in DuckDB
+RAW_SOURCES = ("events", "event_taxonomy", "load_manifest", "nights", "retention_runs")
+
+
+def raw_dir(settings: Settings) -> Path:
+    return settings.spark_dir / "raw"
+
+
+def require_java() -> None:
+    """PySpark starts a JVM: say what is missing instead of dbt's Java gateway traceback."""
+    if shutil.which("java") is None:
+        raise ConfigError(
+            "MICROSEG_ENGINE=spark needs Java 17 for PySpark (Debian: apt-get install "
+            "openjdk-17-jre-headless; `make demo` and `make test` install it)"
+        )
+
+
+def export_raw(settings: Settings) -> dict[str, int]:
+    """Write every raw table to Parquet; returns the rows written per table."""
+    written = {}
+    root = raw_dir(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    with connect(settings, read_only=True) as con:
+        tables = con.execute(
+            "select table_name, list(column_name) from information_schema.columns "
+            "where table_schema = 'raw' and list_contains(?, table_name) group by all order by 1",
+            [list(RAW_SOURCES)],
+        ).fetchall()
+        for table, columns in tables:
+            staged, final = root / f".{table}.new", root / table
+            shutil.rmtree(staged, ignore_errors=True)
+            order = " order by event_at, event_id" if "event_at" in columns else ""
+            con.execute(
+                f"copy (select * from raw.{table}{order}) to {quote(str(staged))} "
+                f"(format parquet, file_size_bytes '{EXPORT_FILE_BYTES}')"
+            )
+            written[table] = con.execute(f"select count(*) from raw.{table}").fetchone()[0]
+            shutil.rmtree(final, ignore_errors=True)
+            staged.rename(final)
+    return written
+
+
+def spark_table(settings: Settings, name: str) -> str:
+    """A DuckDB table expression over the Parquet files of a table Spark built (schema.table)."""
+    schema, table = name.split(".")
+    folder = settings.spark_dir / "warehouse" / f"{schema}.db" / table
+    return f"read_parquet({quote(str(folder / '**' / '*.parquet'))}, hive_partitioning = true)"
