@@ -13,19 +13,31 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from microseg.config import Settings
+from microseg.config import DBT_PROJECT_DIR, Settings, load_yaml
 from microseg.errors import ConfigError
 from microseg.ingest.sqltext import quote
 from microseg.warehouse import connect
 
 EXPORT_FILE_BYTES = "256MB"  # one Parquet file per this much data: Spark reads them in parallel
-# the raw tables dbt reads (source 'raw' in dbt_project/models/sources.yml); the quarantine's
-# raw lines stay in DuckDB
-RAW_SOURCES = ("events", "event_taxonomy", "load_manifest", "nights", "retention_runs")
+
+
+def raw_sources() -> list[str]:
+    """The raw tables dbt reads (source `raw` in models/staging/_sources.yml, which the Spark
+    build declares over the export); the quarantine's raw lines stay in DuckDB."""
+    sources = load_yaml((DBT_PROJECT_DIR / "models" / "staging" / "_sources.yml").read_text())
+    [raw] = [source for source in sources["sources"] if source["name"] == "raw"]
+    return [table["name"] for table in raw["tables"]]
 
 
 def raw_dir(settings: Settings) -> Path:
+    """Where the raw export goes (lake.sql's register_raw_tables reads it there)."""
     return settings.spark_dir / "raw"
+
+
+def spark_table_dir(settings: Settings, name: str) -> Path:
+    """The folder of the Parquet files of a table Spark built (schema.table)."""
+    schema, table = name.split(".")
+    return settings.spark_dir / "warehouse" / f"{schema}.db" / table
 
 
 def require_java() -> None:
@@ -46,7 +58,7 @@ def export_raw(settings: Settings) -> dict[str, int]:
         tables = con.execute(
             "select table_name, list(column_name) from information_schema.columns "
             "where table_schema = 'raw' and list_contains(?, table_name) group by all order by 1",
-            [list(RAW_SOURCES)],
+            [raw_sources()],
         ).fetchall()
         for table, columns in tables:
             staged, final = root / f".{table}.new", root / table
@@ -62,8 +74,21 @@ def export_raw(settings: Settings) -> dict[str, int]:
     return written
 
 
+def forget_spark_copies(settings: Settings) -> int:
+    """Delete the Spark target's files (the raw export, its tables and catalog): copies of raw
+    that the next Spark build makes whole again. Erasure and retention call this so that no
+    copy outlives what they delete; returns how many files went."""
+    if not settings.spark_dir.exists():
+        return 0
+    files = sum(1 for path in settings.spark_dir.rglob("*") if path.is_file())
+    shutil.rmtree(settings.spark_dir)
+    return files
+
+
 def spark_table(settings: Settings, name: str) -> str:
-    """A DuckDB table expression over the Parquet files of a table Spark built (schema.table)."""
-    schema, table = name.split(".")
-    folder = settings.spark_dir / "warehouse" / f"{schema}.db" / table
+    """A DuckDB table expression over the Parquet files of a table Spark built (schema.table);
+    Spark writes no file for an empty table, which then reads as no rows."""
+    folder = spark_table_dir(settings, name)
+    if not any(folder.rglob("*.parquet")):
+        return "(select null as nothing where false)"
     return f"read_parquet({quote(str(folder / '**' / '*.parquet'))}, hive_partitioning = true)"

@@ -13,7 +13,7 @@ import duckdb
 import yaml
 
 from microseg.config import PROJECT_ROOT, Settings
-from microseg.lake import spark_table
+from microseg.lake import spark_table, spark_table_dir
 
 MARTS = (
     "dim_persons",
@@ -95,7 +95,7 @@ def spark_differences(settings: Settings) -> dict[str, tuple[int, int]]:
     for (table,) in tables:
         rows = con.execute(f"select count(*) from {table}").fetchone()[0]
         schema, name = table.split(".")
-        folder = settings.spark_dir / "warehouse" / f"{schema}.db" / name
+        folder = spark_table_dir(settings, table)
         if not folder.is_dir() or not any(folder.rglob("*.parquet")):
             if not folder.is_dir() or rows:  # Spark writes no file for an empty table
                 differences[table] = (0, rows)

@@ -18,7 +18,7 @@
     {%- if key is none -%}
     get_json_object({{ column }}, '{{ path }}')
     {%- else -%}
-    get_json_object({{ column }}, concat('{{ path }}[\'', {{ key }}, '\']'))
+    from_json(get_json_object({{ column }}, '{{ path }}'), 'map<string, string>')[{{ key }}]
     {%- endif -%}
 {%- endmacro %}
 
@@ -144,6 +144,30 @@
     cast(case when {{ text }} is not null then size(split({{ text }}, ' ')) end as bigint)
 {%- endmacro %}
 
+{#- Aggregates: the non-null value of `value` at the row with the smallest (first_value_by) or
+    largest (last_value_by) `key` (a column, or a tuple compared in order). DuckDB's
+    arg_min/arg_max skip rows whose value is null; Spark's min_by/max_by do not, so there the
+    key of those rows is made null, which min_by/max_by skip. -#}
+{% macro first_value_by(value, key) -%}
+    {{ return(adapter.dispatch('first_value_by')(value, key)) }}
+{%- endmacro %}
+{% macro default__first_value_by(value, key) -%}
+    arg_min({{ value }}, {{ key }})
+{%- endmacro %}
+{% macro spark__first_value_by(value, key) -%}
+    min_by({{ value }}, case when {{ value }} is not null then {{ key }} end)
+{%- endmacro %}
+
+{% macro last_value_by(value, key) -%}
+    {{ return(adapter.dispatch('last_value_by')(value, key)) }}
+{%- endmacro %}
+{% macro default__last_value_by(value, key) -%}
+    arg_max({{ value }}, {{ key }})
+{%- endmacro %}
+{% macro spark__last_value_by(value, key) -%}
+    max_by({{ value }}, case when {{ value }} is not null then {{ key }} end)
+{%- endmacro %}
+
 {#- `select` list: every column of a relation but these. -#}
 {% macro star_except(columns, relation='') -%}
     {{ return(adapter.dispatch('star_except')(columns, relation)) }}
@@ -178,8 +202,35 @@
     lateral view explode(sequence({{ start }}, {{ end }}, interval 1 day)) days_spine as {{ name }}
 {%- endmacro %}
 
-{#- A date before any event: where "since the beginning" needs a date both engines store. -#}
+{#- A select: each row of `targets` (person_id, as_of_date) with `columns` of the person's
+    latest row of `days` (person_id, activity_date) dated before its as-of date (nulls without
+    one). DuckDB has an ASOF join for it; on Spark each day stands for the as-of dates after
+    it up to the person's next day. -#}
+{% macro latest_day_before(targets, days, columns) -%}
+    {{ return(adapter.dispatch('latest_day_before')(targets, days, columns)) }}
+{%- endmacro %}
+{% macro default__latest_day_before(targets, days, columns) -%}
+    select t.person_id, t.as_of_date{% for c in columns %}, d.{{ c }}{% endfor %}
+    from {{ targets }} as t
+    asof left join {{ days }} as d
+        on d.person_id = t.person_id and t.as_of_date > d.activity_date
+{%- endmacro %}
+{% macro spark__latest_day_before(targets, days, columns) -%}
+    select t.person_id, t.as_of_date{% for c in columns %}, d.{{ c }}{% endfor %}
+    from {{ targets }} as t
+    left join (
+        select
+            *, lead(activity_date) over (partition by person_id order by activity_date) as next_date
+        from {{ days }} as days
+    ) as d
+        on d.person_id = t.person_id
+       and t.as_of_date > d.activity_date
+       and (d.next_date is null or t.as_of_date <= d.next_date)
+{%- endmacro %}
+
+{#- A moment before any event (DuckDB's '-infinity' has no Spark spelling): where "since the
+    beginning" is compared with event times. -#}
 {% macro beginning_of_time(data_type='date') -%}
-    cast('1900-01-01' as {{ data_type }})
+    cast('0001-01-01' as {{ data_type }})
 {%- endmacro %}
 

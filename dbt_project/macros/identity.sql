@@ -43,7 +43,7 @@ users as (
 {%- endmacro %}
 
 {% macro spark__user_components(ids, edges) -%}
-{%- set rounds = var('identity_max_hops') -%}
+{%- set rounds = [var('identity_max_hops') | int, 1] | max -%}
 labels_0 as (
     select distinct user_id, user_id as label from {{ ids }} where user_id is not null
 ),
@@ -56,7 +56,7 @@ neighbors as (
     from {{ edges }} as mine
     join {{ edges }} as other on other.anonymous_id = mine.anonymous_id
 ),
-{%- for round in range(1, rounds + 1) %}
+{%- for round in range(1, rounds + 2) %}
 
 labels_{{ round }} as (
     select neighbors.user_id, min(reached.label) as label
@@ -67,13 +67,15 @@ labels_{{ round }} as (
 {%- endfor %}
 
 users as (
+    -- one round more changed nothing: every label has reached all it can
     select
         user_id,
         case
-            when label = (select label from labels_{{ rounds - 1 }} as before
-                          where before.user_id = labels_{{ rounds }}.user_id)
+            when label = (select label from labels_{{ rounds + 1 }} as after
+                          where after.user_id = labels_{{ rounds }}.user_id)
                 then label
-            else raise_error('identity graph: users more than var identity_max_hops ({{ rounds }}) devices apart are linked; raise it')
+            else raise_error('identity graph: users more than var identity_max_hops '
+                             || '({{ rounds }}) devices apart are linked; raise it')
         end as component_user_id
     from labels_{{ rounds }}
 ),
@@ -129,6 +131,7 @@ users as (
 {% macro follow_person_merges() -%}
     {%- if target.type == 'spark' -%}
     {#- the person-keyed tables are written by microseg's Python steps, which run on DuckDB -#}
+    {%- do run_query("create database if not exists marts") -%}
     create table if not exists marts.person_merges (
         table_name string, former_person_id string, person_id string, rows_moved integer,
         rows_kept integer, moved_at timestamp

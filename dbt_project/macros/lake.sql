@@ -6,8 +6,9 @@
     {%- do run_query("create database if not exists raw") -%}
     {%- for node in graph.sources.values() if node.source_name == 'raw' -%}
     {%- do run_query("drop table if exists raw." ~ node.name) -%}
+    {%- set folder = env_var('MICROSEG_HOME', '../data') ~ '/spark/raw/' ~ node.name -%}
     {%- do run_query("create table raw." ~ node.name ~ " using parquet location '"
-                     ~ env_var("MICROSEG_HOME") ~ "/spark/raw/" ~ node.name ~ "'") -%}
+                     ~ folder | replace("\\", "\\\\") | replace("'", "\\'") ~ "'") -%}
     {%- endfor -%}
     {%- endif -%}
     select 1

@@ -13,8 +13,8 @@ apart is not erased with one of its users). Then, holding the warehouse writer:
 4. files under MICROSEG_HOME that copy them out are rewritten without them: landing dumps
    (their manifest checksum follows), audience CSVs and trigger message files (their
    manifests' rows and checksums follow); Great Expectations results, Data Docs and Airflow
-   task logs keep their records with [erased] in place of the ids; the analysts' snapshot
-   is published again;
+   task logs keep their records with [erased] in place of the ids; the Spark target's copies
+   are deleted (microseg.lake); the analysts' snapshot is published again;
 5. privacy.erasure_log records the request: when, why, how many rows per table, no ids.
 
 Re-running the same request changes nothing but adds a log line.
@@ -42,6 +42,7 @@ import pandas as pd
 
 from microseg.config import Settings
 from microseg.errors import InputError, UsageError, WarehouseBusyError
+from microseg.lake import forget_spark_copies
 from microseg.privacy.keys import key_id, keyed_hash, privacy_key
 from microseg.privacy.pseudonymize import stored_user_id
 from microseg.privacy.tombstones import PRIVACY_DDL
@@ -459,6 +460,8 @@ def _scrub_home_files(con, settings: Settings, needles: set[str]) -> dict[str, i
                 and redact_file(path, regex)
             ):
                 rewritten[folder.name] = rewritten.get(folder.name, 0) + 1
+    if deleted := forget_spark_copies(settings):
+        rewritten["spark (deleted)"] = deleted
     return rewritten
 
 

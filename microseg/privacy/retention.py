@@ -25,6 +25,7 @@ from pathlib import Path
 from microseg.activation.grammar import Trigger, load_triggers
 from microseg.config import Settings
 from microseg.errors import ConfigError, UsageError
+from microseg.lake import forget_spark_copies
 from microseg.segments.grammar import Segment, load_segments
 from microseg.warehouse import connect, has_table, require_warehouse
 
@@ -130,6 +131,8 @@ def expire(settings: Settings, as_of: date) -> Expiry:
         con.execute("checkpoint")
     for path in gone:  # after the commit: a failed run leaves every file in place
         path.unlink(missing_ok=True)
+    if events or unbuilt:
+        forget_spark_copies(settings)  # its raw export still holds them
     return Expiry(as_of, events_before, events, unbuilt, quarantined, len(gone))
 
 

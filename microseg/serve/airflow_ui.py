@@ -14,12 +14,14 @@ processes on a free port.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from microseg.config import PROJECT_ROOT, Settings, disable_telemetry, restrict_new_files
+from microseg.errors import UsageError
 from microseg.orchestration import WRITER_POOL
 from microseg.serve import postgres
 from microseg.serve.local import (
@@ -45,8 +47,8 @@ COMPONENTS = {
 def configure(
     settings: Settings, port: int, username: str, password: str | None, **extra_env: str
 ) -> tuple[LocalServer, postgres.LocalPostgres, bool]:
-    """The environment of every Airflow process and its metadata database; returns
-    (airflow, database, password_was_generated)."""
+    """The environment of every Airflow process and its metadata database (written to
+    AIRFLOW_HOME/env.sh for the CLI); returns (airflow, database, password_was_generated)."""
     home = settings.home / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     passwords = home / "passwords.json"
@@ -78,14 +80,19 @@ def configure(
     return LocalServer(home, port, username, password, env), database, generated
 
 
+# never written to env.sh: keys and passwords that belong apart from the data (the privacy
+# key above all) or that only the servers' own logins need
+SECRET_NAME = re.compile(r"KEY|PASSWORD|SECRET|TOKEN")
+
+
 def _write_shell_env(path: Path, env: dict[str, str]) -> None:
     """Airflow's and microseg's variables as `export` lines, so the `airflow` CLI in a shell
     (`source $MICROSEG_HOME/airflow/env.sh`) reaches the same database as the running
-    components (a new port each start); 0600: it holds the database password."""
+    components (a new port each start); 0600: its database URL holds that password."""
     lines = [
         f"export {name}={shlex.quote(value)}"
         for name, value in sorted(env.items())
-        if name.startswith(("AIRFLOW", "MICROSEG_"))
+        if name.startswith(("AIRFLOW", "MICROSEG_")) and not SECRET_NAME.search(name)
     ]
     write_private(path, "\n".join(lines) + "\n")
 
@@ -129,25 +136,39 @@ def wait_until_up(airflow: LocalServer, timeout: float = 180) -> None:
 
 
 def main() -> int:
+    """Run until Ctrl-C; a setting, PostgreSQL or migration problem is one line (exit 2/1)."""
     disable_telemetry()
-    settings = Settings.from_env()
-    restrict_new_files(settings)
-    airflow, database, generated = configure(
-        settings, settings.airflow_port, settings.airflow_user, settings.airflow_password
-    )
-    server = start_database(airflow, database)
+    try:
+        settings = Settings.from_env()
+        restrict_new_files(settings)
+        airflow, database, generated = configure(
+            settings, settings.airflow_port, settings.airflow_user, settings.airflow_password
+        )
+        server = start_database(airflow, database)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    processes = [server]
     try:
         prepare(airflow)
+        processes += start_components(airflow)
         return serve_until_interrupted(
             "Airflow",
             airflow,
-            start_components(airflow),
+            processes,  # PostgreSQL too: Airflow cannot outlive it
             generated=generated,
             health_url=health_url(airflow),
             logs=f"{airflow.home}/*.log",
         )
+    except subprocess.CalledProcessError as exc:
+        print(
+            f"error: airflow {' '.join(exc.cmd[1:3])} failed (exit {exc.returncode}); run it "
+            f"by hand after `source {airflow.home / 'env.sh'}` to see why",
+            file=sys.stderr,
+        )
+        return 1
     finally:
-        stop([server])
+        stop(processes)
 
 
 if __name__ == "__main__":

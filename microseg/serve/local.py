@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import secrets
 import signal
 import socket
@@ -60,6 +61,15 @@ def write_private(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+def as_account(user: str | None) -> dict:
+    """subprocess arguments that run a child as `user`, with that account's group and no
+    others (root's supplementary groups stay behind); none for the current user."""
+    if user is None:
+        return {}
+    account = pwd.getpwnam(user)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [], "cwd": "/"}
+
+
 def start(
     command: list[str], env: dict[str, str], log: Path, user: str | None = None
 ) -> subprocess.Popen:
@@ -72,7 +82,7 @@ def start(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            user=user,
+            **as_account(user),
         )
 
 

@@ -22,11 +22,20 @@ from pathlib import Path
 import psycopg
 
 from microseg.errors import ConfigError
-from microseg.serve.local import LOOPBACK, free_port, start, stored_secret, write_private
+from microseg.serve.local import (
+    LOOPBACK,
+    as_account,
+    free_port,
+    start,
+    stop,
+    stored_secret,
+    write_private,
+)
 
 ROLE = "airflow"
 DATABASE = "airflow"
 SERVER_USER = "postgres"  # Debian's: owns the server when microseg runs as root
+PASSWORD_FILE = "postgres_password.json"  # in AIRFLOW_HOME
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class LocalPostgres:
         return f"postgresql+{driver}://{ROLE}:{self.password}@{LOOPBACK}:{self.port}/{DATABASE}"
 
     def connect(self, dbname: str = DATABASE) -> psycopg.Connection:
+        """An autocommit connection as the `airflow` role (the only one the cluster has)."""
         return psycopg.connect(
             host=LOOPBACK,
             port=self.port,
@@ -70,11 +80,17 @@ def server_binaries() -> Path:
 
 def cluster(airflow_home: Path) -> LocalPostgres:
     """This home's cluster on a free port, its password from the passwords file."""
-    password, _ = stored_secret(airflow_home / "postgres_password.json", ROLE, None)
+    password, _ = stored_secret(airflow_home / PASSWORD_FILE, ROLE, None)
     if os.geteuid() != 0:
         return LocalPostgres(airflow_home / "postgres", None, free_port(), password)
     link = airflow_home / "postgres"
-    server_home = Path(pwd.getpwnam(SERVER_USER).pw_dir)
+    try:
+        server_home = Path(pwd.getpwnam(SERVER_USER).pw_dir)
+    except KeyError:
+        raise ConfigError(
+            f"PostgreSQL refuses to run as root and there is no '{SERVER_USER}' user to run it "
+            "as: `make airflow` installs Debian's postgresql, which creates it"
+        ) from None
     digest = hashlib.sha256(str(airflow_home.resolve()).encode()).hexdigest()[:12]
     data_dir = server_home / "microseg" / digest
     if not link.is_symlink():
@@ -82,22 +98,21 @@ def cluster(airflow_home: Path) -> LocalPostgres:
     return LocalPostgres(data_dir, SERVER_USER, free_port(), password)
 
 
-def _as_server_user(pg: LocalPostgres, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _give_to_server_user(pg: LocalPostgres, path: Path) -> None:
+    """The server's files belong to the account it runs as."""
     if pg.run_as:
         account = pwd.getpwnam(pg.run_as)
-        os.chown(folder, account.pw_uid, account.pw_gid)
+        os.chown(path, account.pw_uid, account.pw_gid)
 
 
 def _initdb(pg: LocalPostgres) -> None:
     """A new cluster whose only role is `airflow`, with scram passwords everywhere."""
-    _as_server_user(pg, pg.data_dir.parent)
-    _as_server_user(pg, pg.data_dir)
+    for folder in (pg.data_dir.parent, pg.data_dir):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _give_to_server_user(pg, folder)
     password_file = pg.data_dir.parent / f".{pg.data_dir.name}.password"
     write_private(password_file, pg.password)
-    if pg.run_as:
-        account = pwd.getpwnam(pg.run_as)
-        os.chown(password_file, account.pw_uid, account.pw_gid)
+    _give_to_server_user(pg, password_file)
     try:
         subprocess.run(
             [
@@ -109,11 +124,10 @@ def _initdb(pg: LocalPostgres) -> None:
                 "--encoding=UTF8",
                 "--locale=C",
             ],
-            user=pg.run_as,
             check=True,
             capture_output=True,
             text=True,
-            cwd="/",
+            **as_account(pg.run_as),
         )
     except subprocess.CalledProcessError as failed:
         raise ConfigError(f"initdb failed: {failed.stderr.strip().splitlines()[-1]}") from None
@@ -152,9 +166,16 @@ def start_server(pg: LocalPostgres, log: Path, timeout: float = 60) -> subproces
                 if not exists:
                     connection.execute(f"create database {DATABASE} owner {ROLE}")
             return process
-        except psycopg.OperationalError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise ConfigError(f"PostgreSQL did not start; see {log}") from None
+        except psycopg.OperationalError as exc:
+            refused = "password authentication failed" in str(exc)
+            if refused or process.poll() is not None or time.monotonic() > deadline:
+                stop([process])
+                raise ConfigError(
+                    f"PostgreSQL refused the password in {PASSWORD_FILE} (the cluster in "
+                    f"{pg.data_dir} was made with another one)"
+                    if refused
+                    else f"PostgreSQL did not start; see {log}"
+                ) from None
             time.sleep(0.5)
 
 

@@ -55,7 +55,7 @@ event_days as (
             as revenue,
         count(*) filter (where event_type = 'page_view' and page_type = 'product')
             as product_views,
-        max_by(consents_to_personalization, (event_at, event_id))
+        {{ last_value_by('consents_to_personalization', '(event_at, event_id)') }}
             filter (where event_type = 'consent' and consents_to_personalization is not null)
             as consents_to_personalization
     from events
@@ -71,8 +71,8 @@ session_start_days as (
         count(*) filter (where device_type = 'mobile') as mobile_sessions,
         count(*) filter (where device_type = 'desktop') as desktop_sessions,
         max(session_start_at) as last_session_start_at,
-        max_by(device_type, (session_start_at, session_id)) as last_device_type,
-        max_by(country, (session_start_at, session_id)) as last_country
+        {{ last_value_by('device_type', '(session_start_at, session_id)') }} as last_device_type,
+        {{ last_value_by('country', '(session_start_at, session_id)') }} as last_country
     from sessions
     where {{ is_touched('sessions.person_id', 'sessions.session_start_at::date') }}
     group by all

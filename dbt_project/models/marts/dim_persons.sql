@@ -34,7 +34,7 @@ attributed_consents as (
 consents as (
     select
         person_id,
-        max_by(consents_to_personalization, (event_at, event_id))
+        {{ last_value_by('consents_to_personalization', '(event_at, event_id)') }}
             filter (where consents_to_personalization is not null)
             as consents_to_personalization,
         max(event_at) as consent_updated_at
@@ -49,8 +49,8 @@ visits as (
         min(session_start_at) as first_seen_at,
         max(session_end_at) as last_seen_at,
         count(*) as sessions,
-        max_by(device_type, session_start_at) as latest_device_type,
-        max_by(country, session_start_at) as latest_country
+        {{ last_value_by('device_type', 'session_start_at') }} as latest_device_type,
+        {{ last_value_by('country', 'session_start_at') }} as latest_country
     from sessions
     group by person_id
 ),

@@ -105,43 +105,17 @@ windowed as (
     group by t.person_id, t.as_of_date
 ),
 
--- the latest person-day before D with sessions (with a consent statement): it stands for
--- the as-of dates after it up to its next such day
-session_days as (
-    select
-        person_id, activity_date, last_session_start_at, last_device_type, last_country,
-        lead(activity_date) over (partition by person_id order by activity_date) as next_date
-    from person_days
-    where sessions > 0
-),
-
-consent_days as (
-    select
-        person_id, activity_date, consents_to_personalization,
-        lead(activity_date) over (partition by person_id order by activity_date) as next_date
-    from person_days
-    where consents_to_personalization is not null
-),
-
 last_sessions as (
     -- the device and country a person was last seen with before D: what the fairness audit
     -- groups by on that date (dim_persons holds only the latest)
-    select t.person_id, t.as_of_date, d.last_session_start_at, d.last_device_type,
-           d.last_country
-    from targets as t
-    left join session_days as d
-        on d.person_id = t.person_id
-       and t.as_of_date > d.activity_date
-       and (d.next_date is null or t.as_of_date <= d.next_date)
+    {{ latest_day_before('targets', '(select * from person_days where sessions > 0)',
+                         ['last_session_start_at', 'last_device_type', 'last_country']) }}
 ),
 
 consents as (
-    select t.person_id, t.as_of_date, d.consents_to_personalization
-    from targets as t
-    left join consent_days as d
-        on d.person_id = t.person_id
-       and t.as_of_date > d.activity_date
-       and (d.next_date is null or t.as_of_date <= d.next_date)
+    {{ latest_day_before(
+        'targets', '(select * from person_days where consents_to_personalization is not null)',
+        ['consents_to_personalization']) }}
 ),
 
 category_totals as (
@@ -158,7 +132,7 @@ favorite_categories as (
     select
         person_id,
         as_of_date,
-        max_by(content_category, (engaged_s, content_category)) as favorite_category_28d,
+        {{ last_value_by('content_category', '(engaged_s, content_category)') }} as favorite_category_28d,
         max(engaged_s) / sum(engaged_s) as favorite_category_share_28d
     from category_totals
     group by all
