@@ -22,8 +22,8 @@ DEFAULT_AUDIENCES = "subscribe_curious_readers,cart_abandoners"
 SCRUBBED_PARAMS = "email,mail,e,token,password,phone"  # query parameters ingest removes
 _MEMORY_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([KMGT]i?B)", re.IGNORECASE)  # DuckDB's units
 _MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
-_JVM_SIZE = re.compile(r"\d+[kmgt]", re.IGNORECASE)  # Spark's spark.driver.memory
 _MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_JVM_SIZE = re.compile(r"\d+[kmgt]", re.IGNORECASE)  # Spark's spark.driver.memory
 
 
 def load_yaml(text: str) -> Any:
