@@ -137,6 +137,8 @@ def behavior_nightly():
                 env=SETTINGS.dbt_env,  # the warehouse, memory limit, threads and spill folder
                 append_env=True,
                 install_deps=False,
+                # dbt's partial parse kept between tasks and nights: a full parse costs seconds
+                cache_dir=SETTINGS.home / "dbt" / "cosmos",
                 emit_datasets=False,
                 callback=fail_on_failed_dbt_tests,
             )

@@ -15,13 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from microseg.config import (
-    Settings,
-    debug_enabled,
-    disable_telemetry,
-    require_duckdb_engine,
-    restrict_new_files,
-)
+from microseg.config import Settings, debug_enabled, disable_telemetry, restrict_new_files
 from microseg.contract import INPUT_FORMATS
 from microseg.errors import MicrosegError, UsageError
 
@@ -185,11 +179,9 @@ def cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     print(f"dbt build running{engine} (its output: {settings.dbt_log})", flush=True)
     counts = transform(settings, full_refresh=args.full_refresh)
     built = ", ".join(f"{n:,} {label}" for label, n in counts.items())
-    where = (
-        f"Parquet tables in {settings.spark_dir / 'warehouse'}/<schema>.db"
-        if on_spark
-        else str(settings.warehouse_path)
-    )
+    where = str(settings.warehouse_path)
+    if on_spark:
+        where = f"{settings.spark_dir / 'warehouse'}/<schema>.db (Parquet), served to {where}"
     print(f"dbt build passed: {built} in {where} (schemas staging, intermediate, marts)")
     return 0
 
@@ -856,8 +848,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         restrict_new_files(settings)
-        if handler not in (cmd_generate, cmd_ingest, cmd_transform):
-            require_duckdb_engine(settings)
         return handler(args, settings)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -169,7 +169,6 @@ class Settings:
             "MICROSEG_HOME": str(self.home),
             "MICROSEG_DUCKDB_THREADS": str(self.duckdb_threads),
             "MICROSEG_DUCKDB_TEMP_DIR": str(self.duckdb_temp_dir),
-            "MICROSEG_ENGINE": self.engine,
             "MICROSEG_SPARK_THREADS": str(self.spark_threads),
             "MICROSEG_SPARK_DRIVER_MEMORY": self.spark_driver_memory,
         }
@@ -373,16 +372,6 @@ def restrict_new_files(settings: Settings) -> None:
     os.umask(0o027 if settings.group_read else 0o077)
     if settings.home.is_dir() and settings.home.stat().st_uid == os.getuid():
         settings.home.chmod(0o750 if settings.group_read else 0o700)
-
-
-def require_duckdb_engine(settings: Settings) -> None:
-    """For the steps that read and write the DuckDB warehouse: under MICROSEG_ENGINE=spark
-    they would act on tables the Spark build did not write, so they stop and say so."""
-    if settings.engine == "spark":
-        raise ConfigError(
-            "MICROSEG_ENGINE=spark builds the dbt models (`microseg transform`); this step "
-            "still reads and writes the DuckDB warehouse: run it without MICROSEG_ENGINE=spark"
-        )
 
 
 def debug_enabled() -> bool:

@@ -13,7 +13,7 @@ from microseg.data_docs import localize_data_docs
 from microseg.errors import MicrosegError
 from microseg.publish import require_snapshot
 from microseg.quality import gx_context
-from microseg.segments import load_segments, segment_vars
+from microseg.segments import load_segments, segment_run_values
 from microseg.transform import run_dbt
 from microseg.warehouse import latest_as_of, require_warehouse
 
@@ -23,8 +23,8 @@ def build_docs(settings: Settings) -> dict[str, str]:
     require_warehouse(settings)  # dbt's catalog reads the built tables
     # the segment models compile from segments.yml for a date, as the nightly run does
     segments = load_segments(settings.segments_file)
-    plan = segment_vars(settings, segments, latest_as_of(settings), "marts")
-    run_dbt(settings, "docs generate", "--static", "--vars", plan)
+    plan = segment_run_values(segments, latest_as_of(settings))
+    run_dbt(settings, "docs generate", "--static", run_values=plan)
     gx_context(settings).build_data_docs()
     localize_data_docs(settings.data_docs_index.parent)
     return {

@@ -4,8 +4,13 @@ Ingest keeps loading DuckDB's raw layer, where the contract checks, the load man
 erasure live. Before each build on Spark, every raw table is written to
 $MICROSEG_HOME/spark/raw/<table>/ (events sorted by event time, so Parquet's row-group
 statistics prune by date) and replaces the previous export whole: Spark reads exactly what raw
-holds now, erasures included. Spark writes its tables as Parquet under spark/warehouse, which
-DuckDB reads back (spark_table) for the comparisons and counts.
+holds now, erasures included. Spark writes its tables as Parquet under spark/warehouse.
+
+Spark builds; DuckDB serves. After the build, serve_spark_build copies the tables Spark wrote
+into the DuckDB warehouse in place of DuckDB's own, so the steps after dbt (segments, scores,
+clusters, triggers, experiments, exports, erasure, publish) act on the last build whichever
+engine made it. They work at the grain of people and days, which one machine carries long
+after the events it takes Spark to turn into them.
 """
 
 from __future__ import annotations
@@ -32,12 +37,6 @@ def raw_sources() -> list[str]:
 def raw_dir(settings: Settings) -> Path:
     """Where the raw export goes (lake.sql's register_raw_tables reads it there)."""
     return settings.spark_dir / "raw"
-
-
-def spark_table_dir(settings: Settings, name: str) -> Path:
-    """The folder of the Parquet files of a table Spark built (schema.table)."""
-    schema, table = name.split(".")
-    return settings.spark_dir / "warehouse" / f"{schema}.db" / table
 
 
 def require_java() -> None:
@@ -85,10 +84,38 @@ def forget_spark_copies(settings: Settings) -> int:
     return files
 
 
-def spark_table(settings: Settings, name: str) -> str:
-    """A DuckDB table expression over the Parquet files of a table Spark built (schema.table);
-    Spark writes no file for an empty table, which then reads as no rows."""
-    folder = spark_table_dir(settings, name)
-    if not any(folder.rglob("*.parquet")):
-        return "(select null as nothing where false)"
-    return f"read_parquet({quote(str(folder / '**' / '*.parquet'))}, hive_partitioning = true)"
+BUILT_SCHEMAS = ("staging", "intermediate", "marts")  # what transform builds (not raw)
+
+
+def spark_tables(settings: Settings) -> dict[str, Path]:
+    """The tables the Spark build wrote (schema.table -> folder). A model's table always has a
+    Parquet file, an empty one included; a folder without one is a table a hook declared and
+    nothing wrote (marts.person_merges: DuckDB keeps its own, see serve_spark_build)."""
+    root = settings.spark_dir / "warehouse"
+    return {
+        f"{schema}.{folder.name}": folder
+        for schema in BUILT_SCHEMAS
+        for folder in sorted((root / f"{schema}.db").glob("*"))
+        if any(folder.glob("*.parquet"))
+    }
+
+
+def serve_spark_build(settings: Settings) -> int:
+    """Replace DuckDB's staging, intermediate and marts tables by the ones Spark built, in one
+    transaction; returns how many. Spark's Parquet holds timestamps as UTC instants, DuckDB's
+    models naive UTC: those columns are converted, nothing else is."""
+    tables = spark_tables(settings)
+    with connect(settings) as con:
+        con.execute("begin")
+        for table, folder in tables.items():
+            files = f"read_parquet({quote(str(folder / '*.parquet'))})"
+            columns = ", ".join(
+                f'timezone(\'UTC\', "{name}") as "{name}"'
+                if data_type == "TIMESTAMP WITH TIME ZONE"
+                else f'"{name}"'
+                for name, data_type, *_ in con.execute(f"describe select * from {files}").fetchall()
+            )
+            con.execute(f"create schema if not exists {table.split('.')[0]}")
+            con.execute(f"create or replace table {table} as select {columns} from {files}")
+        con.execute("commit")
+    return len(tables)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import duckdb
 
 from microseg.config import Settings
 from microseg.errors import DataQualityError, MicrosegError
-from microseg.lake import export_raw, require_java, spark_table
+from microseg.lake import export_raw, require_java, serve_spark_build
 from microseg.warehouse import (
     connect,
     ensure_raw_layer,
@@ -24,6 +25,7 @@ from microseg.warehouse import (
 )
 
 EXAMPLE_ROWS = 3  # offending rows shown for a failed data test
+RUN_VALUES_VARIABLE = "MICROSEG_DBT_RUN_VALUES"  # names run_dbt's run_values file for dbt
 
 MART_COUNTS = (
     ("marts.dim_persons", "people"),
@@ -33,9 +35,23 @@ MART_COUNTS = (
 )
 
 
-def run_dbt(settings: Settings, command: str, *args: str) -> list[str]:
+def run_dbt(
+    settings: Settings,
+    command: str,
+    *args: str,
+    run_values: dict[str, Any] | None = None,
+    schemas: dict[str, str] | None = None,
+    engine: str = "duckdb",
+) -> list[str]:
     """Run dbt in a child process with this project's profile; return its output lines, or
     raise one line naming each failed node (with example rows for a failed data test).
+
+    Every run passes the same --vars (the settings' overrides; `schemas` only when a trial
+    moves a step's models out of marts), so dbt parses the project again only when it changed;
+    what changes from one run of a step to the next (its date, window, plan) goes in
+    `run_values`, a JSON file the models read while they run (macros/run_values.sql).
+    `engine` is the profile's output: transform builds on settings.engine; every other step
+    acts on the DuckDB warehouse, which serves the last build (microseg/lake.py).
 
     A child process, because dbt-duckdb keeps its DuckDB instance open in the process that ran
     it, which would lock later steps of the same run out of the warehouse. profiles.yml reads
@@ -45,6 +61,7 @@ def run_dbt(settings: Settings, command: str, *args: str) -> list[str]:
     project = str(settings.dbt_project_dir)
     dbt = Path(sys.executable).with_name("dbt")
     env = {**os.environ, **settings.dbt_env}
+    env.pop(RUN_VALUES_VARIABLE, None)
     log = settings.dbt_log
     log_dir = log.parent
     command_line = [
@@ -59,14 +76,24 @@ def run_dbt(settings: Settings, command: str, *args: str) -> list[str]:
         str(settings.dbt_target_dir),
         "--log-path",
         str(log_dir),
+        "--target",
+        engine,
+        "--vars",
+        json.dumps(settings.dbt_vars | (schemas or {}), sort_keys=True),
         *args,
     ]
     results = settings.dbt_target_dir / "run_results.json"
     results.unlink(missing_ok=True)  # a stale one would name another run's failures
     log_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        command_line, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", suffix=".json", prefix="run_values_", dir=log_dir
+    ) as values:  # one file per run: two runs of a step never read each other's
+        json.dump(run_values or {}, values)
+        values.flush()
+        env[RUN_VALUES_VARIABLE] = values.name
+        proc = subprocess.run(
+            command_line, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     log.write_text(proc.stdout, "utf-8")
     lines = proc.stdout.splitlines()
     if proc.returncode == 0:
@@ -160,6 +187,10 @@ def failed_nodes(
 
 # Models their own steps build, for one date or window: `microseg segments`, `microseg activate`
 STEP_MODELS = ("path:models/segments", "path:models/activation")
+# After a Spark build, the models DuckDB builds itself on the tables Spark's build served: the
+# views (Spark's live in its own catalog) and the two whose post-hooks act on DuckDB (aliases
+# re-key the tables Python steps wrote, consent periods create the has_consent macro)
+DUCKDB_AFTER_SPARK = ("config.materialized:view", "int_person_aliases", "consent_periods")
 
 
 def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, int]:
@@ -176,28 +207,27 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
         export_raw(settings)  # Spark reads raw as Parquet (microseg/lake.py)
     with connect(settings, read_only=True) as con:
         merges_before = _last_merge(con)
+    not_steps = ["--exclude", *STEP_MODELS]
     run_dbt(
         settings,
         "build",
         "--exclude-resource-type",
         "unit_test",
-        "--exclude",
-        *STEP_MODELS,
-        "--vars",
-        json.dumps(settings.dbt_vars),
+        *not_steps,
         *(["--full-refresh"] if full_refresh else []),
+        engine=settings.engine,
     )
+    if on_spark:
+        serve_spark_build(settings)
+        run_dbt(settings, "run", "--select", *DUCKDB_AFTER_SPARK, *not_steps)
     with connect(settings, read_only=True) as con:
-        built = (lambda name: spark_table(settings, name)) if on_spark else (lambda name: name)
         counts = {
-            label: con.execute(f"select count(*) from {built(table)}").fetchone()[0]
+            label: con.execute(f"select count(*) from {table}").fetchone()[0]
             for table, label in MART_COUNTS
         }
         counts["late events waiting for a full refresh"] = con.execute(
-            f"select count(*) from {built('intermediate.int_late_events')}"
+            "select count(*) from intermediate.int_late_events"
         ).fetchone()[0]
-        if on_spark:  # the person-keyed tables merges move are DuckDB's (follow_person_merges)
-            return counts
         counts["merged people whose records moved to the person they joined"] = con.execute(
             "select count(distinct former_person_id) from marts.person_merges "
             "where moved_at > coalesce(?, '-infinity'::timestamp)",

@@ -13,7 +13,6 @@ import duckdb
 import yaml
 
 from microseg.config import PROJECT_ROOT, Settings
-from microseg.lake import spark_table, spark_table_dir
 
 MARTS = (
     "dim_persons",
@@ -68,61 +67,6 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
-
-
-# the one tolerance the engines' comparison allows: doubles (sums of floats in another order)
-# are compared rounded to this many decimals
-SPARK_DOUBLE_DECIMALS = 6
-# what DuckDB's incremental runs note for themselves on event rows (the run that wrote a row,
-# what it replaced); Spark rebuilds every run, so its rows all say "first build"
-INCREMENTAL_BOOKKEEPING = ("batch", "previous_person_id", "previous_session_id")
-
-
-def spark_differences(settings: Settings) -> dict[str, tuple[int, int]]:
-    """Every table dbt built in DuckDB's staging, intermediate and marts schemas compared row
-    for row with the same table Spark built (its Parquet files, read by DuckDB, each column
-    cast to DuckDB's type; INCREMENTAL_BOOKKEEPING left out): {table: (rows only on Spark,
-    rows only in DuckDB)} for the tables that differ; a table Spark did not build counts all
-    its rows."""
-    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-    con.execute("set TimeZone = 'UTC'")
-    tables = con.execute(
-        "select table_schema || '.' || table_name from information_schema.tables "
-        "where table_schema in ('staging', 'intermediate', 'marts') "
-        "and table_type = 'BASE TABLE' order by 1"
-    ).fetchall()
-    differences = {}
-    for (table,) in tables:
-        rows = con.execute(f"select count(*) from {table}").fetchone()[0]
-        schema, name = table.split(".")
-        folder = spark_table_dir(settings, table)
-        if not folder.is_dir() or not any(folder.rglob("*.parquet")):
-            if not folder.is_dir() or rows:  # Spark writes no file for an empty table
-                differences[table] = (0, rows)
-            continue
-        columns = ", ".join(
-            f'round("{column}", {SPARK_DOUBLE_DECIMALS}) as "{column}"'
-            if data_type == "DOUBLE"
-            else f'"{column}"::{data_type} as "{column}"'
-            for column, data_type in con.execute(
-                "select column_name, data_type from information_schema.columns "
-                "where table_schema = ? and table_name = ? order by ordinal_position",
-                [schema, name],
-            ).fetchall()
-            if column not in INCREMENTAL_BOOKKEEPING
-        )
-        spark = spark_table(settings, table)
-        only = [
-            con.execute(
-                f"select count(*) from (select {columns} from {a} "
-                f"except all select {columns} from {b})"
-            ).fetchone()[0]
-            for a, b in ((spark, table), (table, spark))
-        ]
-        if any(only):
-            differences[table] = (only[0], only[1])
-    con.close()
-    return differences
 
 
 def query(settings: Settings, sql: str, params: list | dict | None = None) -> list[tuple]:
@@ -180,10 +124,13 @@ WALL_CLOCK_COLUMNS = {
 }
 
 
-def warehouse_differences(left: Settings, right: Settings) -> dict[str, tuple[int, int]]:
+def warehouse_differences(
+    left: Settings, right: Settings, *, doubles: int | None = None
+) -> dict[str, tuple[int, int]]:
     """Every table of two warehouses compared row for row (as multisets, wall-clock columns
-    left out): {table: (rows only in left, rows only in right)} for the tables that differ;
-    a table missing on one side counts all its rows."""
+    left out; with `doubles`, DOUBLE columns rounded to that many decimals): {table: (rows only
+    in left, rows only in right)} for the tables that differ; a table missing on one side
+    counts all its rows."""
     con = duckdb.connect()
     con.execute(f"attach '{left.warehouse_path}' as l (read_only)")
     con.execute(f"attach '{right.warehouse_path}' as r (read_only)")
@@ -204,8 +151,19 @@ def warehouse_differences(left: Settings, right: Settings) -> dict[str, tuple[in
             rows = con.execute(f"select count(*) from {side}.{table}").fetchone()[0]
             differences[table] = (rows, 0) if side == "l" else (0, rows)
             continue
-        skipped = WALL_CLOCK_COLUMNS.get(table)
-        columns = f"* exclude ({', '.join(skipped)})" if skipped else "*"
+        schema, name = table.split(".")
+        columns = ", ".join(
+            f'round("{column}", {doubles}) as "{column}"'
+            if doubles is not None and data_type == "DOUBLE"
+            else f'"{column}"'
+            for column, data_type in con.execute(
+                "select column_name, data_type from information_schema.columns where "
+                "table_catalog = 'l' and table_schema = ? and table_name = ? "
+                "order by ordinal_position",
+                [schema, name],
+            ).fetchall()
+            if column not in WALL_CLOCK_COLUMNS.get(table, ())
+        )
         only = [
             con.execute(
                 f"select count(*) from (select {columns} from {a}.{table} "

@@ -2,8 +2,8 @@
 {% macro delete_trigger_window() -%}
     {%- if is_incremental() -%}
     delete from {{ this }}
-    where fired_at >= timestamp '{{ var("trigger_window_start") }}'
-      and fired_at < timestamp '{{ var("trigger_cutoff") }}'
+    where fired_at >= timestamp '{{ run_value("trigger_window_start") }}'
+      and fired_at < timestamp '{{ run_value("trigger_cutoff") }}'
     {%- else -%}
     select 1
     {%- endif -%}

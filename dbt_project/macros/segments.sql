@@ -1,15 +1,7 @@
-{#- The validated segment plan: a JSON file that `microseg segments` writes (var
-    `segment_plan_file`; the trigger plan of `microseg activate`: `trigger_plan_file`), read
-    through DuckDB so that any Unicode and any number of segments
-    reach dbt (a plan passed on the command line met YAML quoting and the argument limit).
-    Empty while dbt parses, and when no plan file is given. -#}
-{% macro segment_plan(plan_var='segment_plan_file') -%}
-    {%- set path = var(plan_var) -%}
-    {%- if not execute or not path -%}
-        {{ return([]) }}
-    {%- endif -%}
-    {%- set read = "select content from read_text('" ~ (path | replace("'", "''")) ~ "')" -%}
-    {{ return(fromjson(run_query(read).columns[0].values()[0])) }}
+{#- The validated segment plan of `microseg segments` (the trigger plan of `microseg
+    activate`: `trigger_plan`), a run value (macros/run_values.sql); empty while dbt parses. -#}
+{% macro segment_plan(name='segment_plan') -%}
+    {{ return(run_value(name) or []) }}
 {%- endmacro %}
 
 {#- Render the segment plan (segment_plan(), validated by microseg/segments.py) into SQL.
@@ -259,7 +251,7 @@
 {#- pre_hooks of the incremental segment models: a run replaces its own as-of date. -#}
 {% macro delete_segment_date() -%}
     {%- if is_incremental() -%}
-    delete from {{ this }} where as_of_date = date '{{ var("segment_as_of") }}'
+    delete from {{ this }} where as_of_date = date '{{ run_value("segment_as_of") }}'
     {%- else -%}
     select 1
     {%- endif -%}

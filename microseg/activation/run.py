@@ -34,7 +34,7 @@ from microseg.experiments.arms import (
 )
 from microseg.experiments.grammar import load_configured_experiments
 from microseg.privacy import consent_policy
-from microseg.segments.run import require_scores
+from microseg.segments.run import require_scores, schema_var
 
 TRIAL_SCHEMA = "activation_trial"  # where a dry run writes its firings
 HISTORY_DAYS = 31  # caps look back at most 30 days; re-eligibility as far as that too
@@ -208,19 +208,19 @@ class Evaluation:
         a dry run needs neither."""
         return ["trigger_firings"] if self.schema == TRIAL_SCHEMA else ["path:models/activation"]
 
-    def dbt_vars(self, settings: Settings) -> dict:
-        """dbt vars of the activation models; the plan goes in a JSON file (as segment plans do)."""
-        plan_file = settings.home / "dbt" / f"trigger_plan_{self.schema}.json"
-        plan_file.parent.mkdir(parents=True, exist_ok=True)
-        plan_file.write_text(self.plan, "utf-8")
+    @property
+    def run_values(self) -> dict:
+        """What trigger_firings reads while it runs (run_dbt's run_values)."""
         return {
-            **settings.dbt_vars,
-            "trigger_plan_file": str(plan_file),
+            "trigger_plan": [t.plan for t in self.triggers.triggers],
             "trigger_window_start": self.window.start.isoformat(sep=" "),
             "trigger_cutoff": self.window.cutoff.isoformat(sep=" "),
             "trigger_person_as_of": self.person_as_of.isoformat(),
-            "activation_schema": self.schema,
         }
+
+    @property
+    def schemas(self) -> dict[str, str]:
+        return schema_var("activation_schema", self.schema)
 
     def _key(self) -> dict:
         return {
@@ -421,8 +421,8 @@ def activate(
             "build",
             "--select",
             *evaluation.models,
-            "--vars",
-            json.dumps(evaluation.dbt_vars(settings)),
+            run_values=evaluation.run_values,
+            schemas=evaluation.schemas,
         )
         evaluation.record(settings)
     schema, person_as_of = evaluation.schema, evaluation.person_as_of

@@ -3,7 +3,6 @@ production schema (marts) or, for a trial of another file, into segments_trial."
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -71,18 +70,16 @@ class SegmentRun:
     members: dict[str, int]
 
 
-def segment_vars(settings: Settings, segments: list[Segment], as_of: date, schema: str) -> dict:
-    """dbt --vars for the segment models. The plan itself goes in a JSON file that the models
-    read (macros/segments.sql): on the command line it met YAML's quoting (an emoji in a title)
-    and the argument-length limit (a few hundred segments)."""
-    plan_file = settings.home / "dbt" / f"segment_plan_{schema}.json"
-    plan_file.parent.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps([s.plan for s in segments]), "utf-8")
-    return {
-        "segment_as_of": as_of.isoformat(),
-        "segment_plan_file": str(plan_file),
-        "segment_schema": schema,
-    }
+def segment_run_values(segments: list[Segment], as_of: date) -> dict:
+    """What the segment models read while they run (run_dbt's run_values): the validated plan
+    and the as-of date."""
+    return {"segment_plan": [s.plan for s in segments], "segment_as_of": as_of.isoformat()}
+
+
+def schema_var(name: str, schema: str) -> dict[str, str]:
+    """The var that moves a step's models into a trial schema (dbt_project.yml); none for
+    marts, so production runs pass the same vars as every other run."""
+    return {} if schema == "marts" else {name: schema}
 
 
 def run_segments(
@@ -114,12 +111,14 @@ def run_segments(
     if schema == TRIAL_SCHEMA:
         with connect(settings) as con:
             con.execute(f"drop schema if exists {TRIAL_SCHEMA} cascade")
-    dbt_vars = segment_vars(settings, segments, as_of, schema)
+    run_values = segment_run_values(segments, as_of)
+    schemas = schema_var("segment_schema", schema)
     models = ["path:models/segments"]
     if triggers is not None:
-        dbt_vars |= triggers.dbt_vars(settings)
+        run_values |= triggers.run_values
+        schemas |= triggers.schemas
         models += triggers.models
-    run_dbt(settings, "build", "--select", *models, "--vars", json.dumps(dbt_vars))
+    run_dbt(settings, "build", "--select", *models, run_values=run_values, schemas=schemas)
     if triggers is not None:
         triggers.record(settings)
     with connect(settings, read_only=True) as con:

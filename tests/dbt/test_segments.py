@@ -337,16 +337,13 @@ def test_a_definition_cannot_inject_sql(scratch: Settings, tmp_path: Path) -> No
         "expression": {"ref": "l0"},
         "evidence": [["k", "l0"]],
     }
-    plan_file = tmp_path / "hand_made_plan.json"
-    plan_file.write_text(json.dumps([plan]))
     with pytest.raises(MicrosegError, match="invalid identifier"):
         run_dbt(
             settings,
             "build",
             "--select",
             "segment_memberships",
-            "--vars",
-            json.dumps({"segment_as_of": "2026-10-03", "segment_plan_file": str(plan_file)}),
+            run_values={"segment_as_of": "2026-10-03", "segment_plan": [plan]},
         )
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert con.execute("select count(*) from marts.fct_sessions").fetchone()[0] > 500

@@ -60,15 +60,21 @@ def test_settings_are_checked(env, message) -> None:
         Settings.from_env(env)
 
 
-def test_commands_spark_does_not_run_yet_say_so(tmp_path) -> None:
-    proc = run_cli(
-        "score", "--as-of", "2026-10-05", home=tmp_path, env={"MICROSEG_ENGINE": "spark"}
+def test_the_dag_steps_refuse_the_spark_engine(tmp_path, monkeypatch) -> None:
+    """The DAGs' dbt tasks build on DuckDB: under MICROSEG_ENGINE=spark each step stops at once,
+    saying what runs Spark instead (and no step runs)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from microseg.orchestration import run_step
+
+    monkeypatch.setenv("MICROSEG_HOME", str(tmp_path))
+    monkeypatch.setenv("MICROSEG_ENGINE", "spark")
+    with pytest.raises(AirflowFailException) as refused:
+        run_step(lambda *_: pytest.fail("the step ran"), {"as_of": "2026-10-05"}, None)
+    assert str(refused.value) == (
+        "configuration: the Airflow DAGs build on DuckDB: for MICROSEG_ENGINE=spark schedule "
+        "`microseg transform` and the later steps after it"
     )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "error: MICROSEG_ENGINE=spark builds the dbt models (`microseg transform`); this step "
-        "still reads and writes the DuckDB warehouse: run it without MICROSEG_ENGINE=spark"
-    ]
 
 
 def test_settings_defaults(tmp_path) -> None:

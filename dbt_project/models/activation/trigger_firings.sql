@@ -10,16 +10,16 @@
     once the session is over (its timeout passed before the cutoff). -#}
 {{ config(materialized='incremental', full_refresh=false, pre_hook="{{ delete_trigger_window() }}") }}
 
-{%- if execute and not var('trigger_cutoff') %}
-    {{ exceptions.raise_compiler_error('trigger_firings needs var trigger_cutoff: run `microseg activate`') }}
+{%- if execute and not run_value('trigger_cutoff') %}
+    {{ exceptions.raise_compiler_error('trigger_firings needs the run value trigger_cutoff: run `microseg activate`') }}
 {%- endif %}
-{%- set triggers = segment_plan('trigger_plan_file') %}
-{%- set cutoff = "timestamp '" ~ var('trigger_cutoff') ~ "'" %}
-{%- set window_start = "timestamp '" ~ var('trigger_window_start') ~ "'" %}
+{%- set triggers = segment_plan('trigger_plan') %}
+{%- set cutoff = "timestamp '" ~ run_value('trigger_cutoff') ~ "'" %}
+{%- set window_start = "timestamp '" ~ run_value('trigger_window_start') ~ "'" %}
 {#- baselines: as of the window's first day (every look at a day, a 15-minute batch or the
     night, uses the same threshold); the person (features, scores): as of the latest night -#}
 {%- set baseline_date = "(" ~ window_start ~ ")::date" %}
-{%- set as_of = "date '" ~ var('trigger_person_as_of') ~ "'" %}
+{%- set as_of = "date '" ~ run_value('trigger_person_as_of') ~ "'" %}
 {%- set uses_scores = [] %}
 {%- for trigger in triggers %}{% for leaf in trigger['person_leaves'] if leaf['subject'] == 'score' %}
     {%- do uses_scores.append(true) %}

@@ -27,7 +27,7 @@ evaluated as (
 ),
 
 final as (
-    select date '{{ var("segment_as_of") }}' as as_of_date, *
+    select date '{{ run_value("segment_as_of") }}' as as_of_date, *
     from evaluated
 )
 

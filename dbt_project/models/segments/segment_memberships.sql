@@ -8,12 +8,12 @@
 {{ config(materialized='incremental', full_refresh=false, on_schema_change='append_new_columns',
           pre_hook=["{{ delete_segment_date() }}", "{{ delete_unconsented_members() }}"]) }}
 
-{%- if execute and not var('segment_as_of') %}
-    {{ exceptions.raise_compiler_error('segment models need var segment_as_of: run `microseg segments`') }}
+{%- if execute and not run_value('segment_as_of') %}
+    {{ exceptions.raise_compiler_error('segment models need the run value segment_as_of: run `microseg segments`') }}
 {%- endif %}
 {%- set segments = segment_plan() %}
 {%- set segments_per_query = 25 %}
-{%- set as_of = "date '" ~ var('segment_as_of') ~ "'" %}
+{%- set as_of = "date '" ~ run_value('segment_as_of') ~ "'" %}
 {%- set uses = {'score': false, 'cluster': false} %}
 {%- for segment in segments %}{% for leaf in segment['person_leaves'] if leaf['subject'] in uses %}
     {%- do uses.update({leaf['subject']: true}) %}
