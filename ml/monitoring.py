@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads where frames are made: DAG files read specs at each parse
+    import pandas as pd
 
 REFERENCE_ARTIFACT = "monitoring/reference.json"
 SHARE_FLOOR = 1e-4
@@ -93,6 +96,8 @@ def reference(frame: pd.DataFrame, scores: np.ndarray, categorical: tuple[str, .
     for column in frame.columns:
         bins = _bins(frame[column], column in categorical)
         subjects[column] = {**bins, "shares": shares(frame[column], bins).tolist()}
+    import pandas as pd
+
     score = pd.Series(scores)
     bins = _bins(score, categorical=False)
     subjects[SCORE] = {**bins, "shares": shares(score, bins).tolist()}
@@ -119,6 +124,8 @@ def compare(
 ) -> pd.DataFrame:
     """One row per subject and baseline: PSI of tonight against training and, when there is
     one, against the previous night (frames of the features and a `score` column)."""
+    import pandas as pd
+
     rows = []
     for subject, bins in ref["subjects"].items():
         now = shares(tonight[subject], bins)

@@ -220,6 +220,7 @@ class Evaluation:
 
     @property
     def schemas(self) -> dict[str, str]:
+        """The var a dry run's schema needs (a production run passes none)."""
         return schema_var("activation_schema", self.schema)
 
     def _key(self) -> dict:
