@@ -100,9 +100,9 @@ def spark_tables(settings: Settings) -> dict[str, Path]:
     }
 
 
-def serve_spark_build(settings: Settings) -> int:
+def serve_spark_build(settings: Settings) -> None:
     """Replace DuckDB's staging, intermediate and marts tables by the ones Spark built, in one
-    transaction; returns how many. Spark's Parquet holds timestamps as UTC instants, DuckDB's
+    transaction. Spark's Parquet holds timestamps as UTC instants, DuckDB's
     models naive UTC: those columns are converted, nothing else is."""
     tables = spark_tables(settings)
     with connect(settings) as con:
@@ -118,4 +118,3 @@ def serve_spark_build(settings: Settings) -> int:
             con.execute(f"create schema if not exists {table.split('.')[0]}")
             con.execute(f"create or replace table {table} as select {columns} from {files}")
         con.execute("commit")
-    return len(tables)

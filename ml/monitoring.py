@@ -92,12 +92,12 @@ def psi(current: np.ndarray, baseline: np.ndarray) -> float:
 
 def reference(frame: pd.DataFrame, scores: np.ndarray, categorical: tuple[str, ...]) -> dict:
     """The training reference: bins and training shares per feature and for the score."""
+    import pandas as pd
+
     subjects = {}
     for column in frame.columns:
         bins = _bins(frame[column], column in categorical)
         subjects[column] = {**bins, "shares": shares(frame[column], bins).tolist()}
-    import pandas as pd
-
     score = pd.Series(scores)
     bins = _bins(score, categorical=False)
     subjects[SCORE] = {**bins, "shares": shares(score, bins).tolist()}
