@@ -11,7 +11,7 @@ How it is built, top down:
   sessions of one person are always more than 30 minutes apart: the planted sessions are exactly
   what a 30-minute-timeout sessionization must find;
 - page views built from blocks; some blocks plant behaviors that segment rules look for, and the
-  other blocks are bounded so that they can never satisfy those rules by accident:
+  other blocks are bounded so that they do not satisfy those rules by accident:
     subscribe_curious  3 articles within 10 minutes + 2-3 hovers on cta_subscribe
                        (unplanted sessions hover cta_subscribe at most once)
     deep_read          an article read 200-400 s, scrolled to 100 %, then a related_article click
@@ -21,6 +21,11 @@ How it is built, top down:
     cart_abandon       add_to_cart and no checkout in the session (the next session is > 30 min
                        later); unplanted cart adds go to checkout within 2 minutes
     bounce             a session of a single page_view (unplanted sessions last >= 12 s)
+  and, from a random stream of their own (thresholds.py), some of those blocks move to half a
+  unit inside or outside each rule's threshold (a product page open 120 +- 0.5 s, a third
+  article 600 -+ 0.5 s after the first, checkouts 14-16 minutes after the cart, a one-page
+  session 10 +- 0.5 s long, the day's last bounces 60 min +- 30 s before midnight), so that
+  moving any threshold by one unit changes some session's verdict;
 - the events of each page view, identify events when a registered person logs in on a device
   (mid-session: earlier events of that session are anonymous), consent grants and opt-outs;
 - delivery mess: late sessions (received days later), duplicate deliveries, out-of-order lines,
@@ -29,7 +34,7 @@ How it is built, top down:
   people of a treatment arm buy in a later session after their abandoned cart (a lift), or
   their carts are never tracked (a sample ratio mismatch).
 Ground truth (never read by the pipeline) goes to OUT/ground_truth/: people.parquet,
-sessions.parquet, files.csv (exact expected row accounting per file) and
+sessions.parquet (with whether each session meets each rule, measured on its events), files.csv (exact expected row accounting per file) and
 experiment_effects.parquet (the planted purchases and lost carts).
 """
 

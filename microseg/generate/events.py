@@ -35,6 +35,10 @@ def draw_events(rng, p: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
     for mark in (25, 50, 75, 100):
         m = live & (p.scroll_depth.to_numpy() >= mark)
         emit(pages[m], EV["scroll"], t0[m] + dwell[m] * mark / 110, scroll_percent=float(mark))
+    # a one-page session's last event just before or after the bounce threshold (thresholds.py)
+    linger = s.bounce_linger_s.to_numpy()[p.session] * (role == "bounce")
+    m = linger > 0
+    emit(pages[m], EV["scroll"], t0[m] + linger[m], scroll_percent=25.0)
     # generic hovers and clicks on the page's own elements (never cta_subscribe)
     n_hover = np.where(live, rng.poisson(0.7, len(p)), 0)
     idx = np.repeat(pages, n_hover)

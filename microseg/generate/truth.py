@@ -10,6 +10,16 @@ import pandas as pd
 from microseg.generate.delivery import day_of
 from microseg.generate.experiments import anonymous_id, user_id
 from microseg.generate.population import declines_marketing
+from microseg.generate.thresholds import (
+    ARTICLE_DWELL_S,
+    ARTICLE_WINDOW_S,
+    ARTICLES_IN_WINDOW,
+    BOUNCE_S,
+    CHECKOUT_WAIT_S,
+    DEEP_SCROLL_PERCENT,
+    PRODUCT_DWELL_S,
+    SUBSCRIBE_HOVERS,
+)
 from microseg.generate.world import (
     ARCHETYPES,
     CATEGORIES,
@@ -23,7 +33,6 @@ from microseg.generate.world import (
 # The moments triggers.yml's triggers fire at, re-derived from the generated events (never from
 # the pipeline): (trigger, threshold). The decoys are the near misses: the closest cases that
 # must not fire.
-CART_WAIT_S = 15 * 60  # cart_abandoned: add_to_cart not followed by checkout_start in 15 min
 ARTICLES = 5  # binge_reader: the fifth article page view of a session
 LINGER_S = 300  # product_lingerer: a product page view without add_to_cart lasting > 300 s
 HOVER_WINDOW_S = 120  # subscribe_interest: 2 cta_subscribe hovers within 2 minutes
@@ -34,11 +43,38 @@ def person_keys(people: pd.DataFrame) -> np.ndarray:
     return np.array([f"p{p:07d}" for p in people.person])
 
 
-def _trigger_truth(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(firings, decoys): session, trigger and the moment (decoys: how far below)."""
-    ev = events.sort_values(["session", "t"], kind="stable")
-    fired, decoys = [], []
-    # cart_abandoned: per person, the next checkout_start after each add_to_cart
+def _page_views(ev: pd.DataFrame) -> pd.DataFrame:
+    """One row per page view (events sorted by session and time): its session, start, type,
+    dwell (to the next page view, or to the page's last event), deepest scroll mark, whether
+    it had a related-article click or an add_to_cart, its cta_subscribe hovers."""
+    views = ev[ev.event == EV["page_view"]][["session", "page", "t", "page_type"]]
+    following = views.groupby("session").t.shift(-1)
+    by_page = ev.groupby("page")
+    last_event = by_page.t.max().reindex(views.page).to_numpy()
+    views = views.assign(dwell=np.where(following.isna(), last_event, following) - views.t)
+
+    def per_page(mask: pd.Series, how: str) -> np.ndarray:
+        return (
+            ev[mask].groupby("page").size().reindex(views.page, fill_value=0).to_numpy()
+            if how == "count"
+            else ev[mask].groupby("page").scroll_percent.max().reindex(views.page).to_numpy()
+        )
+
+    return views.assign(
+        max_scroll=np.nan_to_num(per_page(ev.event == EV["scroll"], "max")),
+        clicked_related=per_page(
+            (ev.event == EV["click"]) & (ev.element == EL["related_article"]), "count"
+        )
+        > 0,
+        carted=per_page(ev.event == EV["add_to_cart"], "count") > 0,
+        subscribe_hovers=per_page(
+            (ev.event == EV["hover"]) & (ev.element == EL["cta_subscribe"]), "count"
+        ),
+    )
+
+
+def _checkout_waits(ev: pd.DataFrame) -> pd.DataFrame:
+    """Each add_to_cart with the wait to its person's next checkout_start (NaN: none came)."""
     carts = ev[ev.event.isin([EV["add_to_cart"], EV["checkout_start"]])].sort_values(
         ["person", "t"]
     )
@@ -48,27 +84,89 @@ def _trigger_truth(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         .groupby(carts.person.to_numpy())
         .bfill()
     )
-    adds = carts[~is_checkout].assign(next_checkout=next_checkout[~is_checkout])
-    wait = adds.next_checkout - adds.t
-    left = adds[wait.isna() | (wait > CART_WAIT_S)]
+    adds = carts[~is_checkout]
+    return adds.assign(wait=next_checkout[~is_checkout] - adds.t)
+
+
+def _articles_in_window(views: pd.DataFrame) -> pd.Series:
+    """Per session with article page views: the most that open within any 10 minutes."""
+    articles = views[views.page_type == PT["article"]]
+    # one sortable integer per view: session, then milliseconds (as the dumps keep them)
+    key = articles.session.to_numpy().astype(np.int64) * 10**11 + np.floor(
+        articles.t.to_numpy() * 1000
+    ).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    opened = np.arange(len(key)) - np.searchsorted(key, key - ARTICLE_WINDOW_S * 1000) + 1
+    return pd.Series(opened).groupby(articles.session.to_numpy()[order]).max()
+
+
+def segment_behaviors(ev: pd.DataFrame, n_sessions: int) -> pd.DataFrame:
+    """Per session, whether it meets each session rule of the default segments, measured on
+    the generated events with the thresholds of thresholds.py (bounce: one page view, all
+    events within 10 s)."""
+    views = _page_views(ev)
+    waits = _checkout_waits(ev)
+    session = views.session.to_numpy()
+
+    def any_page(mask: np.ndarray) -> np.ndarray:
+        return np.isin(np.arange(n_sessions), session[mask])
+
+    articles = _articles_in_window(views).reindex(range(n_sessions), fill_value=0).to_numpy()
+    hovers = views.groupby("session").subscribe_hovers.sum().reindex(
+        range(n_sessions), fill_value=0
+    )
+    times = ev.groupby("session").t.agg(["min", "max"]).reindex(range(n_sessions))
+    span = times["max"] - times["min"]
+    pages = views.groupby("session").size().reindex(range(n_sessions), fill_value=0)
+    abandoned = waits[waits.wait.isna() | (waits.wait > CHECKOUT_WAIT_S)].session.to_numpy()
+    return pd.DataFrame(
+        {
+            "subscribe_curious": (articles >= ARTICLES_IN_WINDOW)
+            & (hovers.to_numpy() >= SUBSCRIBE_HOVERS),
+            "deep_read": any_page(
+                (views.page_type == PT["article"]).to_numpy()
+                & (views.dwell.to_numpy() >= ARTICLE_DWELL_S)
+                & (views.max_scroll.to_numpy() >= DEEP_SCROLL_PERCENT)
+                & views.clicked_related.to_numpy()
+            ),
+            "product_hesitation": any_page(
+                (views.page_type == PT["product"]).to_numpy()
+                & ~views.carted.to_numpy()
+                & (views.dwell.to_numpy() > PRODUCT_DWELL_S)
+            ),
+            "cart_abandon": np.isin(np.arange(n_sessions), abandoned),
+            "bounce": (pages.to_numpy() == 1) & (span.to_numpy() < BOUNCE_S),
+        }
+    )
+
+
+def _trigger_truth(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(firings, decoys): session, trigger and the moment (decoys: how far below)."""
+    ev = events.sort_values(["session", "t"], kind="stable")
+    views = _page_views(ev)
+    fired, decoys = [], []
+    # cart_abandoned: per person, the next checkout_start after each add_to_cart
+    adds = _checkout_waits(ev)
+    left = adds[adds.wait.isna() | (adds.wait > CHECKOUT_WAIT_S)]
     first = left.groupby("session").t.min()
     fired.append(
         pd.DataFrame(
-            {"trigger": "cart_abandoned", "session": first.index, "t": first + CART_WAIT_S}
+            {"trigger": "cart_abandoned", "session": first.index, "t": first + CHECKOUT_WAIT_S}
         )
     )
-    near = adds[(wait <= CART_WAIT_S) & (wait > CART_WAIT_S - 60)]
+    near = adds[(adds.wait <= CHECKOUT_WAIT_S) & (adds.wait > CHECKOUT_WAIT_S - 60)]
     decoys.append(
         pd.DataFrame(
             {
                 "trigger": "cart_abandoned",
                 "session": near.session,
-                "margin_s": CART_WAIT_S - wait[near.index],
+                "margin_s": CHECKOUT_WAIT_S - near.wait,
             }
         )
     )
     # binge_reader: the fifth article page view; decoys: sessions with exactly four
-    articles = ev[(ev.event == EV["page_view"]) & (ev.page_type == PT["article"])]
+    articles = views[views.page_type == PT["article"]]
     nth = articles.groupby("session").cumcount() + 1
     fifth = articles[nth == ARTICLES]
     fired.append(pd.DataFrame({"trigger": "binge_reader", "session": fifth.session, "t": fifth.t}))
@@ -77,25 +175,20 @@ def _trigger_truth(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     decoys.append(
         pd.DataFrame({"trigger": "binge_reader", "session": four.index, "margin_s": np.nan})
     )
-    # product_lingerer: dwell = to the next page view, or to the page's last event
-    views = ev[ev.event == EV["page_view"]][["session", "page", "t", "page_type"]]
-    following = views.groupby("session").t.shift(-1)
-    last_event = ev.groupby("page").t.max().reindex(views.page).to_numpy()
-    dwell = np.where(following.isna(), last_event, following) - views.t.to_numpy()
-    carted = ev.page[ev.event == EV["add_to_cart"]].unique()
-    product = (views.page_type == PT["product"]).to_numpy() & ~views.page.isin(carted).to_numpy()
-    lingered = views[product & (dwell > LINGER_S)]
+    # product_lingerer: a product page view without add_to_cart open > 300 s
+    product = (views.page_type == PT["product"]) & ~views.carted
+    lingered = views[product & (views.dwell > LINGER_S)]
     first = lingered.groupby("session").t.min()
     fired.append(
         pd.DataFrame({"trigger": "product_lingerer", "session": first.index, "t": first + LINGER_S})
     )
-    close = product & (dwell <= LINGER_S) & (dwell > LINGER_S - 30)
+    close = views[product & (views.dwell <= LINGER_S) & (views.dwell > LINGER_S - 30)]
     decoys.append(
         pd.DataFrame(
             {
                 "trigger": "product_lingerer",
-                "session": views.session[close],
-                "margin_s": LINGER_S - dwell[close],
+                "session": close.session,
+                "margin_s": LINGER_S - close.dwell,
             }
         )
     )
@@ -165,17 +258,14 @@ def write_truth(
         }
     )
     span = events.groupby("session").t.agg(["min", "max", "size"])
-    flags = [
-        "bounce",
-        "subscribe_curious",
-        "deep_read",
-        "product_hesitation",
-        "cart_abandon",
-        "purchase",
-        "login_session",
-        "is_bot",
-    ]
-    sessions_out = sessions[["session", "person", "device", "late_days", *flags]].copy()
+    flags = ["purchase", "login_session", "is_bot"]
+    sessions_out = pd.concat(
+        [
+            sessions[["session", "person", "device", "late_days", *flags]],
+            segment_behaviors(events.sort_values(["session", "t"], kind="stable"), len(sessions)),
+        ],
+        axis=1,
+    )
     sessions_out["person_key"] = people_out.person_key.to_numpy()[sessions.person]
     sessions_out["anonymous_id"] = anon.to_numpy()[sessions.device]
     sessions_out["session_start_at"] = epoch + pd.to_timedelta(span["min"].to_numpy(), unit="s")

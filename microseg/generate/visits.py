@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from microseg.generate.thresholds import mark_near_threshold_sessions, near_threshold_dwell
 from microseg.generate.world import (
     BASE_PAGES_MEAN,
     BOUNCE_P,
@@ -72,6 +73,8 @@ def draw_sessions(rng, people, usage, devices, config: GeneratorConfig) -> pd.Da
     decoys = np.random.default_rng([config.seed, 14])
     s["slow_checkout"] = s.purchase & (decoys.random(len(s)) < 0.1)
     s["checkout_delay_s"] = decoys.uniform(14 * 60, 14 * 60 + 55, len(s))
+    s = mark_near_threshold_sessions(s, config)  # may move sessions: new order and numbers
+    live = ~s.bounce & ~s.is_bot
     s["casual_subscribe_hover"] = live & ~s.subscribe_curious & (rng.random(len(s)) < 0.12)
     s["newsletter_signup"] = live & (rng.random(len(s)) < 0.015)
     first_session = ~s.duplicated("person")
@@ -197,13 +200,15 @@ def draw_page_views(rng, s: pd.DataFrame) -> pd.DataFrame:
     p["watched"] = np.minimum(watched, np.maximum(dwell - 6, 0))
     p["dwell"] = np.round(dwell, 3)
     gap = np.where(role == "bot", 0.0, rng.uniform(1, 3, len(p)))
+    p["dwell"] = near_threshold_dwell(p, s, gap)
     step = p.dwell.to_numpy() + gap
     csum = np.cumsum(step)
     first = ~p.session.duplicated().to_numpy()
     session_base = np.maximum.accumulate(np.where(first, csum - step, 0))
     p["t0"] = s.start_s.to_numpy()[p.session] + (csum - step - session_base)
-    # slow checkouts: the checkout page (right after the cart page) starts later, so that
-    # checkout_start (t0 + 1) comes checkout_delay_s after the add_to_cart (cart t0 + 0.7 dwell + 1)
+    # slow (and late) checkouts: the checkout page (right after the cart page) starts later, so
+    # that checkout_start (t0 + 1) comes checkout_delay_s after the add_to_cart (cart t0 + 0.7
+    # dwell + 1)
     slow = np.flatnonzero((role == "checkout") & s.slow_checkout.to_numpy()[p.session])
     t0 = p.t0.to_numpy().copy()
     added_at = t0[slow - 1] + p.dwell.to_numpy()[slow - 1] * 0.7 + 1
@@ -211,8 +216,11 @@ def draw_page_views(rng, s: pd.DataFrame) -> pd.DataFrame:
     p["t0"] = t0
     p["position"] = p.groupby("session").cumcount()
     depth = np.clip(rng.beta(2, 2, len(p)) * 2 * SCROLL_DEPTH[pa_], 0, 1) * 100
+    short_scroll = s.near_scroll.to_numpy()[p.session]
     p["scroll_depth"] = np.select(
-        [role == "deep", np.isin(role, ["bounce", "bot"])], [100, 0], depth
+        [role == "deep", np.isin(role, ["bounce", "bot"])],
+        [np.where(short_scroll, 75, 100), 0],
+        depth,
     )
     p["content"] = rng.integers(1, 400, len(p))
     p["page"] = np.arange(len(p))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -184,6 +185,78 @@ def test_rerunning_a_night_changes_nothing(segmented: Settings) -> None:
     before = snapshot()
     run_segments(segmented, NIGHTS[1])
     assert snapshot() == before
+
+
+# Every threshold of segments.yml (a path into its rule) moved one unit each way. The data set
+# holds sessions on both sides of each (generate/thresholds.py), so each move changes some
+# members: the exact-membership test above fails when any threshold moves. Not moved: the
+# 7-day scopes (the data set spans 5 days) and the scroll mark upwards (scroll marks are 25 %
+# apart: >= 91 to >= 100 is the rule as it is).
+THRESHOLD_MOVES = {
+    "subscribe_curious_readers": {
+        ("any_session", "all", 0, "within_minutes"): (9, 11),
+        ("any_session", "all", 0, ">="): (2, 4),
+        ("any_session", "all", 1, ">="): (1, 3),
+    },
+    "product_hesitators": {("any_session", "all", 0, ">"): (119, 121)},
+    "frequent_visitors": {("sessions_within_hours",): (23, 25), (">",): (2, 4)},
+    "recent_engagers": {("<=",): (59, 61)},
+    "deep_content_readers": {
+        ("any_session", "all", 0, "dwell", "max_scroll_percent", ">="): (75,),
+        ("any_session", "all", 0, ">="): (179, 181),
+    },
+    "low_engagement": {
+        ("every_session", "all", 0, "="): (0, 2),
+        ("every_session", "all", 1, "<"): (9, 11),
+    },
+    "cart_abandoners": {
+        ("any_session", "all", 0, "within_minutes"): (14, 16),
+        ("any_session", "all", 0, ">="): (2,),
+    },
+}
+UNMOVED = ("within_days", "half_life_days")
+
+
+def _thresholds(node, path=()) -> set[tuple]:
+    """The paths of every number in a rule, but the 7-day scopes."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        is_number = isinstance(node, int | float) and not isinstance(node, bool)
+        return {path} if is_number and path[-1] not in UNMOVED else set()
+    return set().union(*(_thresholds(child, (*path, key)) for key, child in items))
+
+
+def test_moving_any_threshold_by_one_unit_changes_members(scratch, tmp_path) -> None:
+    defined = yaml.safe_load(scratch.segments_file.read_text("utf-8"))["segments"]
+    assert {s["name"]: _thresholds(s["rule"]) for s in defined} == {
+        name: set(moves) for name, moves in THRESHOLD_MOVES.items()
+    }
+    trial, moves = list(defined), {}
+    for segment in defined:
+        for path, values in THRESHOLD_MOVES[segment["name"]].items():
+            for value in values:
+                moved = copy.deepcopy(segment)
+                node = moved["rule"]
+                for key in path[:-1]:
+                    node = node[key]
+                node[path[-1]] = value
+                moved["name"] = f"moved_{len(moves)}"
+                moves[moved["name"]] = (segment["name"], path, value)
+                trial.append(moved)
+    run_segments(scratch, NIGHTS[-1], file=_definitions(tmp_path / "moved.yml", trial))
+    members: dict[str, set[str]] = {}
+    for name, person in query(
+        scratch, "select segment_name, person_id from segments_trial.segment_memberships"
+    ):
+        members.setdefault(name, set()).add(person)
+    assert all(members.get(s["name"]) for s in defined)
+    unchanged = [
+        move for name, move in moves.items() if members.get(name) == members[move[0]]
+    ]
+    assert unchanged == []
 
 
 @pytest.fixture

@@ -277,69 +277,115 @@ def test_sessions_are_what_a_30_minute_timeout_finds(warehouse) -> None:
     assert assigned == total
 
 
-def test_planted_behaviors_appear_exactly_where_planted(warehouse) -> None:
-    """Segment rules can be tested for exact membership: no behavior happens by accident."""
+# Per session (by its SESSION_EVENTS sid), each rule's measure on the raw events: the most
+# article page views opened within 10 minutes, cta_subscribe hovers, the longest product page
+# without add_to_cart, the longest scrolled article with a related click, the longest wait
+# from an add_to_cart to the next checkout_start, page views and span.
+SESSION_MEASURES = f"""
+    with e as ({SESSION_EVENTS}),
+    pages as (
+        select *, sum((event_type = 'page_view')::int) over
+                  (partition by sid order by event_at, event_type <> 'page_view') as page_no
+        from e
+    ),
+    per_page as (
+        select sid, page_no,
+            any_value(page_type) filter (where event_type = 'page_view') as page_type,
+            min(event_at) filter (where event_type = 'page_view') as opened_at,
+            max(event_at) as last_at,
+            coalesce(max((properties ->> '$.scroll_percent')::double)
+                     filter (where event_type = 'scroll'), 0) as scroll,
+            bool_or(event_type = 'click' and element_id = 'related_article') as related,
+            count(*) filter (where event_type = 'add_to_cart') as carts
+        from pages group by sid, page_no
+    ),
+    timed as (
+        select *, epoch(coalesce(lead(opened_at) over (partition by sid order by page_no),
+                                 last_at) - opened_at) as dwell_s,
+            count(*) filter (where page_type = 'article') over (
+                partition by sid order by opened_at
+                range between interval 10 minute preceding and current row) as articles_10m
+        from per_page
+    ),
+    carts as (
+        select sid, epoch(coalesce(min(event_at) filter (where event_type = 'checkout_start')
+                          over (partition by sid order by event_at
+                                rows between current row and unbounded following),
+                          timestamp '2100-01-01') - event_at) as wait_s, event_type
+        from e where event_type in ('add_to_cart', 'checkout_start')
+    )
+    select sid,
+        any_value(t.subscribe_curious) as subscribe_curious,
+        any_value(t.deep_read) as deep_read,
+        any_value(t.product_hesitation) as product_hesitation,
+        any_value(t.cart_abandon) as cart_abandon,
+        any_value(t.bounce) as bounce,
+        (select max(articles_10m) filter (where page_type = 'article') from timed
+         where timed.sid = t.sid) as articles_10m,
+        count(*) filter (where event_type = 'hover' and element_id = 'cta_subscribe')
+            as subscribe_hovers,
+        (select max(dwell_s) filter (where page_type = 'product' and carts = 0) from timed
+         where timed.sid = t.sid) as product_dwell_s,
+        (select max(dwell_s) filter (where page_type = 'article' and scroll >= 90 and related)
+         from timed where timed.sid = t.sid) as deep_dwell_s,
+        (select max(wait_s) filter (where event_type = 'add_to_cart') from carts
+         where carts.sid = t.sid) as cart_wait_s,
+        count(*) filter (where event_type = 'page_view') as page_views,
+        epoch(max(event_at) - min(event_at)) as span_s
+    from e as t group by sid
+"""
+
+
+def test_truth_says_which_sessions_meet_each_rule(warehouse) -> None:
+    """The truth's session flags are the default segments' session rules applied to the raw
+    events, so segment tests can compare memberships with the truth exactly."""
     rows = warehouse.execute(f"""
-        with e as ({SESSION_EVENTS}),
-        per_session as (
-            select sid,
-                any_value(subscribe_curious) as subscribe_curious,
-                any_value(cart_abandon) as cart_abandon,
-                any_value(bounce) as bounce,
-                count(*) filter (where event_type = 'hover' and element_id = 'cta_subscribe')
-                    as subscribe_hovers,
-                count(*) filter (where event_type = 'add_to_cart') as carts,
-                count(*) filter (where event_type = 'checkout_start') as checkouts,
-                count(*) filter (where event_type = 'page_view') as page_views,
-                max(event_at) - min(event_at) as duration
-            from e group by sid
-        )
+        with m as ({SESSION_MEASURES})
         select
-            count(*) filter (where subscribe_curious <> (subscribe_hovers >= 2)),
-            count(*) filter (where cart_abandon <> (carts > 0 and checkouts = 0)),
-            count(*) filter (where bounce <> (page_views = 1 and duration < interval 10 second)),
-            count(*) filter (where not bounce and duration < interval 12 second),
-            count(*) filter (where subscribe_curious), count(*) filter (where cart_abandon),
+            count(*) filter (where subscribe_curious
+                             <> (coalesce(articles_10m, 0) >= 3 and subscribe_hovers >= 2)),
+            count(*) filter (where deep_read <> coalesce(deep_dwell_s >= 180, false)),
+            count(*) filter (where product_hesitation <> coalesce(product_dwell_s > 120, false)),
+            count(*) filter (where cart_abandon <> coalesce(cart_wait_s > 900, false)),
+            count(*) filter (where bounce <> (page_views = 1 and span_s < 10)),
+            count(*) filter (where subscribe_curious), count(*) filter (where deep_read),
+            count(*) filter (where product_hesitation), count(*) filter (where cart_abandon),
             count(*) filter (where bounce)
-        from per_session
+        from m
     """).fetchone()
-    wrong_subscribe, wrong_abandon, wrong_bounce, short_sessions, *planted = rows
-    assert (wrong_subscribe, wrong_abandon, wrong_bounce, short_sessions) == (0, 0, 0, 0)
-    assert min(planted) > 10
+    assert rows[:5] == (0, 0, 0, 0, 0)
+    assert min(rows[5:]) >= 10, rows[5:]
 
 
-def test_dwell_planting_bounds(warehouse) -> None:
-    """Long product dwell (>120 s, no cart) and long article reads happen only where planted."""
-    rows = warehouse.execute(f"""
-        with e as ({SESSION_EVENTS}),
-        pages as (
-            select *, sum((event_type = 'page_view')::int) over
-                      (partition by sid order by event_at, event_type <> 'page_view') as page_no
-            from e
-        ),
-        per_page as (
-            select sid, page_no,
-                any_value(page_type) filter (where event_type = 'page_view') as page_type,
-                max(event_at) - min(event_at) as dwell,
-                count(*) filter (where event_type = 'add_to_cart') as carts,
-                any_value(product_hesitation) as hesitation, any_value(deep_read) as deep
-            from pages group by sid, page_no
-        ),
-        per_session as (
-            select sid, any_value(hesitation) as hesitation, any_value(deep) as deep,
-                bool_or(page_type = 'product' and carts = 0 and dwell > interval 120 second)
-                    as has_long_product_dwell,
-                bool_or(page_type = 'article' and dwell >= interval 180 second)
-                    as has_long_read
-            from per_page group by sid
+def test_every_threshold_has_sessions_just_inside_and_just_outside(warehouse) -> None:
+    """Moving any threshold of the default segments by one unit (a second; a minute for the
+    cart's wait) changes some session's verdict: for each, sessions within that unit on both
+    sides (thresholds.py)."""
+    sides = warehouse.execute(f"""
+        with m as ({SESSION_MEASURES}),
+        near as (
+            select 'product dwell > 120 s' as rule, product_dwell_s - 120 as beyond from m
+            union all select 'deep read >= 180 s', deep_dwell_s - 180 from m
+            union all select 'cart wait > 15 min', (cart_wait_s - 900) / 60 from m
+            union all select 'one-page session < 10 s', 10 - span_s from m where page_views = 1
         )
-        select count(*) filter (where hesitation <> has_long_product_dwell),
-               count(*) filter (where deep <> has_long_read),
-               count(*) filter (where hesitation)
-        from per_session
-    """).fetchone()
-    assert rows[:2] == (0, 0)
-    assert rows[2] > 10
+        select rule, count(*) filter (where beyond > 0 and beyond < 1),
+                     count(*) filter (where beyond < 0 and beyond > -1)
+        from near group by rule order by rule
+    """).fetchall()
+    assert len(sides) == 4
+    for rule, inside, outside in sides:
+        assert inside >= 3 and outside >= 3, (rule, inside, outside)
+    # 3 articles within 10 minutes: sessions whose third article opened 599-601 s after the first
+    window = scalar(
+        warehouse,
+        f"""
+        with m as ({SESSION_MEASURES})
+        select count(*) filter (where subscribe_hovers >= 2 and articles_10m = 2)
+        from m
+        """,
+    )
+    assert window >= 3
 
 
 def test_every_generated_event_is_in_some_file(warehouse) -> None:
