@@ -34,8 +34,9 @@ How it is built, top down:
   people of a treatment arm buy in a later session after their abandoned cart (a lift), or
   their carts are never tracked (a sample ratio mismatch).
 Ground truth (never read by the pipeline) goes to OUT/ground_truth/: people.parquet,
-sessions.parquet (with whether each session meets each rule, measured on its events), files.csv (exact expected row accounting per file) and
-experiment_effects.parquet (the planted purchases and lost carts).
+sessions.parquet (with whether each session meets each rule, measured on its events),
+files.csv (exact expected row accounting per file) and experiment_effects.parquet (the planted
+purchases and lost carts).
 """
 
 from __future__ import annotations

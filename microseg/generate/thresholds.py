@@ -46,9 +46,7 @@ def _busy_day_across_midnight(s: pd.DataFrame, days: int) -> pd.DataFrame:
     )
     taken = set(zip(s.person, s.day, slot, strict=True))
     person, day = s.person.to_numpy(), s.day.to_numpy()
-    moving = [
-        i for i in moving if (person[i], day[i] + 1, first_slot[i]) not in taken
-    ]
+    moving = [i for i in moving if (person[i], day[i] + 1, first_slot[i]) not in taken]
     within = np.arange(len(moving)) % 2 == 0
     s.loc[moving, "start_s"] = (
         first_start[moving] + BUSY_WINDOW_S + np.where(within, -RECENT_MARGIN_S, RECENT_MARGIN_S)
@@ -84,9 +82,7 @@ def mark_near_threshold_sessions(s: pd.DataFrame, config: GeneratorConfig) -> pd
     )
     # a one-page session whose last event (a scroll) comes just before or after 10 s
     linger = s.bounce.to_numpy() & near & ~recent
-    s["bounce_linger_s"] = np.where(
-        linger, BOUNCE_S + np.where(inside, -MARGIN_S, MARGIN_S), 0.0
-    )
+    s["bounce_linger_s"] = np.where(linger, BOUNCE_S + np.where(inside, -MARGIN_S, MARGIN_S), 0.0)
     # a purchase whose checkout starts just over 15 minutes after the cart add (an abandoned
     # cart by the rule); the slow checkouts are the ones just under
     late = s.purchase.to_numpy() & near & inside & ~s.slow_checkout.to_numpy()
@@ -111,7 +107,5 @@ def near_threshold_dwell(p: pd.DataFrame, s: pd.DataFrame, gap: np.ndarray) -> n
     # the third subscribe article opens just within or beyond 10 minutes of the first
     middle = np.flatnonzero(near & (role == "subscribe") & (p.order.to_numpy() == 1))
     first = middle - 1
-    dwell[middle] = (
-        ARTICLE_WINDOW_S - side[middle] - (dwell[first] + gap[first]) - gap[middle]
-    )
+    dwell[middle] = ARTICLE_WINDOW_S - side[middle] - (dwell[first] + gap[first]) - gap[middle]
     return np.round(dwell, 3)

@@ -113,8 +113,8 @@ def segment_behaviors(ev: pd.DataFrame, n_sessions: int) -> pd.DataFrame:
         return np.isin(np.arange(n_sessions), session[mask])
 
     articles = _articles_in_window(views).reindex(range(n_sessions), fill_value=0).to_numpy()
-    hovers = views.groupby("session").subscribe_hovers.sum().reindex(
-        range(n_sessions), fill_value=0
+    hovers = (
+        views.groupby("session").subscribe_hovers.sum().reindex(range(n_sessions), fill_value=0)
     )
     times = ev.groupby("session").t.agg(["min", "max"]).reindex(range(n_sessions))
     span = times["max"] - times["min"]

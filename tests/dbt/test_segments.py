@@ -253,9 +253,7 @@ def test_moving_any_threshold_by_one_unit_changes_members(scratch, tmp_path) -> 
     ):
         members.setdefault(name, set()).add(person)
     assert all(members.get(s["name"]) for s in defined)
-    unchanged = [
-        move for name, move in moves.items() if members.get(name) == members[move[0]]
-    ]
+    unchanged = [move for name, move in moves.items() if members.get(name) == members[move[0]]]
     assert unchanged == []
 
 
