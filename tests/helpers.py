@@ -101,15 +101,39 @@ where len(p.anonymous_ids) > 0
 """
 
 
+# Whether a person had withdrawn personalization as of a date (its midnight), by the consent
+# events the generator wrote: an opt-out (at the start of its session) before it and no
+# re-grant between (truth_people.is_opted_out: the opt-out that still stands).
+TRUTH_OPTED_OUT_ON = """
+create or replace temp view truth_withdrawals as
+select p.person_id as withdrawn_person_id, o.session_start_at as withdrawn_at,
+       (select min(r.session_start_at) from truth_sessions r
+        where r.person_key = o.person_key and r.consent_regrant
+          and r.session_start_at > o.session_start_at) as regranted_at
+from truth_sessions o join truth_people p using (person_key)
+where o.consent_opt_out;
+-- the view's columns are named apart, so that an unqualified argument names the caller's
+create or replace temp macro truth_opted_out_on(person, as_of) as (
+    exists (
+        select 1 from truth_withdrawals
+        where withdrawn_person_id = person and withdrawn_at < as_of
+          and (regranted_at is null or regranted_at >= as_of)
+    )
+)
+"""
+
+
 def truth_connection(settings: Settings, dataset: Path) -> duckdb.DuckDBPyConnection:
     """A read-only warehouse connection with the generator's ground truth as temp views
-    (truth_people keyed by the pipeline's person_id, truth_sessions)."""
+    (truth_people keyed by the pipeline's person_id, truth_sessions) and the temp macro
+    truth_opted_out_on(person_id, as_of)."""
     connection = duckdb.connect(str(settings.warehouse_path), read_only=True)
     truth = dataset / "ground_truth"
     connection.execute(TRUTH_PEOPLE.format(truth=truth))
     connection.execute(
         f"create temp view truth_sessions as select * from '{truth}/sessions.parquet'"
     )
+    connection.execute(TRUTH_OPTED_OUT_ON)
     return connection
 
 

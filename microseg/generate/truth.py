@@ -258,7 +258,7 @@ def write_truth(
         }
     )
     span = events.groupby("session").t.agg(["min", "max", "size"])
-    flags = ["purchase", "login_session", "is_bot"]
+    flags = ["purchase", "login_session", "is_bot", "consent_opt_out", "consent_regrant"]
     sessions_out = pd.concat(
         [
             sessions[["session", "person", "device", "late_days", *flags]],

@@ -105,6 +105,18 @@ def test_features_reflect_opt_outs_and_purchases(con) -> None:
         where not p.is_bot
     """).fetchone()
     assert opted[0] == 0 and opted[1] > 200
+    # and on each date, as the consent events before it say
+    by_date = con.execute("""
+        select count(*) filter (where f.is_opted_out
+                                      <> truth_opted_out_on(f.person_id, f.as_of_date)),
+               count(*) filter (where f.is_opted_out),
+               count(distinct f.person_id) filter (where f.is_opted_out
+                                                   and not p.is_opted_out)
+        from marts.fct_user_features_daily f join truth_people p using (person_id)
+        where not p.is_bot
+    """).fetchone()
+    # some people are opted out on some dates only (they granted again later)
+    assert by_date[0] == 0 and by_date[1] >= 10 and by_date[2] > 0, by_date
     # a person's 90-day purchases at the last as-of date are the purchases the generator
     # planted before it (one per purchase session; every day of the data set is within 90)
     diff, buyers = con.execute("""

@@ -58,10 +58,9 @@ expected as (
             and session_end_at >= $as_of::timestamp - interval 60 minute
 )
 select segment_name, person_id from expected
-where person_id not in (select person_id from truth_people where is_opted_out)
-  -- consent on the as-of date (the truth only knows the final status)
-  and person_id not in (select person_id from marts.fct_user_features_daily
-                        where as_of_date = $as_of and is_opted_out)
+-- consent: withdrawn on the as-of date, or withdrawn since (that reaches back over every date)
+where not truth_opted_out_on(person_id, $as_of::timestamp)
+  and person_id not in (select person_id from truth_people where is_opted_out)
 """
 
 
