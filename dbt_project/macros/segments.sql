@@ -152,9 +152,8 @@
             from (
                 select
                     events.*,
-                    first_value(case when event_type = {{ segment_literal(leaf['not_followed_by']) }} then event_at end ignore nulls)
-                        over (partition by person_id order by event_at, event_id
-                              rows between current row and unbounded following) as next_follow_at
+                    {{ next_at_where("event_type = " ~ segment_literal(leaf['not_followed_by']), 'event_at',
+                                     'person_id', 'event_at, event_id') }} as next_follow_at
                 from events
                 where person_id in (select person_id from {{ scope }})
                   and (event_type = {{ segment_literal(leaf['not_followed_by']) }}
@@ -184,14 +183,14 @@
             {%- endif %}
         from (
             select session_id, event_at,
+                   {% if leaf.get('within_minutes') -%}
+                   {{ count_in_trailing_minutes('session_id', 'event_at', leaf['within_minutes']) }}
+                   {%- else -%}
                    count(*) over (
                        partition by session_id order by event_at
-                       {%- if leaf.get('within_minutes') %}
-                       range between interval '{{ leaf['within_minutes'] | int }} minutes' preceding and current row
-                       {%- else %}
                        rows between unbounded preceding and current row
-                       {%- endif %}
-                   ) as events_so_far
+                   )
+                   {%- endif %} as events_so_far
             from events
             where session_id in (select session_id from {{ scope }})
               and event_type = {{ segment_literal(leaf['event_type']) }}

@@ -10,3 +10,24 @@
 {% macro days_max(measure, days) -%}
     max(d.{{ measure }}) filter (where d.activity_date >= t.as_of_date - {{ days }})
 {%- endmacro %}
+
+{#- How many rows, this one included, fall in the `minutes` up to it (in `order_by` time within
+    `partition_by`): the largest over a partition is the most in any such window. The one
+    sliding-window count: segments' `count ... within_minutes` and the micro-behavior mart's
+    article sequences. -#}
+{% macro count_in_trailing_minutes(partition_by, order_by, minutes) -%}
+    count(*) over (
+        partition by {{ partition_by }} order by {{ order_by }}
+        range between interval '{{ minutes | int }} minutes' preceding and current row
+    )
+{%- endmacro %}
+
+{#- The first `at` from this row on (`order_by` within `partition_by`) of a row where
+    `condition` holds, or null: the checkout after a cart add, for segments'
+    `not_followed_by` and the micro-behavior mart's abandoned carts. -#}
+{% macro next_at_where(condition, at, partition_by, order_by) -%}
+    min(case when {{ condition }} then {{ at }} end) over (
+        partition by {{ partition_by }} order by {{ order_by }}
+        rows between current row and unbounded following
+    )
+{%- endmacro %}

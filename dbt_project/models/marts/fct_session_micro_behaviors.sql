@@ -32,11 +32,8 @@ sessions as (
 article_sequences as (
     select
         session_id,
-        count(*) over (
-            partition by session_id order by page_view_at
-            range between current row
-                and interval '{{ var("sequence_window_minutes") }} minutes' following
-        ) as articles_in_window
+        {{ count_in_trailing_minutes('session_id', 'page_view_at', var("sequence_window_minutes")) }}
+            as articles_in_window
     from page_views
     where page_type = 'article'
 ),
@@ -46,9 +43,8 @@ carts as (
         session_id,
         event_at as cart_add_at,
         -- the first checkout at or after the cart add
-        min(case when event_type = 'checkout_start' then event_at end)
-            over (partition by person_id order by event_at, event_id
-                  rows between current row and unbounded following) as next_checkout_at
+        {{ next_at_where("event_type = 'checkout_start'", 'event_at', 'person_id', 'event_at, event_id') }}
+            as next_checkout_at
     from events
     where event_type in ('add_to_cart', 'checkout_start')
     qualify event_type = 'add_to_cart'
