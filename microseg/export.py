@@ -1,5 +1,9 @@
 """Audience export: one segment on one as-of date as a consent-filtered CSV plus a manifest.
 
+The audience itself is the dbt view marts.segment_audiences (members with marketing consent,
+who they are, since when they are in); this module adds what depends on the run: the optional
+score and recommendation columns, the holdout and the experiment arms.
+
 The global holdout of experiments.yml is kept out of every audience, as out of every other
 personalization, so that its comparison with everyone else measures all of it. On a day an
 experiment targets the segment (experiments.yml `targeting: {segment: NAME}`), its participants
@@ -110,7 +114,7 @@ def export_audience(
     experiment = running(experiments, segment, as_of, kind="segment")
     with connect(settings, read_only=experiment is None) as con:
         score_join, score_column = "", ""
-        params: list = [segment, as_of, purpose]
+        params: list = [segment, as_of]
         if min_score is not None:
             _require_rows(con, "user_scores", score_model, as_of, "--min-score", "microseg score")
             score_join = (
@@ -147,22 +151,15 @@ def export_audience(
             params[at:at] = [recommendation_model, as_of, with_recommendations]
         members = f"""
             select
-                m.person_id, p.user_id, m.segment_name, e.segment_title, m.as_of_date,
-                strftime(h.entered_at, '%Y-%m-%dT%H:%M:%SZ') as in_segment_since,
-                strftime(p.last_seen_at, '%Y-%m-%dT%H:%M:%SZ') as last_seen_at,
-                p.latest_device_type as device_type, p.latest_country as country,
+                m.person_id, m.user_id, m.segment_name, m.segment_title, m.as_of_date,
+                strftime(m.in_segment_since, '%Y-%m-%dT%H:%M:%SZ') as in_segment_since,
+                strftime(m.last_seen_at, '%Y-%m-%dT%H:%M:%SZ') as last_seen_at,
+                m.device_type, m.country,
                 m.evidence::varchar as evidence{score_column}{recommendation_column}
                 {{arm_columns}}
-            from marts.segment_memberships m
-            join marts.dim_persons p using (person_id)
-            join marts.segment_evaluations e using (segment_name, as_of_date)
-            left join marts.segment_membership_history h
-              on h.person_id = m.person_id and h.segment_name = m.segment_name
-             and h.entered_at <= m.as_of_date
-             and (h.exited_at is null or h.exited_at > m.as_of_date)
+            from marts.segment_audiences m
             {score_join}{recommendation_join}{{arm_join}}
-            where m.segment_name = ? and m.as_of_date = ?
-              and marts.has_consent(m.person_id, ?, m.as_of_date){{holdout_filter}}{{arm_filter}}
+            where m.segment_name = ? and m.as_of_date = ?{{holdout_filter}}{{arm_filter}}
         """
         people = pd.Series(
             [row[0] for row in con.execute(_filtered(members), params).fetchall()], dtype=object
@@ -278,6 +275,8 @@ def _evaluation(con, settings: Settings, segment: str, as_of: date | None) -> tu
         raise UsageError(
             f"segment {segment!r} has not been evaluated yet (run `microseg segments`)"
         )
+    if not has_table(con, "marts", "segment_audiences"):  # evaluated before the view existed
+        raise UsageError("no segment audiences yet: run `microseg segments` once")
     if as_of is None:
         return evaluated[0]
     for day, definition_hash in evaluated:
