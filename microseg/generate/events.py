@@ -82,8 +82,10 @@ def draw_events(rng, p: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
         element=EL["cta_subscribe"],
     )
     # related-article clicks: planted after a deep read, sometimes on ordinary articles
-    related = (role == "deep") | (
-        live & (pt == PT["article"]) & (role == "base") & (rng.random(len(p)) < 0.25)
+    related = (
+        (role == "deep")
+        | (live & (pt == PT["article"]) & (role == "base") & (rng.random(len(p)) < 0.25))
+        | p.near_read.to_numpy()
     )
     emit(
         pages[related],

@@ -136,15 +136,16 @@ def plant_effects(
     for planted in config.planted_effects:
         experiment = planted.experiment
         in_dates = (s.day_of >= experiment.start) & (s.day_of < experiment.end)
-        carts = s[s.cart_abandon & s.person_id.notna() & in_dates]
+        # abandoned carts: planted, or a checkout that came too late (thresholds.py)
+        carts = s[(s.cart_abandon | s.late_checkout) & s.person_id.notna() & in_dates]
         first = carts.sort_values(["person_id", "start_s"]).drop_duplicates("person_id")
         first = first[~held_out(first.person_id, planted.holdout).to_numpy()]
         arms = np.array([arm_of(experiment, p, {})[0].name for p in first.person_id], object)
         chosen = first[(arms == planted.arm) & (rng.random(len(first)) < planted.share)]
         if planted.effect == "srm":
             lost = carts[carts.person_id.isin(chosen.person_id)]
-            sessions.loc[lost.index, "cart_abandon"] = False
-            s.loc[lost.index, "cart_abandon"] = False
+            sessions.loc[lost.index, ["cart_abandon", "late_checkout"]] = False
+            s.loc[lost.index, ["cart_abandon", "late_checkout"]] = False
             effects += [
                 (experiment.name, planted.arm, "srm", p, c, None)
                 for p, c in zip(lost.person_id, lost.session, strict=True)

@@ -1,8 +1,10 @@
 """Sessions planted half a unit inside or outside each threshold of the default segments and
 triggers (segments.yml, triggers.yml), so that a test comparing memberships with the truth fails
 when any threshold moves by one unit. Drawn from a stream of their own: the rest of the data set
-is what it would be without them. visits.py and events.py apply them; truth.py measures what
-every session became, with the thresholds below.
+is what it would be without them. Where they can, they move times, not behavior: a page left
+open (a long pause before the next page, no engaged time), a late checkout, a session moved to
+another hour, so that the archetypes stay what they are. visits.py and events.py apply them;
+truth.py measures what every session became, with the thresholds below.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from microseg.generate.world import SLOT_HOURS, SLOTS_PER_DAY, GeneratorConfig
+from microseg.generate.world import PT, SLOT_HOURS, SLOTS_PER_DAY, GeneratorConfig
 
 NEAR_STREAM = 20  # the generator's random streams: 13 planted effects, 14 slow checkouts
-NEAR_SHARE = 0.3  # of the sessions, whose planted blocks move next to a threshold
+NEAR_SHARE = 0.3  # of the sessions, which get the plants below
+# of the bounces, which end next to 10 s: of people who only ever bounce (low_engagement's
+# members, whose verdict it decides), and of everyone else (a bounce is what the bouncer
+# archetype is recognized by: a few only)
+LINGER_SHARE = {"only_bounces": 0.5, "others": 0.05}
 MARGIN_S = 0.5  # how far inside or outside; timestamps keep milliseconds
 
 PRODUCT_DWELL_S = 120  # product_hesitators: a product page without add_to_cart lasting > 120 s
@@ -64,16 +70,17 @@ def mark_near_threshold_sessions(s: pd.DataFrame, config: GeneratorConfig) -> pd
     sessions next to the frequent_visitors window: their starts, here."""
     rng = np.random.default_rng([config.seed, NEAR_STREAM])
     n = len(s)
-    near, inside, scroll, late_s = (
+    near, inside, scroll, late_s, lingers = (
         rng.random(n) < NEAR_SHARE,
         rng.random(n) < 0.5,
         rng.random(n) < 0.5,
         rng.uniform(CHECKOUT_WAIT_S + 1, CHECKOUT_WAIT_S + 55, n),
+        rng.random(n),
     )
     s["near"] = near
     s["near_inside"] = inside
-    # a deep read one scroll mark short (the marks are 25/50/75/100 %), its dwell as planted
-    s["near_scroll"] = s.deep_read.to_numpy() & near & ~inside & scroll
+    # the read article is one scroll mark short (the marks are 25/50/75/100 %) instead
+    s["near_scroll"] = near & ~inside & scroll
     slot = (s.start_s.to_numpy() % 86400) // (SLOT_HOURS * 3600)
     recent = s.bounce.to_numpy() & (slot == SLOTS_PER_DAY - 1)
     last_hour = s.day.to_numpy() * 86400 + 86400 - RECENT_S
@@ -81,31 +88,45 @@ def mark_near_threshold_sessions(s: pd.DataFrame, config: GeneratorConfig) -> pd
         recent, last_hour + np.where(inside, RECENT_MARGIN_S, -RECENT_MARGIN_S), s.start_s
     )
     # a one-page session whose last event (a scroll) comes just before or after 10 s
-    linger = s.bounce.to_numpy() & near & ~recent
+    only_bounces = s.groupby("person").bounce.transform("all").to_numpy()
+    share = np.where(only_bounces, LINGER_SHARE["only_bounces"], LINGER_SHARE["others"])
+    linger = s.bounce.to_numpy() & (lingers < share) & ~recent
     s["bounce_linger_s"] = np.where(linger, BOUNCE_S + np.where(inside, -MARGIN_S, MARGIN_S), 0.0)
     # a purchase whose checkout starts just over 15 minutes after the cart add (an abandoned
     # cart by the rule); the slow checkouts are the ones just under
     late = s.purchase.to_numpy() & near & inside & ~s.slow_checkout.to_numpy()
     s["checkout_delay_s"] = np.where(late, late_s, s.checkout_delay_s)
-    s["slow_checkout"] = s.slow_checkout.to_numpy() | late
+    s["late_checkout"] = late  # the experiments' plants count these carts as abandoned
     return _busy_day_across_midnight(s, config.days)
 
 
-def near_threshold_dwell(p: pd.DataFrame, s: pd.DataFrame, gap: np.ndarray) -> np.ndarray:
-    """The dwell of each page (time open; the measured dwell adds the `gap` to the next page),
-    moved half a second from the dwell and window thresholds in the near sessions."""
-    dwell = p.dwell.to_numpy().copy()
+def near_threshold_timing(
+    p: pd.DataFrame, s: pd.DataFrame, gap: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(gap, read) of each page: the pause before the next page (the measured dwell is the
+    time open plus it) and whether it is a near-threshold article read (events.py gives it a
+    related-article click, visits.py its scroll). In the near sessions the first ordinary
+    product page and article with another page after them are left open next to the product
+    and article dwell thresholds, and the second of three subscribe articles until the third
+    opens next to 10 minutes after the first."""
+    gap = gap.copy()
+    dwell = p.dwell.to_numpy()
     session = p.session.to_numpy()
     role = p.role.to_numpy()
-    near = s.near.to_numpy()[session] & ~s.near_scroll.to_numpy()[session]
+    near = s.near.to_numpy()[session]
     side = np.where(s.near_inside.to_numpy()[session], MARGIN_S, -MARGIN_S)
-    # the page after a hesitation or a deep read is always another page of its session
-    hesitate = near & (role == "hesitate")
-    dwell[hesitate] = PRODUCT_DWELL_S + side[hesitate] - gap[hesitate]
-    deep = near & (role == "deep")
-    dwell[deep] = ARTICLE_DWELL_S + side[deep] - gap[deep]
-    # the third subscribe article opens just within or beyond 10 minutes of the first
+    followed = np.append(session[1:] == session[:-1], False)
+    ordinary = near & (role == "base") & followed  # no add_to_cart on these, dwell <= 150 s
+
+    def first_of_session(mask: np.ndarray) -> np.ndarray:
+        return mask & (pd.Series(mask.astype(int)).groupby(session).cumsum().to_numpy() == 1)
+
+    product = first_of_session(ordinary & (p.page_type.to_numpy() == PT["product"]))
+    gap[product] = PRODUCT_DWELL_S + side[product] - dwell[product]
+    read = first_of_session(ordinary & (p.page_type.to_numpy() == PT["article"]))
+    short_scroll = s.near_scroll.to_numpy()[session]
+    gap[read] = ARTICLE_DWELL_S + np.where(short_scroll, 30, side)[read] - dwell[read]
     middle = np.flatnonzero(near & (role == "subscribe") & (p.order.to_numpy() == 1))
     first = middle - 1
-    dwell[middle] = ARTICLE_WINDOW_S - side[middle] - (dwell[first] + gap[first]) - gap[middle]
-    return np.round(dwell, 3)
+    gap[middle] = ARTICLE_WINDOW_S - side[middle] - (dwell[first] + gap[first]) - dwell[middle]
+    return gap, read

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from microseg.generate.thresholds import mark_near_threshold_sessions, near_threshold_dwell
+from microseg.generate.thresholds import mark_near_threshold_sessions, near_threshold_timing
 from microseg.generate.world import (
     BASE_PAGES_MEAN,
     BOUNCE_P,
@@ -200,7 +200,7 @@ def draw_page_views(rng, s: pd.DataFrame) -> pd.DataFrame:
     p["watched"] = np.minimum(watched, np.maximum(dwell - 6, 0))
     p["dwell"] = np.round(dwell, 3)
     gap = np.where(role == "bot", 0.0, rng.uniform(1, 3, len(p)))
-    p["dwell"] = near_threshold_dwell(p, s, gap)
+    gap, p["near_read"] = near_threshold_timing(p, s, gap)
     step = p.dwell.to_numpy() + gap
     csum = np.cumsum(step)
     first = ~p.session.duplicated().to_numpy()
@@ -209,7 +209,8 @@ def draw_page_views(rng, s: pd.DataFrame) -> pd.DataFrame:
     # slow (and late) checkouts: the checkout page (right after the cart page) starts later, so
     # that checkout_start (t0 + 1) comes checkout_delay_s after the add_to_cart (cart t0 + 0.7
     # dwell + 1)
-    slow = np.flatnonzero((role == "checkout") & s.slow_checkout.to_numpy()[p.session])
+    delayed = (s.slow_checkout | s.late_checkout).to_numpy()
+    slow = np.flatnonzero((role == "checkout") & delayed[p.session])
     t0 = p.t0.to_numpy().copy()
     added_at = t0[slow - 1] + p.dwell.to_numpy()[slow - 1] * 0.7 + 1
     t0[slow] = added_at + s.checkout_delay_s.to_numpy()[p.session.to_numpy()[slow]] - 1
@@ -218,8 +219,8 @@ def draw_page_views(rng, s: pd.DataFrame) -> pd.DataFrame:
     depth = np.clip(rng.beta(2, 2, len(p)) * 2 * SCROLL_DEPTH[pa_], 0, 1) * 100
     short_scroll = s.near_scroll.to_numpy()[p.session]
     p["scroll_depth"] = np.select(
-        [role == "deep", np.isin(role, ["bounce", "bot"])],
-        [np.where(short_scroll, 75, 100), 0],
+        [role == "deep", p.near_read.to_numpy(), np.isin(role, ["bounce", "bot"])],
+        [100, np.where(short_scroll, 75, 100), 0],
         depth,
     )
     p["content"] = rng.integers(1, 400, len(p))

@@ -815,6 +815,8 @@ def test_a_device_logging_in_brings_its_history_to_the_person_it_joins(activated
                    where e.experiment = 'cart_reminder'
                      and exists (select 1 from marts.segment_memberships m
                                  where m.person_id = e.person_id)
+                     and exists (select 1 from marts.activation_outbox o
+                                 where o.person_id = e.person_id)
                      and not exists (select 1 from marts.experiment_assignments x
                                      where x.person_id = e.person_id
                                        and x.experiment <> 'cart_reminder')
