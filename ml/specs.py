@@ -18,38 +18,20 @@ from microseg.segments import mart_columns
 from ml.calibration import METHODS, POLICIES, ActivationPolicy
 from ml.monitoring import Thresholds
 
-# Each label kind is a relation (person_id, as_of_date D, label) over [D, D + horizon):
-# binary labels read fct_user_features_daily at D + h, whose windows end exactly at D + h;
-# the content label sums fct_person_category_daily over the window.
+# Each label kind: (task, dbt view, column, horizons). The views (models/marts/
+# person_outcomes.sql, person_category_outcomes.sql) hold per person, as-of date D and horizon
+# h what happened in [D, D + h), for the feature windows that count it.
 LABEL_KINDS = {
-    "purchase_within": (
-        "binary",
-        "select person_id, as_of_date - {h} as as_of_date, (purchases_{h}d > 0)::integer as label "
-        "from marts.fct_user_features_daily",
-    ),
-    "no_session_within": (
-        "binary",
-        "select person_id, as_of_date - {h} as as_of_date, (sessions_{h}d = 0)::integer as label "
-        "from marts.fct_user_features_daily",
-    ),
+    "purchase_within": ("binary", "person_outcomes", "purchased", (7, 28, 90)),
+    "no_session_within": ("binary", "person_outcomes", "no_session", (1, 7, 28, 90)),
     "top_category_within": (
         "multiclass",
-        """select person_id, as_of_date,
-                  first(content_category order by engaged_s desc, content_category) as label
-           from (select anchors.person_id, anchors.as_of_date, days.content_category,
-                        sum(days.engaged_s) as engaged_s
-                 from (select distinct person_id, as_of_date
-                       from marts.fct_user_features_daily) as anchors
-                 join marts.fct_person_category_daily as days
-                   on days.person_id = anchors.person_id
-                  and days.activity_date >= anchors.as_of_date
-                  and days.activity_date < anchors.as_of_date + {h}
-                 group by all)
-           group by all""",
+        "person_category_outcomes",
+        "top_category",
+        (1, 7, 28, 90),
     ),
 }
 RECOMMENDATION = "recommendation"  # the task of recommender specs (ml/recommend)
-WINDOWS = (1, 7, 28, 90)
 ELIGIBLE = {"everyone": "true", "active_28d": "features.sessions_28d > 0"}
 KEY_COLUMNS = ("person_id", "as_of_date")
 # what the fairness audit groups by: columns of fct_user_features_daily as known on the
@@ -162,11 +144,13 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         raise ConfigError(
             f"model spec '{name}': label.kind: {kind!r} is not one of {list(LABEL_KINDS)}"
         )
-    label_task, label_relation = LABEL_KINDS[kind]
+    label_task, label_view, label_column, horizons = LABEL_KINDS[kind]
     if task != label_task:
         raise ConfigError(f"model spec '{name}': task: label {kind!r} makes a {label_task} model")
-    if horizon not in WINDOWS:
-        raise ConfigError(f"model spec '{name}': label.horizon_days: must be one of {WINDOWS}")
+    if horizon not in horizons:
+        raise ConfigError(
+            f"model spec '{name}': label.horizon_days: {kind} knows {', '.join(map(str, horizons))}"
+        )
     eligible = spec_field(raw, "eligible", str, name)
     if eligible not in ELIGIBLE:
         raise ConfigError(
@@ -228,7 +212,10 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         name=name,
         description=spec_field(raw, "description", str, name),
         task=task,
-        label_relation=label_relation.format(h=horizon),
+        label_relation=(
+            f"select person_id, as_of_date, {label_column} as label from marts.{label_view} "
+            f"where horizon_days = {horizon}"
+        ),
         horizon_days=horizon,
         eligible_sql=ELIGIBLE[eligible],
         features=features,

@@ -124,6 +124,11 @@ def test_on_calibrated_scores_the_cost_ratio_threshold_is_bayes_optimal() -> Non
             {"activation": {"policy": "precision", "value": 0.5}},
             "is not one of ['fixed']",
         ),
+        (  # no feature window counts purchases over 1 day
+            "purchase_propensity",
+            {"label": {"kind": "purchase_within", "horizon_days": 1}},
+            "label.horizon_days: purchase_within knows 7, 28, 90",
+        ),
     ],
 )
 def test_bad_calibration_or_activation_is_a_one_line_error(tmp_path, name, changes, message):
