@@ -26,6 +26,9 @@ MARTS = (
     "fct_user_features_daily",
     "consent_ledger",
     "consent_periods",
+    "person_behavior_vectors",
+    "person_outcomes",
+    "person_category_outcomes",
 )
 
 
