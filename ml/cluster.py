@@ -107,8 +107,8 @@ def _fit(
     tied covariance (full ones overfit ten dimensions of a few hundred people: ARI 0.51
     against the planted archetypes, tied 0.76) and, for yesterday's k, starts from yesterday's
     centroids (`previous`): EM from random starts moved 40 % of the people to another cluster
-    overnight. Its BIC chose the largest k offered (8) on every data set tried, splitting the
-    5 archetypes (ARI 0.68-0.73 where silhouette's k = 5 gave 0.79)."""
+    overnight. Its BIC chose k = 7 or 8 of the 5-8 offered on every data set tried, splitting
+    the 5 archetypes (ARI 0.68-0.73 where silhouette's k = 5 gave 0.79)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
     from sklearn.mixture import GaussianMixture
