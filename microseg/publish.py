@@ -23,13 +23,17 @@ PUBLISHED_RAW_TABLES = ("load_manifest", "events_quarantine")
 # Columns analysts never get: a quarantined line's raw text can hold anything a tracker sent
 # (emails, IPs); the file, line and reason say what went wrong without it.
 UNPUBLISHED_COLUMNS = {"raw.events_quarantine": ("raw_text",)}
+# Views left out: the models' labels, recomputed on each read (four horizons, one a 90-day range
+# join per person and date); the snapshot's features and category days hold what they derive.
+UNPUBLISHED_VIEWS = ("person_outcomes", "person_category_outcomes")
 
 
 def _published_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     marts = con.execute(
         "select table_schema, table_name from information_schema.tables "
         "where table_catalog = 'warehouse' and table_schema = 'marts' "
-        "and table_type in ('BASE TABLE', 'VIEW') order by table_name"
+        "and table_type in ('BASE TABLE', 'VIEW') and table_name not in ? order by table_name",
+        [list(UNPUBLISHED_VIEWS)],
     ).fetchall()
     return [*marts, *(("raw", name) for name in PUBLISHED_RAW_TABLES)]
 

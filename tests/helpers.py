@@ -14,22 +14,23 @@ import yaml
 
 from microseg.config import PROJECT_ROOT, Settings
 
+# The tables of the dbt marts. Not here, the views: element_heatmap_daily and
+# person_behavior_vectors (published), person_outcomes and person_category_outcomes (not): a
+# view names its warehouse's catalog, so comparing it across two attached warehouses would
+# read one side twice.
 MARTS = (
     "dim_persons",
     "fct_sessions",
     "fct_page_views",
     "fct_element_interactions",
-    "element_heatmap_daily",
     "fct_session_micro_behaviors",
     "fct_person_category_daily",
     "fct_person_item_interactions",
     "fct_user_features_daily",
     "consent_ledger",
     "consent_periods",
-    "person_behavior_vectors",
-    "person_outcomes",
-    "person_category_outcomes",
 )
+PUBLISHED_VIEWS = ("element_heatmap_daily", "person_behavior_vectors")
 
 
 def champion_copy(champion_home: Path, home: Path) -> dict[str, str]:

@@ -13,8 +13,8 @@
 
 {#- How many rows, this one included, fall in the `minutes` up to it (in `order_by` time within
     `partition_by`): the largest over a partition is the most in any such window. The one
-    sliding-window count: segments' `count ... within_minutes` and the micro-behavior mart's
-    article sequences. -#}
+    count of events in a sliding window of minutes: segments' `count ... within_minutes` and the
+    micro-behavior mart's article sequences (sessions_within_hours counts sessions, forward). -#}
 {% macro count_in_trailing_minutes(partition_by, order_by, minutes) -%}
     count(*) over (
         partition by {{ partition_by }} order by {{ order_by }}
@@ -22,9 +22,9 @@
     )
 {%- endmacro %}
 
-{#- The first `at` from this row on (`order_by` within `partition_by`) of a row where
-    `condition` holds, or null: the checkout after a cart add, for segments'
-    `not_followed_by` and the micro-behavior mart's abandoned carts. -#}
+{#- The earliest `at` from this row on (`order_by` within `partition_by`, which must order by
+    `at` first) of a row where `condition` holds, or null: the checkout after a cart add, for
+    segments' `not_followed_by` and the micro-behavior mart's abandoned carts. -#}
 {% macro next_at_where(condition, at, partition_by, order_by) -%}
     min(case when {{ condition }} then {{ at }} end) over (
         partition by {{ partition_by }} order by {{ order_by }}

@@ -1,10 +1,11 @@
 """Sessions planted half a unit inside or outside each threshold of the default segments and
 triggers (segments.yml, triggers.yml), so that a test comparing memberships with the truth fails
-when any threshold moves by one unit. Drawn from a stream of their own: the rest of the data set
-is what it would be without them. Where they can, they move times, not behavior: a page left
-open (a long pause before the next page, no engaged time), a late checkout, a session moved to
-another hour, so that the archetypes stay what they are. visits.py and events.py apply them;
-truth.py measures what every session became, with the thresholds below.
+when any threshold moves by one unit. A random stream of their own decides which sessions get
+one (moving sessions renumbers them, so later draws fall elsewhere: a data set with the plants
+is not the one without them plus the plants). Where they can, they move times, not behavior:
+a page left open (a long pause before the next page, no engaged time), a late checkout, a
+session moved to another hour, so that the archetypes stay what they are. visits.py and
+events.py apply them; truth.py measures what every session became, with the thresholds below.
 """
 
 from __future__ import annotations

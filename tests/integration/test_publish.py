@@ -18,7 +18,7 @@ from microseg.errors import MicrosegError
 from microseg.ingest import ingest_paths
 from microseg.pipeline import run_nightly
 from microseg.publish import publish
-from tests.helpers import MARTS, query, run_cli
+from tests.helpers import MARTS, PUBLISHED_VIEWS, query, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -110,8 +110,9 @@ def test_publish_cli_reports_the_snapshot(tmp_path, dataset_factory) -> None:
     assert run_cli("transform", home=home).returncode == 0
     proc = run_cli("publish", home=home)
     assert proc.returncode == 0, proc.stderr
-    # the dbt marts, and the log of merged people's records the identities build keeps
-    assert proc.stdout.startswith(f"published {len(MARTS) + 1} marts (")
+    # the dbt marts and views (not the labels), and the log of merged people's records the
+    # identities build keeps
+    assert proc.stdout.startswith(f"published {len(MARTS) + len(PUBLISHED_VIEWS) + 1} marts (")
     assert str(home / "analytics.duckdb") in proc.stdout
     consenting = (
         "select count(*) filter (where marts.has_consent(person_id, 'marketing', now())), "
