@@ -35,6 +35,13 @@ def load_yaml(text: str) -> Any:
         return yaml.safe_load(text)
 
 
+def dbt_project_vars(dbt_project_dir: Path = DBT_PROJECT_DIR) -> dict[str, Any]:
+    """dbt_project.yml's vars: the one source of the business constants that Python steps read
+    too (consent purposes, feature windows), so they cannot drift from what dbt builds."""
+    path = dbt_project_dir / "dbt_project.yml"
+    return (load_yaml(path.read_text("utf-8")) or {}).get("vars") or {}
+
+
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":

@@ -110,6 +110,7 @@ def export_audience(
     purpose = consent_policy().purpose_of["exports"]
     with connect(settings, read_only=True) as con:
         as_of, definition_hash = _evaluation(con, settings, segment, as_of)
+        _require_audiences_for(con, purpose)
     experiments = load_configured_experiments(settings)
     experiment = running(experiments, segment, as_of, kind="segment")
     with connect(settings, read_only=experiment is None) as con:
@@ -253,6 +254,19 @@ def _arm_counts(experiment: Experiment | None, arms) -> dict | None:
         "in_file": {arm: int(n) for (kept, arm), n in counts.items() if kept},
         "left_out": {arm: int(n) for (kept, arm), n in counts.items() if not kept},
     }
+
+
+def _require_audiences_for(con, purpose: str) -> None:
+    """A one-line error when marts.segment_audiences was built for another consent purpose than
+    dbt_project.yml now names for exports (changed since the last `microseg segments`)."""
+    built_for = con.execute(
+        "select consent_purpose from marts.segment_audiences limit 1"
+    ).fetchone()
+    if built_for is not None and built_for[0] != purpose:
+        raise UsageError(
+            f"marts.segment_audiences checks {built_for[0]} consent, but dbt_project.yml now "
+            f"names {purpose} for exports: run `microseg segments` to rebuild it"
+        )
 
 
 def _evaluation(con, settings: Settings, segment: str, as_of: date | None) -> tuple[date, str]:

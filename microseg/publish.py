@@ -23,8 +23,9 @@ PUBLISHED_RAW_TABLES = ("load_manifest", "events_quarantine")
 # Columns analysts never get: a quarantined line's raw text can hold anything a tracker sent
 # (emails, IPs); the file, line and reason say what went wrong without it.
 UNPUBLISHED_COLUMNS = {"raw.events_quarantine": ("raw_text",)}
-# Views left out: the models' labels, recomputed on each read (four horizons, one a 90-day range
-# join per person and date); the snapshot's features and category days hold what they derive.
+# Views left out: the models' labels, recomputed on each read (a horizon per feature window,
+# the longest a 90-day range join per person and date); the snapshot's features and category
+# days hold what they derive.
 UNPUBLISHED_VIEWS = ("person_outcomes", "person_category_outcomes")
 
 

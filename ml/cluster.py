@@ -101,7 +101,8 @@ def load_config(path: Path = CONFIG) -> ClusterConfig:
 def _fit(
     config: ClusterConfig, z: np.ndarray, previous: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, float, dict]:
-    """(assignments, centroids in z space, quality, quality per k) for the best k.
+    """(assignments, centroids in z space, quality, quality per k) for the best k of the fits
+    that fill all their k clusters.
 
     Both methods choose k by the silhouette of their assignments. A Gaussian mixture has a
     tied covariance (full ones overfit ten dimensions of a few hundred people: ARI 0.51
@@ -130,12 +131,15 @@ def _fit(
             ).fit(z)
             fits[k] = (model.predict(z), model.means_)
         labels = fits[k][0]
-        scores[k] = (
-            float(
-                silhouette_score(z, labels, sample_size=min(len(z), 5000), random_state=config.seed)
-            )
-            if len(set(labels)) > 1
-            else -1.0  # a mixture can leave components empty
+        if len(set(labels)) < k:  # clusters left empty: not a k-cluster fit (duplicate people)
+            continue
+        scores[k] = float(
+            silhouette_score(z, labels, sample_size=min(len(z), 5000), random_state=config.seed)
+        )
+    if not scores:
+        raise DataQualityError(
+            f"clusters: every fit of {config.k_min} to {config.k_max} clusters left some empty "
+            "(the behavior vectors hold fewer distinct groups)"
         )
     best = max(scores, key=lambda k: scores[k])
     return *fits[best], scores[best], scores

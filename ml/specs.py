@@ -12,24 +12,20 @@ from typing import Any
 
 import yaml
 
-from microseg.config import load_yaml
+from microseg.config import dbt_project_vars, load_yaml
 from microseg.errors import ConfigError
 from microseg.segments import mart_columns
 from ml.calibration import METHODS, POLICIES, ActivationPolicy
 from ml.monitoring import Thresholds
 
-# Each label kind: (task, dbt view, column, horizons). The views (models/marts/
-# person_outcomes.sql, person_category_outcomes.sql) hold per person, as-of date D and horizon
-# h what happened in [D, D + h), for the feature windows that count it.
+# Each label kind: (task, dbt view, column, the var feature_windows family that gives its
+# horizons). The views (models/marts/person_outcomes.sql, person_category_outcomes.sql) hold per
+# person, as-of date D and horizon h what happened in [D, D + h), for the feature windows that
+# count it.
 LABEL_KINDS = {
-    "purchase_within": ("binary", "person_outcomes", "purchased", (7, 28, 90)),
-    "no_session_within": ("binary", "person_outcomes", "no_session", (1, 7, 28, 90)),
-    "top_category_within": (
-        "multiclass",
-        "person_category_outcomes",
-        "top_category",
-        (1, 7, 28, 90),
-    ),
+    "purchase_within": ("binary", "person_outcomes", "purchased", "purchases"),
+    "no_session_within": ("binary", "person_outcomes", "no_session", "sessions"),
+    "top_category_within": ("multiclass", "person_category_outcomes", "top_category", "sessions"),
 }
 RECOMMENDATION = "recommendation"  # the task of recommender specs (ml/recommend)
 ELIGIBLE = {"everyone": "true", "active_28d": "features.sessions_28d > 0"}
@@ -144,7 +140,8 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         raise ConfigError(
             f"model spec '{name}': label.kind: {kind!r} is not one of {list(LABEL_KINDS)}"
         )
-    label_task, label_view, label_column, horizons = LABEL_KINDS[kind]
+    label_task, label_view, label_column, windows = LABEL_KINDS[kind]
+    horizons = dbt_project_vars()["feature_windows"][windows]
     if task != label_task:
         raise ConfigError(f"model spec '{name}': task: label {kind!r} makes a {label_task} model")
     if horizon not in horizons:

@@ -6,6 +6,14 @@
                   0) as {{ data_type }})
 {%- endmacro %}
 
+{#- `relation`.`measure`_Nd for each window N of `windows` (a family of var feature_windows),
+    each followed by a comma: a features query's pass-through of one windowed measure. -#}
+{% macro window_columns(relation, measure, windows) -%}
+    {%- for days in windows %}
+        {{ relation }}.{{ measure }}_{{ days }}d,
+    {%- endfor %}
+{%- endmacro %}
+
 {#- Largest `measure` over the `days` days before the as-of date (null without any). -#}
 {% macro days_max(measure, days) -%}
     max(d.{{ measure }}) filter (where d.activity_date >= t.as_of_date - {{ days }})

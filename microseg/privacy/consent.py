@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from microseg.config import DBT_PROJECT_DIR, load_yaml
+from microseg.config import DBT_PROJECT_DIR, dbt_project_vars
 from microseg.errors import ConfigError
 
 STATES = ("granted", "denied")  # what a purpose's default may be
@@ -39,9 +39,8 @@ class ConsentPolicy:
 
 def consent_policy(dbt_project_dir: Path = DBT_PROJECT_DIR) -> ConsentPolicy:
     """The checked consent vars of dbt_project.yml."""
-    path = dbt_project_dir / "dbt_project.yml"
-    variables = (load_yaml(path.read_text("utf-8")) or {}).get("vars") or {}
-    where = f"{path.name} var consent_purposes"
+    variables = dbt_project_vars(dbt_project_dir)
+    where = "dbt_project.yml var consent_purposes"
     defaults = variables.get("consent_purposes")
     if not isinstance(defaults, dict) or not defaults:
         raise ConfigError(f"{where}: a mapping of purpose -> default state is required")
@@ -54,6 +53,6 @@ def consent_policy(dbt_project_dir: Path = DBT_PROJECT_DIR) -> ConsentPolicy:
     policy = ConsentPolicy(defaults=dict(defaults), purpose_of=dict(purpose_of))
     for use in USES:
         if use not in purpose_of:
-            raise ConfigError(f"{path.name} var consent_purpose_of: {use!r} is missing")
-        policy.check(purpose_of[use], f"{path.name} var consent_purpose_of: {use}")
+            raise ConfigError(f"dbt_project.yml var consent_purpose_of: {use!r} is missing")
+        policy.check(purpose_of[use], f"dbt_project.yml var consent_purpose_of: {use}")
     return policy

@@ -584,3 +584,14 @@ def test_export_errors_are_one_line_and_excel_gets_a_bom(scratch: Settings, tmp_
     assert data.startswith(b"\xef\xbb\xbfperson_id,")
     manifest = json.loads((folder / "excel.csv.manifest.json").read_text())
     assert manifest["sha256"] == hashlib.sha256(data).hexdigest()
+
+    # the audience view as a build under another exports purpose left it: refused, not mislabeled
+    with duckdb.connect(str(scratch.warehouse_path)) as con:
+        con.execute("alter view marts.segment_audiences rename to audiences_built_before")
+        con.execute(
+            "create view marts.segment_audiences as select * replace "
+            "('analytics' as consent_purpose) from marts.audiences_built_before"
+        )
+    proc = run_cli("export", "--segment", "cart_abandoners", "--out", str(out), home=scratch.home)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "checks analytics consent, but dbt_project.yml now names marketing" in proc.stderr

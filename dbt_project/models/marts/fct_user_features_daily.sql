@@ -3,7 +3,9 @@
     (int_person_days dates each fact by the day it became final), so adding events at or after
     D never changes it. Identity is the current stitching (a later login re-attributes a
     device's past), as in every identity-graph tool; the event facts are point in time.
-    Windows are in the names: _1d, _7d, _28d, _90d are the 1/7/28/90 days before D.
+    Windows are in the names: _7d is the 7 days before D. Sessions, purchases and revenue, and
+    the activity counts take their windows from var feature_windows; the behavior measures are
+    over 28 days.
     As-of dates run from the day after a person is first seen to the day after the last event,
     or to the latest night the pipeline ran if that is later (quiet days carry features over).
     Incremental: touched people from their restart day, and every person's new as-of dates. -#}
@@ -14,6 +16,10 @@
 -- depends_on: {{ ref('int_events_stitched') }}
 -- depends_on: {{ ref('int_events_sessionized') }}
 -- depends_on: {{ ref('int_identities_stitched') }}
+
+{%- set windows = var('feature_windows') %}
+{%- set behavior_days = 28 %}
+{%- set lookback_days = (windows.sessions + windows.purchases + windows.activity + [behavior_days]) | max %}
 
 with
 
@@ -73,15 +79,16 @@ windowed as (
     select
         t.person_id,
         t.as_of_date,
-        {%- for days in [1, 7, 28, 90] %}
+        {%- for days in windows.sessions %}
         {{ days_sum('sessions', days) }} as sessions_{{ days }}d,
         {%- endfor %}
         {%- for measure in ['page_views', 'engaged_s', 'hovers', 'hover_ms', 'subscribe_hovers',
                             'clicks', 'cart_adds', 'product_views'] %}
-        {{ days_sum(measure, 7) }} as {{ measure }}_7d,
-        {{ days_sum(measure, 28) }} as {{ measure }}_28d,
+        {%- for days in windows.activity %}
+        {{ days_sum(measure, days) }} as {{ measure }}_{{ days }}d,
         {%- endfor %}
-        {%- for days in [7, 28, 90] %}
+        {%- endfor %}
+        {%- for days in windows.purchases %}
         {{ days_sum('purchases', days) }} as purchases_{{ days }}d,
         {{ days_sum('revenue', days, 'decimal(18, 4)') }} as revenue_{{ days }}d,
         {%- endfor %}
@@ -90,17 +97,17 @@ windowed as (
                             'page_revisits', 'partial_scroll_page_views', 'cart_abandons',
                             'sessions_with_repeated_subscribe_hovers', 'mobile_sessions',
                             'desktop_sessions', 'final_page_views'] %}
-        {{ days_sum(measure, 28) }} as {{ measure }}_28d,
+        {{ days_sum(measure, behavior_days) }} as {{ measure }}_28d,
         {%- endfor %}
-        {{ days_sum('scroll_percent_sum', 28, 'double') }} as scroll_percent_sum_28d,
-        {{ days_max('max_articles_within_window', 28) }} as max_articles_within_window_28d,
-        {{ days_max('max_product_dwell_without_cart_s', 28) }}
+        {{ days_sum('scroll_percent_sum', behavior_days, 'double') }} as scroll_percent_sum_28d,
+        {{ days_max('max_articles_within_window', behavior_days) }} as max_articles_within_window_28d,
+        {{ days_max('max_product_dwell_without_cart_s', behavior_days) }}
             as max_product_dwell_without_cart_s_28d,
-        {{ days_max('max_article_dwell_s', 28) }} as max_article_dwell_s_28d
+        {{ days_max('max_article_dwell_s', behavior_days) }} as max_article_dwell_s_28d
     from targets as t
     left join person_days as d
         on d.person_id = t.person_id
-       and d.activity_date >= t.as_of_date - 90
+       and d.activity_date >= t.as_of_date - {{ lookback_days }}
        and d.activity_date < t.as_of_date
     group by t.person_id, t.as_of_date
 ),
@@ -123,7 +130,7 @@ category_totals as (
     from targets as t
     join category_days as c
         on c.person_id = t.person_id
-       and c.activity_date >= t.as_of_date - 28
+       and c.activity_date >= t.as_of_date - {{ behavior_days }}
        and c.activity_date < t.as_of_date
     group by all
 ),
@@ -149,28 +156,19 @@ final as (
              then 'new' else 'returning' end as visitor_type,
         coalesce(last_sessions.last_device_type, 'unknown') as device_type,
         coalesce(last_sessions.last_country, 'unknown') as country,
-        windowed.sessions_1d,
-        windowed.sessions_7d,
-        windowed.sessions_28d,
-        windowed.sessions_90d,
-        windowed.page_views_7d,
-        windowed.page_views_28d,
-        windowed.engaged_s_7d,
-        windowed.engaged_s_28d,
+        {{ window_columns('windowed', 'sessions', windows.sessions) }}
+        {{ window_columns('windowed', 'page_views', windows.activity) }}
+        {{ window_columns('windowed', 'engaged_s', windows.activity) }}
         windowed.articles_read_28d,
         windowed.scroll_percent_sum_28d / nullif(windowed.final_page_views_28d, 0)
             as avg_max_scroll_percent_28d,
         favorite_categories.favorite_category_28d,
         favorite_categories.favorite_category_share_28d,
-        windowed.hovers_7d,
-        windowed.hovers_28d,
-        windowed.hover_ms_7d,
-        windowed.hover_ms_28d,
-        windowed.subscribe_hovers_7d,
-        windowed.subscribe_hovers_28d,
+        {{ window_columns('windowed', 'hovers', windows.activity) }}
+        {{ window_columns('windowed', 'hover_ms', windows.activity) }}
+        {{ window_columns('windowed', 'subscribe_hovers', windows.activity) }}
         windowed.sessions_with_repeated_subscribe_hovers_28d,
-        windowed.clicks_7d,
-        windowed.clicks_28d,
+        {{ window_columns('windowed', 'clicks', windows.activity) }}
         windowed.max_articles_within_window_28d,
         windowed.page_revisits_28d,
         windowed.partial_scroll_page_views_28d,
@@ -180,17 +178,11 @@ final as (
         windowed.video_completes_28d::double / nullif(windowed.video_plays_28d, 0)
             as video_completion_rate_28d,
         windowed.searches_28d,
-        windowed.product_views_7d,
-        windowed.product_views_28d,
-        windowed.cart_adds_7d,
-        windowed.cart_adds_28d,
+        {{ window_columns('windowed', 'product_views', windows.activity) }}
+        {{ window_columns('windowed', 'cart_adds', windows.activity) }}
         windowed.cart_abandons_28d,
-        windowed.purchases_7d,
-        windowed.purchases_28d,
-        windowed.purchases_90d,
-        windowed.revenue_7d,
-        windowed.revenue_28d,
-        windowed.revenue_90d,
+        {{ window_columns('windowed', 'purchases', windows.purchases) }}
+        {{ window_columns('windowed', 'revenue', windows.purchases) }}
         windowed.mobile_sessions_28d::double / nullif(windowed.sessions_28d, 0)
             as mobile_share_28d,
         windowed.desktop_sessions_28d::double / nullif(windowed.sessions_28d, 0)

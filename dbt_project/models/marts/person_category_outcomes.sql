@@ -1,5 +1,5 @@
 {#- The content category each person spent the most engaged time on in the h days from D (h:
-    the feature windows 1, 7, 28, 90; ties go to the first category by name): the label of the
+    each sessions window of var feature_windows; ties go to the first category by name): the label of the
     content preference model (ml/specs: top_category_within). People with features on D and
     engaged time in the window only. A view: a training reads one horizon. -#}
 {{ config(materialized='view') }}
@@ -15,7 +15,7 @@ days as (
 ),
 
 windows as (
-    {%- for h in [1, 7, 28, 90] %}
+    {%- for h in var('feature_windows').sessions %}
     select anchors.person_id, anchors.as_of_date, {{ h }} as horizon_days,
            days.content_category, sum(days.engaged_s) as engaged_s
     from anchors

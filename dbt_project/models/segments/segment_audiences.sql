@@ -34,7 +34,8 @@ final as (
         persons.last_seen_at,
         persons.latest_device_type as device_type,
         persons.latest_country as country,
-        memberships.evidence
+        memberships.evidence,
+        {{ consent_purpose_of('exports') }} as consent_purpose
     from memberships
     join persons using (person_id)
     join evaluations using (segment_name, as_of_date)
