@@ -11,8 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from microseg.config import Settings
+from microseg.config import Settings, dbt_project_vars
 from microseg.errors import MicrosegError
+from microseg.generate import GeneratorConfig, generate
 from microseg.ingest import ingest_paths
 from microseg.transform import failed_nodes, transform
 from tests.helpers import MARTS, query, run_cli, truth_connection
@@ -194,6 +195,49 @@ def _features_until(settings: Settings, as_of: str) -> list[tuple]:
         "where as_of_date <= ? order by person_id, as_of_date",
         [as_of],
     )
+
+
+def test_every_window_counts_exactly_the_days_before_the_as_of_date(tmp_path) -> None:
+    """100 days of 40 people, so the 90-day window cuts: on every seventh as-of date each
+    person's sessions and purchases over each window of var feature_windows are the sessions
+    (and purchase sessions) the generator started in the w days before D."""
+    dataset = tmp_path / "hundred_days"
+    generate(GeneratorConfig(users=40, days=100, seed=5), dataset)
+    settings = Settings.from_env({"MICROSEG_HOME": str(tmp_path / "home")})
+    ingest_paths(settings, [dataset])
+    transform(settings)
+    windows = dbt_project_vars()["feature_windows"]
+    checks = [("sessions", "true", w) for w in windows["sessions"]]
+    checks += [("purchases", "s.purchase", w) for w in windows["purchases"]]
+    with truth_connection(settings, dataset) as con:
+        for measure, planted, days in checks:
+            wrong, compared, counted = con.execute(f"""
+                with truth as (
+                    select f.person_id, f.as_of_date, count(s.session) filter (where {planted}) as n
+                    from marts.fct_user_features_daily f
+                    join truth_people p using (person_id)
+                    left join truth_sessions s
+                      on s.person_key = p.person_key
+                     and s.session_start_at >= f.as_of_date - {days}
+                     and s.session_start_at < f.as_of_date
+                    where date_diff('day', date '2026-10-01', f.as_of_date) % 7 = 0
+                    group by all
+                )
+                select count(*) filter (where f.{measure}_{days}d <> truth.n), count(*),
+                       count(*) filter (where truth.n > 0)
+                from truth join marts.fct_user_features_daily f using (person_id, as_of_date)
+            """).fetchone()
+            assert wrong == 0 and compared > 300 and counted > 20, (measure, days, wrong)
+        # the data set is long enough that the longest window leaves sessions out
+        assert (
+            con.execute(
+                "select count(*) from marts.fct_user_features_daily "
+                f"where sessions_{max(windows['sessions'])}d < (select count(*) from truth_sessions s "
+                "  join truth_people p using (person_key) where p.person_id = "
+                "  fct_user_features_daily.person_id and s.session_start_at < as_of_date)"
+            ).fetchone()[0]
+            > 0
+        )
 
 
 def test_features_are_point_in_time(small_dataset, tmp_path) -> None:
