@@ -229,15 +229,15 @@ def test_every_window_counts_exactly_the_days_before_the_as_of_date(tmp_path) ->
             """).fetchone()
             assert wrong == 0 and compared > 300 and counted > 20, (measure, days, wrong)
         # the data set is long enough that the longest window leaves sessions out
-        assert (
-            con.execute(
-                "select count(*) from marts.fct_user_features_daily "
-                f"where sessions_{max(windows['sessions'])}d < (select count(*) from truth_sessions s "
-                "  join truth_people p using (person_key) where p.person_id = "
-                "  fct_user_features_daily.person_id and s.session_start_at < as_of_date)"
-            ).fetchone()[0]
-            > 0
-        )
+        longest = f"sessions_{max(windows['sessions'])}d"
+        cut = con.execute(f"""
+            select count(*) from marts.fct_user_features_daily f
+            where {longest} < (select count(*) from truth_sessions s join truth_people p
+                               using (person_key)
+                               where p.person_id = f.person_id
+                                 and s.session_start_at < f.as_of_date)
+        """).fetchone()[0]
+        assert cut > 0
 
 
 def test_features_are_point_in_time(small_dataset, tmp_path) -> None:
