@@ -8,8 +8,8 @@ UV := .tools/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_USERS ?= 1500
-DEMO_DAYS ?= 14
-DEMO_START ?= 2026-10-01
+DEMO_DAYS ?= 28
+DEMO_START ?= 2026-09-17
 # the morning after the last demo day: features, scores and segments describe the days before
 DEMO_AS_OF ?= 2026-10-15
 DEMO_LAST_DAY ?= 2026-10-14
@@ -79,7 +79,7 @@ demo: install $(JAVA) ## Sample events, then the weekly training and the nightly
 		case $$day in 12|13|14) $(BIN)/microseg segments --as-of 2026-10-$$day;; esac; \
 		$(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
 	@for day in 12 13 14; do $(BIN)/microseg experiment analyze --as-of 2026-10-$$day; done >> $(MICROSEG_HOME)/demo_activation.log
-	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes older ones, none yet in 14 days), takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS), and keeps DuckDB, dbt included, within 2GB of memory (MICROSEG_DUCKDB_MEMORY_LIMIT: past it, work spills to disk)"
+	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes older ones, none yet in 28 days), takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS), and keeps DuckDB, dbt included, within 2GB of memory (MICROSEG_DUCKDB_MEMORY_LIMIT: past it, work spills to disk)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) MICROSEG_LATE_ARRIVAL_HOURS=96 MICROSEG_DUCKDB_MEMORY_LIMIT=2GB $(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
 	$(BIN)/microseg export --segment product_hesitators --as-of $(DEMO_AS_OF) --min-score 0.5 --out $(MICROSEG_HOME)/exports/likely_buyers_hesitating.csv

@@ -135,7 +135,7 @@ def load_own_spec(path: Path, settings: Settings) -> tuple[Spec, Source]:
         eligible_sql="true",
         features=features,
         categorical=categorical,
-        as_of_dates=0,
+        train_dates=0,
         valid_dates=0,
         test_dates=0,
         min_positives=int(training.get("min_positives", 20)),

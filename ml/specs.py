@@ -45,7 +45,7 @@ class Spec:
     eligible_sql: str
     features: tuple[str, ...]
     categorical: tuple[str, ...]
-    as_of_dates: int
+    train_dates: int  # the newest labelled dates before validation's, one embargo earlier
     valid_dates: int
     test_dates: int
     min_positives: int  # binary
@@ -117,6 +117,23 @@ def learner_fields(raw: dict[str, Any], name: str, task: str) -> dict[str, Any]:
         "calibration": calibration,
         "activation": _activation(raw, name, task),
     }
+
+
+def _split_sizes(raw: dict[str, Any], name: str) -> dict[str, int]:
+    """How many as-of dates train, validation and test take (ml/training_sets.split_dates)."""
+    if "as_of_dates" in (raw.get("training") or {}):  # specs written before the embargo
+        raise ConfigError(
+            f"model spec '{name}': training.as_of_dates: replaced by training.train_dates (the "
+            "dates trained on, a label horizon before the validation dates)"
+        )
+    sizes = {
+        f"{split}_dates": spec_field(raw, f"training.{split}_dates", int, name)
+        for split in ("train", "valid", "test")
+    }
+    for field, size in sizes.items():
+        if size < 1:
+            raise ConfigError(f"model spec '{name}': training.{field}: must be at least 1")
+    return sizes
 
 
 def load_spec(name: str, specs_dir: Path) -> Spec:
@@ -217,9 +234,7 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         eligible_sql=ELIGIBLE[eligible],
         features=features,
         categorical=categorical,
-        as_of_dates=spec_field(raw, "training.as_of_dates", int, name),
-        valid_dates=spec_field(raw, "training.valid_dates", int, name),
-        test_dates=spec_field(raw, "training.test_dates", int, name),
+        **_split_sizes(raw, name),
         min_positives=spec_field(raw, "training.min_positives", int, name)
         if task == "binary"
         else 0,

@@ -30,6 +30,7 @@ class TrainResult:
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     rows: dict[str, int]
+    period: str  # which dates or rows each split took, for the report
     activation: str  # the spec's policy and the threshold it chose, for the report
 
 
@@ -275,15 +276,21 @@ def train(settings: Settings, name: str) -> TrainResult:
     """Train one model from its spec; register it as the challenger."""
     spec = load_spec(name, settings.ml_specs_dir)
     frame, classes = labelled_targets(spec, training_set(settings, spec))
-    dates = sorted(frame.as_of_date.dt.date.unique())
-    test_dates = frame[frame.split == "test"].as_of_date.dt.date
+    dates = {
+        split: sorted(frame[frame.split == split].as_of_date.dt.date.unique())
+        for split in ("train", "valid", "test")
+    }
     data = {
-        "as_of_first": dates[0].isoformat(),
-        "as_of_last": dates[-1].isoformat(),
-        "test_dates": json.dumps(sorted({d.isoformat() for d in test_dates})),
+        "as_of_first": dates["train"][0].isoformat(),
+        "as_of_last": dates["test"][-1].isoformat(),
+        **{f"{s}_dates": json.dumps([d.isoformat() for d in ds]) for s, ds in dates.items()},
         "horizon_days": spec.horizon_days,
     }
-    return fit_and_register(settings, spec, frame, classes, f"as of {dates[0]}..{dates[-1]}", data)
+    spans = ", ".join(
+        f"{s} {ds[0]}" + (f"..{ds[-1]}" if len(ds) > 1 else "") for s, ds in dates.items()
+    )
+    period = f"as of {spans} (a {spec.horizon_days}-day embargo between)"
+    return fit_and_register(settings, spec, frame, classes, period, data)
 
 
 @dataclass(frozen=True)
@@ -440,7 +447,7 @@ def fit_and_register(
     mlflow_client.set_registered_model_alias(name, registry.CHALLENGER, version)
     activation = f"activation threshold {scorer.threshold:.3f} ({spec.activation.policy} "
     activation += f"{spec.activation.value:g} on the validation rows)"
-    return TrainResult(name, version, run.info.run_id, metrics, baseline, rows, activation)
+    return TrainResult(name, version, run.info.run_id, metrics, baseline, rows, period, activation)
 
 
 def describe(result: TrainResult) -> str:
@@ -450,7 +457,8 @@ def describe(result: TrainResult) -> str:
         return (
             f"{result.model} v{result.version} (challenger): test macro F1 {m['macro_f1']:.3f} "
             f"(logistic baseline {b['macro_f1']:.3f}), accuracy {m['accuracy']:.3f}, top-2 "
-            f"accuracy {m['top2_accuracy']:.3f}, log loss {m['log_loss']:.3f}; rows {rows}"
+            f"accuracy {m['top2_accuracy']:.3f}, log loss {m['log_loss']:.3f}; rows {rows} "
+            f"{result.period}"
         )
     return (
         f"{result.model} v{result.version} (challenger): test ROC AUC {m['roc_auc']:.3f} "
@@ -461,7 +469,7 @@ def describe(result: TrainResult) -> str:
         f"{result.activation}: activates {m['positive_rate_at_threshold']:.1%} of the test "
         f"rows{NO_ONE if m['positive_rate_at_threshold'] == 0 else ''}, precision "
         f"{m['precision_at_threshold']:.3f}, recall {m['recall_at_threshold']:.3f}, F1 "
-        f"{m['f1_at_threshold']:.3f}; rows {rows}"
+        f"{m['f1_at_threshold']:.3f}; rows {rows} {result.period}"
     )
 
 

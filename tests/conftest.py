@@ -71,9 +71,17 @@ def built(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Sett
     return settings
 
 
+def _built_home(dataset: Path, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    home = tmp_path_factory.mktemp(name)
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    ingest_paths(settings, [dataset])
+    transform(settings)
+    return home
+
+
 @pytest.fixture(scope="session")
 def twelve_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """600 people over 12 days: enough as-of dates for a model with a 7-day label."""
+    """600 people over 12 days: clusters, recommenders, retention, the Airflow nights."""
     out = tmp_path_factory.mktemp("twelve_days")
     generate(GeneratorConfig(users=600, days=12, seed=3), out)
     return out
@@ -81,23 +89,35 @@ def twelve_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def twelve_days_home(twelve_days: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MICROSEG_HOME with twelve_days ingested and the dbt models built (models, clusters)."""
-    home = tmp_path_factory.mktemp("twelve_days_home")
-    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
-    ingest_paths(settings, [twelve_days])
-    transform(settings)
-    return home
+    """MICROSEG_HOME with twelve_days ingested and the dbt models built."""
+    return _built_home(twelve_days, tmp_path_factory, "twelve_days_home")
 
 
 @pytest.fixture(scope="session")
-def champion_home(twelve_days_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of twelve_days_home whose MLflow registry holds a purchase_propensity champion
-    trained on all twelve days (shared: read it, or copy the warehouse before changing it)."""
+def eight_weeks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600 people over 56 days: a 7-day label's test date, validation date and six training
+    dates with the embargo between them, all with four weeks of history before them (trained
+    on younger ones, trees meet counts at test time they never saw and lose to a line)."""
+    out = tmp_path_factory.mktemp("eight_weeks")
+    generate(GeneratorConfig(users=600, days=56, seed=3), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def eight_weeks_home(eight_weeks: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MICROSEG_HOME with eight_weeks ingested and the dbt models built (models)."""
+    return _built_home(eight_weeks, tmp_path_factory, "eight_weeks_home")
+
+
+@pytest.fixture(scope="session")
+def champion_home(eight_weeks_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of eight_weeks_home whose MLflow registry holds a purchase_propensity
+    champion (shared: read it, or copy the warehouse before changing it)."""
     from ml.promote import promote
     from ml.train import train
 
     home = tmp_path_factory.mktemp("champion_home")
-    shutil.copy(twelve_days_home / "warehouse.duckdb", home)
+    shutil.copy(eight_weeks_home / "warehouse.duckdb", home)
     settings = Settings.from_env({"MICROSEG_HOME": str(home)})
     train(settings, "purchase_propensity")
     assert promote(settings, "purchase_propensity").promoted

@@ -54,8 +54,9 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def registry(champion_home: Path) -> str:
-    """An MLflow registry whose purchase_propensity champion was trained on all twelve days
-    (the nights below only score with it; eight days are too few for a 7-day label)."""
+    """An MLflow registry whose purchase_propensity champion was trained on eight weeks
+    (the nights below only score with it; their eight days are too few for a 7-day label and
+    its embargo)."""
     return Settings.from_env({"MICROSEG_HOME": str(champion_home)}).mlflow_tracking_uri
 
 

@@ -22,6 +22,7 @@ from microseg.errors import DataQualityError, MicrosegError, NothingToRunError
 from microseg.pipeline import request_retraining_step
 from microseg.privacy import consent_policy
 from microseg.segments import run_segments
+from microseg.transform import transform
 from ml import registry
 from ml.calibration import Platt
 from ml.monitoring import summaries
@@ -38,12 +39,12 @@ MODEL = "purchase_propensity"
 
 
 @pytest.fixture
-def home(twelve_days_home: Path, tmp_path: Path) -> Path:
+def home(eight_weeks_home: Path, tmp_path: Path) -> Path:
     """A copy of the shared warehouse with a registry of its own: versions count from 1
     whichever test trained before (the shared home is only read)."""
     copy = tmp_path / "home"
     copy.mkdir()
-    shutil.copy(twelve_days_home / "warehouse.duckdb", copy)
+    shutil.copy(eight_weeks_home / "warehouse.duckdb", copy)
     return copy
 
 
@@ -83,7 +84,7 @@ def _weak_changes() -> dict:
     }
 
 
-def test_model_lifecycle(home: Path, twelve_days: Path, tmp_path: Path) -> None:
+def test_model_lifecycle(home: Path, eight_weeks: Path, tmp_path: Path) -> None:
     """Train, beat the baseline and most of the oracle; the gate, the audit, scoring."""
     full = _settings(home, _spec_dir(tmp_path, "full"))
     weak = _settings(home, _spec_dir(tmp_path, "weak", **_weak_changes()))
@@ -102,11 +103,13 @@ def test_model_lifecycle(home: Path, twelve_days: Path, tmp_path: Path) -> None:
     initial = promote(weak, MODEL)
     assert initial.promoted, initial.reasons
 
-    # the full model: much better than the logistic baseline and close to the oracle
+    # the full model: better than the logistic baseline and close to the oracle, but not past
+    # it: no model knows more than the generator's true propensity unless it read the test
+    # labels (trained next to the test date, without the embargo, it scored 0.937 to 0.890)
     better = train(full, MODEL)
     assert better.metrics["roc_auc"] > better.baseline_metrics["roc_auc"]
-    oracle = _oracle_auc(full, twelve_days)
-    assert better.metrics["roc_auc"] >= 0.95 * oracle, (better.metrics["roc_auc"], oracle)
+    oracle = _oracle_auc(full, eight_weeks)
+    assert 0.95 * oracle <= better.metrics["roc_auc"] <= oracle + 0.01, (better.metrics, oracle)
 
     # MLflow holds the run: params, metrics, spec, plots; the version carries lineage tags
     client = registry.client(full)
@@ -193,6 +196,46 @@ def _oracle_auc(settings: Settings, dataset: Path) -> float:
     return roc_auc_score(joined.label, joined.true_purchase_propensity)
 
 
+def test_changing_events_from_a_split_on_changes_no_earlier_split(
+    home: Path, eight_weeks_home: Path
+) -> None:
+    """The embargo, on a rebuilt warehouse: take the commerce events (cart adds, checkouts,
+    purchases) from the first validation date on out of raw.events and build again. No
+    training row moves, features or label, while validation and test labels do, and so do the
+    labels of the embargoed dates between training and validation: without the gap, training
+    labels would have read the validation period."""
+    shared = Settings.from_env({"MICROSEG_HOME": str(eight_weeks_home)})
+    spec = load_spec(MODEL, shared.ml_specs_dir)
+    before = training_set(shared, spec)
+    valid_from = before[before.split == "valid"].as_of_date.min()
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        [(removed,)] = con.execute(
+            """delete from raw.events where event_at >= ?
+                   and event_type in ('add_to_cart', 'checkout_start', 'purchase')""",
+            [valid_from],
+        ).fetchall()
+    assert removed > 500
+    transform(settings, full_refresh=True)
+    after = training_set(settings, spec)
+    key = ["person_id", "as_of_date"]
+
+    def split(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+        return frame[frame.split == name].sort_values(key, ignore_index=True)
+
+    pd.testing.assert_frame_equal(split(before, "train"), split(after, "train"))
+    for later in ("valid", "test"):
+        assert (split(before, later).label != split(after, later).label).sum() > 20, later
+    embargoed = [
+        d.date()
+        for d in pd.date_range(before[before.split == "train"].as_of_date.max(), valid_from)[1:-1]
+    ]
+    assert len(embargoed) == spec.horizon_days - 1
+    gap_before = people_at(shared, spec, embargoed, labelled=True).sort_values(key)
+    gap_after = people_at(settings, spec, embargoed, labelled=True).sort_values(key)
+    assert (gap_before.label.to_numpy() != gap_after.label.to_numpy()).sum() > 20
+
+
 def test_too_little_data_stops_training(home: Path, tmp_path: Path) -> None:
     greedy = _settings(home, _spec_dir(tmp_path, "greedy", training__min_positives=10**6))
     client = registry.client(greedy)
@@ -238,8 +281,8 @@ def test_fairness_groups_are_what_was_known_on_the_date(champion_home: Path):
     dim_persons knows today: someone who switched devices later keeps the old one."""
     settings = Settings.from_env({"MICROSEG_HOME": str(champion_home)})
     spec = load_spec(MODEL, settings.ml_specs_dir)
-    [(last,)] = query(settings, "select max(as_of_date) from marts.fct_user_features_daily")
-    dates = [last - timedelta(days=6), last]
+    [(first,)] = query(settings, "select min(as_of_date) from marts.fct_user_features_daily")
+    dates = [first + timedelta(days=3), first + timedelta(days=9)]  # new people, returning ones
     rows = people_at(settings, spec, dates, labelled=False)
     known = pd.DataFrame(
         query(

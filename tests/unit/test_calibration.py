@@ -13,6 +13,13 @@ from ml.specs import load_spec
 
 SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
 LABELS = np.array([1, 1, 0, 1, 0])
+TRAINING = {
+    "train_dates": 6,
+    "valid_dates": 1,
+    "test_dates": 1,
+    "min_positives": 100,
+    "min_negatives": 100,
+}
 
 
 def test_platt_recovers_the_map_that_made_the_labels() -> None:
@@ -129,9 +136,19 @@ def test_on_calibrated_scores_the_cost_ratio_threshold_is_bayes_optimal() -> Non
             {"label": {"kind": "purchase_within", "horizon_days": 1}},
             "label.horizon_days: purchase_within knows 7, 28, 90",
         ),
+        (
+            "purchase_propensity",
+            {"training": {**TRAINING, "as_of_dates": 8}},
+            "training.as_of_dates: replaced by training.train_dates",
+        ),
+        (
+            "churn_risk",
+            {"training": {**TRAINING, "valid_dates": 0}},
+            "training.valid_dates: must be at least 1",
+        ),
     ],
 )
-def test_bad_calibration_or_activation_is_a_one_line_error(tmp_path, name, changes, message):
+def test_a_bad_spec_is_a_one_line_error(tmp_path, name, changes, message):
     spec = yaml.safe_load((PROJECT_ROOT / "ml/specs" / f"{name}.yaml").read_text())
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**spec, **changes}))
     with pytest.raises(ConfigError) as bad:
@@ -161,5 +178,7 @@ def test_the_training_report_says_whom_the_threshold_activates(value, said) -> N
     threshold = ActivationPolicy("cost_ratio", value).threshold(labels, scores)
     metrics = binary_metrics(labels, scores, threshold)
     metrics |= {"uncalibrated_brier": 0.2, "uncalibrated_calibration_error": 0.1}
-    result = TrainResult("m", "1", "run", metrics, metrics, {"train": 5}, "activation threshold")
+    result = TrainResult(
+        "m", "1", "run", metrics, metrics, {"train": 5}, "", "activation threshold"
+    )
     assert said in describe(result)
