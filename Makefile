@@ -8,8 +8,8 @@ UV := .tools/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_USERS ?= 1500
-DEMO_DAYS ?= 28
-DEMO_START ?= 2026-09-17
+DEMO_DAYS ?= 42
+DEMO_START ?= 2026-09-03
 # the morning after the last demo day: features, scores and segments describe the days before
 DEMO_AS_OF ?= 2026-10-15
 DEMO_LAST_DAY ?= 2026-10-14
@@ -61,14 +61,14 @@ $(PG_INITDB):
 install: $(VENV)/.synced ## Create .venv from the committed uv.lock (bootstraps uv if missing)
 
 demo: install $(JAVA) ## Sample events, then the weekly training and the nightly run: segments, scores, exports
-	@echo "sample events with a true effect planted for the experiment cart_reminder to find: half of its reminder arm's people buy within the week after their abandoned cart (the answer key: landing/ground_truth/experiment_effects.parquet); its control arm and the other experiment are A/A"
-	$(BIN)/microseg generate --out $(MICROSEG_HOME)/landing --users $(DEMO_USERS) --days $(DEMO_DAYS) --start $(DEMO_START) --seed 7 --plant-lift cart_reminder:reminder=0.5
+	@echo "sample events with a true effect planted for the experiment cart_reminder to find: half of its reminder arm's people buy within the week after their abandoned cart (the answer key: landing/ground_truth/experiment_effects.parquet); its control arm and the other experiment are A/A. And churn for churn_risk to see coming: each day, half a percent of the people still visiting stop for good (landing/ground_truth/people.parquet: lapse_date)"
+	$(BIN)/microseg generate --out $(MICROSEG_HOME)/landing --users $(DEMO_USERS) --days $(DEMO_DAYS) --start $(DEMO_START) --seed 7 --plant-lift cart_reminder:reminder=0.5 --plant-churn 0.005
 	@echo "loading the deliveries before $(DEMO_LAST_DAY); that day's arrives with the night of $(DEMO_AS_OF)"
 	$(BIN)/microseg ingest $$(ls $(MICROSEG_HOME)/landing/events_*.jsonl.gz | grep -v $(DEMO_LAST_DAY))
 	$(BIN)/microseg validate --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg transform
-	$(BIN)/microseg train --model purchase_propensity --model content_preference
-	$(BIN)/microseg promote --model purchase_propensity --model content_preference
+	$(BIN)/microseg train --model purchase_propensity --model churn_risk --model content_preference
+	$(BIN)/microseg promote --model purchase_propensity --model churn_risk --model content_preference
 	@echo "a model on a table of your own (docs/examples/session_purchase.yaml): will a session end in a purchase, judging by how it browsed?"
 	$(BIN)/microseg train --spec docs/examples/session_purchase.yaml
 	@echo "recommenders (ml/specs/recommend_*.yaml): ALS, BPR, popularity and co-occurrence on the last 3 days; the best learned one registered, then gated"
@@ -79,7 +79,7 @@ demo: install $(JAVA) ## Sample events, then the weekly training and the nightly
 		case $$day in 12|13|14) $(BIN)/microseg segments --as-of 2026-10-$$day;; esac; \
 		$(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
 	@for day in 12 13 14; do $(BIN)/microseg experiment analyze --as-of 2026-10-$$day; done >> $(MICROSEG_HOME)/demo_activation.log
-	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes older ones, none yet in 28 days), takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS), and keeps DuckDB, dbt included, within 2GB of memory (MICROSEG_DUCKDB_MEMORY_LIMIT: past it, work spills to disk)"
+	@echo "the nightly run keeps $(DEMO_RETENTION_DAYS) days of raw events (MICROSEG_RAW_RETENTION_DAYS, at least the 28 days a trigger's baseline reads; its expire step deletes the older ones: the first 13 of the 42 days, their facts kept in the marts), takes in events up to 4 days late (MICROSEG_LATE_ARRIVAL_HOURS), and keeps DuckDB, dbt included, within 2GB of memory (MICROSEG_DUCKDB_MEMORY_LIMIT: past it, work spills to disk)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) MICROSEG_LATE_ARRIVAL_HOURS=96 MICROSEG_DUCKDB_MEMORY_LIMIT=2GB $(BIN)/microseg run --as-of $(DEMO_AS_OF)
 	$(BIN)/microseg segments --as-of $(DEMO_AS_OF) --file docs/examples/trial_segments.yml
 	$(BIN)/microseg export --segment product_hesitators --as-of $(DEMO_AS_OF) --min-score 0.5 --out $(MICROSEG_HOME)/exports/likely_buyers_hesitating.csv

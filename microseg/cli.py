@@ -109,6 +109,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         planted_effects=(
             planted_effects(load_configured_experiments(settings), specs) if specs else ()
         ),
+        lapse_hazard=args.plant_churn,
     )
     summary = generate(config, args.out)
     print(
@@ -545,6 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a sample ratio mismatch for the analysis to catch: that share of the arm's people "
         "lose their abandoned carts in the experiment's dates (never tracked), so the arm is "
         "exposed less often than its weight",
+    )
+    gen.add_argument(
+        "--plant-churn",
+        type=_probability,
+        default=0.0,
+        metavar="HAZARD",
+        help="churn for churn_risk to learn: each day, that share of the people still visiting "
+        "stop for good (answer key: ground_truth truth_people.lapse_date)",
     )
     gen.set_defaults(handler=cmd_generate)
 

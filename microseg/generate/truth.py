@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,18 @@ from microseg.generate.thresholds import (
     PRODUCT_DWELL_S,
     SUBSCRIBE_HOVERS,
 )
+from microseg.generate.visits import lapse_days
 from microseg.generate.world import (
     ARCHETYPES,
+    BINGE_P,
     CATEGORIES,
     COUNTRIES,
     EL,
     EV,
     PT,
+    SESSIONS_PER_DAY,
     GeneratorConfig,
+    binge_rate,
 )
 
 # The moments triggers.yml's triggers fire at, re-derived from the generated events (never from
@@ -36,6 +41,22 @@ from microseg.generate.world import (
 ARTICLES = 5  # binge_reader: the fifth article page view of a session
 LINGER_S = 300  # product_lingerer: a product page view without add_to_cart lasting > 300 s
 HOVER_WINDOW_S = 120  # subscribe_interest: 2 cta_subscribe hovers within 2 minutes
+
+
+def true_no_session_probability(people: pd.DataFrame, as_of: date, horizon_days: int) -> np.ndarray:
+    """What the generator knew on `as_of` of each person (truth_people rows) having no session
+    in [as_of, as_of + horizon): 1 once lapsed; else each day they lapse first with the daily
+    hazard, or visit unless Poisson draws none (a binge day on BINGE_P of days): the oracle
+    churn_risk is measured against."""
+    rate = SESSIONS_PER_DAY[[ARCHETYPES.index(a) for a in people.archetype]]
+    quiet = (1 - BINGE_P) * np.exp(-rate) + BINGE_P * np.exp(-binge_rate(rate))
+    hazard = people.daily_lapse_hazard.to_numpy()
+    stay_quiet = (1 - hazard) * quiet  # a day without lapsing and without a session
+    days = np.arange(horizon_days)[:, None]
+    active = (stay_quiet**days * hazard).sum(axis=0) + stay_quiet**horizon_days
+    lapsed = (people.lapse_date < pd.Timestamp(as_of)).to_numpy()
+    bots = (people.archetype == "bot").to_numpy()  # one session a day, without fail
+    return np.where(lapsed, 1.0, np.where(bots, 0.0, active))
 
 
 def person_keys(people: pd.DataFrame) -> np.ndarray:
@@ -247,6 +268,11 @@ def write_truth(
             "user_id": np.where(people.registered, [user_id(p) for p in people.person], None),
             "archetype": np.array(ARCHETYPES)[people.archetype],
             "true_purchase_propensity": people.propensity,
+            "lapse_date": [
+                epoch + pd.Timedelta(days=int(d)) if d < config.days else pd.NaT
+                for d in lapse_days(config, people.archetype.to_numpy())
+            ],
+            "daily_lapse_hazard": config.lapse_hazard,
             "country": np.array(COUNTRIES)[people.country],
             "favorite_category": np.array(CATEGORIES)[people.favorite_category],
             "is_registered": people.registered,

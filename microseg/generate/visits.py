@@ -7,7 +7,9 @@ import pandas as pd
 
 from microseg.generate.thresholds import mark_near_threshold_sessions, near_threshold_timing
 from microseg.generate.world import (
+    ARCHETYPES,
     BASE_PAGES_MEAN,
+    BINGE_P,
     BOUNCE_P,
     CAMPAIGNS,
     DWELL_MEAN_S,
@@ -20,18 +22,35 @@ from microseg.generate.world import (
     SLOT_HOURS,
     SLOTS_PER_DAY,
     GeneratorConfig,
+    binge_rate,
     pick,
 )
 
 # ------------------------------------------------------------------------------------ sessions
 
 
+LAPSE_STREAM = 15  # the random stream of the lapse days: without lapses nothing else moves
+
+
+def lapse_days(config: GeneratorConfig, archetypes: np.ndarray) -> np.ndarray:
+    """The day (0 = the first) from which each person never visits again, `config.days` for
+    none within the period: each day a person still visits, they lapse first with
+    `config.lapse_hazard` (memoryless, the same for everyone; bots never). The churn
+    churn_risk learns to see coming; ground truth: truth_people.lapse_date."""
+    never = np.full(len(archetypes), config.days)
+    if config.lapse_hazard == 0:
+        return never
+    rng = np.random.default_rng([config.seed, LAPSE_STREAM])
+    lapse = np.minimum(rng.geometric(config.lapse_hazard, len(archetypes)) - 1, config.days)
+    return np.where(archetypes == ARCHETYPES.index("bot"), never, lapse)
+
+
 def draw_sessions(rng, people, usage, devices, config: GeneratorConfig) -> pd.DataFrame:
     n, days = len(people), config.days
     arch = people.archetype.to_numpy()
     rate = np.repeat(SESSIONS_PER_DAY[arch], days).reshape(n, days)
-    binge = rng.random((n, days)) < 0.03
-    rate = np.where(binge, rate * 5 + 1, rate)
+    binge = rng.random((n, days)) < BINGE_P
+    rate = np.where(binge, binge_rate(rate), rate)
     k = np.minimum(rng.poisson(rate), SLOTS_PER_DAY)
     k[arch == 5] = 1  # bots crawl once a day
     ranks = np.argsort(np.argsort(rng.random((n * days, SLOTS_PER_DAY)), axis=1), axis=1)
@@ -74,6 +93,9 @@ def draw_sessions(rng, people, usage, devices, config: GeneratorConfig) -> pd.Da
     s["slow_checkout"] = s.purchase & (decoys.random(len(s)) < 0.1)
     s["checkout_delay_s"] = decoys.uniform(14 * 60, 14 * 60 + 55, len(s))
     s = mark_near_threshold_sessions(s, config)  # may move sessions: new order and numbers
+    # lapsed people's sessions go last, after the moves: none on or after the lapse day
+    visiting = s.day.to_numpy() < lapse_days(config, arch)[s.person.to_numpy()]
+    s = s[visiting].reset_index(drop=True).assign(session=lambda kept: np.arange(len(kept)))
     live = ~s.bounce & ~s.is_bot
     s["casual_subscribe_hover"] = live & ~s.subscribe_curious & (rng.random(len(s)) < 0.12)
     s["newsletter_signup"] = live & (rng.random(len(s)) < 0.015)

@@ -87,6 +87,7 @@ PAGE_ELEMENTS = {
 
 # Per-archetype behavior (rows follow ARCHETYPES; the bot row is used only where noted).
 SESSIONS_PER_DAY = np.array([0.55, 0.45, 0.8, 0.6, 0.3, 1.0])
+BINGE_P = 0.03  # a day's chance of a binge, when sessions come at binge_rate(rate)
 BASE_PAGES_MEAN = np.array([4.0, 3.5, 4.5, 3.5, 1.5, 0.0])
 DWELL_MEAN_S = np.array([35.0, 40.0, 55.0, 80.0, 15.0, 2.0])
 SCROLL_DEPTH = np.array([0.45, 0.4, 0.6, 0.8, 0.2, 0.0])
@@ -121,6 +122,7 @@ class GeneratorConfig:
     seed: int = 7
     file_format: str = "jsonl.gz"  # jsonl.gz | jsonl | csv | parquet | segment
     planted_effects: tuple[PlantedEffect, ...] = ()  # true effects of experiments (experiments.py)
+    lapse_hazard: float = 0.0  # a day's chance that a person stops visiting for good (churn)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,11 @@ class GenerationSummary:
     events: int
     files: list[Path]
     ground_truth_dir: Path
+
+
+def binge_rate(rate: np.ndarray) -> np.ndarray:
+    """The sessions a person expects on a binge day, from their usual daily rate."""
+    return rate * 5 + 1
 
 
 def pick(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:

@@ -19,6 +19,9 @@ import yaml
 from microseg.activation import activate
 from microseg.config import PROJECT_ROOT, Settings
 from microseg.errors import DataQualityError, MicrosegError, NothingToRunError
+from microseg.generate import GeneratorConfig, generate
+from microseg.generate.truth import true_no_session_probability
+from microseg.ingest import ingest_paths
 from microseg.pipeline import request_retraining_step
 from microseg.privacy import consent_policy
 from microseg.segments import run_segments
@@ -48,9 +51,9 @@ def home(eight_weeks_home: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _spec_dir(tmp_path: Path, name: str, **changes) -> Path:
+def _spec_dir(tmp_path: Path, name: str, model: str = MODEL, **changes) -> Path:
     """A copy of the shipped spec with some fields replaced (dotted keys), in its own folder."""
-    spec = yaml.safe_load((PROJECT_ROOT / "ml/specs" / f"{MODEL}.yaml").read_text())
+    spec = yaml.safe_load((PROJECT_ROOT / "ml/specs" / f"{model}.yaml").read_text())
     spec["lightgbm"]["search"]["trials"] = 2  # keep the suite quick
     for dotted, value in changes.items():
         *parents, last = dotted.split("__")
@@ -60,7 +63,7 @@ def _spec_dir(tmp_path: Path, name: str, **changes) -> Path:
         target[last] = value
     folder = tmp_path / name
     folder.mkdir()
-    (folder / f"{MODEL}.yaml").write_text(yaml.safe_dump(spec))
+    (folder / f"{model}.yaml").write_text(yaml.safe_dump(spec))
     return folder
 
 
@@ -234,6 +237,60 @@ def test_changing_events_from_a_split_on_changes_no_earlier_split(
     gap_before = people_at(shared, spec, embargoed, labelled=True).sort_values(key)
     gap_after = people_at(settings, spec, embargoed, labelled=True).sort_values(key)
     assert (gap_before.label.to_numpy() != gap_after.label.to_numpy()).sum() > 20
+
+
+@pytest.fixture(scope="module")
+def churning(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """600 people over 36 days, of whom each day one in a hundred still visiting lapses for
+    good (--plant-churn 0.01): the data set and a home with it built."""
+    dataset = tmp_path_factory.mktemp("churning")
+    generate(GeneratorConfig(users=600, days=36, seed=3, lapse_hazard=0.01), dataset)
+    home = tmp_path_factory.mktemp("churning_home")
+    settings = Settings.from_env({"MICROSEG_HOME": str(home)})
+    ingest_paths(settings, [dataset])
+    transform(settings)
+    return dataset, home
+
+
+def test_churn_risk_sees_lapses_coming_about_as_well_as_the_generator_knew(
+    churning: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """churn_risk on planted lapses, on two test dates: close to the oracle (the generator's
+    chance of a quiet week for each person, knowing who had lapsed) and not past it; then
+    promoted and scored for the active people only."""
+    from sklearn.metrics import roc_auc_score
+
+    dataset, home = churning
+    name = "churn_risk"
+    settings = _settings(home, _spec_dir(tmp_path, "churn", name, training__test_dates=2))
+    trained = train(settings, name)
+    test = training_set(settings, load_spec(name, settings.ml_specs_dir)).query("split == 'test'")
+    with truth_connection(settings, dataset) as con:
+        truth = con.execute("select * from truth_people").df()
+    joined = test.merge(truth, on="person_id")  # people whose devices the truth keys apart
+    assert len(joined) >= 0.97 * len(test) and joined.label.sum() > 200
+    odds = pd.concat(
+        pd.Series(true_no_session_probability(rows, day.date(), 7), index=rows.index)
+        for day, rows in joined.groupby("as_of_date")
+    ).reindex(joined.index)
+    oracle = roc_auc_score(joined.label, odds)
+    scorer = registry.load_scorer(settings, name, version=trained.version)
+    model = roc_auc_score(joined.label, scorer.predict(scorer.inputs(joined)))
+    assert 0.95 * oracle <= model <= oracle + 0.01, (model, oracle)
+    assert model > trained.baseline_metrics["roc_auc"] - 0.01  # at least the logistic line's
+
+    assert promote(settings, name).promoted
+    written = score(settings, models=[name])
+    [(active, scored)] = query(
+        settings,
+        """select count(*) filter (where f.sessions_28d > 0), count(s.person_id)
+           from marts.fct_user_features_daily f left join marts.user_scores s
+             on s.person_id = f.person_id and s.as_of_date = f.as_of_date
+                and s.model_name = 'churn_risk'
+           where f.as_of_date = (select max(as_of_date) from marts.user_scores)
+             and not f.is_opted_out""",
+    )
+    assert written[name] == scored > 200 and scored <= active
 
 
 def test_too_little_data_stops_training(home: Path, tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from microseg.config import Settings
 from microseg.contract import event_contract
 from microseg.generate import GeneratorConfig, generate
 from microseg.generate.items import oracle_scores
+from microseg.generate.truth import true_no_session_probability
+from microseg.generate.visits import lapse_days
 from microseg.generate.world import PLACEHOLDER_USER_IDS
 from microseg.ingest import ingest_paths
 
@@ -472,3 +474,36 @@ def test_a_planted_lift_brings_treated_abandoners_back_to_buy_within_the_window(
         names[arm_index(bucket(spec.get("salt", experiment), p), weights)] == arm
         for p in effects.person_id
     )
+
+
+def test_planted_lapses_end_visits_for_good_and_the_oracle_knows_the_odds(tmp_path) -> None:
+    """--plant-churn: no session on or after a person's lapse date, the share that lapses is
+    the hazard's, bots never do; and the oracle's chance of a quiet week (what churn_risk is
+    measured against) is how often a quiet week happens."""
+    config = GeneratorConfig(users=1500, days=14, seed=9, lapse_hazard=0.03)
+    generate(config, tmp_path)
+    people = pd.read_parquet(tmp_path / "ground_truth/people.parquet")
+    sessions = pd.read_parquet(tmp_path / "ground_truth/sessions.parquet")
+    last_visit = sessions.groupby("person_key").session_start_at.max().rename("last_visit")
+    lapsed = people[people.lapse_date.notna()].join(last_visit, on="person_key")
+    visited = lapsed.dropna(subset=["last_visit"])
+    assert len(visited) > 300 and (visited.last_visit < visited.lapse_date).all()
+    humans = people[~people.is_bot]
+    assert people[people.is_bot].lapse_date.isna().all()
+    assert humans.lapse_date.notna().mean() == pytest.approx(1 - 0.97**14, abs=0.04)
+
+    as_of = pd.Timestamp(config.start) + pd.Timedelta(days=7)
+    week = sessions[sessions.session_start_at >= as_of]  # the last 7 days
+    quiet = ~people.person_key.isin(week.person_key)
+    odds = true_no_session_probability(people, as_of.date(), 7)
+    assert (odds[people.lapse_date.lt(as_of).to_numpy()] == 1).all()
+    assert quiet[people.lapse_date.lt(as_of)].all()
+    active = (~people.lapse_date.lt(as_of) & ~people.is_bot).to_numpy()
+    assert 0.05 < quiet[active].mean() < 0.5
+    assert odds[active].mean() == pytest.approx(quiet[active].mean(), abs=0.03)
+    # and by archetype: each one's mean chance is its observed share
+    by_archetype = pd.DataFrame({"archetype": people.archetype, "odds": odds, "quiet": quiet})
+    means = by_archetype[active].groupby("archetype").mean()
+    assert (means.odds - means.quiet).abs().max() < 0.06, means
+    without = GeneratorConfig(users=1500, days=14, seed=9)
+    assert set(lapse_days(without, people.archetype.to_numpy())) == {14}  # none lapses
