@@ -29,7 +29,7 @@ from ml import registry
 from ml.fairness import Audit, audit
 from ml.monitoring import Thresholds
 from ml.promote import save_audit
-from ml.specs import Spec, learner_fields, spec_field, spec_names
+from ml.specs import Spec, fairness_limits, learner_fields, spec_field, spec_names
 from ml.train import TrainResult, describe, fit, fit_and_register, labelled_targets
 
 TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*")
@@ -145,7 +145,7 @@ def load_own_spec(path: Path, settings: Settings) -> tuple[Spec, Source]:
         decay_half_life_days=None,
         monitoring=Thresholds(),
         promotion={},
-        fairness=dict(spec_field(raw, "fairness", dict, name)),
+        fairness=fairness_limits(raw, name),
         raw=raw,
     )
     return spec, Source(

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from microseg.config import PROJECT_ROOT, Settings
+from microseg.config import PROJECT_ROOT, Settings, dbt_project_vars
 from microseg.errors import MicrosegError
 
 if TYPE_CHECKING:
@@ -119,7 +119,8 @@ RETRAIN_REQUEST_TAG = "retraining_requested"  # value: the night its drift asked
 # as_of_first of a model trained on rows without a time (an own table, k-fold): any erasure
 # may concern them
 UNKNOWN_PERIOD = "unknown"
-FEATURE_LOOKBACK_DAYS = 90  # the longest feature window: events this old still shape a row
+# the longest feature window (var feature_windows): events this old still shape a row
+FEATURE_LOOKBACK_DAYS = max(max(w) for w in dbt_project_vars()["feature_windows"].values())
 
 
 def flag_for_retraining(

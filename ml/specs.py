@@ -119,6 +119,20 @@ def learner_fields(raw: dict[str, Any], name: str, task: str) -> dict[str, Any]:
     }
 
 
+def fairness_limits(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    """The spec's fairness mapping with `significance` (ml/fairness.py: a disparity fails the
+    audit only at a two-proportion p below it) checked, 0.05 unless set."""
+    limits = dict(spec_field(raw, "fairness", dict, name))
+    significance = limits.setdefault("significance", 0.05)
+    if isinstance(significance, bool) or not isinstance(significance, int | float):
+        significance = -1
+    if not 0 < significance <= 1:
+        raise ConfigError(
+            f"model spec '{name}': fairness.significance: a p-value above 0, at most 1"
+        )
+    return limits
+
+
 def _split_sizes(raw: dict[str, Any], name: str) -> dict[str, int]:
     """How many as-of dates train, validation and test take (ml/training_sets.split_dates)."""
     if "as_of_dates" in (raw.get("training") or {}):  # specs written before the embargo
@@ -248,7 +262,7 @@ def load_spec(name: str, specs_dir: Path) -> Spec:
         decay_half_life_days=None if decay is None else float(decay),
         monitoring=monitoring,
         promotion=dict(spec_field(raw, "promotion", dict, name)),
-        fairness=dict(spec_field(raw, "fairness", dict, name)),
+        fairness=fairness_limits(raw, name),
         raw=raw,
     )
 

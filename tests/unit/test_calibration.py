@@ -146,6 +146,11 @@ def test_on_calibrated_scores_the_cost_ratio_threshold_is_bayes_optimal() -> Non
             {"training": {**TRAINING, "valid_dates": 0}},
             "training.valid_dates: must be at least 1",
         ),
+        (
+            "churn_risk",
+            {"fairness": {"groups": ["country"], "significance": 0}},
+            "fairness.significance: a p-value above 0, at most 1",
+        ),
     ],
 )
 def test_a_bad_spec_is_a_one_line_error(tmp_path, name, changes, message):
