@@ -59,8 +59,9 @@ def chance_of(hits: tuple[float, float], trials: tuple[float, float]) -> float:
 def _rarely_by_chance(
     hits: tuple[float, float], trials: tuple[float, float], pairs: int, significance: float
 ) -> str:
-    """ "p P over N pairs" when chance shows such a gap less often than `significance` (the
-    pair's p times the pairs its groups were picked from as the extremes), else ""."""
+    """The reason to fail ("p P over N pairs") when chance shows such a gap less often than
+    `significance` (the pair's p times the pairs it was picked from as the extremes), else
+    the empty string."""
     p = min(1.0, pairs * chance_of(hits, trials))
     return "" if p >= significance else f"p {p:.3f} over {pairs} pairs"
 

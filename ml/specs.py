@@ -124,9 +124,8 @@ def fairness_limits(raw: dict[str, Any], name: str) -> dict[str, Any]:
     audit only at a two-proportion p below it) checked, 0.05 unless set."""
     limits = dict(spec_field(raw, "fairness", dict, name))
     significance = limits.setdefault("significance", 0.05)
-    if isinstance(significance, bool) or not isinstance(significance, int | float):
-        significance = -1
-    if not 0 < significance <= 1:
+    numeric = isinstance(significance, int | float) and not isinstance(significance, bool)
+    if not numeric or not 0 < significance <= 1:
         raise ConfigError(
             f"model spec '{name}': fairness.significance: a p-value above 0, at most 1"
         )
