@@ -282,16 +282,17 @@ def test_churn_risk_sees_lapses_coming_about_as_well_as_the_generator_knew(
 
     assert promote(settings, name).promoted
     written = score(settings, models=[name])
-    [(active, scored)] = query(
+    [(lapsed_long_ago, scored, scored_inactive)] = query(
         settings,
-        """select count(*) filter (where f.sessions_28d > 0), count(s.person_id)
+        """select count(*) filter (where f.sessions_28d = 0), count(s.person_id),
+                  count(s.person_id) filter (where f.sessions_28d = 0)
            from marts.fct_user_features_daily f left join marts.user_scores s
              on s.person_id = f.person_id and s.as_of_date = f.as_of_date
                 and s.model_name = 'churn_risk'
-           where f.as_of_date = (select max(as_of_date) from marts.user_scores)
-             and not f.is_opted_out""",
+           where f.as_of_date = (select max(as_of_date) from marts.user_scores)""",
     )
-    assert written[name] == scored > 200 and scored <= active
+    assert written[name] == scored > 200
+    assert lapsed_long_ago > 10 and scored_inactive == 0  # no session in 28 days: not scored
 
 
 def test_too_little_data_stops_training(home: Path, tmp_path: Path) -> None:
