@@ -265,13 +265,14 @@ def test_churn_risk_sees_lapses_coming_about_as_well_as_the_generator_knew(
     name = "churn_risk"
     settings = _settings(home, _spec_dir(tmp_path, "churn", name, training__test_dates=2))
     trained = train(settings, name)
-    test = training_set(settings, load_spec(name, settings.ml_specs_dir)).query("split == 'test'")
+    spec = load_spec(name, settings.ml_specs_dir)
+    test = training_set(settings, spec).query("split == 'test'")
     with truth_connection(settings, dataset) as con:
         truth = con.execute("select * from truth_people").df()
     joined = test.merge(truth, on="person_id")  # people whose devices the truth keys apart
     assert len(joined) >= 0.97 * len(test) and joined.label.sum() > 200
     odds = pd.concat(
-        pd.Series(true_no_session_probability(rows, day.date(), 7), index=rows.index)
+        pd.Series(true_no_session_probability(rows, day.date(), spec.horizon_days), rows.index)
         for day, rows in joined.groupby("as_of_date")
     ).reindex(joined.index)
     oracle = roc_auc_score(joined.label, odds)
