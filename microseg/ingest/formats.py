@@ -102,12 +102,13 @@ def is_parquet(path: Path) -> bool:
 
 
 def _line_table(data: bytes) -> pa.Table:
-    """Split bytes into lines without a Python loop: (source_line, nbytes, raw, text), zero
-    copy.
+    """Split bytes into lines without a Python loop: (source_line, nbytes, raw, text, blank).
 
-    Each value keeps its line terminator (values must be contiguous in Arrow); SQL strips it.
-    `text` is the line as UTF-8, or null for a line that is not: a file that is valid UTF-8 as
-    a whole (the usual case, checked in one pass) is viewed as text without decoding lines.
+    `raw` and `text` are each line without its terminator (LF or CR LF), copied once into one
+    buffer so that no SQL has to trim lines (character-wise trimming costs more than parsing);
+    `nbytes` counts the terminator as delivered. `text` is the line as UTF-8, or null for a line
+    that is not: a file that is valid UTF-8 as a whole (the usual case, checked in one pass) is
+    viewed as text without decoding lines. `blank`: nothing but spaces.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(buf == 10)
@@ -115,21 +116,40 @@ def _line_table(data: bytes) -> pa.Table:
     ends = np.append(starts[1:], len(buf)).astype(np.int64)
     if len(buf) and buf[-1] == 10:  # the final terminator does not open another line
         starts, ends = starts[:-1], ends[:-1]
-    offsets = pa.py_buffer(np.append(starts, ends[-1] if len(ends) else 0).astype(np.int64))
+    crlf = np.zeros(len(newlines), dtype=bool)
+    if len(newlines):
+        crlf[newlines > 0] = buf[newlines[newlines > 0] - 1] == 13
+    terminator = np.zeros(len(starts), dtype=np.int64)
+    terminator[: len(newlines)] = 1 + crlf  # the last line may have none
+    kept = np.ones(len(buf), dtype=bool)
+    kept[newlines] = False
+    kept[newlines[crlf] - 1] = False
+    body = buf[kept]
+    lengths = ends - starts - terminator
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
     raw = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(starts), [None, offsets, pa.py_buffer(data)]
+        pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(body)]
     )
     text = raw.view(pa.large_string())
     try:
         text.validate(full=True)
     except pa.ArrowInvalid:  # some line is not UTF-8: find which, line by line
         text = pa.array([_utf8_or_none(line) for line in raw.to_pylist()], pa.large_string())
+    # a line can only be blank if it is empty or opens with a space: check just those
+    opens_with_space = np.zeros(len(starts), dtype=bool)
+    opens_with_space[lengths > 0] = body[offsets[:-1][lengths > 0]] == 32
+    maybe_blank = np.flatnonzero((lengths == 0) | opens_with_space)
+    blank = np.zeros(len(starts), dtype=bool)
+    for line in maybe_blank:
+        blank[line] = not bytes(body[offsets[line] : offsets[line + 1]]).strip(b" ")
     return pa.table(
         {
             "source_line": pa.array(np.arange(1, len(starts) + 1, dtype=np.int64)),
             "nbytes": pa.array(ends - starts),
             "raw": raw,
             "text": text,
+            "blank": pa.array(blank),
         }
     )
 
@@ -209,13 +229,13 @@ def decoded_lines_sql(settings: Settings) -> str:
     limit = settings.max_line_bytes
     return f"""decoded as (
             select source_file, source_line, nbytes, raw,
-                   case when nbytes <= {limit} then rtrim(text, chr(13) || chr(10)) end as text,
+                   case when nbytes <= {limit} then text end as text,
                    case when nbytes > {limit} then format(
                             'line is {{}} bytes, over the {limit}-byte limit', nbytes)
                         when text is null then 'line is not valid UTF-8'
                    end as line_reason
             from _lines
-            where nbytes > {limit} or text is null or trim(rtrim(text, chr(13) || chr(10))) <> ''
+            where nbytes > {limit} or text is null or not blank
         )"""
 
 
@@ -256,7 +276,9 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Setti
         select
             source_file,
             source_line,
-            left(coalesce(text, cast(raw as varchar)), {RAW_TEXT_CHARS}) as raw_text,
+            -- a canonical event's text is its document: checked_sql quotes that if need be
+            case when is_spec or pre_reason is not null
+                 then left(coalesce(text, cast(raw as varchar)), {RAW_TEXT_CHARS}) end as raw_text,
             case when not is_spec then j
                  when j->>'$.type' in ({spec_types}) then {_spec_message_sql("j")}::varchar
             end as doc,

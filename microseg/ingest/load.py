@@ -41,36 +41,58 @@ class FileResult:
     unused_events: tuple[tuple[str, int], ...] = ()  # (source event name, rows)
 
 
-def _load(con: duckdb.DuckDBPyConnection, file_name: str, contract: EventContract) -> None:
-    """Insert the file's first deliveries of unseen event_ids, and quarantine its rows that
-    broke rules."""
-    columns = ", ".join(contract.column_names)
+def _find_repeats(con: duckdb.DuckDBPyConnection, file_names: list[str]) -> None:
+    """`_repeats(source_file, source_line)`: the batch's rows that deliver an event_id again,
+    stored before or earlier in the batch (file order, then line order). Repeats are few, so
+    this is a narrow table: one pass over raw.events per batch, not one per file. The batch's
+    own files are left out of that pass: a file loaded again (--replace) is forgotten before
+    its rows go in, and no other file of the batch is in raw.events yet."""
     con.execute(
         """
-        create or replace temp table _fresh as
-        select * exclude (is_first) from (
-            select *, row_number() over (partition by event_id order by source_line) = 1
-                      as is_first
-            from _checked where source_file = ? and reason is null
-        ) as staged
-        where is_first
-          and not exists (select 1 from raw.events where raw.events.event_id = staged.event_id)
+        create or replace temp table _repeats as
+        with valid as (
+            select source_file, source_line, event_id from _checked where reason is null
+        ),
+        stored as (
+            select source_file, source_line from valid
+            where event_id in (
+                select event_id from raw.events
+                where not list_contains($files, source_file))
+        ),
+        within_batch as (
+            select source_file, source_line from valid
+            where event_id in (select event_id from valid group by all having count(*) > 1)
+            qualify row_number() over (partition by event_id
+                order by list_position($files, source_file), source_line) > 1
+        )
+        select * from stored union select * from within_batch
         """,
-        [file_name],
+        {"files": file_names},
     )
-    con.execute(
-        f"insert into raw.events select {columns}, source_file, source_line "
-        "from _fresh order by event_at, event_id"
-    )
+
+
+def _load(con: duckdb.DuckDBPyConnection, file_name: str, contract: EventContract) -> int:
+    """Insert the file's first deliveries, in time order so that zone maps prune reads by date,
+    and quarantine its rows that broke rules; returns how many events went in."""
+    columns = ", ".join(contract.column_names)
+    loaded = con.execute(
+        f"""insert into raw.events select {columns}, source_file, source_line
+            from _checked
+            where source_file = $file and reason is null
+              and source_line not in (select source_line from _repeats where source_file = $file)
+            order by event_at, event_id""",
+        {"file": file_name},
+    ).fetchone()[0]
     con.execute(
         "insert into raw.events_quarantine select source_file, source_line, reason, raw_text "
         "from _checked where source_file = ? and reason is not null order by source_line",
         [file_name],
     )
+    return loaded
 
 
 def _counts(
-    con: duckdb.DuckDBPyConnection, file_name: str, erased: int
+    con: duckdb.DuckDBPyConnection, file_name: str, loaded: int, erased: int
 ) -> tuple[int, int, int, int, int, int]:
     """(read, loaded, duplicates, quarantined, erased, unused)"""
     kept, quarantined = con.execute(
@@ -78,7 +100,6 @@ def _counts(
         "where source_file = ?",
         [file_name],
     ).fetchone()
-    loaded = con.execute("select count(*) from _fresh").fetchone()[0]
     unused = con.execute(
         "select count(*) from _unused where source_file = ?", [file_name]
     ).fetchone()[0]
@@ -235,13 +256,14 @@ def _load_batch(
     # before anything is stored, and before tombstones (they match the stored form)
     pseudonymize.protect_staged_rows(con, settings)
     erased = drop_erased_rows(con, settings)
+    _find_repeats(con, [path.name for path in batch.paths])
     results = []
     for path in batch.paths:
         con.execute("begin transaction")
         try:
             _forget(con, path.name)
-            _load(con, path.name, contract)
-            counts = _counts(con, path.name, erased.get(path.name, 0))
+            loaded = _load(con, path.name, contract)
+            counts = _counts(con, path.name, loaded, erased.get(path.name, 0))
             reasons = _top_reasons(con, path.name)
             unused = _unused_events(con, path.name)
             digest = batch.digests[path.name]
@@ -307,6 +329,11 @@ def ingest_paths(
     batch_bytes = min(BATCH_BYTES_MAX, settings.duckdb_memory_bytes // 8)
     with connect(settings) as con:
         con.execute(STAGED_DDL)
+        # each file commits on its own, but compressing the table anew after every file (at
+        # DuckDB's 16 MB of log) costs more than the parsing: let the log grow, then once
+        con.execute(
+            "set checkpoint_threshold = ?", [f"{settings.duckdb_memory_bytes // 4 // 2**20}MB"]
+        )
         batch = _Batch([], [], {}, {}, [])
 
         def flush() -> None:
@@ -336,4 +363,6 @@ def ingest_paths(
             if batch.jsonl_bytes >= batch_bytes:
                 flush()
         flush()
+        con.execute("checkpoint")
+        con.execute("reset checkpoint_threshold")
     return [results[i] for i in range(len(files))]

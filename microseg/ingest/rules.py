@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from microseg.contract import EventContract
+from microseg.ingest.formats import RAW_TEXT_CHARS
 from microseg.ingest.sqltext import quote, sql_shown
 
 
@@ -104,7 +105,7 @@ def checked_sql(contract: EventContract) -> str:
     return f"""
         create or replace temp table _checked as
         with fields as (
-            select source_file, source_line, raw_text, pre_reason,
+            select source_file, source_line, raw_text, doc, pre_reason,
                    json_transform(doc, {quote(json.dumps(top))}) as f
             from _staged
         ),
@@ -117,6 +118,13 @@ def checked_sql(contract: EventContract) -> str:
                                      {quote(json.dumps(props))}) as p
             from typed
         )
-        select source_file, source_line, raw_text, {", ".join(select)}, {reason} as reason
-        from with_properties
+        select * exclude (raw_text, doc),
+               -- only a quarantined row keeps its input; a canonical event's is its document
+               case when reason is not null
+                    then coalesce(raw_text, left(doc, {RAW_TEXT_CHARS})) end as raw_text
+        from (
+            select source_file, source_line, raw_text, doc, {", ".join(select)},
+                   {reason} as reason
+            from with_properties
+        )
     """

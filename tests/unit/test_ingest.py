@@ -239,17 +239,26 @@ def test_line_level_problems_are_quarantined_not_fatal(settings, tmp_path) -> No
         + b'{"event_id": "latin", "anonymous_id": "caf\xe9"}\n'
         + huge.encode()
         + b"\n"
-        + b"[1, 2, 3]\n"
-        + b"\n"  # blank lines are not rows
-        + jsonl({**GOOD_EVENT, "event_id": "last"}).encode()
+        + b"[1, 2, 3]\r\n"  # Windows line ends too
+        + b"\n   \r\n"  # blank lines are not rows
+        + jsonl({**GOOD_EVENT, "event_id": "crlf"}).encode().replace(b"\n", b"\r\n")
+        + jsonl({**GOOD_EVENT, "event_id": "last"}).encode().rstrip(b"\n")  # no line end
     )
     dump.write_bytes(body)
     [result] = ingest_paths(settings, [dump])
-    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (5, 2, 3)
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (6, 3, 3)
     reasons = dict(query(settings, "select source_line, reason from raw.events_quarantine"))
     assert reasons[2] == "line is not valid UTF-8"
     assert reasons[3].startswith("line is 10000") and "over the 1048576-byte limit" in reasons[3]
     assert reasons[4] == "line is a JSON array, not an object"
+    assert query(settings, "select raw_text from raw.events_quarantine where source_line = 4") == [
+        ("[1, 2, 3]",)
+    ]
+    assert query(settings, "select event_id, source_line from raw.events order by 2") == [
+        (GOOD_EVENT["event_id"], 1),
+        ("crlf", 7),
+        ("last", 8),
+    ]
     assert query(settings, "select max(length(raw_text)) from raw.events_quarantine") == [(2000,)]
 
 
@@ -445,9 +454,10 @@ def test_a_load_whose_rows_disagree_with_its_manifest_row_is_rolled_back(
     dump.write_text(jsonl(GOOD_EVENT) + jsonl({**GOOD_EVENT, "event_id": "good-2"}))
     load = ingest._load
 
-    def lossy_load(con, file_name, contract) -> None:  # a load that drops one of its rows
-        load(con, file_name, contract)
+    def lossy_load(con, file_name, contract) -> int:  # a load that drops one of its rows
+        loaded = load(con, file_name, contract)
         con.execute("delete from raw.events where event_id = 'good-2'")
+        return loaded
 
     monkeypatch.setattr(ingest, "_load", lossy_load)
     with pytest.raises(RuntimeError, match=r"e\.jsonl: raw tables disagree with the manifest"):
