@@ -13,39 +13,45 @@ from microseg.ingest.sqltext import quote, sql_shown
 def checked_sql(contract: EventContract) -> str:
     """Typed canonical columns plus `reason`, the first contract rule each row breaks.
 
-    Each document is parsed once (json_transform into a struct of text), not once per rule.
+    Each document is parsed once (json_transform into a struct of text), and each value is
+    trimmed or cast once (the CTE `v`: text_*, time_*, number_*), not once per rule.
     """
     top = {f.name: "JSON" if f.name == "properties" else "VARCHAR" for f in contract.fields}
     props = {p.name: "VARCHAR" for p in contract.numeric_properties}
     props |= {name: "JSON" for name in contract.object_properties}
+    texts = [f.name for f in contract.fields if f.name != "properties"]
+    times = [f.name for f in contract.fields if f.is_timestamp]
 
-    def text(name: str) -> str:
-        return f"nullif(trim(f.{name}), '')"
+    values = [f"nullif(trim(f.{name}), '') as text_{name}" for name in texts]
+    values += [f"try_cast(f.{name} as timestamptz) as time_{name}" for name in times]
+    values += [
+        f"try_cast(p.{p.name} as double) as number_{p.name}" for p in contract.numeric_properties
+    ]
 
     select = []
     for f in contract.fields:
         if f.name == "properties":
             select.append("case when is_object then f.properties end as properties")
         elif f.is_timestamp:
-            select.append(f"try_cast(f.{f.name} as timestamptz) at time zone 'UTC' as {f.name}")
+            select.append(f"time_{f.name} at time zone 'UTC' as {f.name}")
         else:
-            select.append(f"{text(f.name)} as {f.name}")
+            select.append(f"text_{f.name} as {f.name}")
 
     rules: list[tuple[str, str]] = [("pre_reason is not null", "pre_reason")]
-    rules += [(f"{text(name)} is null", quote(f"missing {name}")) for name in contract.required]
+    rules += [(f"text_{name} is null", quote(f"missing {name}")) for name in contract.required]
     ids = contract.identity_any_of
     rules.append(
         (
-            " and ".join(f"{text(n)} is null" for n in ids),
+            " and ".join(f"text_{n} is null" for n in ids),
             quote(f"missing both {' and '.join(ids)}"),
         )
     )
     for f in contract.fields:
         value = f"f.{f.name}"
-        if f.max_length:
+        if f.max_length:  # bytes bound characters: count characters only past that many bytes
             rules.append(
                 (
-                    f"length({value}) > {f.max_length}",
+                    f"strlen({value}) > {f.max_length} and length({value}) > {f.max_length}",
                     quote(f"{f.name} longer than {f.max_length} characters"),
                 )
             )
@@ -53,14 +59,14 @@ def checked_sql(contract: EventContract) -> str:
             allowed = ", ".join(quote(v) for v in f.enum)
             rules.append(
                 (
-                    f"{text(f.name)} not in ({allowed})",
+                    f"text_{f.name} not in ({allowed})",
                     f"'unknown {f.name} ' || {sql_shown(value)}",
                 )
             )
         if f.is_timestamp:
             rules.append(
                 (
-                    f"{text(f.name)} is not null and try_cast({value} as timestamptz) is null",
+                    f"text_{f.name} is not null and time_{f.name} is null",
                     f"'{f.name} is not an ISO-8601 timestamp: ' || {sql_shown(value)}",
                 )
             )
@@ -71,8 +77,7 @@ def checked_sql(contract: EventContract) -> str:
         )
     )
     for prop in contract.numeric_properties:
-        value = f"p.{prop.name}"
-        number = f"try_cast({value} as double)"
+        value, number = f"p.{prop.name}", f"number_{prop.name}"
         rules.append(
             (
                 f"{value} is not null and {number} is null",
@@ -117,7 +122,8 @@ def checked_sql(contract: EventContract) -> str:
             select *, json_transform(case when is_object then f.properties end,
                                      {quote(json.dumps(props))}) as p
             from typed
-        )
+        ),
+        v as (select *, {", ".join(values)} from with_properties)
         select * exclude (raw_text, doc),
                -- only a quarantined row keeps its input; a canonical event's is its document
                case when reason is not null
@@ -125,6 +131,6 @@ def checked_sql(contract: EventContract) -> str:
         from (
             select source_file, source_line, raw_text, doc, {", ".join(select)},
                    {reason} as reason
-            from with_properties
+            from v
         )
     """
