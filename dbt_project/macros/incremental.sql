@@ -76,13 +76,18 @@
 {%- endmacro %}
 
 {#- In an incremental run, true for facts of touched people dated on or after their restart
-    day (see touched_people); always true in a full build. -#}
+    day (see touched_people); always true in a full build. A scalar subquery correlated on the
+    person alone (DuckDB joins it once per person; an EXISTS with the date inequality was 7x
+    slower at 10M events). Its columns are renamed so that an unqualified `person_id` in the
+    arguments means the model's, not touched's (which once made the condition true of
+    everyone, and every night rebuild all history). -#}
 {% macro is_touched(person_column, date_expression) -%}
     {%- if is_incremental() -%}
-    exists (
-        select 1 from ({{ touched_people() }}) as touched
-        where touched.person_id = {{ person_column }}
-          and {{ date_expression }} >= touched.restart_date
+    ({{ date_expression }}) >= (
+        select min(touched_restart_date)
+        from (select person_id as touched_person_id, restart_date as touched_restart_date
+              from ({{ touched_people() }}) as people) as touched
+        where touched_person_id = {{ person_column }}
     )
     {%- else -%}
     true

@@ -16,6 +16,11 @@ from tests.helpers import MARTS
 pytestmark = pytest.mark.slow
 
 
+# person-day marts of the touched-people rule (macros/incremental.sql); their engaged_s is marked
+CANARIED = ("fct_person_item_interactions", "fct_person_category_daily")
+CANARY = 10**9
+
+
 def nightly(settings: Settings, files: list[Path]) -> list[int]:
     """Ingest each day's dump and run an incremental transform after it; late-event counts."""
     late = []
@@ -57,7 +62,23 @@ def test_day_by_day_equals_full_refresh(small_dataset, full_build, tmp_path) -> 
     settings = dataclasses.replace(
         Settings.from_env({"MICROSEG_HOME": str(tmp_path / "nightly")}), late_arrival_hours=96
     )
-    late = nightly(settings, sorted(small_dataset.glob("events_*")))
+    *nights, last_night = sorted(small_dataset.glob("events_*"))
+    late = nightly(settings, nights)
+    # a night rewrites only the rows of people it touched: marked rows of the others survive
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        for mart in CANARIED:
+            con.execute(f"update marts.{mart} set engaged_s = engaged_s + {CANARY}")
+    late += nightly(settings, [last_night])
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        for mart in CANARIED:
+            kept, rows = con.execute(
+                f"select count(*) filter (where engaged_s >= {CANARY}), count(*) from marts.{mart}"
+            ).fetchone()
+            assert 0 < kept < rows, mart
+            con.execute(
+                f"update marts.{mart} set engaged_s = engaged_s - {CANARY} "
+                f"where engaged_s >= {CANARY}"
+            )
     assert late == [0] * len(late)
     diff = differences(settings.warehouse_path, full_build.warehouse_path)
     assert diff == {mart: (0, 0) for mart in MARTS}
