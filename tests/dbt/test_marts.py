@@ -15,7 +15,7 @@ from microseg.config import Settings, dbt_project_vars
 from microseg.errors import MicrosegError
 from microseg.generate import GeneratorConfig, generate
 from microseg.ingest import ingest_paths
-from microseg.transform import failed_nodes, transform
+from microseg.transform import failed_nodes, run_dbt, transform
 from tests.helpers import MARTS, query, run_cli, truth_connection
 
 
@@ -323,6 +323,23 @@ def test_failed_dbt_test_names_the_node(built, tmp_path) -> None:
     assert failed_tests[0].startswith("stg_events.event_type: data test in_event_taxonomy")
 
 
+def test_an_event_repeated_in_the_latest_batch_fails_its_unique_test(built, tmp_path) -> None:
+    """Event tables test uniqueness on the latest batch's ids (unique_in_latest_batch): a
+    repeat of an older row written in that batch is still found."""
+    shutil.copy(built.warehouse_path, tmp_path)
+    settings = dataclasses.replace(built, home=tmp_path)
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute(
+            "insert into intermediate.int_events_paged select * from intermediate.int_events_paged "
+            "where batch = (select max(batch) from intermediate.int_events_paged) limit 1"
+        )
+    with pytest.raises(MicrosegError) as failure:
+        run_dbt(settings, "test", "--select", "int_events_paged")
+    assert "int_events_paged.event_id: data test unique_in_latest_batch failed (1 rows)" in str(
+        failure.value
+    )
+
+
 def test_rerunning_transform_changes_nothing(built, tmp_path) -> None:
     shutil.copy(built.warehouse_path, tmp_path)  # the shared warehouse is only read
     again = dataclasses.replace(built, home=tmp_path)
@@ -338,8 +355,6 @@ def test_rerunning_transform_changes_nothing(built, tmp_path) -> None:
 def test_dbt_unit_tests_pass(built) -> None:
     """The boundary cases in models/intermediate/_unit_tests.yml (timeout, cap, midnight,
     identity, lookback) run against the built warehouse, as dbt requires."""
-    from microseg.transform import run_dbt
-
     run_dbt(built, "test", "--select", "test_type:unit")
     results = json.loads((built.dbt_target_dir / "run_results.json").read_text())["results"]
     units = [r for r in results if r["unique_id"].startswith("unit_test.")]

@@ -1,0 +1,13 @@
+{#- `unique` for an incremental event table: only the ids of its latest batch are looked up in
+    the whole table, a semi-join instead of grouping every id of the history each night. As
+    strict, since a run writes only rows of its own batch (a full build is batch 1: all of it),
+    and the older batches were tested when they were written. -#}
+{% test unique_in_latest_batch(model, column_name) %}
+select {{ column_name }}, count(*) as rows_with_id
+from {{ model }}
+where {{ column_name }} in (
+    select {{ column_name }} from {{ model }} where batch = {{ current_batch(model) }}
+)
+group by {{ column_name }}
+having count(*) > 1
+{% endtest %}
