@@ -4,6 +4,7 @@ one manifest row, in one transaction whose accounting is checked before it commi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,6 +312,19 @@ def _reject(
     return FileResult(path.name, "rejected", error=error)
 
 
+@contextlib.contextmanager
+def _checkpointed_once(con: duckdb.DuckDBPyConnection, settings: Settings) -> Iterator[None]:
+    """Each file commits on its own, but DuckDB writes its log into the compressed table once
+    the log passes 16 MB, which after every file cost more than the parsing: the log may grow
+    to a quarter of the memory limit here, and is written into the table at the end."""
+    con.execute("set checkpoint_threshold = ?", [f"{settings.duckdb_memory_bytes // 4 // 2**20}MB"])
+    try:
+        yield
+        con.execute("checkpoint")
+    finally:
+        con.execute("reset checkpoint_threshold")
+
+
 def ingest_paths(
     settings: Settings,
     paths: list[Path],
@@ -327,13 +341,8 @@ def ingest_paths(
         raise InputError(f"no files found in {', '.join(str(p) for p in paths)}")
     results: dict[int, FileResult] = {}
     batch_bytes = min(BATCH_BYTES_MAX, settings.duckdb_memory_bytes // 8)
-    with connect(settings) as con:
+    with connect(settings) as con, _checkpointed_once(con, settings):
         con.execute(STAGED_DDL)
-        # each file commits on its own, but compressing the table anew after every file (at
-        # DuckDB's 16 MB of log) costs more than the parsing: let the log grow, then once
-        con.execute(
-            "set checkpoint_threshold = ?", [f"{settings.duckdb_memory_bytes // 4 // 2**20}MB"]
-        )
         batch = _Batch([], [], {}, {}, [])
 
         def flush() -> None:
@@ -363,6 +372,4 @@ def ingest_paths(
             if batch.jsonl_bytes >= batch_bytes:
                 flush()
         flush()
-        con.execute("checkpoint")
-        con.execute("reset checkpoint_threshold")
     return [results[i] for i in range(len(files))]
