@@ -80,7 +80,7 @@
     person alone (DuckDB joins it once per person; an EXISTS with the date inequality was 7x
     slower at 10M events). Its columns are renamed so that an unqualified `person_id` in the
     arguments means the model's, not touched's (which once made the condition true of
-    everyone, and every night rebuild all history). -#}
+    everyone: every night rebuilt all history). -#}
 {% macro is_touched(person_column, date_expression) -%}
     {%- if is_incremental() -%}
     ({{ date_expression }}) >= (
