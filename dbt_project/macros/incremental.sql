@@ -12,13 +12,15 @@
     expired, which go with them (macros/retention.sql). -#}
 {% macro delete_stale_sessions() -%}
     {%- if is_incremental() -%}
-    delete from {{ this }}
-    where session_id in (
+    {%- set stale -%}
+    target.session_id in (
         select previous_session_id from {{ ref('int_events_sessionized') }}
         where batch = {{ current_batch(ref('int_events_sessionized')) }}
           and previous_session_id is not null
     )
-       or person_id not in (select person_id from {{ ref('int_identities_stitched') }})
+       or target.person_id not in (select person_id from {{ ref('int_identities_stitched') }})
+    {%- endset -%}
+    {{ delete_where(stale) }}
     {%- else -%}
     select 1
     {%- endif -%}
@@ -62,14 +64,16 @@
     retention their events moved, so they were touched from the beginning anyway). -#}
 {% macro delete_touched_days(date_column, strictly_after=false) -%}
     {%- if is_incremental() -%}
-    delete from {{ this }} as target
-    where exists (
+    {%- set stale -%}
+    exists (
             select 1 from ({{ touched_people() }}) as touched
             where target.person_id = touched.person_id
               and target.{{ date_column }} {{ '>' if strictly_after else '>=' }}
                   touched.restart_date
         )
        or target.person_id not in (select person_id from {{ ref('int_identities_stitched') }})
+    {%- endset -%}
+    {{ delete_where(stale) }}
     {%- else -%}
     select 1
     {%- endif -%}
@@ -94,9 +98,71 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- The materialization of the event-, session- and day-grain models: incremental on DuckDB;
-    on Spark a table rebuilt whole on every run, since Parquet tables cannot delete the stale
-    rows an incremental run replaces (an incremental strategy for Spark is still to come). -#}
-{% macro incremental_materialization() -%}
-    {{ return('table' if target.type == 'spark' else 'incremental') }}
+{#- A pre_hook deleting the rows of {{ this }} (named `target` in `condition`) where
+    `condition` holds. DuckDB deletes in place. Parquet tables cannot delete: on Spark the
+    table is rewritten without them (spark_rewrite) while the hook renders, which leaves the
+    hook no statement to run. -#}
+{% macro delete_where(condition) -%}
+    {{ return(adapter.dispatch('delete_where')(condition)) }}
+{%- endmacro %}
+
+{% macro default__delete_where(condition) -%}
+    delete from {{ this }} as target where {{ condition }}
+{%- endmacro %}
+
+{% macro spark__delete_where(condition) -%}
+    {%- do spark_rewrite(condition) -%}
+{%- endmacro %}
+
+{#- Copy-on-write on Spark: {{ this }} rewritten without the rows where `condition` holds and
+    with the rows of the table `added_rows`, if given. -#}
+{% macro spark_rewrite(condition, added_rows=none) -%}
+    {%- set kept = spark_scratch_table('kept') -%}
+    {%- set rows -%}
+        select * from {{ this }} as target where not coalesce({{ condition }}, false)
+        {%- if added_rows %}
+        union all
+        select {{ adapter.get_columns_in_relation(this) | map(attribute='quoted') | join(', ') }}
+        from {{ added_rows }}
+        {%- endif %}
+    {%- endset -%}
+    {%- do run_query('create table ' ~ kept ~ ' using parquet as ' ~ rows) -%}
+    {%- do run_query('insert overwrite table ' ~ this ~ ' select * from ' ~ kept) -%}
+    {%- do run_query('drop table ' ~ kept) -%}
+{%- endmacro %}
+
+{#- A Parquet table beside {{ this }} for one step of a Spark incremental run (dropped first:
+    a failed run may have left it). -#}
+{% macro spark_scratch_table(suffix) -%}
+    {%- set scratch = this.incorporate(path={"identifier": this.identifier ~ '__' ~ suffix}) -%}
+    {%- do run_query('drop table if exists ' ~ scratch) -%}
+    {{ return(scratch) }}
+{%- endmacro %}
+
+{#- dbt-spark's incremental strategies on Parquet are append and insert_overwrite; the models
+    here replace rows by key (delete+insert, as on DuckDB). The run's new rows are written
+    first (they are computed from the table as it was), then the table is rewritten with them
+    in place of the rows with their keys; the main statement is the last step, dropping the
+    scratch table. -#}
+{% macro dbt_spark_validate_get_incremental_strategy(raw_strategy, file_format) -%}
+    {%- if raw_strategy == 'delete+insert' and file_format == 'parquet' -%}
+        {{ return(raw_strategy) }}
+    {%- endif -%}
+    {{ return(dbt.dbt_spark_validate_get_incremental_strategy(raw_strategy, file_format)) }}
+{%- endmacro %}
+
+{% macro dbt_spark_get_incremental_sql(strategy, source, target, existing, unique_key, incremental_predicates) -%}
+    {%- if strategy != 'delete+insert' -%}
+        {{ return(dbt.dbt_spark_get_incremental_sql(
+            strategy, source, target, existing, unique_key, incremental_predicates)) }}
+    {%- endif -%}
+    {%- set new_rows = spark_scratch_table('new') -%}
+    {%- do run_query('create table ' ~ new_rows ~ ' using parquet as select * from ' ~ source) -%}
+    {%- set keys = [unique_key] if unique_key is string else unique_key -%}
+    {%- set same_key -%}
+        exists (select 1 from {{ new_rows }} as new
+                where {% for key in keys %}new.{{ key }} = target.{{ key }}{{ ' and ' if not loop.last }}{% endfor %})
+    {%- endset -%}
+    {%- do spark_rewrite(same_key, added_rows=new_rows) -%}
+    drop table {{ new_rows }}
 {%- endmacro %}

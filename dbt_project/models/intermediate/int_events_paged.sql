@@ -9,7 +9,7 @@
     event's columns past staging: the windows before it sort narrow keys only.
     Incremental: the sessions rewritten in the last int_events_sessionized batch (always whole
     sessions). -#}
-{{ config(materialized=incremental_materialization(), unique_key='event_id', incremental_strategy='delete+insert',
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert',
           on_schema_change='append_new_columns') }}
 
 with

@@ -13,7 +13,7 @@
     (ending within the timeout before it); from the beginning for people who gained or lost
     re-attributed events. So the result equals a full rebuild. Rewritten rows carry the batch
     and their previous_session_id, for the session marts to replace. -#}
-{{ config(materialized=incremental_materialization(), unique_key='event_id', incremental_strategy='delete+insert') }}
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
 
 with
 

@@ -9,7 +9,7 @@
         event already stitched; older ones wait for the next full refresh (int_late_events);
       - events already stitched whose person changed (a new login re-attributes a device's
         past), with the person they had in previous_person_id. -#}
-{{ config(materialized=incremental_materialization(), unique_key='event_id', incremental_strategy='delete+insert') }}
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
 
 with
 

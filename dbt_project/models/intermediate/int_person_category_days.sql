@@ -1,6 +1,6 @@
 {#- One row per person, activity_date and content_category: engaged seconds (heartbeats) on
     pages of that category. Incremental like int_person_days. -#}
-{{ config(materialized=incremental_materialization(),
+{{ config(materialized='incremental',
           unique_key=['person_id', 'activity_date', 'content_category'],
           incremental_strategy='delete+insert',
           pre_hook="{{ delete_touched_days('activity_date') }}") }}

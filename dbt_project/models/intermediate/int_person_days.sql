@@ -4,7 +4,7 @@
     cart abandonment by the day its checkout window closed. fct_user_features_daily sums
     these over the days before each as-of date, which is what makes it point in time.
     Incremental: touched people are rewritten from their restart day (macros/incremental.sql). -#}
-{{ config(materialized=incremental_materialization(), unique_key=['person_id', 'activity_date'],
+{{ config(materialized='incremental', unique_key=['person_id', 'activity_date'],
           incremental_strategy='delete+insert',
           pre_hook="{{ delete_touched_days('activity_date') }}") }}
 

@@ -1,7 +1,7 @@
 {#- One row per session and element hovered or clicked: how often, how long the pointer
     rested, and the pause between first hovering an element and then clicking it.
     Incremental: replaces the sessions rewritten in this run. -#}
-{{ config(materialized=incremental_materialization(), unique_key=['session_id', 'element_id'], incremental_strategy='delete+insert',
+{{ config(materialized='incremental', unique_key=['session_id', 'element_id'], incremental_strategy='delete+insert',
           pre_hook="{{ delete_stale_sessions() }}") }}
 
 -- depends_on: {{ ref('int_identities_stitched') }}

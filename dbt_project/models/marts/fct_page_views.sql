@@ -1,6 +1,6 @@
 {#- One row per page view, with what happened on the page until the next page view.
     Incremental: replaces the sessions rewritten in this run (see macros/incremental.sql). -#}
-{{ config(materialized=incremental_materialization(), unique_key='page_view_id', incremental_strategy='delete+insert',
+{{ config(materialized='incremental', unique_key='page_view_id', incremental_strategy='delete+insert',
           pre_hook="{{ delete_stale_sessions() }}") }}
 
 -- depends_on: {{ ref('int_identities_stitched') }}

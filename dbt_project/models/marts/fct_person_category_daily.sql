@@ -1,7 +1,7 @@
 {#- One row per person, activity_date and content_category: engaged seconds on pages of that
     category that day. What content people spend their time on, day by day (the label of the
     content_preference model). Incremental: touched people from their restart day. -#}
-{{ config(materialized=incremental_materialization(),
+{{ config(materialized='incremental',
           unique_key=['person_id', 'activity_date', 'content_category'],
           incremental_strategy='delete+insert',
           pre_hook="{{ delete_touched_days('activity_date') }}") }}

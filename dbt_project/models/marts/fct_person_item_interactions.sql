@@ -4,7 +4,7 @@
     article, video and product pages (a product page's content_id is its product id). Point in
     time like the features: a model trained for night D reads activity_date < D.
     Incremental: touched people from their restart day. -#}
-{{ config(materialized=incremental_materialization(),
+{{ config(materialized='incremental',
           unique_key=['person_id', 'activity_date', 'item_id'],
           incremental_strategy='delete+insert',
           pre_hook="{{ delete_touched_days('activity_date') }}") }}

@@ -1,7 +1,7 @@
 {#- One row per session: the micro-behaviors personalization keys on — hovering without
     clicking, re-reading, skimming, hesitating, quick article sequences, abandoned carts.
     Incremental: replaces the sessions rewritten in this run. -#}
-{{ config(materialized=incremental_materialization(), unique_key='session_id', incremental_strategy='delete+insert',
+{{ config(materialized='incremental', unique_key='session_id', incremental_strategy='delete+insert',
           pre_hook="{{ delete_stale_sessions() }}") }}
 
 -- depends_on: {{ ref('int_identities_stitched') }}

@@ -1,7 +1,7 @@
 {#- One row per session: when, how long, how engaged, where it started and ended, and whether
     it led to a cart, a checkout or a purchase. Incremental: replaces the sessions rewritten in
     this run; session_index continues from the person's sessions that stay. -#}
-{{ config(materialized=incremental_materialization(), unique_key='session_id', incremental_strategy='delete+insert',
+{{ config(materialized='incremental', unique_key='session_id', incremental_strategy='delete+insert',
           pre_hook="{{ delete_stale_sessions() }}") }}
 
 -- depends_on: {{ ref('int_identities_stitched') }}

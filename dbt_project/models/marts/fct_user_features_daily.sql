@@ -9,7 +9,7 @@
     As-of dates run from the day after a person is first seen to the day after the last event,
     or to the latest night the pipeline ran if that is later (quiet days carry features over).
     Incremental: touched people from their restart day, and every person's new as-of dates. -#}
-{{ config(materialized=incremental_materialization(), unique_key=['person_id', 'as_of_date'],
+{{ config(materialized='incremental', unique_key=['person_id', 'as_of_date'],
           incremental_strategy='delete+insert',
           pre_hook="{{ delete_touched_days('as_of_date', strictly_after=true) }}") }}
 

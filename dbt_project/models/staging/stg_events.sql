@@ -1,7 +1,7 @@
 {#- Typed, renamed, de-duplicated events in the canonical taxonomy. No business logic:
     identity and sessions are decided downstream. Incremental by arrival: each run appends the
     event_ids it has not staged yet, whatever their event time. -#}
-{{ config(materialized=incremental_materialization(), unique_key='event_id', incremental_strategy='append') }}
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='append') }}
 
 with
 
