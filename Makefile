@@ -101,10 +101,14 @@ demo: install $(JAVA) ## Sample events, then the weekly training and the nightly
 	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/pseudonymized/warehouse.duckdb', read_only=True).sql(\"select user_id, properties ->> 'email' as email, properties ->> 'ip' as ip, page_url from raw.events where user_id is not null order by (properties ->> 'email') is null, event_id limit 4\").show(max_width=250)"
 	MICROSEG_RAW_RETENTION_DAYS=$(DEMO_RETENTION_DAYS) $(BIN)/microseg privacy report --as-of $(DEMO_AS_OF)
 	@echo "a Snowplow export and two days of a GA4 BigQuery export as they come (each recognized by its shape; docs/events.md) into a warehouse of their own, then their marts"
-	MICROSEG_HOME=$(MICROSEG_HOME)/sources $(BIN)/microseg ingest docs/examples/snowplow_enriched_2026-10-01.tsv docs/examples/ga4
+	MICROSEG_HOME=$(MICROSEG_HOME)/sources $(BIN)/microseg ingest docs/examples/snowplow_enriched_2026-10-01.tsv docs/examples/ga4/events_20261001.json
 	MICROSEG_HOME=$(MICROSEG_HOME)/sources $(BIN)/microseg transform
 	@echo "the same dbt project on Spark (MICROSEG_ENGINE=spark: dbt-spark, PySpark in local mode), from the same raw events: the same counts; its tables are served to DuckDB, where the segments run on them"
 	MICROSEG_HOME=$(MICROSEG_HOME)/sources MICROSEG_ENGINE=spark $(BIN)/microseg transform
+	@echo "GA4's second day, built incrementally on Spark: its build writes only the events the new day brought or re-attributed (batch 2)"
+	MICROSEG_HOME=$(MICROSEG_HOME)/sources $(BIN)/microseg ingest docs/examples/ga4/events_20261002.json
+	MICROSEG_HOME=$(MICROSEG_HOME)/sources MICROSEG_ENGINE=spark $(BIN)/microseg transform
+	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/sources/warehouse.duckdb', read_only=True).sql('select batch, count(*) as events_written from intermediate.int_events_stitched group by 1 order by 1').show()"
 	MICROSEG_HOME=$(MICROSEG_HOME)/sources MICROSEG_ENGINE=spark $(BIN)/microseg segments
 	@$(BIN)/python -c "import duckdb; duckdb.connect('$(MICROSEG_HOME)/sources/warehouse.duckdb', read_only=True).sql(\"select source, count(*) as sessions, sum(page_views) as page_views, sum(engaged_s) as engaged_s, sum(cart_adds) as cart_adds, sum(revenue) as revenue from marts.fct_sessions join (select session_id, min(file_format) as source from intermediate.int_events_paged join raw.load_manifest on file_name = source_file group by 1) using (session_id) group by 1 order by 1\").show()"
 	$(BIN)/microseg notebooks

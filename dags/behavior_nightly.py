@@ -12,7 +12,9 @@ files under `$MICROSEG_HOME/activation/`, webhooks of triggers.yml), audience CS
 
 Steps: ingest → raw Great Expectations checkpoint → dbt through Cosmos, one `dbt build` task
 per layer (events → sessions → person_days, `dbt_project/selectors.yml`; a model's data
-tests run right after it, so a failing test stops what is built on it) → feature Great
+tests run right after it, so a failing test stops what is built on it; under
+`MICROSEG_ENGINE=spark` they build on Spark, between `export_raw`, which writes raw as
+Parquet, and `serve_spark_build`, which copies Spark's tables into DuckDB) → feature Great
 Expectations checkpoint → score with each champion model (beside it, `request_retraining`:
 skipped unless a champion drifted past its spec's `retrain_psi`, when it updates the
 `model_drift` asset that starts models_weekly) → behavioral clusters →
@@ -66,6 +68,7 @@ from microseg.orchestration import (
 )
 
 SETTINGS = Settings.from_env()
+ON_SPARK = SETTINGS.engine == "spark"  # MICROSEG_ENGINE where the DAGs are parsed and run
 # dbt_project/selectors.yml, in build order; models/segments: the segments step
 DBT_LAYERS = ("events", "sessions", "person_days")
 
@@ -125,7 +128,7 @@ def behavior_nightly():
                 project_dir=SETTINGS.dbt_project_dir,
                 profile_config=ProfileConfig(
                     profile_name="microseg",
-                    target_name="duckdb",  # profiles.yml (run_step refuses MICROSEG_ENGINE=spark)
+                    target_name=SETTINGS.engine,  # profiles.yml's output: duckdb or spark
                     profiles_yml_filepath=SETTINGS.dbt_project_dir / "profiles.yml",
                 ),
                 dbt_executable_path=str(Path(sys.executable).with_name("dbt")),
@@ -145,6 +148,18 @@ def behavior_nightly():
             for layer in DBT_LAYERS
         ]
         chain(*layers)
+
+    @task
+    def export_raw(params=None, data_interval_end=None):
+        from microseg.pipeline import export_raw_step
+
+        return run_step(export_raw_step, params, data_interval_end)
+
+    @task
+    def serve_spark_build(params=None, data_interval_end=None):
+        from microseg.pipeline import serve_spark_step
+
+        return run_step(serve_spark_step, params, data_interval_end)
 
     @task
     def validate_features(params=None, data_interval_end=None):
@@ -218,20 +233,22 @@ def behavior_nightly():
 
     scored = score()
     scored >> request_retraining()  # a side branch: the night goes on either way
-    (
-        ingest()
-        >> validate_raw()
-        >> dbt_build
-        >> validate_features()
-        >> scored
-        >> cluster()
-        >> recommend()
-        >> segments()
-        >> activate()
-        >> experiments()
-        >> export_audiences()
-        >> expire()
-        >> publish()
+    # on Spark the layers read raw as Parquet, and DuckDB serves what they built
+    build = [export_raw(), dbt_build, serve_spark_build()] if ON_SPARK else [dbt_build]
+    chain(
+        ingest(),
+        validate_raw(),
+        *build,
+        validate_features(),
+        scored,
+        cluster(),
+        recommend(),
+        segments(),
+        activate(),
+        experiments(),
+        export_audiences(),
+        expire(),
+        publish(),
     )
 
 

@@ -8,7 +8,11 @@ Stages, on `--days` + 1 generated days:
   ingest       the first `--days` files
   validate     raw GX checkpoints
   transform    full dbt build over `--days` days
+  spark        the same full build on the Spark target (PySpark in local mode), served to
+               DuckDB (rows: events; peak: the JVM's)
   night        ingest the last day, incremental dbt build (one nightly run on top of history)
+  spark night  the same night's incremental build on the Spark target, on the tables of its
+               full build
   train        purchase_propensity: training set, search, baseline, MLflow (then promote)
   score        every person with the champion (rows: people scored)
   cluster      behavioral clusters on the latest as-of date (rows: people clustered)
@@ -157,7 +161,7 @@ else:
                                "batch = (select max(batch) from "
                                "intermediate.int_events_stitched)").fetchone()[0]
         models = dbt_seconds(settings)
-    if stage == "spark":  # the same full build on the Spark target, from the same raw layer
+    if stage in ("spark", "spark night"):  # the same builds on the Spark target
         from microseg.transform import transform
         from microseg.warehouse import connect
         import threading
@@ -180,9 +184,10 @@ else:
         transform(spark)
         done.set()  # the JVM has ended with dbt: its peak is in
         extra["jvm_peak_mib"] = jvm_peak[0] / 1024
-        with connect(settings, read_only=True) as con:  # the tables Spark built, served
-            rows = con.execute("select count(*) from intermediate.int_events_stitched")
-            rows = rows.fetchone()[0]
+        with connect(settings, read_only=True) as con:  # the batch Spark built, served
+            rows = con.execute("select count(*) from intermediate.int_events_stitched where "
+                               "batch = (select max(batch) from "
+                               "intermediate.int_events_stitched)").fetchone()[0]
     if stage == "window floor":
         from microseg.warehouse import connect
         with connect(settings) as con:
@@ -274,6 +279,7 @@ STAGES = (
     "spark",
     "window floor",
     "night",
+    "spark night",
     "train",
     "score",
     "cluster",
@@ -360,6 +366,11 @@ def ratios(results: dict[str, dict]) -> list[str]:
             f"  Spark target's full build, served to DuckDB {seconds('spark'):.1f} s = "
             f"{seconds('spark') / seconds('transform'):.1f}x DuckDB's {seconds('transform'):.1f} s "
             "(PySpark in local mode on this machine: the point is that it runs, and scales out)"
+        )
+    if seconds("night") and seconds("spark night"):
+        lines.append(
+            f"  Spark target's night (incremental) {seconds('spark night'):.1f} s = "
+            f"{seconds('spark night') / seconds('night'):.1f}x DuckDB's {seconds('night'):.1f} s"
         )
     sessionized = results.get("transform", {}).get("models", {}).get("int_events_sessionized")
     if sessionized is not None and seconds("window floor"):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from microseg.config import Settings, restrict_new_files
-from microseg.errors import ConfigError, DataQualityError, NothingToRunError, UsageError
+from microseg.errors import DataQualityError, NothingToRunError, UsageError
 
 WRITER_POOL = "warehouse_writer"  # one slot: DuckDB allows one process on the file at a time
 
@@ -76,11 +76,6 @@ def run_step(
     settings = Settings.from_env()
     restrict_new_files(settings)
     try:
-        if settings.engine == "spark":  # their dbt tasks build on DuckDB (Cosmos' target)
-            raise ConfigError(
-                "the Airflow DAGs build on DuckDB: for MICROSEG_ENGINE=spark schedule "
-                "`microseg transform` and the later steps after it"
-            )
         summary = step(settings, as_of, **options)
     except NothingToRunError as exc:
         raise AirflowSkipException(str(exc)) from None

@@ -134,6 +134,23 @@ def transform_step(settings: Settings, _as_of: date, *, full_refresh: bool = Fal
     return "transform: " + ", ".join(f"{n:,} {label}" for label, n in counts.items())
 
 
+def export_raw_step(settings: Settings, _as_of: date) -> str:
+    """Before the dbt layers on the Spark engine: the raw tables as the Parquet Spark reads."""
+    from microseg.lake import export_raw, require_java
+
+    require_java()
+    written = export_raw(settings)
+    return "export raw to Parquet: " + ", ".join(f"{n:,} {t}" for t, n in written.items())
+
+
+def serve_spark_step(settings: Settings, _as_of: date) -> str:
+    """After the dbt layers on the Spark engine: Spark's tables served from DuckDB."""
+    from microseg.transform import serve_spark
+
+    serve_spark(settings)
+    return "serve: the Spark build's tables are in DuckDB's warehouse"
+
+
 def validate_features_step(settings: Settings, as_of: date) -> str:
     """Feature expectations (nulls, ranges, row-count drift) before anything reads them."""
     from microseg.quality import validate_features

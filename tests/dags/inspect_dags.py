@@ -52,6 +52,10 @@ report = {
                     "command": " ".join(t.build_cmd(context={})[0][1:])
                     if hasattr(t, "build_cmd")
                     else None,
+                    # the profiles.yml output a Cosmos dbt task builds on
+                    "dbt_target": t.profile_config.target_name
+                    if hasattr(t, "profile_config")
+                    else None,
                 }
                 for t in dag.tasks
             },

@@ -16,14 +16,14 @@ from microseg.config import PROJECT_ROOT
 PARSE_SECONDS_MAX = 10  # per file, on this 2-core machine
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The DAGs parse before anything was ever loaded (a fresh MICROSEG_HOME)."""
+def _parse(tmp_path_factory: pytest.TempPathFactory, engine: str) -> dict:
+    """The DAGs as they parse before anything was ever loaded (a fresh MICROSEG_HOME)."""
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow_home")),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "MICROSEG_HOME": str(tmp_path_factory.mktemp("empty_home")),
+        "MICROSEG_ENGINE": engine,
     }
     proc = subprocess.run(
         [
@@ -39,6 +39,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return _parse(tmp_path_factory, "duckdb")
 
 
 def test_dags_import_without_errors(report: dict) -> None:
@@ -89,6 +94,8 @@ def test_nightly_runs_the_steps_in_order_with_one_dbt_build_per_layer(report: di
         assert dag["tasks"][task_id]["command"].startswith(
             f"build --selector {task_id.split('.')[1]} "
         )
+        assert dag["tasks"][task_id]["dbt_target"] == "duckdb"
+    assert not {"export_raw", "serve_spark_build"} & set(dag["tasks"])
     edges = {tuple(e) for e in dag["edges"]}
     for step, following in [
         ("ingest", "validate_raw"),
@@ -111,6 +118,23 @@ def test_nightly_runs_the_steps_in_order_with_one_dbt_build_per_layer(report: di
     # beside the night, not in its way: nothing waits for request_retraining
     assert ("score", "request_retraining") in edges
     assert not [e for e in edges if e[0] == "request_retraining"]
+
+
+def test_on_spark_the_layers_build_there_between_the_raw_export_and_serving(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    dag = _parse(tmp_path_factory, "spark")["dags"]["behavior_nightly"]
+    edges = {tuple(e) for e in dag["edges"]}
+    for step, following in [
+        ("validate_raw", "export_raw"),
+        ("export_raw", "dbt_build.events"),
+        ("dbt_build.person_days", "serve_spark_build"),
+        ("serve_spark_build", "validate_features"),
+    ]:
+        assert (step, following) in edges
+    assert ("validate_raw", "dbt_build.events") not in edges
+    layers = [task for task_id, task in dag["tasks"].items() if task_id.startswith("dbt_build.")]
+    assert [task["dbt_target"] for task in layers] == ["spark"] * 3
 
 
 def test_drift_past_retrain_psi_starts_the_weekly_training(report: dict) -> None:

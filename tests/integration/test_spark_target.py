@@ -7,14 +7,21 @@ run on either warehouse and write the same."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from microseg.config import Settings
+from microseg.config import PROJECT_ROOT, Settings
 from microseg.export import export_audiences
 from microseg.ingest import ingest_paths
+from microseg.orchestration import WRITER_POOL
+from microseg.pipeline import ingest_step, transform_step
 from microseg.segments import run_segments
 from microseg.transform import transform
 from tests.helpers import query, warehouse_differences
@@ -23,6 +30,11 @@ pytestmark = pytest.mark.slow
 
 SPARK_DOUBLE_DECIMALS = 6
 NIGHT = date(2026, 10, 6)  # the night after small_dataset's last day
+# the nightly DAG's tasks after the build, which the test runs itself on both warehouses
+AFTER_THE_BUILD = (
+    "validate_features|score|request_retraining|cluster|recommend|segments|activate"
+    "|experiments|export_audiences|expire|publish"
+)
 
 
 def test_spark_builds_what_duckdb_builds_and_the_steps_after_it_act_alike(
@@ -33,14 +45,21 @@ def test_spark_builds_what_duckdb_builds_and_the_steps_after_it_act_alike(
         Settings.from_env({"MICROSEG_HOME": str(home), "MICROSEG_ENGINE": engine})
         for engine, home in homes.items()
     )
-    dumps = sorted(small_dataset.glob("events_*.jsonl.gz"))
+    *first_nights, last_night = sorted(small_dataset.glob("events_*.jsonl.gz"))
     counts = {}
-    for night in (dumps[:-1], dumps[-1:]):  # a full build, then an incremental one
-        for settings in (duckdb, spark):
-            ingest_paths(settings, night)
-            counts[settings.engine] = transform(settings)
-    assert counts["spark"] == counts["duckdb"] and counts["duckdb"]["sessions"] > 500
-    # the second night's Spark build was incremental: it rewrote some events, not all
+    for settings in (duckdb, spark):  # a full build
+        ingest_paths(settings, first_nights)
+        counts[settings.engine] = transform(settings)
+    assert counts["spark"] == counts["duckdb"] and counts["duckdb"]["sessions"] > 400
+    # then an incremental one, from the landing folder: DuckDB's by the night's steps called
+    # here, Spark's by the nightly DAG's tasks
+    for settings in (duckdb, spark):
+        settings.landing_dir.mkdir()
+        shutil.copy(last_night, settings.landing_dir)
+    ingest_step(duckdb, NIGHT)
+    transform_step(duckdb, NIGHT)
+    _airflow_night(spark, tmp_path / "airflow", NIGHT)
+    # it rewrote some events, not all
     batches = "select batch, count(*) from intermediate.int_events_stitched group by 1 order by 1"
     assert [batch for batch, _ in query(spark, batches)] == [1, 2]
     wrote = {path.name for path in (spark.spark_dir / "warehouse" / "marts.db").iterdir()}
@@ -61,3 +80,41 @@ def test_spark_builds_what_duckdb_builds_and_the_steps_after_it_act_alike(
     assert exports["spark"] == exports["duckdb"]
     assert sum(len(text.splitlines()) - 1 for text in exports["duckdb"].values()) > 10
     assert warehouse_differences(spark, duckdb, doubles=SPARK_DOUBLE_DECIMALS) == {}
+
+
+def _airflow_night(settings: Settings, airflow_home: Path, as_of: date) -> None:
+    """Run behavior_nightly for `as_of` with `airflow dags test` on a SQLite metadata database
+    (ingest, the raw checkpoint, the raw export, the dbt layers through Cosmos, serving) and
+    check that the run succeeded."""
+    env = {
+        **os.environ,
+        "MICROSEG_HOME": str(settings.home),
+        "MICROSEG_ENGINE": settings.engine,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "DO_NOT_TRACK": "1",
+    }
+    airflow = str(Path(sys.executable).with_name("airflow"))
+
+    def run(*command: str) -> str:
+        done = subprocess.run(
+            [airflow, *command], env=env, capture_output=True, text=True, timeout=1200
+        )
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        return done.stdout
+
+    run("db", "migrate")
+    run("pools", "set", WRITER_POOL, "1", "the warehouse")
+    log = run(
+        "dags",
+        "test",
+        "behavior_nightly",
+        "--conf",
+        json.dumps({"as_of": as_of.isoformat()}),
+        "--mark-success-pattern",
+        f"^({AFTER_THE_BUILD})$",
+    )
+    runs = run("dags", "list-runs", "behavior_nightly", "--output", "json")
+    [night] = json.loads(runs.strip().splitlines()[-1])
+    assert night["state"] == "success", log[-3000:]

@@ -60,23 +60,6 @@ def test_settings_are_checked(env, message) -> None:
         Settings.from_env(env)
 
 
-def test_the_dag_steps_refuse_the_spark_engine(tmp_path, monkeypatch) -> None:
-    """The DAGs' dbt tasks build on DuckDB: under MICROSEG_ENGINE=spark each step stops at once,
-    saying what runs Spark instead (and no step runs)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from microseg.orchestration import run_step
-
-    monkeypatch.setenv("MICROSEG_HOME", str(tmp_path))
-    monkeypatch.setenv("MICROSEG_ENGINE", "spark")
-    with pytest.raises(AirflowFailException) as refused:
-        run_step(lambda *_: pytest.fail("the step ran"), {"as_of": "2026-10-05"}, None)
-    assert str(refused.value) == (
-        "configuration: the Airflow DAGs build on DuckDB: for MICROSEG_ENGINE=spark schedule "
-        "`microseg transform` and the later steps after it"
-    )
-
-
 def test_settings_defaults(tmp_path) -> None:
     settings = Settings.from_env({"MICROSEG_HOME": str(tmp_path)})
     assert settings.warehouse_path == tmp_path / "warehouse.duckdb"
