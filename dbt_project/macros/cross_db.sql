@@ -191,7 +191,8 @@
 {%- endmacro %}
 
 {#- `from` clause: each row of what precedes, once per day from `start` to `end` (dates,
-    both included), the day in column `name`. -#}
+    both included), the day in column `name`; no row when `start` is after `end` (Spark's
+    sequence would fail on it). -#}
 {% macro each_day(start, end, name) -%}
     {{ return(adapter.dispatch('each_day')(start, end, name)) }}
 {%- endmacro %}
@@ -199,7 +200,10 @@
     cross join generate_series({{ start }}, {{ end }}, interval 1 day) as days_spine({{ name }})
 {%- endmacro %}
 {% macro spark__each_day(start, end, name) -%}
-    lateral view explode(sequence({{ start }}, {{ end }}, interval 1 day)) days_spine as {{ name }}
+    lateral view explode(
+        if({{ start }} <= {{ end }}, sequence({{ start }}, {{ end }}, interval 1 day),
+           cast(array() as array<date>))
+    ) days_spine as {{ name }}
 {%- endmacro %}
 
 {#- A select: each row of `targets` (person_id, as_of_date) with `columns` of the person's

@@ -23,7 +23,7 @@ from microseg.ingest import ingest_paths
 from microseg.orchestration import WRITER_POOL
 from microseg.pipeline import ingest_step, transform_step
 from microseg.segments import run_segments
-from microseg.transform import transform
+from microseg.transform import run_dbt, transform
 from tests.helpers import query, warehouse_differences
 
 pytestmark = pytest.mark.slow
@@ -80,6 +80,27 @@ def test_spark_builds_what_duckdb_builds_and_the_steps_after_it_act_alike(
     assert exports["spark"] == exports["duckdb"]
     assert sum(len(text.splitlines()) - 1 for text in exports["duckdb"].values()) > 10
     assert warehouse_differences(spark, duckdb, doubles=SPARK_DOUBLE_DECIMALS) == {}
+
+
+def test_a_day_range_ending_before_it_starts_has_no_days_on_either_engine(tmp_path: Path) -> None:
+    """each_day (macros/cross_db.sql) on both: an incremental night may ask for the days from
+    a person's restart to the last as-of date when there are none (Spark's sequence fails)."""
+    ranges = (
+        "select date '2026-10-01' as first_day, date '2026-10-02' as last_day "
+        "union all select date '2026-10-02', date '2026-10-01'"
+    )
+    sql = (
+        f"select count(*) as days from ({ranges}) as bounds "
+        "{{ each_day('bounds.first_day', 'bounds.last_day', 'day') }}"
+    )
+    for engine in ("duckdb", "spark"):
+        settings = Settings.from_env(
+            {"MICROSEG_HOME": str(tmp_path / engine), "MICROSEG_ENGINE": engine}
+        )
+        lines = run_dbt(settings, "show", "--inline", sql, "--output", "json", engine=engine)
+        start = next(i for i, line in enumerate(lines) if line.strip() == '"show": [') - 1
+        shown, _ = json.JSONDecoder().raw_decode("\n".join(lines[start:]))
+        assert shown["show"] == [{"days": 2}], engine
 
 
 def _airflow_night(settings: Settings, airflow_home: Path, as_of: date) -> None:
