@@ -8,11 +8,11 @@ Stages, on `--days` + 1 generated days:
   ingest       the first `--days` files
   validate     raw GX checkpoints
   transform    full dbt build over `--days` days
-  spark        the same full build on the Spark target (PySpark in local mode), served to
-               DuckDB (rows: events; peak: the JVM's)
+  spark        the same history ingested into a warehouse of its own, then the same full
+               build on the Spark target (PySpark in local mode), served to DuckDB (rows:
+               events; peak: the JVM's)
   night        ingest the last day, incremental dbt build (one nightly run on top of history)
-  spark night  the same night's incremental build on the Spark target, on the tables of its
-               full build
+  spark night  the same night ingested there, and its incremental build on the Spark target
   train        purchase_propensity: training set, search, baseline, MLflow (then promote)
   score        every person with the champion (rows: people scored)
   cluster      behavioral clusters on the latest as-of date (rows: people clustered)
@@ -143,9 +143,9 @@ elif stage == "scan floor":
 else:
     from microseg.config import Settings
     settings = Settings.from_env({**os.environ, "MICROSEG_HOME": home})
-    if stage in ("ingest", "night", "day alone"):
+    if stage in ("ingest", "night", "day alone", "spark", "spark night"):
         from microseg.ingest import ingest_paths
-        chosen = files[:days] if stage == "ingest" else files[days:days + 1]
+        chosen = files[:days] if stage in ("ingest", "spark") else files[days:days + 1]
         rows = sum(r.rows_read for r in ingest_paths(settings, chosen))
     if stage == "validate":
         from microseg.quality import validate_raw
@@ -433,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         results: dict[str, dict] = {}
         for stage in wanted:
-            stage_home = Path(scratch) / "alone" if stage == "day alone" else home
+            # the Spark stages build a warehouse of their own: each engine builds
+            # incrementally on its own tables (a switch means a full build)
+            homes = {"day alone": "alone", "spark": "spark", "spark night": "spark"}
+            stage_home = Path(scratch) / homes[stage] if stage in homes else home
             result = run_stage(stage, landing, stage_home, args.users, args.days)
             results[stage] = result
             rate = result["rows"] / result["seconds"] if result["seconds"] else 0.0

@@ -173,10 +173,12 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
-    from microseg.transform import transform
+    from microseg.transform import engine_switched, transform
 
     on_spark = settings.engine == "spark"
     engine = " on Spark (raw exported as Parquet first)" if on_spark else ""
+    if engine_switched(settings):
+        engine += f", a full build (the last build was not on {settings.engine})"
     print(f"dbt build running{engine} (its output: {settings.dbt_log})", flush=True)
     counts = transform(settings, full_refresh=args.full_refresh)
     built = ", ".join(f"{n:,} {label}" for label, n in counts.items())

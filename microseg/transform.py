@@ -201,6 +201,7 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
     """
     require_warehouse(settings)  # dbt would otherwise create an empty one
     ensure_raw_layer(settings)  # raw tables a newer version reads (after an upgrade)
+    full_refresh = full_refresh or engine_switched(settings)
     on_spark = settings.engine == "spark"
     if on_spark:
         require_java()
@@ -218,7 +219,9 @@ def transform(settings: Settings, *, full_refresh: bool = False) -> dict[str, in
         engine=settings.engine,
     )
     if on_spark:
-        serve_spark(settings)
+        serve_spark(settings)  # which records the build as Spark's
+    else:
+        _built_on(settings).write_text("duckdb", "utf-8")
     with connect(settings, read_only=True) as con:
         counts = {
             label: con.execute(f"select count(*) from {table}").fetchone()[0]
@@ -239,6 +242,21 @@ def serve_spark(settings: Settings) -> None:
     """After a Spark build: its tables served to DuckDB, then the models DuckDB builds itself."""
     serve_spark_build(settings)
     run_dbt(settings, "run", "--select", *DUCKDB_AFTER_SPARK, "--exclude", *STEP_MODELS)
+    _built_on(settings).write_text("spark", "utf-8")
+
+
+def _built_on(settings: Settings) -> Path:
+    """Names the engine whose build the warehouse's tables are (written after each build)."""
+    return settings.home / "dbt" / "built_on"
+
+
+def engine_switched(settings: Settings) -> bool:
+    """True when the last build was on the other engine: the next one is then a full build.
+    Each engine builds incrementally on its own tables: DuckDB's incremental models refuse
+    the column types of tables served from Spark (text where DuckDB has JSON), and Spark's
+    own tables miss the nights DuckDB built since."""
+    built_on = _built_on(settings)
+    return built_on.exists() and built_on.read_text("utf-8") != settings.engine
 
 
 def _last_merge(con) -> datetime | None:
