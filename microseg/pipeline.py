@@ -144,7 +144,8 @@ def export_raw_step(settings: Settings, _as_of: date) -> str:
 
 
 def serve_spark_step(settings: Settings, _as_of: date) -> str:
-    """After the dbt layers on the Spark engine: Spark's tables served from DuckDB."""
+    """After the dbt layers on the Spark engine: Spark's tables copied into DuckDB, which
+    serves every later step."""
     from microseg.transform import serve_spark
 
     serve_spark(settings)

@@ -246,7 +246,7 @@ def serve_spark(settings: Settings) -> None:
 
 
 def _built_on(settings: Settings) -> Path:
-    """Names the engine whose build the warehouse's tables are (written after each build)."""
+    """The file naming the engine that built the warehouse's tables last."""
     return settings.home / "dbt" / "built_on"
 
 
