@@ -93,6 +93,7 @@ def pipeline_person_ids(sessions: pd.DataFrame, people, devices, seed: int) -> p
     owner, the device's when anonymous (none for anonymous sessions on shared devices, whose
     person depends on who else logged in there)."""
     registered = people.registered.to_numpy()[sessions.person]
+    number = people.number.to_numpy()[sessions.person]
     linked = sessions.groupby(["person", "device"]).login_session.transform("any").to_numpy()
     shared = devices.shared.to_numpy()[sessions.device]
     keys = [
@@ -100,7 +101,7 @@ def pipeline_person_ids(sessions: pd.DataFrame, people, devices, seed: int) -> p
         if reg and (always or link)
         else (None if sh else f"anon:{anonymous_id(seed, d)}")
         for p, d, reg, always, link, sh in zip(
-            sessions.person,
+            number,
             sessions.device,
             registered,
             sessions.always_logged_in,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -118,11 +119,30 @@ from canonical
 """
 
 
+def _search_query(code: np.ndarray) -> np.ndarray:
+    """The words a search code stands for: 1-4 of SEARCH_WORDS, picked by its base-7 digits."""
+    words = SEARCH_WORDS
+    n_words = 1 + code % 4
+    w1, w2, w3, w4 = (words[(code // 7**i) % len(words)] for i in range(1, 5))
+    joined = np.char.add(np.char.add(np.char.add(w1, " "), w2), " ")
+    return np.select(
+        [n_words == 1, n_words == 2, n_words == 3],
+        [w1, np.char.add(np.char.add(w1, " "), w2), np.char.add(joined, w3)],
+        np.char.add(np.char.add(joined, w3), np.char.add(" ", w4)),
+    )
+
+
+def _labels(values: tuple[str, ...], codes: np.ndarray) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes, categories=values)
+
+
 def coded_frame(
     ev: pd.DataFrame, s: pd.DataFrame, people: pd.DataFrame, devices: pd.DataFrame, rng
 ) -> pd.DataFrame:
-    """Map integer codes to the strings the files carry (categorical lookups, vectorized)."""
+    """Map integer codes to the strings the files carry: categoricals (a byte a row, not a
+    string object), which stage_events turns into text inside DuckDB."""
     person = ev.person.to_numpy()
+    number = people.number.to_numpy()[person]  # what user ids carry
     session = ev.session.to_numpy()
     landing = ~pd.Series(session).duplicated().to_numpy()
     page_cat = page_category(ev.page.to_numpy(), people.favorite_category.to_numpy()[person])
@@ -132,20 +152,11 @@ def coded_frame(
         rng.integers(0, len(PLACEHOLDER_USER_IDS), len(ev)),
         -1,
     )
-    words = SEARCH_WORDS
+    query = np.full(len(ev), None)
     q = ev.get("query")
-    query = None
-    if q is not None:
-        qv = np.nan_to_num(q.to_numpy(), nan=-1).astype(np.int64)
-        n_words = 1 + qv % 4
-        w1, w2, w3, w4 = (words[(qv // 7**i) % len(words)] for i in range(1, 5))
-        joined = np.char.add(np.char.add(np.char.add(w1, " "), w2), " ")
-        query = np.select(
-            [n_words == 1, n_words == 2, n_words == 3],
-            [w1, np.char.add(np.char.add(w1, " "), w2), np.char.add(joined, w3)],
-            np.char.add(np.char.add(joined, w3), np.char.add(" ", w4)),
-        )
-        query = np.where(qv < 0, None, query)
+    if q is not None:  # strings for the search events only (a few in a hundred)
+        searched = np.flatnonzero(q.notna().to_numpy())
+        query[searched] = _search_query(q.to_numpy()[searched].astype(np.int64))
 
     def col(name):
         return ev[name].to_numpy() if name in ev else np.full(len(ev), np.nan)
@@ -153,37 +164,36 @@ def coded_frame(
     return pd.DataFrame(
         {
             "seq": ev.seq.to_numpy(),
-            "event_type": np.array(EVENT_TYPES)[ev.event.to_numpy()],
+            "event_type": _labels(EVENT_TYPES, ev.event.to_numpy()),
             "t": ev.t.to_numpy(),
             "received_t": ev.received_t.to_numpy(),
             "device": ev.device.to_numpy(),
-            "person": person,
+            "person": number,
             "logged_in": ev.logged_in.to_numpy(),
-            "page_type": np.array(PAGE_TYPES)[ev.page_type.to_numpy()],
+            "page_type": _labels(PAGE_TYPES, ev.page_type.to_numpy()),
             "content": ev.content.to_numpy(),
-            "content_category": np.array(CATEGORIES)[page_cat],
-            "element": np.array(ELEMENTS)[np.nan_to_num(col("element"), nan=0).astype(int)],
-            "device_type": np.array(DEVICE_TYPES)[
-                devices.device_type.to_numpy()[ev.device.to_numpy()]
-            ],
-            "country": np.array(COUNTRIES)[people.country.to_numpy()[person]],
-            "referrer": np.where(landing, np.array(REFERRERS)[s.channel.to_numpy()[session]], ""),
-            "campaign": np.where(landing, np.array(CAMPAIGNS)[s.campaign.to_numpy()[session]], ""),
+            "content_category": _labels(CATEGORIES, page_cat),
+            "element": _labels(ELEMENTS, np.nan_to_num(col("element"), nan=0).astype(int)),
+            "device_type": _labels(
+                DEVICE_TYPES, devices.device_type.to_numpy()[ev.device.to_numpy()]
+            ),
+            "country": _labels(COUNTRIES, people.country.to_numpy()[person]),
+            # only a session's first event carries its referrer and campaign (code 0: "")
+            "referrer": _labels(REFERRERS, np.where(landing, s.channel.to_numpy()[session], 0)),
+            "campaign": _labels(CAMPAIGNS, np.where(landing, s.campaign.to_numpy()[session], 0)),
             "scroll_percent": col("scroll_percent"),
             "hover_ms": col("hover_ms"),
             "position_s": col("position_s"),
             "duration_s": col("duration_s"),
-            "query": query if query is not None else np.full(len(ev), None),
+            "query": query,
             "product": col("product"),
             "price": col("price"),
             "quantity": col("quantity"),
             "revenue": col("revenue"),
             "consent": np.where(
-                (col("consent") == 1) & declines_marketing(person), 2, col("consent")
+                (col("consent") == 1) & declines_marketing(number), 2, col("consent")
             ),
-            "placeholder_user_id": np.where(
-                placeholder >= 0, np.array(PLACEHOLDER_USER_IDS)[placeholder], None
-            ),
+            "placeholder_user_id": _labels(PLACEHOLDER_USER_IDS, placeholder),  # -1: null
             "file_day": day_of(ev.received_t.to_numpy()),
             "sort_key": ev.received_t.to_numpy() + rng.uniform(0, 120, len(ev)),
         }
@@ -201,18 +211,25 @@ _JUNK = (  # lines planted in every JSON file; each must be quarantined with a r
 )
 
 
-def _write_lines(path: Path, lines: pa.ChunkedArray) -> None:
-    """Write strings as newline-terminated lines (gzip when the name says so), no row loop."""
-    terminated = pc.binary_join_element_wise(lines, "", "\n").combine_chunks()
-    terminated = terminated.cast(pa.large_string())
-    offsets = np.frombuffer(terminated.buffers()[1], dtype=np.int64)
-    first, last = offsets[terminated.offset], offsets[terminated.offset + len(terminated)]
-    payload = memoryview(terminated.buffers()[2])[first:last] if last > first else b""
-    if path.name.endswith(".gz"):
-        with gzip.GzipFile(path, "wb", compresslevel=1, mtime=0) as handle:
-            handle.write(payload)
-    else:
-        path.write_bytes(payload)
+LINES_PER_BATCH = 200_000  # of a day file, held at once while it is written
+
+
+def _write_lines(path: Path, batches: pa.RecordBatchReader) -> None:
+    """Write the batches' first column as newline-terminated lines (gzip when the name says
+    so), a batch at a time, no row loop."""
+    opener = (
+        partial(gzip.GzipFile, path, "wb", compresslevel=1, mtime=0)
+        if path.name.endswith(".gz")
+        else partial(open, path, "wb")
+    )
+    with opener() as handle:
+        for batch in batches:
+            terminated = pc.binary_join_element_wise(batch.column(0), "", "\n")
+            terminated = terminated.cast(pa.large_string())
+            offsets = np.frombuffer(terminated.buffers()[1], dtype=np.int64)
+            first = offsets[terminated.offset]
+            last = offsets[terminated.offset + len(terminated)]
+            handle.write(memoryview(terminated.buffers()[2])[first:last] if last > first else b"")
 
 
 def _event_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -220,13 +237,31 @@ def _event_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [n for (n,) in names if n != "sort_key"]
 
 
-def write_files(con, config: GeneratorConfig, out: Path, rng) -> tuple[list[Path], pd.DataFrame]:
-    """One file per received day; returns the files and their expected row accounting."""
+def stage_events(con: duckdb.DuckDBPyConnection, coded: pd.DataFrame, config: GeneratorConfig):
+    """Add a cohort's events, as the dumps carry them, to the table `canonical` (on disk, so
+    that the files are written from all cohorts while only one is held in memory)."""
     epoch = f"timestamp '{config.start.isoformat()} 00:00:00'"
+    staged = con.execute(
+        "select count(*) from information_schema.tables where table_name = 'canonical'"
+    ).fetchone()[0]
+    con.register("coded", coded)
+    labels = [c for c in coded if isinstance(coded[c].dtype, pd.CategoricalDtype)]
+    con.execute(  # categoricals arrive as ENUMs: the files carry their text
+        "create or replace temp view events_coded as select * replace ("
+        + ", ".join(f"{c}::varchar as {c}" for c in labels)
+        + ") from coded"
+    )
     con.execute(
-        "create or replace temp table canonical as "
+        ("insert into canonical " if staged else "create table canonical as ")
         + _CANONICAL_SQL.format(seed=config.seed, epoch=epoch)
     )
+    con.execute("drop view events_coded")
+    con.unregister("coded")
+
+
+def write_files(con, config: GeneratorConfig, out: Path, rng) -> tuple[list[Path], pd.DataFrame]:
+    """One file per received day from the staged events; returns the files and their expected
+    row accounting (junk lines: quarantined)."""
     fmt = config.file_format
     files, accounting = [], []
     for day in range(config.days):
@@ -259,15 +294,11 @@ def write_files(con, config: GeneratorConfig, out: Path, rng) -> tuple[list[Path
                 "from day_rows"
             )
             keys = (day * 86400 + rng.uniform(0, 86400, n_junk)).tolist()
-            lines = (
-                con.execute(
-                    f"select line from ({body} union all "
-                    "select unnest($junk) as line, unnest($keys) as sort_key) order by sort_key",
-                    {"junk": junk, "keys": keys},
-                )
-                .to_arrow_table()
-                .column("line")
-            )
+            lines = con.execute(
+                f"select line from ({body} union all "
+                "select unnest($junk) as line, unnest($keys) as sort_key) order by sort_key",
+                {"junk": junk, "keys": keys},
+            ).fetch_record_batch(LINES_PER_BATCH)
             suffix = ".jsonl" if fmt == "jsonl" else ".jsonl.gz"
             path = out / f"events_{stamp}{suffix}"
             _write_lines(path, lines)

@@ -34,9 +34,13 @@ def page_category(page: np.ndarray, favorite: np.ndarray) -> np.ndarray:
     return np.where(in_favorite, favorite, page % len(CATEGORIES))
 
 
-def draw_catalog(seed: int, people: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+def draw_catalog(
+    seed: int, people: pd.DataFrame, taste_seed: int
+) -> tuple[pd.DataFrame, np.ndarray]:
     """(items, tastes): one row per item (id number within its page type, category,
-    popularity, factors) and one taste vector per person."""
+    popularity, factors) and one taste vector per person. The catalog comes from `seed`, the
+    same for every cohort of people; a cohort's own tastes from `taste_seed` (the first
+    cohort's, whose seed is the catalog's, go on in the catalog's stream)."""
     rng = np.random.default_rng([seed, _STREAM])
     frames = []
     for page_type in ITEM_PAGE_TYPES:
@@ -54,7 +58,8 @@ def draw_catalog(seed: int, people: pd.DataFrame) -> tuple[pd.DataFrame, np.ndar
             )
         )
     centers = rng.normal(0, 1, (len(ARCHETYPES), TASTE_DIMS))
-    own = rng.normal(0, PERSON_TASTE_SD, (len(people), TASTE_DIMS))
+    taste_rng = rng if taste_seed == seed else np.random.default_rng([taste_seed, _STREAM])
+    own = taste_rng.normal(0, PERSON_TASTE_SD, (len(people), TASTE_DIMS))
     tastes = centers[people.archetype.to_numpy()] + own
     return pd.concat(frames, ignore_index=True), tastes
 
@@ -66,11 +71,12 @@ def _logits(tastes: np.ndarray, items: pd.DataFrame) -> np.ndarray:
 
 
 def assign_items(
-    seed: int, pages: pd.DataFrame, sessions: pd.DataFrame, people: pd.DataFrame
+    catalog_seed: int, seed: int, pages: pd.DataFrame, sessions: pd.DataFrame, people
 ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """(content, items, tastes): each page's content number, drawn from the catalog for item
-    pages (softmax per page type and category, Gumbel-max) and kept for the others."""
-    items, tastes = draw_catalog(seed, people)
+    pages (softmax per page type and category, Gumbel-max, from the cohort's `seed`) and kept
+    for the others."""
+    items, tastes = draw_catalog(catalog_seed, people, seed)
     rng = np.random.default_rng([seed, _STREAM, 1])
     person = sessions.person.to_numpy()[pages.session.to_numpy()]
     category = page_category(pages.page.to_numpy(), people.favorite_category.to_numpy()[person])
@@ -92,9 +98,7 @@ def item_ids(items: pd.DataFrame) -> np.ndarray:
     return np.char.add(prefix.astype(str), items.number.to_numpy().astype(str))
 
 
-def write_catalog_truth(
-    truth: Path, items: pd.DataFrame, tastes: np.ndarray, person_keys: np.ndarray
-) -> None:
+def write_catalog_truth(truth: Path, items: pd.DataFrame) -> None:
     catalog = pd.DataFrame(
         {
             "item_id": item_ids(items),
@@ -105,6 +109,9 @@ def write_catalog_truth(
         }
     )
     catalog.to_parquet(truth / "items.parquet", index=False)
+
+
+def write_tastes(truth: Path, tastes: np.ndarray, person_keys: np.ndarray) -> None:
     pd.DataFrame({"person_key": person_keys, "taste": list(tastes)}).to_parquet(
         truth / "tastes.parquet", index=False
     )

@@ -24,7 +24,10 @@ def declines_marketing(person: np.ndarray) -> np.ndarray:
     return (np.asarray(person, dtype=np.int64) * 2654435761) % 100 < MARKETING_DECLINE_PERCENT
 
 
-def draw_people(rng: np.random.Generator, users: int) -> pd.DataFrame:
+def draw_people(rng: np.random.Generator, users: int, first_number: int = 0) -> pd.DataFrame:
+    """`users` people and their bots (one in 200). `person` indexes the arrays drawn for them;
+    `number` is what user ids and ground truth keys carry (a cohort's follow the previous
+    cohort's people)."""
     n_bots = max(1, users // 200)
     archetype = np.concatenate(
         [rng.choice(5, size=users, p=HUMAN_SHARE), np.full(n_bots, ARCHETYPES.index("bot"))]
@@ -38,6 +41,7 @@ def draw_people(rng: np.random.Generator, users: int) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "person": np.arange(n),
+            "number": first_number + np.arange(n),
             "archetype": archetype,
             "propensity": propensity,
             "registered": registered,

@@ -61,7 +61,7 @@ def true_no_session_probability(people: pd.DataFrame, as_of: date, horizon_days:
 
 def person_keys(people: pd.DataFrame) -> np.ndarray:
     """Each generated person's key in the ground truth files."""
-    return np.array([f"p{p:07d}" for p in people.person])
+    return np.array([f"p{p:07d}" for p in people.number])
 
 
 def _page_views(ev: pd.DataFrame) -> pd.DataFrame:
@@ -245,10 +245,10 @@ def write_truth(
     devices: pd.DataFrame,
     sessions: pd.DataFrame,
     events: pd.DataFrame,
-    delivered: pd.DataFrame,
-    accounting: pd.DataFrame,
+    first_session: int = 0,
 ) -> None:
-    """What the generator planted, for tests: people, sessions and per-file accounting."""
+    """What the generator planted, for tests: people, sessions, trigger firings and shared
+    devices (sessions numbered from `first_session`: a cohort's follow the previous one's)."""
     epoch = pd.Timestamp(config.start)
     anon = pd.Series(
         [anonymous_id(config.seed, d) for d in range(len(devices))]
@@ -265,7 +265,7 @@ def write_truth(
     people_out = pd.DataFrame(
         {
             "person_key": person_keys(people),
-            "user_id": np.where(people.registered, [user_id(p) for p in people.person], None),
+            "user_id": np.where(people.registered, [user_id(p) for p in people.number], None),
             "archetype": np.array(ARCHETYPES)[people.archetype],
             "true_purchase_propensity": people.propensity,
             "lapse_date": [
@@ -279,7 +279,7 @@ def write_truth(
             "is_bot": people.archetype == ARCHETYPES.index("bot"),
             "is_opted_out": opted_out & ~regranted,
             "ever_opted_out": opted_out,
-            "declines_marketing": declines_marketing(people.person.to_numpy()),
+            "declines_marketing": declines_marketing(people.number.to_numpy()),
             "anonymous_ids": ids.reindex(people.person).to_numpy(),
         }
     )
@@ -297,19 +297,18 @@ def write_truth(
     sessions_out["session_start_at"] = epoch + pd.to_timedelta(span["min"].to_numpy(), unit="s")
     sessions_out["session_end_at"] = epoch + pd.to_timedelta(span["max"].to_numpy(), unit="s")
     sessions_out["n_events"] = span["size"].to_numpy()
-    dup_day = day_of(delivered.received_t[delivered.duplicate_of >= 0].to_numpy())
-    dups = pd.Series(dup_day).value_counts()
-    accounting["rows_duplicate"] = dups.reindex(range(len(accounting)), fill_value=0).to_numpy()
-    accounting["rows_loaded"] = (
-        accounting.rows_read - accounting.rows_duplicate - accounting.rows_quarantined
-    )
     firings, decoys = _trigger_truth(events)
     key_of = sessions_out.set_index("session").person_key
     firings = firings.assign(
+        session=firings.session + first_session,
         person_key=key_of.reindex(firings.session).to_numpy(),
         fired_at=epoch + pd.to_timedelta(firings.t.to_numpy(), unit="s"),
     ).drop(columns="t")
-    decoys = decoys.assign(person_key=key_of.reindex(decoys.session).to_numpy())
+    decoys = decoys.assign(
+        session=decoys.session + first_session,
+        person_key=key_of.reindex(decoys.session).to_numpy(),
+    )
+    sessions_out["session"] += first_session
     firings.to_parquet(truth / "trigger_firings.parquet", index=False)
     decoys.to_parquet(truth / "trigger_decoys.parquet", index=False)
     people_out.to_parquet(truth / "people.parquet", index=False)
@@ -318,5 +317,20 @@ def write_truth(
     )
     pd.Series(shared_ids.to_numpy(), name="anonymous_id").to_frame().to_parquet(
         truth / "shared_devices.parquet", index=False
+    )
+
+
+def duplicates_per_day(delivered: pd.DataFrame, days: int) -> np.ndarray:
+    """The duplicate deliveries each day's file carries."""
+    return np.bincount(
+        day_of(delivered.received_t[delivered.duplicate_of >= 0].to_numpy()), minlength=days
+    )
+
+
+def write_accounting(truth: Path, accounting: pd.DataFrame, duplicates: np.ndarray) -> None:
+    """files.csv: what ingest must read, quarantine, drop as duplicates and load, per file."""
+    accounting["rows_duplicate"] = duplicates
+    accounting["rows_loaded"] = (
+        accounting.rows_read - accounting.rows_duplicate - accounting.rows_quarantined
     )
     accounting.to_csv(truth / "files.csv", index=False)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import microseg.generate as generate_module
 from microseg.config import Settings
 from microseg.contract import event_contract
 from microseg.generate import GeneratorConfig, generate
@@ -54,11 +55,14 @@ def warehouse(small_dataset, tmp_path_factory) -> duckdb.DuckDBPyConnection:
     ingest_paths(settings, [small_dataset])
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     con.execute("set TimeZone = 'UTC'")
-    truth = small_dataset / "ground_truth"
-    for name in ("people", "sessions", "shared_devices"):
-        con.execute(f"create temp view truth_{name} as select * from '{truth / name}.parquet'")
+    attach_truth(con, small_dataset / "ground_truth")
     yield con
     con.close()
+
+
+def attach_truth(con: duckdb.DuckDBPyConnection, truth: Path) -> None:
+    for name in ("people", "sessions", "shared_devices"):
+        con.execute(f"create temp view truth_{name} as select * from '{truth / name}.parquet'")
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str):
@@ -251,9 +255,10 @@ SESSION_EVENTS = """
 """
 
 
-def test_sessions_are_what_a_30_minute_timeout_finds(warehouse) -> None:
-    """Sessionizing each (unshared) device with a 30-minute timeout finds the planted ones."""
-    found = warehouse.execute("""
+def sessions_found_and_planted(con: duckdb.DuckDBPyConnection) -> tuple[list, list]:
+    """Per unshared device: the sessions a 30-minute timeout finds in raw.events, and the
+    truth's."""
+    found = con.execute("""
         with e as (
             select anonymous_id, event_at,
                    coalesce(event_at - lag(event_at) over w > interval 30 minutes, true) as new
@@ -263,11 +268,17 @@ def test_sessions_are_what_a_30_minute_timeout_finds(warehouse) -> None:
         )
         select anonymous_id, count(*) filter (where new) from e group by 1 order by 1
     """).fetchall()
-    planted = warehouse.execute("""
+    planted = con.execute("""
         select anonymous_id, count(*) from truth_sessions
         where anonymous_id not in (select anonymous_id from truth_shared_devices)
         group by 1 order by 1
     """).fetchall()
+    return found, planted
+
+
+def test_sessions_are_what_a_30_minute_timeout_finds(warehouse) -> None:
+    """Sessionizing each (unshared) device with a 30-minute timeout finds the planted ones."""
+    found, planted = sessions_found_and_planted(warehouse)
     assert found == planted
     # and every loaded event belongs to exactly one planted session
     assigned = scalar(warehouse, f"select count(*) from ({SESSION_EVENTS})")
@@ -507,3 +518,45 @@ def test_planted_lapses_end_visits_for_good_and_the_oracle_knows_the_odds(tmp_pa
     assert (means.odds - means.quiet).abs().max() < 0.06, means
     without = GeneratorConfig(users=1500, days=14, seed=9)
     assert set(lapse_days(without, people.archetype.to_numpy())) == {14}  # none lapses
+
+
+def test_a_population_drawn_in_cohorts_is_one_population(tmp_path, monkeypatch) -> None:
+    """Big populations are drawn a cohort at a time (memory holds one); together they are one
+    data set: every id unique, one catalog, the files' accounting exact, every planted
+    session what a 30-minute timeout finds."""
+    monkeypatch.setattr(generate_module, "COHORT_PERSON_DAYS", 120)  # 120 x 3 days: 3 cohorts
+    config = GeneratorConfig(users=120, days=3, seed=5)
+    summary = generate(config, tmp_path / "cohorts")
+    truth = summary.ground_truth_dir
+    assert len(generate_module.cohorts(config)) == 3
+    people = pd.read_parquet(truth / "people.parquet")
+    assert len(people) == summary.persons == 120 + 3  # a bot per cohort
+    assert people.person_key.is_unique and people.user_id.dropna().is_unique
+    assert set(pd.read_parquet(truth / "tastes.parquet").person_key) == set(people.person_key)
+    sessions = pd.read_parquet(truth / "sessions.parquet")
+    assert sorted(sessions.session) == list(range(summary.sessions))
+    devices = people.explode("anonymous_ids").anonymous_ids.dropna()
+    assert devices.is_unique  # each device's id is its cohort's: none repeats across cohorts
+    monkeypatch.setattr(generate_module, "COHORT_PERSON_DAYS", 10**6)
+    whole = generate(config, tmp_path / "whole").ground_truth_dir
+    assert (truth / "items.parquet").read_bytes() == (whole / "items.parquet").read_bytes()
+
+    settings = Settings.from_env({"MICROSEG_HOME": str(tmp_path / "home")})
+    ingest_paths(settings, [tmp_path / "cohorts"])
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        con.execute("set TimeZone = 'UTC'")
+        counts = "rows_read, rows_loaded, rows_duplicate, rows_quarantined"
+        loaded = con.execute(f"select file_name, {counts} from raw.load_manifest order by 1")
+        expected = pd.read_csv(truth / "files.csv").sort_values("file_name")
+        assert loaded.fetchall() == [
+            tuple(row)
+            for row in expected[["file_name", *counts.split(", ")]].itertuples(index=False)
+        ]
+        assert scalar(con, "select count(*) from raw.events") == sessions.n_events.sum()
+        assert (
+            scalar(con, "select count(distinct event_id) from raw.events")
+            == sessions.n_events.sum()
+        )
+        attach_truth(con, truth)
+        found, planted = sessions_found_and_planted(con)
+        assert found == planted and len(found) > 100
