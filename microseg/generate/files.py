@@ -241,9 +241,7 @@ def stage_events(con: duckdb.DuckDBPyConnection, coded: pd.DataFrame, config: Ge
     """Add a cohort's events, as the dumps carry them, to the table `canonical` (on disk, so
     that the files are written from all cohorts while only one is held in memory)."""
     epoch = f"timestamp '{config.start.isoformat()} 00:00:00'"
-    staged = con.execute(
-        "select count(*) from information_schema.tables where table_name = 'canonical'"
-    ).fetchone()[0]
+    canonical = _CANONICAL_SQL.format(seed=config.seed, epoch=epoch)
     con.register("coded", coded)
     labels = [c for c in coded if isinstance(coded[c].dtype, pd.CategoricalDtype)]
     con.execute(  # categoricals arrive as ENUMs: the files carry their text
@@ -251,10 +249,8 @@ def stage_events(con: duckdb.DuckDBPyConnection, coded: pd.DataFrame, config: Ge
         + ", ".join(f"{c}::varchar as {c}" for c in labels)
         + ") from coded"
     )
-    con.execute(
-        ("insert into canonical " if staged else "create table canonical as ")
-        + _CANONICAL_SQL.format(seed=config.seed, epoch=epoch)
-    )
+    con.execute(f"create table if not exists canonical as select * from ({canonical}) limit 0")
+    con.execute(f"insert into canonical {canonical}")
     con.execute("drop view events_coded")
     con.unregister("coded")
 
