@@ -134,8 +134,9 @@ format: install ## Apply ruff fixes and formatting
 bench: install ## Throughput and peak memory at scale (prints figures; not part of test)
 	$(BIN)/python -m microseg.bench $(BENCH_ARGS)
 
-# ~100M events out of core: the stages that must not hold the data in memory (the pandas peer
-# would need about 120 GiB; Spark's local build, hours), with DuckDB bounded at 8 GiB
+# ~100M events out of core: the stages that must not hold the data in memory (the pandas peer,
+# 11.8 GiB at 10M, would need about ten times that; Spark's local build took 236 s at 1M); DuckDB
+# gets 8 GiB
 BENCH_100M_STAGES = generate,ingest,transform,window floor,night,day alone,scan floor
 bench-100m: install ## About 100M events (120,000 people x 30 days) generated on the fly, memory limit 8 GiB
 	MICROSEG_DUCKDB_MEMORY_LIMIT=8GB $(BIN)/python -m microseg.bench --users 120000 --days 30 --stages "$(BENCH_100M_STAGES)"
