@@ -15,16 +15,15 @@
     and their previous_session_id, for the session marts to replace. -#}
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
 
+-- int_events_stitched is read where it is needed, not through one CTE: DuckDB materializes a
+-- CTE read twice, which at 10M events copied the whole table on every night
 with
-
-stitched as (
-    select * from {{ ref('int_events_stitched') }}
-),
 
 {% if is_incremental() %}
 
 touched as (
-    select * from stitched where batch = {{ current_batch(ref('int_events_stitched')) }}
+    select * from {{ ref('int_events_stitched') }}
+    where batch = {{ current_batch(ref('int_events_stitched')) }}
 ),
 
 moved_people as (
@@ -71,7 +70,7 @@ restart as (
 
 events as (
     select {{ star_except(['batch', 'previous_person_id'], 'stitched') }}
-    from stitched
+    from {{ ref('int_events_stitched') }} as stitched
     join restart using (person_id)
     where stitched.event_at >= restart.restart_at
 ),
@@ -79,7 +78,7 @@ events as (
 {% else %}
 
 events as (
-    select {{ star_except(['batch', 'previous_person_id']) }} from stitched
+    select {{ star_except(['batch', 'previous_person_id']) }} from {{ ref('int_events_stitched') }}
 ),
 
 {% endif %}
@@ -153,13 +152,23 @@ sessionized as (
 
 {% if is_incremental() %}
 
+-- the previous rows of the rewritten events only, found like the events (a re-attributed
+-- event's previous person restarts from the beginning too): a left join to the whole table
+-- hashed every event of the history
+previous as (
+    select previous.event_id, previous.session_id
+    from {{ this }} as previous
+    join restart using (person_id)
+    where previous.event_at >= restart.restart_at
+),
+
 final as (
     select
         sessionized.*,
         previous.session_id as previous_session_id,
         {{ current_batch(ref('int_events_stitched')) }} as batch
     from sessionized
-    left join {{ this }} as previous using (event_id)
+    left join previous using (event_id)
 )
 
 {% else %}

@@ -21,10 +21,9 @@ final as (
         event_at::date as activity_date,
         content_category,
         sum({{ engaged_s() }})::bigint as engaged_s
-    from events
+    from {{ touched_only('events', 'event_at::date') }} as events
     where event_type = 'page_ping'
       and content_category is not null
-      and {{ is_touched('events.person_id', 'events.event_at::date') }}
     group by all
 )
 

@@ -14,10 +14,6 @@
 
 with
 
-events as (
-    select * from {{ ref('int_events_paged') }}
-),
-
 sessions as (
     select * from {{ ref('fct_sessions') }}
 ),
@@ -58,8 +54,7 @@ event_days as (
         {{ last_value_by('consents_to_personalization', '(event_at, event_id)') }}
             filter (where event_type = 'consent' and consents_to_personalization is not null)
             as consents_to_personalization
-    from events
-    where {{ is_touched('events.person_id', 'events.event_at::date') }}
+    from {{ touched_only(ref('int_events_paged'), 'event_at::date') }} as events
     group by all
 ),
 
@@ -73,21 +68,21 @@ session_start_days as (
         max(session_start_at) as last_session_start_at,
         {{ last_value_by('device_type', '(session_start_at, session_id)') }} as last_device_type,
         {{ last_value_by('country', '(session_start_at, session_id)') }} as last_country
-    from sessions
-    where {{ is_touched('sessions.person_id', 'sessions.session_start_at::date') }}
+    from {{ touched_only('sessions', 'session_start_at::date') }} as sessions
     group by all
 ),
 
 final_sessions as (
     -- sessions whose facts are dated on a day being (re)computed
     select sessions.*, (sessions.session_end_at + timeout.value)::date as final_date
-    from sessions
+    from {{ touched_only('sessions', "(session_end_at + interval '"
+                         ~ var('session_timeout_minutes') ~ " minutes')::date") }} as sessions
     cross join timeout
-    where {{ is_touched('sessions.person_id', '(sessions.session_end_at + timeout.value)::date') }}
 ),
 
 final_session_events as (
-    select * from events where session_id in (select session_id from final_sessions)
+    select * from {{ ref('int_events_paged') }}
+    where session_id in (select session_id from final_sessions)
 ),
 
 first_searches as (
@@ -161,9 +156,8 @@ abandon_days as (
         (session_start_at + interval '{{ var("checkout_window_minutes") }} minutes')::date
             as activity_date,
         sum(cart_adds_without_checkout)::bigint as cart_abandons
-    from micro
-    where {{ is_touched('micro.person_id', "(micro.session_start_at + interval '"
-                        ~ var('checkout_window_minutes') ~ " minutes')::date") }}
+    from {{ touched_only('micro', "(session_start_at + interval '"
+                         ~ var('checkout_window_minutes') ~ " minutes')::date") }} as micro
     group by all
 ),
 

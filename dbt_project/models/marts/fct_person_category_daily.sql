@@ -13,8 +13,7 @@
 with
 
 category_days as (
-    select * from {{ ref('int_person_category_days') }}
-    where {{ is_touched('person_id', 'activity_date') }}
+    select * from {{ touched_only(ref('int_person_category_days'), 'activity_date') }} as days
 ),
 
 final as (

@@ -25,9 +25,8 @@ events as (
         coalesce(product_id, content_id) as item_id,
         case when product_id is not null then 'product' else page_type end as item_type,
         {{ engaged_s() }} as engaged_s
-    from {{ ref('int_events_paged') }}
+    from {{ touched_only(ref('int_events_paged'), 'event_at::date') }} as events
     where event_type in ('page_view', 'page_ping', 'video_complete', 'add_to_cart', 'purchase')
-      and {{ is_touched('person_id', 'event_at::date') }}
 ),
 
 signals as (

@@ -1,14 +1,20 @@
 {#- Typed, renamed, de-duplicated events in the canonical taxonomy. No business logic:
     identity and sessions are decided downstream. Incremental by arrival: each run appends the
-    event_ids it has not staged yet, whatever their event time. -#}
-{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='append') }}
+    event_ids it has not staged yet, whatever their event time, as its arrival_batch (previous
+    + 1; 1 in a full build), which lets the models and tests that only need the night's new
+    events read those instead of the whole history. -#}
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='append',
+          on_schema_change='append_new_columns') }}
+{#- a table staged before arrival batches existed gets the column now; its rows keep null -#}
+{%- set staged_before_with_batches = is_incremental() and execute and 'arrival_batch' in (
+      adapter.get_columns_in_relation(this) | map(attribute='name') | list) %}
 
 with
 
 source as (
-    select * from {{ source('raw', 'events') }}
+    select raw.* from {{ source('raw', 'events') }} as raw
     {% if is_incremental() %}
-    where event_id not in (select event_id from {{ this }})
+    {{ anti_join() }} {{ this }} as staged using (event_id)
     {% endif %}
 ),
 
@@ -66,7 +72,12 @@ renamed as (
             as consents_to_personalization,
         properties,
         source_file,
-        source_line
+        source_line,
+        {% if staged_before_with_batches -%}
+        (select coalesce(max(arrival_batch), 0) + 1 from {{ this }})
+        {%- else -%}
+        1
+        {%- endif %} as arrival_batch
     from deduplicated
 ),
 

@@ -1,12 +1,14 @@
 {#- `unique` for an incremental event table: only the ids of its latest batch are looked up in
     the whole table, a semi-join instead of grouping every id of the history each night. As
     strict, since a run writes only rows of its own batch (a full build is batch 1: all of it),
-    and the older batches were tested when they were written. -#}
-{% test unique_in_latest_batch(model, column_name) %}
+    and the older batches were tested when they were written. `batch_column`: the column that
+    numbers the runs (stg_events: arrival_batch). -#}
+{% test unique_in_latest_batch(model, column_name, batch_column='batch') %}
 select {{ column_name }}, count(*) as rows_with_id
 from {{ model }}
 where {{ column_name }} in (
-    select {{ column_name }} from {{ model }} where batch = {{ current_batch(model) }}
+    select {{ column_name }} from {{ model }}
+    where {{ batch_column }} = {{ current_batch(model, batch_column) }}
 )
 group by {{ column_name }}
 having count(*) > 1
