@@ -10,21 +10,30 @@
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert',
           on_schema_change='append_new_columns', pre_hook="{{ delete_no_longer_late() }}") }}
 
+{%- set arrived_in_this_run -%}
+    {%- if is_incremental() -%}
+    arrival_batch = (select max(arrival_batch) from {{ ref('stg_events') }})
+    {%- else -%}
+    true
+    {%- endif -%}
+{%- endset %}
+
+-- narrow keys first, the event's columns joined back for the few late ones: an anti join
+-- carrying every column of staging held them all in its hash table (28.9 s of a 10M full
+-- build at a 3GB limit; 2.8 s narrow)
 with
 
 staged as (
-    select * from {{ ref('stg_events') }}
-    {% if is_incremental() %}
-    where arrival_batch = (select max(arrival_batch) from {{ ref('stg_events') }})
-    {% endif %}
+    select event_id, event_at, user_id, anonymous_id from {{ ref('stg_events') }}
+    where {{ arrived_in_this_run }}
 ),
 
 stitched as (
     select event_id from {{ ref('int_events_stitched') }}
 ),
 
-final as (
-    select staged.*
+late as (
+    select staged.event_id
     from staged
     {{ anti_join() }} stitched using (event_id)
     -- before the retention horizon nothing is built any more (kept consent records)
@@ -32,6 +41,12 @@ final as (
       -- placeholder-only events are left out on purpose, not late
       and ({{ usable_id('staged.user_id') }} is not null
            or {{ usable_id('staged.anonymous_id') }} is not null)
+),
+
+final as (
+    select * from {{ ref('stg_events') }}
+    where {{ arrived_in_this_run }}
+      and event_id in (select event_id from late)
 )
 
 select * from final
