@@ -99,22 +99,6 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- pre_hook of int_late_events: remove the events now before the retention horizon or
-    stitched in this run after all. -#}
-{% macro delete_no_longer_late() -%}
-    {%- if is_incremental() -%}
-    {%- set stitched = ref('int_events_stitched') -%}
-    {%- set gone -%}
-    target.event_at < {{ retention_horizon() }}
-       or target.event_id in (
-           select event_id from {{ stitched }} where batch = {{ current_batch(stitched) }})
-    {%- endset -%}
-    {{ delete_where(gone) }}
-    {%- else -%}
-    select 1
-    {%- endif -%}
-{%- endmacro %}
-
 {#- A pre_hook deleting the rows of {{ this }} (named `target` in `condition`) where
     `condition` holds. DuckDB deletes in place. Parquet tables cannot delete: on Spark the
     table is rewritten without them (spark_rewrite) while the hook renders, which leaves the

@@ -1,8 +1,8 @@
 {#- Typed, renamed, de-duplicated events in the canonical taxonomy. No business logic:
     identity and sessions are decided downstream. Incremental by arrival: each run appends the
     event_ids it has not staged yet, whatever their event time, as its arrival_batch (previous
-    + 1; 1 in a full build), which lets the models and tests that only need the night's new
-    events read those instead of the whole history. -#}
+    + 1; 1 in a full build), so that its uniqueness test looks up the night's new ids only
+    instead of grouping every id of the history. -#}
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='append',
           on_schema_change='append_new_columns') }}
 {#- a table staged before arrival batches existed gets the column now; its rows keep null -#}
