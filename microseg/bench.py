@@ -405,10 +405,11 @@ def ratios(results: dict[str, dict]) -> list[str]:
     for stage, target in (("recommend at scale", 60), ("recommend file", 30)):
         if seconds(stage):
             lines.append(f"  {stage}: {seconds(stage):.1f} s (target <= {target} s)")
-    slowest = sorted(results.get("transform", {}).get("models", {}).items(), key=lambda m: -m[1])
-    if slowest:
-        listed = ", ".join(f"{name} {time:.1f} s" for name, time in slowest[:4])
-        lines.append(f"  slowest models of the full build: {listed}")
+    for stage, build in (("transform", "full build"), ("night", "night")):
+        slowest = sorted(results.get(stage, {}).get("models", {}).items(), key=lambda m: -m[1])
+        if slowest:
+            listed = ", ".join(f"{name} {time:.1f} s" for name, time in slowest[:4])
+            lines.append(f"  slowest models of the {build}: {listed}")
     return lines
 
 

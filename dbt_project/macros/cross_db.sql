@@ -168,17 +168,6 @@
     max_by({{ value }}, case when {{ value }} is not null then {{ key }} end)
 {%- endmacro %}
 
-{#- `select` list: every column of a relation but these. -#}
-{% macro star_except(columns, relation='') -%}
-    {{ return(adapter.dispatch('star_except')(columns, relation)) }}
-{%- endmacro %}
-{% macro default__star_except(columns, relation) -%}
-    {{ relation ~ '.' if relation }}* exclude ({{ columns | join(', ') }})
-{%- endmacro %}
-{% macro spark__star_except(columns, relation) -%}
-    {{ relation ~ '.' if relation }}* except ({{ columns | join(', ') }})
-{%- endmacro %}
-
 {#- `from` clause: rows of the left relation without a match (then `using (...)` or `on`). -#}
 {% macro anti_join() -%}
     {{ return(adapter.dispatch('anti_join')()) }}

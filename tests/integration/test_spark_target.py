@@ -127,7 +127,9 @@ def _airflow_night(settings: Settings, airflow_home: Path, as_of: date) -> None:
         done = subprocess.run(
             [airflow, *command], env=env, capture_output=True, text=True, timeout=1200
         )
-        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        output = airflow_home / "airflow_output.log"  # whole: a failed task's log is long
+        output.write_text(done.stdout + done.stderr, "utf-8")
+        assert done.returncode == 0, f"{(done.stdout + done.stderr)[-3000:]} (whole: {output})"
         return done.stdout
 
     run("db", "migrate")

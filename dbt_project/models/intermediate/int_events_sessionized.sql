@@ -69,7 +69,7 @@ restart as (
 ),
 
 events as (
-    select {{ star_except(['batch', 'previous_person_id'], 'stitched') }}
+    select stitched.event_id, stitched.event_at, stitched.person_id
     from {{ ref('int_events_stitched') }} as stitched
     join restart using (person_id)
     where stitched.event_at >= restart.restart_at
@@ -78,7 +78,7 @@ events as (
 {% else %}
 
 events as (
-    select {{ star_except(['batch', 'previous_person_id']) }} from {{ ref('int_events_stitched') }}
+    select event_id, event_at, person_id from {{ ref('int_events_stitched') }}
 ),
 
 {% endif %}
