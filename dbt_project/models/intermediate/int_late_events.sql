@@ -6,28 +6,56 @@
     otherwise leave its arrivals out of the list. -#}
 {{ config(materialized='table') }}
 
--- narrow keys first, the event's columns joined back for the few late ones: an anti join
--- carrying every column of staging held them all in its hash table (28.9 s of a 10M full
--- build at a 3GB limit; 4.1 s narrow)
+{#- before the retention horizon nothing is built any more (kept consent records);
+    placeholder-only events are left out on purpose, not late -#}
+{%- set staged_to_build -%}
+    event_at >= {{ retention_horizon() }}
+    and ({{ usable_id('user_id') }} is not null or {{ usable_id('anonymous_id') }} is not null)
+{%- endset -%}
+{%- set stitched_to_build -%}
+    event_at >= {{ retention_horizon() }}
+{%- endset %}
+
+-- Stitched events are staged events with their arrival batch copied, so an arrival batch holds
+-- a late event exactly when it has more staged events than stitched ones: only batches whose
+-- counts differ are looked up event by event (an anti join of every staged event took 7.7 s of
+-- a 10M-event night at a 3GB limit). Staging rebuilt alone numbers its batches from 1 again:
+-- the batches stitched before then count stitched events that staging no longer has under
+-- that number, so they are looked up too. Narrow keys first, the event's columns joined back
+-- for the few late ones.
 with
 
-staged as (
-    select event_id, event_at, user_id, anonymous_id from {{ ref('stg_events') }}
+batches as (
+    select arrival_batch, sum(staged) as staged_events, sum(stitched) as stitched_events
+    from (
+        select coalesce(arrival_batch, 0) as arrival_batch, 1 as staged, 0 as stitched
+        from {{ ref('stg_events') }}
+        where {{ staged_to_build }}
+        union all
+        select coalesce(arrival_batch, 0), 0, 1
+        from {{ ref('int_events_stitched') }}
+        where {{ stitched_to_build }}
+    ) as sides
+    group by arrival_batch
 ),
 
-stitched as (
-    select event_id from {{ ref('int_events_stitched') }}
+unfinished as (
+    select arrival_batch from batches
+    where staged_events <> stitched_events
 ),
 
 late as (
     select staged.event_id
-    from staged
-    {{ anti_join() }} stitched using (event_id)
-    -- before the retention horizon nothing is built any more (kept consent records)
-    where staged.event_at >= {{ retention_horizon() }}
-      -- placeholder-only events are left out on purpose, not late
-      and ({{ usable_id('staged.user_id') }} is not null
-           or {{ usable_id('staged.anonymous_id') }} is not null)
+    from (
+        select event_id from {{ ref('stg_events') }}
+        where {{ staged_to_build }}
+          and coalesce(arrival_batch, 0) in (select arrival_batch from unfinished)
+    ) as staged
+    {{ anti_join() }} (
+        select event_id from {{ ref('int_events_stitched') }}
+        where {{ stitched_to_build }}
+          and coalesce(arrival_batch, 0) in (select arrival_batch from unfinished)
+    ) as stitched using (event_id)
 ),
 
 final as (
