@@ -116,20 +116,27 @@ def test_events_later_than_the_lookback_wait_for_a_full_refresh(
     settings = dataclasses.replace(
         Settings.from_env({"MICROSEG_HOME": str(tmp_path / "nightly")}), late_arrival_hours=6
     )
-    # every day but the last built at once, then the last day's dump, which brings sessions of
-    # the days before it that arrive days late
-    dumps = sorted(small_dataset.glob("events_*"))
-    ingest_paths(settings, dumps[:-1])
+    # every day but the last two built at once, then a night for each of those dumps, which
+    # bring sessions of the days before them that arrive days late
+    *history, second_last, last = sorted(small_dataset.glob("events_*"))
+    ingest_paths(settings, history)
     transform(settings)
-    ingest_paths(settings, dumps[-1:])
+    ingest_paths(settings, [second_last])
     late = transform(settings)["late events waiting for a full refresh"]
-    assert late > 0, "the generator plants sessions that arrive days late"
-    # a re-run of the night changes nothing
-    assert transform(settings)["late events waiting for a full refresh"] == late
-    # nor does staging rebuilt alone, which numbers its arrival batches from 1 again
-    # (int_late_events compares staged and stitched events per arrival batch)
+    # staging rebuilt alone numbers every event anew: int_late_events (which compares staged
+    # and stitched events per arrival batch) lists the same events ...
     run_dbt(settings, "build", "--select", "stg_events", "int_late_events", "--full-refresh")
     assert query(settings, "select count(*) from intermediate.int_late_events") == [(late,)]
+    # ... and the next night's arrivals are stitched
+    ingest_paths(settings, [last])
+    late = transform(settings)["late events waiting for a full refresh"]
+    assert late > 0, "the generator plants sessions that arrive days late"
+    newest = "select max(event_at) from {}"
+    assert query(settings, newest.format("intermediate.int_events_stitched")) == query(
+        settings, newest.format("staging.stg_events")
+    )
+    # a re-run of the night changes nothing
+    assert transform(settings)["late events waiting for a full refresh"] == late
     assert differences(settings.warehouse_path, full_build.warehouse_path) != {
         mart: (0, 0) for mart in MARTS
     }

@@ -45,14 +45,12 @@ run as (
 
 {% if keeps_ids %}
 
--- a staging rebuilt since (its batches numbered from 1 again) makes every staged event a
--- candidate: the key replaces the ones stitched already
+-- staging never gives a number twice, a rebuild of it included (its events then all come
+-- again here: the key replaces the ones stitched already)
 arrived as (
     select event_id, event_at, user_id, anonymous_id, arrival_batch
     from {{ ref('stg_events') }}
     where arrival_batch > (select stitched_through from run)
-       or (select stitched_through from run)
-          > (select max(arrival_batch) from {{ ref('stg_events') }})
 ),
 
 stitched as (

@@ -2,27 +2,27 @@
     var late_arrival_hours behind what incremental runs had already processed. The next
     `microseg transform --full-refresh` takes them in; after raw retention a full refresh is
     refused, and they expire once older than its horizon (macros/retention.sql).
-    Rebuilt whole each run, from every staged event: a night that failed after staging would
-    otherwise leave its arrivals out of the list. -#}
+    Rebuilt whole each run from the two tables as they are (no watermark of its own): a night
+    that failed after staging would otherwise leave its arrivals out of the list. -#}
 {{ config(materialized='table') }}
 
 {#- before the retention horizon nothing is built any more (kept consent records);
     placeholder-only events are left out on purpose, not late -#}
-{%- set staged_to_build -%}
+{%- set after_horizon -%}
     event_at >= {{ retention_horizon() }}
-    and ({{ usable_id('user_id') }} is not null or {{ usable_id('anonymous_id') }} is not null)
 {%- endset -%}
-{%- set stitched_to_build -%}
-    event_at >= {{ retention_horizon() }}
+{%- set staged_to_build -%}
+    {{ after_horizon }}
+    and ({{ usable_id('user_id') }} is not null or {{ usable_id('anonymous_id') }} is not null)
 {%- endset %}
 
 -- Stitched events are staged events with their arrival batch copied, so an arrival batch holds
 -- a late event exactly when it has more staged events than stitched ones: only batches whose
 -- counts differ are looked up event by event (an anti join of every staged event took 7.7 s of
--- a 10M-event night at a 3GB limit). Staging rebuilt alone numbers its batches from 1 again:
--- the batches stitched before then count stitched events that staging no longer has under
--- that number, so they are looked up too. Narrow keys first, the event's columns joined back
--- for the few late ones.
+-- a 10M-event night at a 3GB limit). Staging rebuilt alone numbers all its events anew: the
+-- batches stitched before then count stitched events that staging no longer has under that
+-- number, so they are looked up too. Narrow keys first, the event's columns joined back for
+-- the few late ones.
 with
 
 batches as (
@@ -34,7 +34,7 @@ batches as (
         union all
         select coalesce(arrival_batch, 0), 0, 1
         from {{ ref('int_events_stitched') }}
-        where {{ stitched_to_build }}
+        where {{ after_horizon }}
     ) as sides
     group by arrival_batch
 ),
@@ -53,7 +53,7 @@ late as (
     ) as staged
     {{ anti_join() }} (
         select event_id from {{ ref('int_events_stitched') }}
-        where {{ stitched_to_build }}
+        where {{ after_horizon }}
           and coalesce(arrival_batch, 0) in (select arrival_batch from unfinished)
     ) as stitched using (event_id)
 ),

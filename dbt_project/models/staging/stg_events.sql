@@ -1,13 +1,21 @@
 {#- Typed, renamed, de-duplicated events in the canonical taxonomy. No business logic:
     identity and sessions are decided downstream. Incremental by arrival: each run appends the
-    event_ids it has not staged yet, whatever their event time, as its arrival_batch (previous
-    + 1; 1 in a full build), so that its uniqueness test looks up the night's new ids only
-    instead of grouping every id of the history. -#}
+    event_ids it has not staged yet, whatever their event time, as its arrival_batch, so that
+    its uniqueness test looks up the night's new ids only instead of grouping every id of the
+    history. A run's number is one more than any the table had, a full rebuild's too (read
+    before dbt replaces the table): no number is given twice, so int_events_stitched can take
+    the batches after the latest one it stitched. -#}
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='append',
           on_schema_change='append_new_columns') }}
 {#- a table staged before arrival batches existed gets the column now; its rows keep null -#}
-{%- set staged_before_with_batches = is_incremental() and execute and 'arrival_batch' in (
-      adapter.get_columns_in_relation(this) | map(attribute='name') | list) %}
+{%- set staged = adapter.get_relation(this.database, this.schema, this.identifier)
+                 if execute else none %}
+{%- set arrival_batch = 1 %}
+{%- if staged is not none and 'arrival_batch' in (
+      adapter.get_columns_in_relation(staged) | map(attribute='name') | list) %}
+{%-   set latest = run_query('select coalesce(max(arrival_batch), 0) from ' ~ staged) %}
+{%-   set arrival_batch = (latest.columns[0].values()[0] | int) + 1 %}
+{%- endif %}
 
 with
 
@@ -73,11 +81,7 @@ renamed as (
         properties,
         source_file,
         source_line,
-        {% if staged_before_with_batches -%}
-        (select coalesce(max(arrival_batch), 0) + 1 from {{ this }})
-        {%- else -%}
-        1
-        {%- endif %} as arrival_batch
+        {{ arrival_batch }} as arrival_batch
     from deduplicated
 ),
 
