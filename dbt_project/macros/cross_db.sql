@@ -121,15 +121,16 @@
     cast(case when {{ list }} is null then 0 else size({{ list }}) end as bigint)
 {%- endmacro %}
 
-{#- The previous row's non-null value of `expression` (then `over (...)`). -#}
-{% macro lag_ignoring_nulls(expression) -%}
-    {{ return(adapter.dispatch('lag_ignoring_nulls')(expression)) }}
+{#- A window function (lag, last_value, ...) of `expression` that skips nulls, then
+    `over (...)`: each engine spells IGNORE NULLS in its own place. -#}
+{% macro ignoring_nulls(function, expression) -%}
+    {{ return(adapter.dispatch('ignoring_nulls')(function, expression)) }}
 {%- endmacro %}
-{% macro default__lag_ignoring_nulls(expression) -%}
-    lag({{ expression }} ignore nulls)
+{% macro default__ignoring_nulls(function, expression) -%}
+    {{ function }}({{ expression }} ignore nulls)
 {%- endmacro %}
-{% macro spark__lag_ignoring_nulls(expression) -%}
-    lag({{ expression }}) ignore nulls
+{% macro spark__ignoring_nulls(function, expression) -%}
+    {{ function }}({{ expression }}) ignore nulls
 {%- endmacro %}
 
 {#- How many words (split on single spaces) a text has (null for null: Spark's size() of

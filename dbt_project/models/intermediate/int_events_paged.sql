@@ -27,27 +27,20 @@ keys as (
     join {{ ref('stg_events') }} as staged using (event_id)
 ),
 
-numbered as (
-    select
-        *,
-        count(*) filter (where event_type = 'page_view') over (
-            partition by session_id
-            order by event_at, event_type <> 'page_view', event_id
-            rows between unbounded preceding and current row
-        ) as page_view_in_session
-    from keys
-),
-
+-- one sort of the session's events: the page views counted so far, and the latest of them
 page_views as (
     select
         *,
-        case when page_view_in_session > 0 then
-            first_value(case when event_type = 'page_view' then event_id end) over (
-                partition by session_id, page_view_in_session
-                order by event_type <> 'page_view', event_at, event_id
-            )
-        end as page_view_id
-    from numbered
+        count(*) filter (where event_type = 'page_view') over session_order
+            as page_view_in_session,
+        {{ ignoring_nulls('last_value', "case when event_type = 'page_view' then event_id end") }}
+            over session_order as page_view_id
+    from keys
+    window session_order as (
+        partition by session_id
+        order by event_at, event_type <> 'page_view', event_id
+        rows between unbounded preceding and current row
+    )
 ),
 
 sourced as (

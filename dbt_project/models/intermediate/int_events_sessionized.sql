@@ -106,7 +106,7 @@ gaps as (
         -- the device's client session id changed since its last known one: the source's
         -- session boundary (devices used in turn do not split each other's sessions)
         or coalesce(
-            client_session_id <> {{ lag_ignoring_nulls('client_session_id') }} over (
+            client_session_id <> {{ ignoring_nulls('lag', 'client_session_id') }} over (
                 partition by person_id, anonymous_id order by event_at, event_id),
             false
         )
