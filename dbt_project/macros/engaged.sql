@@ -33,3 +33,22 @@
 {% macro engaged_s(weighed='engaged_s', event_type='event_type') -%}
     coalesce({{ weighed }}, ({{ event_type }} = 'page_ping')::integer * {{ var('heartbeat_seconds') }})
 {%- endmacro %}
+
+{#- The events of `keys` (a relation with session_id, event_id, event_at, event_type) with the
+    page view each happened on, from one sort of each session: the page views counted so far
+    (page_view_in_session) and the latest of them (page_view_id; a page_view sorts first among
+    equal timestamps, and events before a session's first page view have none). -#}
+{% macro with_page_views(keys) -%}
+    select
+        *,
+        count(*) filter (where event_type = 'page_view') over session_order
+            as page_view_in_session,
+        {{ ignoring_nulls('last_value', "case when event_type = 'page_view' then event_id end") }}
+            over session_order as page_view_id
+    from {{ keys }}
+    window session_order as (
+        partition by session_id
+        order by event_at, event_type <> 'page_view', event_id
+        rows between unbounded preceding and current row
+    )
+{%- endmacro %}

@@ -12,43 +12,50 @@
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert',
           on_schema_change='append_new_columns') }}
 
-with
+{#- The run's sessions, written out where they are read: DuckDB materializes a CTE that is
+    read twice, which in a full build copied the keys of every event -#}
+{%- set sessions -%}
+    (select * from {{ ref('int_events_sessionized') }}
+     {%- if is_incremental() %}
+     where batch = {{ current_batch(ref('int_events_sessionized')) }}
+     {%- endif %})
+{%- endset %}
 
-sessions as (
-    select * from {{ ref('int_events_sessionized') }}
-    {% if is_incremental() %}
-    where batch = {{ current_batch(ref('int_events_sessionized')) }}
-    {% endif %}
-),
+with
 
 keys as (
     select sessions.*, staged.event_type
-    from sessions
+    from {{ sessions }} as sessions
     join {{ ref('stg_events') }} as staged using (event_id)
 ),
 
--- one sort of the session's events: the page views counted so far, and the latest of them
 page_views as (
-    select
-        *,
-        count(*) filter (where event_type = 'page_view') over session_order
-            as page_view_in_session,
-        {{ ignoring_nulls('last_value', "case when event_type = 'page_view' then event_id end") }}
-            over session_order as page_view_id
-    from keys
-    window session_order as (
-        partition by session_id
-        order by event_at, event_type <> 'page_view', event_id
-        rows between unbounded preceding and current row
+    {{ with_page_views('keys') }}
+),
+
+-- Snowplow's pings and GA4's events weigh their own engaged time: the sessions holding events
+-- of those files are paged again on their own, so that page_views is read once
+sourced_files as (
+    select file_name, file_format
+    from {{ source('raw', 'load_manifest') }}
+    where file_format in ('snowplow', 'ga4')
+),
+
+sourced_keys as (
+    select sessions.*, staged.event_type, staged.properties, sourced_files.file_format
+    from {{ sessions }} as sessions
+    join {{ ref('stg_events') }} as staged using (event_id)
+    left join sourced_files on sourced_files.file_name = staged.source_file
+    where sessions.session_id in (
+        select sourced_sessions.session_id
+        from {{ sessions }} as sourced_sessions
+        join {{ ref('stg_events') }} as staged using (event_id)
+        join sourced_files on sourced_files.file_name = staged.source_file
     )
 ),
 
 sourced as (
-    select page_views.*, staged.properties, manifest.file_format
-    from page_views
-    join {{ ref('stg_events') }} as staged using (event_id)
-    join {{ source('raw', 'load_manifest') }} as manifest
-      on manifest.file_name = staged.source_file and manifest.file_format in ('snowplow', 'ga4')
+    {{ with_page_views('sourced_keys') }}
 ),
 
 weighed_by_source as (
