@@ -10,20 +10,12 @@
     {%- set fallback = namespace(literal='null') %}
     case when {{ column }} is null then null else case lower(trim({{ column }}))
         {%- for received, canonical in (mapping.rows if mapping is not none else []) %}
-        {%- if received is none %}{% set fallback.literal = taxonomy_literal(canonical) %}
+        {%- if received is none %}{% set fallback.literal = "'" ~ (canonical | replace("'", "''")) ~ "'" %}
         {%- else %}
-        when {{ taxonomy_literal(received) }} then {{ taxonomy_literal(canonical) }}
+        when '{{ received | replace("'", "''") }}' then '{{ canonical | replace("'", "''") }}'
         {%- endif %}
         {%- endfor %}
         else {{ fallback.literal }}
     end end
 {%- endmacro %}
 
-{#- A taxonomy value as a string literal: the values come from the repository's schema, and a
-    quote would be escaped differently by each engine, so one is refused. -#}
-{% macro taxonomy_literal(value) -%}
-    {%- if "'" in value or "\\" in value -%}
-        {{ exceptions.raise_compiler_error("event taxonomy value with a quote or backslash: " ~ value) }}
-    {%- endif -%}
-    '{{ value }}'
-{%- endmacro %}
