@@ -230,6 +230,26 @@ def test_bad_files_get_one_line_errors_and_do_not_stop_others(tmp_path) -> None:
     assert set(statuses.values()) == {"rejected"}
 
 
+def test_a_bad_file_read_ahead_is_rejected_in_its_turn(settings, tmp_path) -> None:
+    """The file after a loaded one is read while that one loads: its error still lands on it,
+    in order, and the file after it still loads."""
+    good = jsonl(GOOD_EVENT).encode()
+    (tmp_path / "a.jsonl").write_bytes(good)
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(good * 200)[:-30])
+    (tmp_path / "c.jsonl").write_text(jsonl({**GOOD_EVENT, "event_id": "later"}))
+    results = ingest_paths(settings, [tmp_path])
+    assert [(r.file_name, r.status, r.rows_loaded) for r in results] == [
+        ("a.jsonl", "loaded", 1),
+        ("b.jsonl.gz", "rejected", 0),
+        ("c.jsonl", "loaded", 1),
+    ]
+    assert "truncated gzip" in results[1].error
+    assert query(settings, "select event_id from raw.events order by 1") == [
+        (GOOD_EVENT["event_id"],),
+        ("later",),
+    ]
+
+
 def test_line_level_problems_are_quarantined_not_fatal(settings, tmp_path) -> None:
     """Non-UTF-8 bytes, a 10 MB line and a non-object line lose only themselves."""
     dump = tmp_path / "mixed.jsonl"
