@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -323,7 +324,11 @@ def _own_ids(export: str, line: str, copy: int) -> str:
     return "\t".join(fields)
 
 
-def run_stage(stage: str, landing: Path, home: Path, users: int, days: int) -> dict:
+def run_stage(
+    stage: str, landing: Path, home: Path, users: int, days: int, memory_limit: str | None = None
+) -> dict:
+    """One stage in a child process; `memory_limit`: its MICROSEG_DUCKDB_MEMORY_LIMIT."""
+    env = {**os.environ, "MICROSEG_DUCKDB_MEMORY_LIMIT": memory_limit} if memory_limit else None
     proc = subprocess.run(
         [
             sys.executable,
@@ -339,6 +344,7 @@ def run_stage(stage: str, landing: Path, home: Path, users: int, days: int) -> d
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     if proc.returncode != 0:
         raise SystemExit(f"bench stage {stage} failed:\n{proc.stderr[-3000:]}")
@@ -418,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1200, help="about 1M events at 30 days")
     parser.add_argument("--days", type=int, default=30, help="days of history before the night")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset")
+    parser.add_argument(
+        "--night-memory-limit",
+        help="DuckDB's limit for the night and day-alone stages (e.g. 1.5GB), when the nightly "
+        "job is given less than full rebuilds; by default MICROSEG_DUCKDB_MEMORY_LIMIT's",
+    )
     args = parser.parse_args(argv)
     disable_telemetry()
     wanted = [s.strip() for s in args.stages.split(",")]
@@ -438,13 +449,14 @@ def main(argv: list[str] | None = None) -> int:
             # incrementally on its own tables (a switch means a full build)
             homes = {"day alone": "alone", "spark": "spark", "spark night": "spark"}
             stage_home = Path(scratch) / homes[stage] if stage in homes else home
-            result = run_stage(stage, landing, stage_home, args.users, args.days)
+            limit = args.night_memory_limit if stage in ("night", "day alone") else None
+            result = run_stage(stage, landing, stage_home, args.users, args.days, limit)
             results[stage] = result
             rate = result["rows"] / result["seconds"] if result["seconds"] else 0.0
             print(
                 f"  {stage:<12} {result['rows']:>11,} rows {result['seconds']:8.1f} s "
                 f"{rate:>11,.0f} rows/s ({rate * 60 / 1e6:6.2f} M/min)  "
-                f"peak {result['peak_mib']:>7,.0f} MiB",
+                f"peak {result['peak_mib']:>7,.0f} MiB" + (f"  (limit {limit})" if limit else ""),
                 flush=True,
             )
         for line in ratios(results):

