@@ -45,7 +45,9 @@ Stages, on `--days` + 1 generated days:
   ga4          the same with the shipped GA4 export sample (its first day)
 
 The warehouse stages use MICROSEG_DUCKDB_MEMORY_LIMIT, _THREADS and _TEMP_DIR from the
-environment like any run. The ratios the performance targets are stated in follow the table.
+environment like any run; `--night-memory-limit` gives night and day alone a limit of their
+own (the ratios that set the night beside the Spark night or activation then compare two
+limits). The ratios the performance targets are stated in follow the table.
 """
 
 from __future__ import annotations

@@ -70,6 +70,17 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(f"{path.name}: corrupt gzip ({exc})") from None
 
 
+def text_bytes(path: Path) -> int:
+    """About how many bytes the file holds decompressed, without decompressing it: a gzip
+    file's trailer says (modulo 4 GiB, so never less than its size on disk)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        if size < 18 or handle.read(2) != b"\x1f\x8b":
+            return size
+        handle.seek(-4, 2)
+        return max(size, int.from_bytes(handle.read(4), "little"))
+
+
 def first_lines(path: Path, lines: int = 20, limit: int = 1 << 20) -> list[bytes]:
     """The file's first non-empty lines (decompressed), each at most `limit` bytes; none if
     unreadable (the reader then says why)."""

@@ -15,7 +15,13 @@ import pyarrow as pa
 from microseg.config import Settings
 from microseg.contract import EventContract, event_contract
 from microseg.errors import InputError
-from microseg.ingest.formats import jsonl_lines, stage_csv, stage_jsonl, stage_parquet
+from microseg.ingest.formats import (
+    jsonl_lines,
+    stage_csv,
+    stage_jsonl,
+    stage_parquet,
+    text_bytes,
+)
 from microseg.ingest.ga4 import stage_ga4
 from microseg.ingest.landing import detect_format, expand_paths, sha256_of
 from microseg.ingest.rules import checked_sql
@@ -355,14 +361,16 @@ def ingest_paths(
         batch = _Batch([], [], {}, {}, [])
         # the next JSON Lines file is decompressed and split into lines on a thread while
         # DuckDB checks and loads the batch before it (a third of a 10M-event ingest's time
-        # was that reading, with DuckDB idle)
+        # was that reading, with DuckDB idle); held outside DuckDB's memory limit, it is read
+        # ahead only when it is at most an eighth of that limit
         reading: dict[int, tuple[str, Future[pa.Table]]] = {}
+        ahead_bytes = settings.duckdb_memory_bytes // 8
 
         def read_ahead(index: int) -> None:
             if index < len(files):
-                with contextlib.suppress(InputError):  # said when the file's turn comes
+                with contextlib.suppress(InputError, OSError):  # said when the file's turn comes
                     fmt = detect_format(files[index], file_format)
-                    if fmt == "jsonl":
+                    if fmt == "jsonl" and text_bytes(files[index]) <= ahead_bytes:
                         reading[index] = (fmt, reader.submit(jsonl_lines, files[index]))
 
         def flush() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import duckdb
@@ -145,3 +146,36 @@ def test_events_later_than_the_lookback_wait_for_a_full_refresh(
     assert differences(settings.warehouse_path, full_build.warehouse_path) == {
         mart: (0, 0) for mart in MARTS
     }
+
+
+def test_a_session_going_on_past_midnight_is_continued_by_the_next_night(
+    settings, tmp_path
+) -> None:
+    """The next night's first events join the session the night before ended with, and the
+    session cap still counts from the start of its activity run: 20:30 to 00:50 every 20
+    minutes is cut at 00:30 (240 minutes), across two nights as in one build."""
+    days = {"2026-10-01": [f"{h}:{m}" for h in (20, 21, 22, 23) for m in (10, 30, 50)][1:]}
+    days["2026-10-02"] = ["00:10", "00:30", "00:50"]
+    for day, times in days.items():
+        events = [
+            {
+                "event_id": f"{day}T{at}",
+                "event_type": "page_view",
+                "event_at": f"{day}T{at}:00Z",
+                "anonymous_id": "a1",
+                "page_type": "article",
+            }
+            for at in times
+        ]
+        (tmp_path / f"events_{day}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    session_of = "select event_id, session_id from intermediate.int_events_sessionized"
+    for day in days:
+        ingest_paths(settings, [tmp_path / f"events_{day}.jsonl"])
+        transform(settings)
+    nightly = dict(query(settings, session_of))
+    transform(settings, full_refresh=True)
+    assert nightly == dict(query(settings, session_of))
+    pieces = {}
+    for event_id, session_id in sorted(nightly.items()):
+        pieces.setdefault(session_id, []).append(event_id[-5:])
+    assert sorted(pieces.values()) == [["00:30", "00:50"], [*days["2026-10-01"], "00:10"]]

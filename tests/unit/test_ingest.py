@@ -9,7 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -19,7 +21,8 @@ import pytest
 
 from microseg.config import Settings
 from microseg.errors import InputError
-from microseg.ingest import delivery_date, ingest_paths
+from microseg.ingest import delivery_date, ingest_paths, load
+from microseg.ingest.formats import jsonl_lines, text_bytes
 from microseg.pipeline import ingest_step
 from microseg.warehouse import FILE_ACCOUNTING_SQL, has_table
 from tests.helpers import query, run_cli, table_snapshot
@@ -248,6 +251,30 @@ def test_a_bad_file_read_ahead_is_rejected_in_its_turn(settings, tmp_path) -> No
         (GOOD_EVENT["event_id"],),
         ("later",),
     ]
+
+
+def test_only_a_file_within_an_eighth_of_the_memory_limit_is_read_ahead(
+    settings, tmp_path, monkeypatch
+) -> None:
+    """A file read ahead is held outside DuckDB's memory limit: a bigger one waits for its
+    turn (its size from the gzip trailer, not decompressed to find out)."""
+    within_64mb = replace(settings, duckdb_memory_limit="64MB")  # reads ahead up to 8 MiB
+    many = jsonl(*({**GOOD_EVENT, "event_id": f"e{i}"} for i in range(60_000))).encode()
+    (tmp_path / "a.jsonl").write_text(jsonl(GOOD_EVENT))
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(many))
+    (tmp_path / "c.jsonl").write_text(jsonl({**GOOD_EVENT, "event_id": "later"}))
+    (tmp_path / "d.jsonl").write_text(jsonl({**GOOD_EVENT, "event_id": "last"}))
+    assert text_bytes(tmp_path / "b.jsonl.gz") == len(many) > 8 * 2**20
+    read_ahead = {}
+
+    def lines_of(path: Path):
+        read_ahead[path.name] = threading.current_thread().name.startswith("ingest-read")
+        return jsonl_lines(path)
+
+    monkeypatch.setattr(load, "jsonl_lines", lines_of)
+    results = ingest_paths(within_64mb, [tmp_path])
+    assert [r.rows_loaded for r in results] == [1, 60_000, 1, 1]
+    assert read_ahead == {"a.jsonl": False, "b.jsonl.gz": False, "c.jsonl": True, "d.jsonl": True}
 
 
 def test_line_level_problems_are_quarantined_not_fatal(settings, tmp_path) -> None:

@@ -39,29 +39,25 @@ first_new as (
     group by all
 ),
 
-existing_sessions as (
+-- the sessions that could absorb a person's first new event: those with an event within the
+-- timeout before it (only those events are grouped, not each person's whole history)
+absorbing_sessions as (
     select
         previous.person_id,
-        any_value(previous.activity_run_start_at) as activity_run_start_at,
-        max(previous.event_at) as session_end_at
+        any_value(previous.activity_run_start_at) as activity_run_start_at
     from {{ this }} as previous
-    where previous.person_id in (select person_id from first_new)
+    join first_new using (person_id)
+    where previous.event_at >= first_new.first_new_at
+                               - interval '{{ var("session_timeout_minutes") }} minutes'
     group by previous.person_id, previous.session_id
 ),
 
 restart as (
     select
         first_new.person_id,
-        least(
-            first_new.first_new_at,
-            min(existing_sessions.activity_run_start_at) filter (
-                where existing_sessions.session_end_at
-                      >= first_new.first_new_at
-                         - interval '{{ var("session_timeout_minutes") }} minutes'
-            )
-        ) as restart_at
+        least(first_new.first_new_at, min(absorbing_sessions.activity_run_start_at)) as restart_at
     from first_new
-    left join existing_sessions using (person_id)
+    left join absorbing_sessions using (person_id)
     where first_new.person_id not in (select person_id from moved_people)
     group by first_new.person_id, first_new.first_new_at
     union all

@@ -39,8 +39,11 @@
     group by arrival_batch
     having sum(staged) <> sum(stitched)
 {%- endset %}
+{#- both tables exist once a build has reached this model (`dbt compile` may come first) -#}
+{%- set built = execute and load_relation(ref('stg_events')) is not none
+                and load_relation(ref('int_events_stitched')) is not none %}
 {%- set unfinished = (run_query(unfinished_batches).columns[0].values() | map('int') | list)
-                     if execute else [] %}
+                     if built else [] %}
 {#- 0 stands for the rows staged before arrival batches existed (null) -#}
 {%- set numbered = unfinished | reject('equalto', 0) | list %}
 {%- set in_unfinished -%}

@@ -7,7 +7,7 @@
     (stg_events: arrival_batch). -#}
 {% test unique_in_latest_batch(model, column_name, batch_column='batch') %}
 {%- set batches = run_query('select count(distinct ' ~ batch_column ~ ') from ' ~ model)
-                  if execute else none %}
+                  if execute and load_relation(model) is not none else none %}
 select {{ column_name }}, count(*) as rows_with_id
 from {{ model }}
 {%- if batches is none or (batches.columns[0].values()[0] | int) > 1 %}
