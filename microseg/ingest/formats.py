@@ -1,15 +1,16 @@
 """Stage 1: read files into `_staged(source_file, source_line, raw_text, doc, pre_reason)`:
 JSON Lines (canonical events, or Segment/RudderStack messages mapped here), CSV and Parquet.
 
-JSON Lines files are read one by one (jsonl_lines: what makes a file unreadable is found here)
+JSON Lines files are read one by one (jsonl_chunks: what makes a file unreadable is found here)
 and parsed together (stage_jsonl), so that DuckDB spreads the parsing over its threads."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,19 +56,26 @@ SPEC_LIFTED_PROPERTIES = (
 )
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Whole file, decompressed when gzipped; corrupt or truncated gzip is a file error."""
-    data = path.read_bytes()
-    if data[:2] != b"\x1f\x8b":
-        return data
+@contextlib.contextmanager
+def _gzip_errors(path: Path) -> Iterator[None]:
+    """Corrupt or truncated gzip is the file's error."""
     try:
-        return gzip.decompress(data)
+        yield
     except EOFError:
         raise InputError(
             f"{path.name}: truncated gzip (ends before the end-of-stream marker)"
         ) from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path.name}: corrupt gzip ({exc})") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Whole file, decompressed when gzipped."""
+    data = path.read_bytes()
+    if data[:2] != b"\x1f\x8b":
+        return data
+    with _gzip_errors(path):
+        return gzip.decompress(data)
 
 
 def text_bytes(path: Path) -> int:
@@ -112,7 +120,7 @@ def is_parquet(path: Path) -> bool:
         return handle.read(4) == b"PAR1"
 
 
-def _line_table(data: bytes) -> pa.Table:
+def _line_table(data: bytes, first_line: int = 1) -> pa.Table:
     """Split bytes into lines without a Python loop: (source_line, nbytes, raw, text, blank).
 
     `raw` and `text` are each line without its terminator (LF or CR LF), copied once into one
@@ -156,7 +164,9 @@ def _line_table(data: bytes) -> pa.Table:
         blank[line] = not bytes(body[offsets[line] : offsets[line + 1]]).strip(b" ")
     return pa.table(
         {
-            "source_line": pa.array(np.arange(1, len(starts) + 1, dtype=np.int64)),
+            "source_line": pa.array(
+                np.arange(first_line, first_line + len(starts), dtype=np.int64)
+            ),
             "nbytes": pa.array(ends - starts),
             "raw": raw,
             "text": text,
@@ -213,24 +223,54 @@ def _spec_message_sql(j: str) -> str:
     )"""
 
 
-def file_lines(path: Path, data: bytes | None = None) -> pa.Table:
+def file_lines(path: Path) -> pa.Table:
     """A line-oriented file's lines (_line_table with source_file); InputError if unreadable
-    or empty. `data`: its bytes, when the caller has read them already."""
-    data = _read_bytes(path) if data is None else data
-    if not data[:4096].strip():
+    or empty."""
+    data = _read_bytes(path)
+    _refuse_empty(path, data)
+    return _named_lines(path, data)
+
+
+def _refuse_empty(path: Path, head: bytes) -> None:
+    if not head[:4096].strip():
         raise InputError(f"{path.name}: empty file")
-    lines = _line_table(data)
+
+
+def _named_lines(path: Path, data: bytes, first_line: int = 1) -> pa.Table:
+    lines = _line_table(data, first_line)
     return lines.add_column(0, "source_file", pa.array([path.name] * len(lines), pa.string()))
 
 
-def jsonl_lines(path: Path) -> pa.Table:
-    """One JSON Lines file's lines (file_lines); a JSON array is not JSON Lines."""
-    data = _read_bytes(path)
-    if data[:4096].lstrip()[:1] == b"[":
-        raise InputError(
-            f"{path.name}: a JSON array; expected JSON Lines (one JSON object per line)"
-        )
-    return file_lines(path, data)
+def jsonl_chunks(path: Path, chunk_bytes: int) -> Iterator[pa.Table]:
+    """One JSON Lines file's lines (as file_lines), decompressed and split about `chunk_bytes`
+    of text at a time, cut at line ends: held whole, a 100M-event month's day file (1.6 GiB of
+    text) took several times that outside DuckDB's memory limit. InputError when the file is
+    empty or a JSON array (seen in its first piece), or where its gzip stream breaks."""
+    with path.open("rb") as head:
+        gzipped = head.read(2) == b"\x1f\x8b"
+    first, lines_before, rest = True, 0, b""
+    with _gzip_errors(path), gzip.open(path, "rb") if gzipped else path.open("rb") as handle:
+        while True:
+            block = handle.read(chunk_bytes)
+            data = rest + block
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            if block and cut == 0:  # no line end yet: a line longer than the piece
+                rest = data
+                continue
+            data, rest = data[:cut], data[cut:]
+            if first:
+                if data[:4096].lstrip()[:1] == b"[":
+                    raise InputError(
+                        f"{path.name}: a JSON array; expected JSON Lines (one JSON object per line)"
+                    )
+                _refuse_empty(path, data)
+                first = False
+            if data:
+                lines = _named_lines(path, data, lines_before + 1)
+                lines_before += len(lines)
+                yield lines
+            if not block:
+                return
 
 
 def decoded_lines_sql(settings: Settings) -> str:
@@ -267,7 +307,7 @@ def parsed_json_lines_sql(settings: Settings) -> str:
 
 
 def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Settings) -> None:
-    """Parse the lines of one or more files (jsonl_lines, concatenated) in one statement."""
+    """Parse the lines of one or more files (jsonl_chunks, concatenated) in one statement."""
     con.register("_lines", lines)
     spec_types = ", ".join(quote(t) for t in sorted(SPEC_MESSAGE_TYPES))
     con.execute(

@@ -16,7 +16,7 @@ from microseg.config import Settings
 from microseg.contract import EventContract, event_contract
 from microseg.errors import InputError
 from microseg.ingest.formats import (
-    jsonl_lines,
+    jsonl_chunks,
     stage_csv,
     stage_jsonl,
     stage_parquet,
@@ -183,6 +183,10 @@ create or replace temp table _unused (
 BATCH_BYTES_MAX = 128 * 1024 * 1024
 
 
+def _batch_bytes(settings: Settings) -> int:
+    return min(BATCH_BYTES_MAX, settings.duckdb_memory_bytes // 8)
+
+
 @dataclass
 class _Batch:
     """Files staged together; each is then loaded in its own transaction."""
@@ -191,11 +195,24 @@ class _Batch:
     paths: list[Path]
     digests: dict[str, str]
     formats: dict[str, str]
-    jsonl: list[pa.Table]
+    jsonl: list[pa.Table]  # JSON Lines read, not parsed into _staged yet
+    jsonl_parsed_bytes: int = 0
 
     @property
     def jsonl_bytes(self) -> int:
+        """The batch's JSON Lines text, parsed or not."""
+        return self.jsonl_parsed_bytes + self.jsonl_pending_bytes
+
+    @property
+    def jsonl_pending_bytes(self) -> int:
         return sum(lines["raw"].nbytes for lines in self.jsonl)
+
+    def parse(self, con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+        """The lines read so far into _staged, in one statement (stage_jsonl)."""
+        if self.jsonl:
+            stage_jsonl(con, pa.concat_tables(self.jsonl), settings)
+            self.jsonl_parsed_bytes = self.jsonl_bytes
+            self.jsonl = []
 
 
 def _admit(con: duckdb.DuckDBPyConnection, path: Path, replace: bool) -> FileResult | str:
@@ -223,14 +240,23 @@ def _stage(
     fmt: str,
     settings: Settings,
     batch: _Batch,
-    read: Future[pa.Table] | None = None,
+    read: Future[list[pa.Table]] | None = None,
 ) -> None:
     """Read the file: JSON Lines into the batch's lines (`read`: its lines being read ahead),
-    the other formats into `_staged`. Only what the reader says about the file's content makes
-    the file unreadable (rejected); running out of memory or disk, or a bug in the SQL that
-    follows, fails the step instead, to be retried or fixed."""
+    parsed a batch's worth at a time, the other formats into `_staged`. Only what the reader
+    says about the file's content makes the file unreadable (rejected); running out of memory
+    or disk, or a bug in the SQL that follows, fails the step instead, to be retried or fixed."""
     if fmt == "jsonl":
-        batch.jsonl.append(read.result() if read else jsonl_lines(path))
+        budget = _batch_bytes(settings)
+        try:
+            for lines in read.result() if read else jsonl_chunks(path, budget):
+                batch.jsonl.append(lines)
+                if batch.jsonl_pending_bytes >= budget:
+                    batch.parse(con, settings)
+        except InputError:  # what was read of the file before its error is not loaded
+            batch.jsonl = [t for t in batch.jsonl if t["source_file"][0].as_py() != path.name]
+            con.execute("delete from _staged where source_file = ?", [path.name])
+            raise
         return
     try:
         if fmt == "csv":
@@ -262,8 +288,7 @@ def _load_batch(
     if not batch.paths:
         return []
     contract = event_contract()
-    if batch.jsonl:
-        stage_jsonl(con, pa.concat_tables(batch.jsonl), settings)
+    batch.parse(con, settings)
     con.execute(checked_sql(contract))
     # before anything is stored, and before tombstones (they match the stored form)
     pseudonymize.protect_staged_rows(con, settings)
@@ -351,7 +376,7 @@ def ingest_paths(
     if not files:
         raise InputError(f"no files found in {', '.join(str(p) for p in paths)}")
     results: dict[int, FileResult] = {}
-    batch_bytes = min(BATCH_BYTES_MAX, settings.duckdb_memory_bytes // 8)
+    batch_bytes = _batch_bytes(settings)
     with (
         connect(settings) as con,
         _checkpointed_once(con, settings),
@@ -363,7 +388,7 @@ def ingest_paths(
         # DuckDB checks and loads the batch before it (a third of a 10M-event ingest's time
         # was that reading, with DuckDB idle); held outside DuckDB's memory limit, it is read
         # ahead only when it is at most an eighth of that limit
-        reading: dict[int, tuple[str, Future[pa.Table]]] = {}
+        reading: dict[int, tuple[str, Future[list[pa.Table]]]] = {}
         ahead_bytes = settings.duckdb_memory_bytes // 8
 
         def read_ahead(index: int) -> None:
@@ -371,7 +396,8 @@ def ingest_paths(
                 with contextlib.suppress(InputError, OSError):  # said when the file's turn comes
                     fmt = detect_format(files[index], file_format)
                     if fmt == "jsonl" and text_bytes(files[index]) <= ahead_bytes:
-                        reading[index] = (fmt, reader.submit(jsonl_lines, files[index]))
+                        lines = jsonl_chunks(files[index], batch_bytes)  # read by the thread
+                        reading[index] = (fmt, reader.submit(list, lines))
 
         def flush() -> None:
             nonlocal batch

@@ -22,7 +22,7 @@ import pytest
 from microseg.config import Settings
 from microseg.errors import InputError
 from microseg.ingest import delivery_date, ingest_paths, load
-from microseg.ingest.formats import jsonl_lines, text_bytes
+from microseg.ingest.formats import jsonl_chunks, text_bytes
 from microseg.pipeline import ingest_step
 from microseg.warehouse import FILE_ACCOUNTING_SQL, has_table
 from tests.helpers import query, run_cli, table_snapshot
@@ -253,28 +253,57 @@ def test_a_bad_file_read_ahead_is_rejected_in_its_turn(settings, tmp_path) -> No
     ]
 
 
-def test_only_a_file_within_an_eighth_of_the_memory_limit_is_read_ahead(
+def test_a_big_file_is_read_in_pieces_and_only_a_small_one_ahead(
     settings, tmp_path, monkeypatch
 ) -> None:
-    """A file read ahead is held outside DuckDB's memory limit: a bigger one waits for its
-    turn (its size from the gzip trailer, not decompressed to find out)."""
-    within_64mb = replace(settings, duckdb_memory_limit="64MB")  # reads ahead up to 8 MiB
-    many = jsonl(*({**GOOD_EVENT, "event_id": f"e{i}"} for i in range(60_000))).encode()
+    """A file is decompressed and parsed a batch's worth at a time (an eighth of the memory
+    limit, here 8 MiB), its lines numbered on across the pieces; only a file within that is
+    read ahead on the thread (its size from the gzip trailer, not decompressed to find out)."""
+    within_64mb = replace(settings, duckdb_memory_limit="64MB")
+    events = [jsonl({**GOOD_EVENT, "event_id": f"e{i}"}) for i in range(60_000)]
+    events[49_999] = "{not json\n"  # line 50,000: in the second piece
+    many = "".join(events).encode()
     (tmp_path / "a.jsonl").write_text(jsonl(GOOD_EVENT))
     (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(many))
     (tmp_path / "c.jsonl").write_text(jsonl({**GOOD_EVENT, "event_id": "later"}))
     (tmp_path / "d.jsonl").write_text(jsonl({**GOOD_EVENT, "event_id": "last"}))
     assert text_bytes(tmp_path / "b.jsonl.gz") == len(many) > 8 * 2**20
-    read_ahead = {}
+    read_ahead, pieces = {}, {}
 
-    def lines_of(path: Path):
+    def chunks_of(path: Path, chunk_bytes: int):
         read_ahead[path.name] = threading.current_thread().name.startswith("ingest-read")
-        return jsonl_lines(path)
+        for lines in jsonl_chunks(path, chunk_bytes):
+            pieces[path.name] = pieces.get(path.name, 0) + 1
+            yield lines
 
-    monkeypatch.setattr(load, "jsonl_lines", lines_of)
+    monkeypatch.setattr(load, "jsonl_chunks", chunks_of)
     results = ingest_paths(within_64mb, [tmp_path])
-    assert [r.rows_loaded for r in results] == [1, 60_000, 1, 1]
+    counts = [(r.rows_read, r.rows_loaded) for r in results]
+    assert counts == [(1, 1), (60_000, 59_999), (1, 1), (1, 1)]
     assert read_ahead == {"a.jsonl": False, "b.jsonl.gz": False, "c.jsonl": True, "d.jsonl": True}
+    assert pieces == {"a.jsonl": 1, "b.jsonl.gz": 2, "c.jsonl": 1, "d.jsonl": 1}
+    assert query(settings, "select source_file, source_line from raw.events_quarantine") == [
+        ("b.jsonl.gz", 50_000)
+    ]
+    assert query(
+        settings, "select max(source_line) from raw.events where source_file = 'b.jsonl.gz'"
+    ) == [(60_000,)]
+
+
+def test_a_big_file_broken_after_its_first_pieces_loads_nothing(settings, tmp_path) -> None:
+    """The gzip stream ends early after 8 MiB pieces were parsed: the file is rejected whole,
+    the next one loads as it would have."""
+    within_64mb = replace(settings, duckdb_memory_limit="64MB")
+    many = jsonl(*({**GOOD_EVENT, "event_id": f"e{i}"} for i in range(60_000))).encode()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(many)[:-30])
+    (tmp_path / "b.jsonl").write_text(jsonl({**GOOD_EVENT, "event_id": "e1"}))
+    results = ingest_paths(within_64mb, [tmp_path])
+    assert [(r.file_name, r.status, r.rows_loaded) for r in results] == [
+        ("a.jsonl.gz", "rejected", 0),
+        ("b.jsonl", "loaded", 1),
+    ]
+    assert "truncated gzip" in results[0].error
+    assert query(settings, "select source_file, event_id from raw.events") == [("b.jsonl", "e1")]
 
 
 def test_line_level_problems_are_quarantined_not_fatal(settings, tmp_path) -> None:
