@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -431,19 +432,37 @@ def main(argv: list[str] | None = None) -> int:
         help="DuckDB's limit for the night and day-alone stages (e.g. 1.5GB), when the nightly "
         "job is given less than full rebuilds; by default MICROSEG_DUCKDB_MEMORY_LIMIT's",
     )
+    parser.add_argument(
+        "--landing",
+        type=Path,
+        help="measure the dumps of an earlier run instead of generating them (at 100M the "
+        "generator alone takes half an hour): a folder `microseg generate --users U --days "
+        "DAYS+2 --seed 1` wrote, left as it is; leave the generate stage out",
+    )
     args = parser.parse_args(argv)
     disable_telemetry()
     wanted = [s.strip() for s in args.stages.split(",")]
     unknown = set(wanted) - set(STAGES)
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
+    if args.landing:
+        if "generate" in wanted:
+            parser.error("--landing replaces the generate stage: leave it out of --stages")
+        days_found = len(list(args.landing.glob("events_*")))
+        if days_found < args.days + 1:
+            parser.error(
+                f"--landing {args.landing} has {days_found} day files; "
+                f"{args.days} days of history + 1 night need {args.days + 1}"
+            )
     base = Settings.from_env().home / "bench"
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=base) as scratch:
-        landing, home = Path(scratch) / "landing", Path(scratch) / "home"
+        landing = args.landing.resolve() if args.landing else Path(scratch) / "landing"
+        home = Path(scratch) / "home"
         print(
             f"microseg bench: {args.users:,} users, {args.days} days of history + 1 night "
-            "(rows: events; peak: max resident set of the stage's processes)"
+            "(rows: events; peak: max resident set of the stage's processes; "
+            f"{shutil.disk_usage(base).free / 1e9:,.0f} GB of disk free under {base})"
         )
         results: dict[str, dict] = {}
         for stage in wanted:

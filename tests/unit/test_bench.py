@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
+
+from microseg.generate import GeneratorConfig, generate
 
 
 def test_bench_prints_the_comparisons_with_the_peers(tmp_path) -> None:
@@ -39,3 +42,35 @@ def test_bench_prints_the_comparisons_with_the_peers(tmp_path) -> None:
         [row] = [line for line in lines if line.startswith(f"  {stage:<12} ")]
         assert row.split()[1] == f"{40 * sample_rows:,}", row
     assert not any(tmp_path.joinpath("bench").iterdir())  # its scratch folder is removed
+
+
+def test_bench_measures_dumps_of_an_earlier_run(tmp_path) -> None:
+    """`--landing`: the stages read a folder generated before (at 100M the generator alone
+    takes half an hour), which is left as it was; the generate stage is refused beside it."""
+    landing = tmp_path / "landing"
+    generate(GeneratorConfig(users=20, days=4, seed=1), landing)
+    before = sorted(path.name for path in landing.rglob("*"))
+
+    def bench(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "microseg.bench", "--users", "20", "--days", "2", *args],
+            env={**os.environ, "MICROSEG_HOME": str(tmp_path / "home")},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    proc = bench("--landing", str(landing), "--stages", "ingest,scan floor")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {
+        line.split()[0]: int(line.split()[1].replace(",", ""))
+        for line in proc.stdout.splitlines()
+        if line.startswith("  ingest ")
+    }
+    dumps = sorted(landing.glob("events_*"))[:2]
+    two_days = sum(gzip.decompress(dump.read_bytes()).count(b"\n") for dump in dumps)
+    assert rows == {"ingest": two_days}
+    assert sorted(path.name for path in landing.rglob("*")) == before
+    refused = bench("--landing", str(landing), "--stages", "generate,ingest")
+    assert refused.returncode == 2
+    assert "--landing replaces the generate stage" in refused.stderr.splitlines()[-1]
