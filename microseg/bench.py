@@ -6,6 +6,10 @@ Each stage runs in its own child process so that its peak resident memory is its
 Stages, on `--days` + 1 generated days:
   generate     all days
   ingest       the first `--days` files
+  parquet ingest
+               the same files written as Parquet first (not timed: one DuckDB read_json per
+               file, the canonical fields as text; a line that is no JSON, a row of nulls),
+               ingested into a warehouse of their own
   validate     raw GX checkpoints
   transform    full dbt build over `--days` days
   spark        the same history ingested into a warehouse of its own, then the same full
@@ -147,6 +151,12 @@ elif stage == "scan floor":
 else:
     from microseg.config import Settings
     settings = Settings.from_env({**os.environ, "MICROSEG_HOME": home})
+    if stage == "parquet ingest":
+        from microseg.bench import as_parquet
+        from microseg.ingest import ingest_paths
+        parquet = as_parquet(files[:days], Path(home) / "parquet_landing", settings)
+        started = time.perf_counter()
+        rows = sum(r.rows_read for r in ingest_paths(settings, parquet))
     if stage in ("ingest", "night", "day alone", "spark", "spark night"):
         from microseg.ingest import ingest_paths
         chosen = files[:days] if stage in ("ingest", "spark") else files[days:days + 1]
@@ -278,6 +288,7 @@ print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak, "models": 
 STAGES = (
     "generate",
     "ingest",
+    "parquet ingest",
     "validate",
     "transform",
     "spark",
@@ -300,6 +311,33 @@ STAGES = (
     "ga4",
 )
 SAMPLES = {"snowplow": "snowplow_enriched_2026-10-01.tsv", "ga4": "ga4/events_20261001.json"}
+
+
+def as_parquet(dumps: list[Path], folder: Path, settings: Settings) -> list[Path]:
+    """The dumps' events as Parquet files, one per dump, canonical fields as text (as the
+    generator's `--format parquet` writes them)."""
+    import duckdb
+
+    from microseg.contract import event_contract
+    from microseg.warehouse import apply_limits
+
+    columns = {
+        name: "JSON" if name == "properties" else "VARCHAR"
+        for name in event_contract().column_names
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    with duckdb.connect() as con:
+        apply_limits(con, settings)
+        for dump in dumps:
+            path = folder / f"{dump.name.split('.')[0]}.parquet"
+            con.execute(
+                "copy (select * from read_json(?, format = 'newline_delimited', "
+                f"ignore_errors = true, columns = ?)) to '{path}' (format parquet)",
+                [str(dump), columns],
+            )
+            written.append(path)
+    return written
 
 
 def copied_sample(export: str, copies: int, folder: Path) -> Path:
@@ -370,6 +408,13 @@ def ratios(results: dict[str, dict]) -> list[str]:
                 f"  ingest + full build {build:.1f} s = {build / seconds(peer):.1f}x the {peer} "
                 f"({seconds(peer):.1f} s; target {target})"
             )
+    for stage, kind, target in (
+        ("ingest", "gzipped JSON Lines", 200_000),
+        ("parquet ingest", "Parquet", 500_000),
+    ):
+        if seconds(stage):
+            rate = results[stage]["rows"] / seconds(stage)
+            lines.append(f"  ingest of {kind}: {rate:,.0f} events/s (target >= {target:,}/s)")
     if seconds("transform") and seconds("spark"):
         lines.append(
             f"  Spark target's full build, served to DuckDB {seconds('spark'):.1f} s = "
@@ -468,7 +513,12 @@ def main(argv: list[str] | None = None) -> int:
         for stage in wanted:
             # the Spark stages build a warehouse of their own: each engine builds
             # incrementally on its own tables (a switch means a full build)
-            homes = {"day alone": "alone", "spark": "spark", "spark night": "spark"}
+            homes = {
+                "day alone": "alone",
+                "spark": "spark",
+                "spark night": "spark",
+                "parquet ingest": "parquet",
+            }
             stage_home = Path(scratch) / homes[stage] if stage in homes else home
             limit = args.night_memory_limit if stage in ("night", "day alone") else None
             result = run_stage(stage, landing, stage_home, args.users, args.days, limit)

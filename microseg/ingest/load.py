@@ -16,6 +16,7 @@ from microseg.config import Settings
 from microseg.contract import EventContract, event_contract
 from microseg.errors import InputError
 from microseg.ingest.formats import (
+    content_bytes,
     jsonl_chunks,
     stage_csv,
     stage_jsonl,
@@ -177,9 +178,9 @@ STAGED_DDL = """create or replace temp table _staged (
     source_file varchar, source_line bigint, raw_text varchar, doc varchar, pre_reason varchar);
 create or replace temp table _unused (
     source_file varchar, source_line bigint, event_name varchar)"""
-# Decompressed JSON Lines parsed and checked together: enough rows for DuckDB to spread the
-# work over its threads, few enough to stay well inside the memory limit (a batch is held a
-# few times over while it is staged and checked).
+# Files' content (decompressed text, Parquet's uncompressed values) checked together: enough
+# rows for DuckDB to spread the work over its threads, few enough to stay well inside the
+# memory limit (a batch is held a few times over while it is staged and checked).
 BATCH_BYTES_MAX = 128 * 1024 * 1024
 
 
@@ -196,12 +197,12 @@ class _Batch:
     digests: dict[str, str]
     formats: dict[str, str]
     jsonl: list[pa.Table]  # JSON Lines read, not parsed into _staged yet
-    jsonl_parsed_bytes: int = 0
+    staged_bytes: int = 0  # of the files (or JSON Lines pieces) in _staged: content_bytes
 
     @property
-    def jsonl_bytes(self) -> int:
-        """The batch's JSON Lines text, parsed or not."""
-        return self.jsonl_parsed_bytes + self.jsonl_pending_bytes
+    def bytes(self) -> int:
+        """The batch's content, staged or not: what a batch's size is measured in."""
+        return self.staged_bytes + self.jsonl_pending_bytes
 
     @property
     def jsonl_pending_bytes(self) -> int:
@@ -211,7 +212,7 @@ class _Batch:
         """The lines read so far into _staged, in one statement (stage_jsonl)."""
         if self.jsonl:
             stage_jsonl(con, pa.concat_tables(self.jsonl), settings)
-            self.jsonl_parsed_bytes = self.jsonl_bytes
+            self.staged_bytes = self.bytes
             self.jsonl = []
 
 
@@ -240,14 +241,15 @@ def _stage(
     fmt: str,
     settings: Settings,
     batch: _Batch,
+    budget: int,
     read: Future[list[pa.Table]] | None = None,
 ) -> None:
     """Read the file: JSON Lines into the batch's lines (`read`: its lines being read ahead),
     parsed a batch's worth at a time, the other formats into `_staged`. Only what the reader
     says about the file's content makes the file unreadable (rejected); running out of memory
-    or disk, or a bug in the SQL that follows, fails the step instead, to be retried or fixed."""
+    or disk, or a bug in the SQL that follows, fails the step instead, to be retried or fixed.
+    `budget`: the batch's size (_batch_bytes), which a big JSON Lines file is parsed in."""
     if fmt == "jsonl":
-        budget = _batch_bytes(settings)
         try:
             for lines in read.result() if read else jsonl_chunks(path, budget):
                 batch.jsonl.append(lines)
@@ -267,6 +269,7 @@ def _stage(
             stage_ga4(con, path, settings)
         else:
             stage_parquet(con, path)
+        batch.staged_bytes += content_bytes(path, fmt)
     except duckdb.OutOfMemoryException:
         raise
     except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as exc:
@@ -416,7 +419,7 @@ def ingest_paths(
                     results[index] = admitted
                     continue
                 fmt = fmt or detect_format(path, file_format)
-                _stage(con, path, fmt, settings, batch, read)
+                _stage(con, path, fmt, settings, batch, batch_bytes, read)
             except InputError as exc:
                 results[index] = _reject(con, path, file_format, str(exc))
                 continue
@@ -425,7 +428,7 @@ def ingest_paths(
             batch.paths.append(path)
             batch.digests[path.name] = admitted
             read_ahead(index + 1)  # only after a file to load: a re-run skips without reading
-            if batch.jsonl_bytes >= batch_bytes:
+            if batch.bytes >= batch_bytes:
                 flush()
         flush()
     return [results[i] for i in range(len(files))]

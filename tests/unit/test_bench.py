@@ -60,16 +60,18 @@ def test_bench_measures_dumps_of_an_earlier_run(tmp_path) -> None:
             check=False,
         )
 
-    proc = bench("--landing", str(landing), "--stages", "ingest,scan floor")
+    proc = bench("--landing", str(landing), "--stages", "ingest,parquet ingest,scan floor")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {
-        line.split()[0]: int(line.split()[1].replace(",", ""))
+        stage: int(line.removeprefix(f"  {stage:<12} ").split()[0].replace(",", ""))
         for line in proc.stdout.splitlines()
-        if line.startswith("  ingest ")
+        for stage in ("ingest", "parquet ingest")
+        if line.startswith(f"  {stage:<12} ")
     }
     dumps = sorted(landing.glob("events_*"))[:2]
     two_days = sum(gzip.decompress(dump.read_bytes()).count(b"\n") for dump in dumps)
-    assert rows == {"ingest": two_days}
+    assert rows == {"ingest": two_days, "parquet ingest": two_days}  # Parquet: a row per line
+    assert "ingest of Parquet: " in proc.stdout
     assert sorted(path.name for path in landing.rglob("*")) == before
     refused = bench("--landing", str(landing), "--stages", "generate,ingest")
     assert refused.returncode == 2

@@ -290,6 +290,41 @@ def test_a_big_file_is_read_in_pieces_and_only_a_small_one_ahead(
     ) == [(60_000,)]
 
 
+def test_parquet_files_are_checked_in_batches_of_their_values(
+    settings, tmp_path, monkeypatch
+) -> None:
+    """A batch is measured in the values its files hold (a Parquet file's uncompressed row
+    groups): two big Parquet files are checked one at a time, two small ones together (all
+    in one batch held a 10M-event month in DuckDB at once)."""
+    within_64mb = replace(settings, duckdb_memory_limit="64MB")  # batches of 8 MiB
+
+    def parquet(name: str, rows: int) -> None:
+        frame = pd.DataFrame(
+            {
+                "event_id": [f"{name}{i}" for i in range(rows)],
+                "event_type": "page_view",
+                "event_at": "2026-10-01T10:00:00Z",
+                "anonymous_id": "a1",
+                "page_url": [f"{i:08d}" * 30 for i in range(rows)],  # 240 B, each its own
+            }
+        )
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+
+    for name, rows in (("a", 40_000), ("b", 40_000), ("c", 10), ("d", 10)):
+        parquet(name, rows)
+    batches = []
+
+    def spy(con, batch, settings):
+        batches.append([path.name for path in batch.paths])
+        return load_batch(con, batch, settings)
+
+    load_batch = load._load_batch
+    monkeypatch.setattr(load, "_load_batch", spy)
+    results = ingest_paths(within_64mb, [tmp_path])
+    assert [r.rows_loaded for r in results] == [40_000, 40_000, 10, 10]
+    assert [b for b in batches if b] == [["a.parquet"], ["b.parquet"], ["c.parquet", "d.parquet"]]
+
+
 def test_a_big_file_broken_after_its_first_pieces_loads_nothing(settings, tmp_path) -> None:
     """The gzip stream ends early after 8 MiB pieces were parsed: the file is rejected whole,
     the next one loads as it would have."""
