@@ -406,7 +406,9 @@ def ingest_paths(
             nonlocal batch
             loaded = _load_batch(con, batch, settings)
             results.update(zip(batch.positions, loaded, strict=True))
-            con.execute("delete from _staged; delete from _unused")
+            # made anew: DuckDB keeps a temp table's deleted rows until it is dropped, so a
+            # `delete` kept every staged document of the run (100M: 13 GB of spill in 8 min)
+            con.execute(STAGED_DDL)
             batch = _Batch([], [], {}, {}, [])
 
         for index, path in enumerate(files):

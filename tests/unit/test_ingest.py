@@ -295,7 +295,8 @@ def test_parquet_files_are_checked_in_batches_of_their_values(
 ) -> None:
     """A batch is measured in the values its files hold (a Parquet file's uncompressed row
     groups): two big Parquet files are checked one at a time, two small ones together (all
-    in one batch held a 10M-event month in DuckDB at once)."""
+    in one batch held a 10M-event month in DuckDB at once). Each batch is staged in a table
+    made anew: DuckDB keeps the rows deleted from a temp table, which held every batch's."""
     within_64mb = replace(settings, duckdb_memory_limit="64MB")  # batches of 8 MiB
 
     def parquet(name: str, rows: int) -> None:
@@ -312,10 +313,16 @@ def test_parquet_files_are_checked_in_batches_of_their_values(
 
     for name, rows in (("a", 40_000), ("b", 40_000), ("c", 10), ("d", 10)):
         parquet(name, rows)
-    batches = []
+    batches, held = [], []
 
     def spy(con, batch, settings):
         batches.append([path.name for path in batch.paths])
+        held.append(
+            con.execute(
+                "select (select estimated_size from duckdb_tables() where table_name = "
+                "'_staged'), (select count(*) from _staged)"
+            ).fetchone()
+        )
         return load_batch(con, batch, settings)
 
     load_batch = load._load_batch
@@ -323,6 +330,7 @@ def test_parquet_files_are_checked_in_batches_of_their_values(
     results = ingest_paths(within_64mb, [tmp_path])
     assert [r.rows_loaded for r in results] == [40_000, 40_000, 10, 10]
     assert [b for b in batches if b] == [["a.parquet"], ["b.parquet"], ["c.parquet", "d.parquet"]]
+    assert [rows for rows, staged in held if staged] == [40_000, 40_000, 20]  # live rows only
 
 
 def test_a_big_file_broken_after_its_first_pieces_loads_nothing(settings, tmp_path) -> None:
