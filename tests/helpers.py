@@ -149,6 +149,10 @@ WALL_CLOCK_COLUMNS = {
     "marts.activation_runs": ("finished_at",),
     "marts.person_merges": ("moved_at",),
     "marts.trigger_evaluations": ("evaluated_at",),
+    # when staging's run began, carried with the event's staged columns
+    "staging.stg_events": ("staged_at",),
+    "intermediate.int_late_events": ("staged_at",),
+    "intermediate.int_events_paged": ("staged_at",),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import shutil
 from datetime import date, timedelta
@@ -304,10 +305,11 @@ def test_failed_dbt_test_names_the_node(built, tmp_path) -> None:
     (copy / "warehouse.duckdb").write_bytes(Path(built.warehouse_path).read_bytes())
     settings = Settings.from_env({"MICROSEG_HOME": str(copy)})
     with duckdb.connect(str(settings.warehouse_path)) as con:
-        # a row that bypassed ingestion's checks (a manual insert, a bad backfill)
+        # a row that bypassed ingestion's checks (a manual insert, a bad backfill): no file
+        # the manifest lists brought it, so the night looks at it
         con.execute(
             "insert into raw.events select * replace ('teleport-1' as event_id, "
-            "'teleport' as event_type) from raw.events limit 1"
+            "'teleport' as event_type, 'backfill.jsonl' as source_file) from raw.events limit 1"
         )
     with pytest.raises(MicrosegError) as failure:
         transform(settings)
@@ -321,6 +323,42 @@ def test_failed_dbt_test_names_the_node(built, tmp_path) -> None:
     failed_tests = failed_nodes(settings.dbt_target_dir, tests_only=True)
     assert len(failed_tests) == 1
     assert failed_tests[0].startswith("stg_events.event_type: data test in_event_taxonomy")
+
+
+def test_a_night_stages_the_files_loaded_since_the_last_one(built, small_dataset, tmp_path):
+    """Staging looks at the raw rows of files loaded after its last run began: a file loaded
+    again with --replace brings its new events, the files staged before are not read again,
+    and a night with nothing new stages nothing."""
+    shutil.copy(built.warehouse_path, tmp_path)
+    settings = dataclasses.replace(built, home=tmp_path)
+    dump = sorted(small_dataset.glob("events_*"))[1]
+    with gzip.open(dump, "rt") as delivered:
+        lines = delivered.readlines()
+    first_id = json.loads(lines[0])["event_id"]
+    lines[0] = lines[0].replace(first_id, "replaced-1")
+    changed = tmp_path / "landing" / dump.name
+    changed.parent.mkdir()
+    with gzip.open(changed, "wt") as out:
+        out.writelines(lines)
+    staged = "select count(*), max(arrival_batch) from staging.stg_events"
+    (before, batch), *_ = query(settings, staged)
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        # an event of an old file that nothing staged: a night does not look for it there
+        con.execute(
+            "insert into raw.events select * replace ('never-1' as event_id) from raw.events "
+            "where source_file = ? limit 1",
+            [sorted(small_dataset.glob("events_*"))[2].name],
+        )
+    ingest_paths(settings, [changed], replace=True)
+    transform(settings)
+    assert query(settings, staged) == [(before + 1, batch + 1)]
+    assert query(
+        settings,
+        "select event_id, source_file from staging.stg_events where arrival_batch = ?",
+        [batch + 1],
+    ) == [("replaced-1", dump.name)]
+    transform(settings)
+    assert query(settings, staged) == [(before + 1, batch + 1)]
 
 
 def test_an_event_repeated_in_the_latest_batch_fails_its_unique_test(built, tmp_path) -> None:

@@ -10,9 +10,8 @@
 with
 
 events as (
-    select * from {{ ref('int_events_paged') }}
+    select * from {{ rewritten_events() }} as paged
     where event_type in ('hover', 'click') and element_id is not null
-      and {{ in_rewritten_sessions() }}
 ),
 
 per_element as (

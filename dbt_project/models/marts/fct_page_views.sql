@@ -9,8 +9,8 @@
 with
 
 events as (
-    select * from {{ ref('int_events_paged') }}
-    where page_view_id is not null and {{ in_rewritten_sessions() }}
+    select * from {{ rewritten_events() }} as paged
+    where page_view_id is not null
 ),
 
 page_events as (

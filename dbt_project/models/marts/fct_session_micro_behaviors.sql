@@ -20,8 +20,7 @@ elements as (
 ),
 
 events as (
-    select * from {{ ref('int_events_paged') }}
-    where {{ in_rewritten_sessions() }}
+    select * from {{ rewritten_events() }} as paged
 ),
 
 sessions as (

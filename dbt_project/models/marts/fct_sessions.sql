@@ -10,8 +10,7 @@
 with
 
 events as (
-    select * from {{ ref('int_events_paged') }}
-    where {{ in_rewritten_sessions() }}
+    select * from {{ rewritten_events() }} as paged
 ),
 
 page_views as (
