@@ -178,3 +178,23 @@
     {%- do spark_rewrite(same_key, added_rows=new_rows) -%}
     drop table {{ new_rows }}
 {%- endmacro %}
+
+{#- The identity map int_events_stitched applied in its latest run, kept beside it. -#}
+{% macro applied_identities() -%}
+    {{ return(this.incorporate(path={"identifier": this.identifier ~ '__identities'})) }}
+{%- endmacro %}
+
+{#- A hook's statement making `relation` a table of `query`'s rows (Parquet tables are
+    dropped first: Spark replaces only its v2 tables). -#}
+{% macro replace_table(relation, query) -%}
+    {{ return(adapter.dispatch('replace_table')(relation, query)) }}
+{%- endmacro %}
+
+{% macro default__replace_table(relation, query) -%}
+    create or replace table {{ relation }} as {{ query }}
+{%- endmacro %}
+
+{% macro spark__replace_table(relation, query) -%}
+    {%- do run_query('drop table if exists ' ~ relation) -%}
+    create table {{ relation }} using parquet as {{ query }}
+{%- endmacro %}

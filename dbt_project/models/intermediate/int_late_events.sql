@@ -24,32 +24,38 @@
 -- number, so they are looked up too. The batches are counted first and written into the
 -- model as constants: staging is appended batch by batch, so DuckDB then reads only their
 -- rows (a wide scan of all 10.9M staged rows for the night's few late ones took 1.6 s).
--- Narrow keys first, the event's columns joined back for the few late ones.
-{%- set unfinished_batches -%}
+-- Telling every staged event buildable or not took 1 s more: all staged events are counted
+-- first (a batch with as many stitched ones is whole), then only the other batches' are told
+-- apart. Narrow keys first, the event's columns joined back for the few late ones.
+{#- both tables exist once a build has reached this model (`dbt compile` may come first) -#}
+{%- set built = execute and load_relation(ref('stg_events')) is not none
+                and load_relation(ref('int_events_stitched')) is not none %}
+{%- set batches = namespace(condition='true', unfinished=[]) %}
+{%- for staged_rows in ([after_horizon, staged_to_build] if built else []) %}
+{%-   set differing -%}
     select arrival_batch
     from (
         select coalesce(arrival_batch, 0) as arrival_batch, 1 as staged, 0 as stitched
         from {{ ref('stg_events') }}
-        where {{ staged_to_build }}
+        where {{ staged_rows }} and {{ batches.condition }}
         union all
         select coalesce(arrival_batch, 0), 0, 1
         from {{ ref('int_events_stitched') }}
-        where {{ after_horizon }}
+        where {{ after_horizon }} and {{ batches.condition }}
     ) as sides
     group by arrival_batch
     having sum(staged) <> sum(stitched)
-{%- endset %}
-{#- both tables exist once a build has reached this model (`dbt compile` may come first) -#}
-{%- set built = execute and load_relation(ref('stg_events')) is not none
-                and load_relation(ref('int_events_stitched')) is not none %}
-{%- set unfinished = (run_query(unfinished_batches).columns[0].values() | map('int') | list)
-                     if built else [] %}
-{#- 0 stands for the rows staged before arrival batches existed (null) -#}
-{%- set numbered = unfinished | reject('equalto', 0) | list %}
-{%- set in_unfinished -%}
+{%-   endset %}
+{%-   set batches.unfinished = run_query(differing).columns[0].values() | map('int') | list %}
+{#-   0 stands for the rows staged before arrival batches existed (null) -#}
+{%-   set numbered = batches.unfinished | reject('equalto', 0) | list %}
+{%-   set condition -%}
     ({{ 'arrival_batch in (' ~ (numbered | join(', ')) ~ ')' if numbered else 'false' }}
-     {{- ' or arrival_batch is null' if 0 in unfinished }})
-{%- endset %}
+     {{- ' or arrival_batch is null' if 0 in batches.unfinished }})
+{%-   endset %}
+{%-   set batches.condition = condition %}
+{%- endfor %}
+{%- set in_unfinished = batches.condition if built else '(false)' %}
 
 with
 
