@@ -31,17 +31,26 @@
           ~ ' where loaded_at < (select max(staged_at) from ' ~ this ~ '))'
       ).columns[0].values() | list %}
 {%- endif %}
+{%- set in_unread_files -%}
+    {%- if unread_files is not none %}
+    where source_file in (
+        {%- for file in unread_files %}'{{ file | replace("'", "''") }}', {% endfor %}null)
+    {%- endif %}
+{%- endset %}
 
 with
 
+-- Of the staged ids, only the unread files' are looked up (a semi join that hashes the few
+-- new ids): an anti join against the staged table hashed all of its ids (1.3 s at 10M).
 source as (
     select raw.* from {{ source('raw', 'events') }} as raw
     {% if is_incremental() %}
-    {{ anti_join() }} {{ this }} as staged using (event_id)
-    {%- if unread_files is not none %}
-    where raw.source_file in (
-        {%- for file in unread_files %}'{{ file | replace("'", "''") }}', {% endfor %}null)
-    {%- endif %}
+    {{ anti_join() }} (
+        select event_id from {{ this }}
+        where event_id in (
+            select event_id from {{ source('raw', 'events') }} {{ in_unread_files }})
+    ) as staged using (event_id)
+    {{ in_unread_files }}
     {% endif %}
 ),
 
