@@ -30,7 +30,7 @@
 {#- both tables exist once a build has reached this model (`dbt compile` may come first) -#}
 {%- set built = execute and load_relation(ref('stg_events')) is not none
                 and load_relation(ref('int_events_stitched')) is not none %}
-{%- set batches = namespace(condition='true', unfinished=[]) %}
+{%- set batches = namespace(condition='true') %}
 {%- for staged_rows in ([after_horizon, staged_to_build] if built else []) %}
 {%-   set differing -%}
     select arrival_batch
@@ -46,12 +46,12 @@
     group by arrival_batch
     having sum(staged) <> sum(stitched)
 {%-   endset %}
-{%-   set batches.unfinished = run_query(differing).columns[0].values() | map('int') | list %}
+{%-   set unfinished = run_query(differing).columns[0].values() | map('int') | list %}
 {#-   0 stands for the rows staged before arrival batches existed (null) -#}
-{%-   set numbered = batches.unfinished | reject('equalto', 0) | list %}
+{%-   set numbered = unfinished | reject('equalto', 0) | list %}
 {%-   set condition -%}
     ({{ 'arrival_batch in (' ~ (numbered | join(', ')) ~ ')' if numbered else 'false' }}
-     {{- ' or arrival_batch is null' if 0 in batches.unfinished }})
+     {{- ' or arrival_batch is null' if 0 in unfinished }})
 {%-   endset %}
 {%-   set batches.condition = condition %}
 {%- endfor %}
