@@ -105,6 +105,7 @@ def test_quarantined_lines_keep_no_email_or_ip_address(settings, tmp_path) -> No
         ({"anonymous_id": None}, "missing both anonymous_id and user_id"),
         ({"event_type": "pageView"}, "unknown event_type 'pageView'"),
         ({"event_at": "yesterday"}, "event_at is not an ISO-8601 timestamp: 'yesterday'"),
+        ({"event_at": "infinity"}, "event_at is not an ISO-8601 timestamp: 'infinity'"),
         ({"page_type": "landing"}, "unknown page_type 'landing'"),
         ({"properties": "oops"}, "properties is not a JSON object"),
         (
@@ -139,15 +140,17 @@ def test_numeric_strings_and_missing_offsets_are_accepted(settings, tmp_path) ->
                 **GOOD_EVENT,
                 "event_at": "2026-10-01 10:00:00",
                 "event_id": 7,
+                "user_id": "  u 1  ",
+                "country": "DE ",
                 "properties": {"scroll_percent": "55"},
             }
         )
     )
     [result] = ingest_paths(settings, [dump])
     assert result.rows_loaded == 1
-    assert query(settings, "select event_id, event_at::varchar from raw.events") == [
-        ("7", "2026-10-01 10:00:00")
-    ]
+    assert query(
+        settings, "select event_id, event_at::varchar, user_id, country from raw.events"
+    ) == [("7", "2026-10-01 10:00:00", "u 1", "DE")]
 
 
 def test_duplicates_within_and_across_files(settings, tmp_path) -> None:
