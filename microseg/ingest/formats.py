@@ -327,17 +327,29 @@ def decoded_lines_sql(settings: Settings) -> str:
 
 def parsed_json_lines_sql(settings: Settings) -> str:
     """The CTEs `decoded` (decoded_lines_sql) and `parsed`: its lines with `pre_reason`, why a
-    line is not a JSON object (null when it is)."""
+    line is not a JSON object (null when it is), and `spec_id`, the object's top-level
+    messageId as JSON (a Segment/RudderStack message; event_id: the canonical event's).
+
+    One parse a line: try() leaves null for malformed text (or JSON null), and only such
+    lines, and those that do not open with a brace, are parsed again to say what they are
+    (validating, typing and searching each line took twice the time)."""
+    keys = quote(json.dumps({"messageId": "JSON", "event_id": "JSON"}))
     return f"""{decoded_lines_sql(settings)},
+        keyed as (
+            select *, case when line_reason is null then try(json_transform(text, {keys})) end
+                      as top_keys
+            from decoded
+        ),
         parsed as (
-            select *,
+            select * exclude (top_keys),
                 case
                     when line_reason is not null then line_reason
-                    when not json_valid(text) then 'line is not valid JSON'
-                    when json_type(text) <> 'OBJECT' then
+                    when top_keys is null and not json_valid(text) then 'line is not valid JSON'
+                    when not starts_with(text, '{{') and json_type(text) <> 'OBJECT' then
                         'line is a JSON ' || lower(json_type(text)) || ', not an object'
-                end as pre_reason
-            from decoded
+                end as pre_reason,
+                top_keys.messageId as spec_id, top_keys.event_id as event_id_json
+            from keyed
         )"""
 
 
@@ -354,9 +366,9 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Setti
             select *, case when pre_reason is null then text end as j from parsed
         ),
         typed as (
-            -- the text test first: it spares the JSON lookup on canonical events
-            select *, coalesce(contains(j, '"messageId"') and json_exists(j, '$.messageId'), false)
-                      as is_spec
+            -- a null messageId is a message's too; an event_id says the line is canonical
+            select *, coalesce(spec_id is not null or (event_id_json is null
+                               and json_exists(j, '$.messageId')), false) as is_spec
             from classified
         )
         select

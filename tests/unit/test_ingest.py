@@ -364,22 +364,27 @@ def test_line_level_problems_are_quarantined_not_fatal(settings, tmp_path) -> No
         + b"[1, 2, 3]\r\n"  # Windows line ends too
         + b"\n   \r\n"  # blank lines are not rows
         + jsonl({**GOOD_EVENT, "event_id": "crlf"}).encode().replace(b"\n", b"\r\n")
+        + b"null\n"
+        + b"  "
+        + jsonl({**GOOD_EVENT, "event_id": "indented"}).encode()
         + jsonl({**GOOD_EVENT, "event_id": "last"}).encode().rstrip(b"\n")  # no line end
     )
     dump.write_bytes(body)
     [result] = ingest_paths(settings, [dump])
-    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (6, 3, 3)
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (8, 4, 4)
     reasons = dict(query(settings, "select source_line, reason from raw.events_quarantine"))
     assert reasons[2] == "line is not valid UTF-8"
     assert reasons[3].startswith("line is 10000") and "over the 1048576-byte limit" in reasons[3]
     assert reasons[4] == "line is a JSON array, not an object"
+    assert reasons[8] == "line is a JSON null, not an object"
     assert query(settings, "select raw_text from raw.events_quarantine where source_line = 4") == [
         ("[1, 2, 3]",)
     ]
     assert query(settings, "select event_id, source_line from raw.events order by 2") == [
         (GOOD_EVENT["event_id"], 1),
         ("crlf", 7),
-        ("last", 8),
+        ("indented", 9),
+        ("last", 10),
     ]
     assert query(settings, "select max(length(raw_text)) from raw.events_quarantine") == [(2000,)]
 
@@ -400,6 +405,30 @@ def test_csv_with_a_broken_row(settings, tmp_path) -> None:
     ]
     [(line, reason)] = query(settings, "select source_line, reason from raw.events_quarantine")
     assert line == 3 and reason.startswith("unparseable CSV line")
+
+
+def test_a_message_is_known_by_its_message_id_even_a_null_one(settings, tmp_path) -> None:
+    dump = tmp_path / "messages.jsonl"
+    dump.write_text(
+        jsonl({"type": "alias", "messageId": "m1", "anonymousId": "a1"})
+        + jsonl({"type": "alias", "messageId": None, "anonymousId": "a1"})
+        + jsonl(
+            {
+                "type": "track",
+                "event": "Product Added",
+                "messageId": "m3",
+                "anonymousId": "a",
+                "timestamp": "2026-10-01T08:00:00Z",
+            }
+        )
+    )
+    [result] = ingest_paths(settings, [dump])
+    assert (result.rows_loaded, result.rows_quarantined) == (1, 2)
+    assert (
+        query(settings, "select reason from raw.events_quarantine order by source_line")
+        == [("unsupported Segment/RudderStack message type 'alias'",)] * 2
+    )
+    assert query(settings, "select event_id, event_type from raw.events") == [("m3", "add_to_cart")]
 
 
 @pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet", "segment"])
