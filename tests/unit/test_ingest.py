@@ -200,6 +200,9 @@ def _write_bad_files(folder: Path) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     good = jsonl(GOOD_EVENT).encode()
     (folder / "truncated.jsonl.gz").write_bytes(gzip.compress(good * 200)[:-30])
+    compressed = gzip.compress(good * 200)
+    garbled = compressed[:12] + b"\xff" * 28 + compressed[40:]  # its first deflate block
+    (folder / "corrupt.jsonl.gz").write_bytes(garbled)
     (folder / "empty.jsonl").write_bytes(b"")
     (folder / "header_only.csv").write_text("event_id,event_type,event_at,anonymous_id\n")
     (folder / "array.json").write_text(json.dumps([GOOD_EVENT, GOOD_EVENT], indent=2))
@@ -207,6 +210,7 @@ def _write_bad_files(folder: Path) -> dict[str, str]:
     (folder / "no_id_column.csv").write_text("id,event_type,event_at\n1,click,2026-10-01\n")
     return {
         "truncated.jsonl.gz": "truncated gzip",
+        "corrupt.jsonl.gz": "corrupt gzip",
         "empty.jsonl": "empty file",
         "header_only.csv": "header-only CSV",
         "array.json": "a JSON array; expected JSON Lines",
