@@ -74,6 +74,17 @@ deduplicated as (
     {{ anti_join() }} repeats using (source_file, source_line)
 ),
 
+with_properties as (
+    select
+        *,
+        {{ json_texts('properties', {
+            'scroll_percent': 'text', 'hover_ms': 'text', 'video_id': 'text',
+            'position_s': 'text', 'duration_s': 'text', 'query': 'text', 'product_id': 'text',
+            'price': 'text', 'quantity': 'text', 'revenue': 'text', 'currency': 'text',
+            'purposes': {'personalization': 'text'}}) }} as props
+    from deduplicated
+),
+
 renamed as (
     select
         event_id,
@@ -94,27 +105,26 @@ renamed as (
         utm_source,
         utm_medium,
         utm_campaign,
-        try_cast({{ json_text('properties', '$.scroll_percent') }} as double) as scroll_percent,
+        try_cast(props.scroll_percent as double) as scroll_percent,
         -- whole milliseconds: sums of integers are exact, whatever order DuckDB adds them in
-        round(try_cast({{ json_text('properties', '$.hover_ms') }} as double))::bigint as hover_ms,
-        {{ json_text('properties', '$.video_id') }} as video_id,
-        try_cast({{ json_text('properties', '$.position_s') }} as double) as video_position_s,
-        try_cast({{ json_text('properties', '$.duration_s') }} as double) as video_duration_s,
-        {{ json_text('properties', '$.query') }} as search_query,
-        {{ json_text('properties', '$.product_id') }} as product_id,
+        round(try_cast(props.hover_ms as double))::bigint as hover_ms,
+        props.video_id as video_id,
+        try_cast(props.position_s as double) as video_position_s,
+        try_cast(props.duration_s as double) as video_duration_s,
+        props.query as search_query,
+        props.product_id as product_id,
         -- money as decimals: float sums of amounts depend on the order they are added in
-        try_cast({{ json_text('properties', '$.price') }} as decimal(18, 4)) as price,
-        try_cast({{ json_text('properties', '$.quantity') }} as double) as quantity,
-        try_cast({{ json_text('properties', '$.revenue') }} as decimal(18, 4)) as revenue,
-        {{ json_text('properties', '$.currency') }} as currency,
-        try_cast({{ json_text('properties', '$.purposes.personalization') }} as boolean)
-            as consents_to_personalization,
+        try_cast(props.price as decimal(18, 4)) as price,
+        try_cast(props.quantity as double) as quantity,
+        try_cast(props.revenue as decimal(18, 4)) as revenue,
+        props.currency as currency,
+        try_cast(props.purposes.personalization as boolean) as consents_to_personalization,
         properties,
         source_file,
         source_line,
         {{ arrival_batch }} as arrival_batch,
         cast({{ dbt.current_timestamp() }} as timestamp) as staged_at
-    from deduplicated
+    from with_properties
 ),
 
 final as (
