@@ -184,7 +184,7 @@ def _line_views(data: bytes, starts: np.ndarray, lengths: np.ndarray) -> pa.Arra
     """Arrow binary views of data[start : start + length]: 16 bytes per line (its length, then
     its bytes when they fit, else its first 4 bytes, a buffer number and an offset) over `data`
     itself. Copying a file's lines out of the decompressed text took longer than the
-    decompressing (10M events: 0.8 s a file on the reading thread)."""
+    decompressing (a 10M-event month's day file: 0.55 -> 0.18 s on the reading thread)."""
     buf = np.frombuffer(data, dtype=np.uint8)
     views = np.zeros((len(starts), 16), dtype=np.uint8)
     words = views.view(np.int32)  # (length, prefix, buffer, offset) for a long line
