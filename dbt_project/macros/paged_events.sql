@@ -1,12 +1,12 @@
-{#- The query of int_events_paged (its description is there) for slice `slice_index` of
-    `slices` of the run's sessions (macros/slices.sql). -#}
-{% macro paged_events(slice_index, slices) %}
+{#- The query of int_events_paged (its description is there) for slice `slice_index` of the
+    run's sessions (`spans`: macros/slices.sql; none for one slice). -#}
+{% macro paged_events(slice_index, spans) %}
 {#- The run's sessions, written out where they are read: DuckDB materializes a CTE that is
     read twice, which in a full build copied the keys of every event -#}
 {%- set sessions -%}
     (select * from {{ ref('int_events_sessionized') }}
-     {%- if slices > 1 %}
-     where {{ in_slice('session_id', slice_index, slices) }}
+     {%- if spans | length > 1 %}
+     where {{ in_slice(spans, slice_index) }}
      {%- elif is_incremental() %}
      where batch = {{ current_batch(ref('int_events_sessionized')) }}
      {%- endif %})
@@ -26,7 +26,9 @@ keys as (
         sessions.previous_session_id,
         sessions.batch
     from {{ sessions }} as sessions
-    join {{ ref('stg_events') }} as staged using (event_id)
+    join (
+        select * from {{ ref('stg_events') }} where {{ in_slice_span(spans, slice_index) }}
+    ) as staged using (event_id)
 ),
 
 page_views as (

@@ -23,10 +23,69 @@
     {{ return(run_query(count).columns[0].values()[0] | int) }}
 {%- endmacro %}
 
-{#- SQL: true for the rows of slice `index` of `slices` (and the mark slices_of reads). -#}
-{% macro in_slice(session_id, index, slices) -%}
-    {%- if slices > 1 -%}
-        hash({{ session_id }}) % {{ slices }} = {{ index }} /* slice {{ index }} of {{ slices }} */
+{#- The slices of a build over `sessions` (int_events_sessionized) in `slices` parts: ranges
+    of session_start_at (its quantiles), each with the span of event_at its events take, so that
+    a slice reads only that part of the events (staging's zone maps skip the rest; slices by a
+    hash of session_id read all of staging for each). A list of (start_from, start_before,
+    first_event_at, last_event_at) as SQL literals, null at the open ends and for an empty
+    slice's span; empty for one slice. Both renders of a build (the model and its post_hook)
+    compute the same slices from the same table. -#}
+{% macro slice_spans(sessions, slices) -%}
+    {%- if slices <= 1 -%}{{ return([]) }}{%- endif -%}
+    {%- set fractions = [] -%}
+    {%- for k in range(1, slices) %}{% do fractions.append(k / slices) %}{% endfor -%}
+    {%- set quantiles -%}
+        select unnest(quantile_disc(session_start_at, [{{ fractions | join(', ') }}]))::varchar
+        from {{ sessions }}
+    {%- endset -%}
+    {%- set bounds = [none] + (run_query(quantiles).columns[0].values() | list) + [none] -%}
+    {%- set ranges = [] -%}
+    {%- for k in range(slices) -%}
+        {%- do ranges.append((timestamp_literal(bounds[k]), timestamp_literal(bounds[k + 1]))) -%}
+    {%- endfor -%}
+    {%- set span_columns = [] -%}
+    {%- for start_from, start_before in ranges -%}
+        {%- set in_range = session_start_in(start_from, start_before) -%}
+        {%- do span_columns.append('min(event_at) filter (where ' ~ in_range ~ ')::varchar') -%}
+        {%- do span_columns.append('max(event_at) filter (where ' ~ in_range ~ ')::varchar') -%}
+    {%- endfor -%}
+    {%- set span_row = run_query('select ' ~ span_columns | join(', ') ~ ' from ' ~ sessions).rows[0] -%}
+    {%- set spans = [] -%}
+    {%- for start_from, start_before in ranges -%}
+        {%- do spans.append((start_from, start_before,
+                             timestamp_literal(span_row[2 * loop.index0]),
+                             timestamp_literal(span_row[2 * loop.index0 + 1]))) -%}
+    {%- endfor -%}
+    {{ return(spans) }}
+{%- endmacro %}
+
+{% macro timestamp_literal(value) -%}
+    {{ return("'" ~ value ~ "'::timestamp" if value is not none else 'null') }}
+{%- endmacro %}
+
+{#- SQL: true for a session_start_at in [start_from, start_before) ('null': no bound), as
+    plain comparisons, which DuckDB's zone maps read. -#}
+{% macro session_start_in(start_from, start_before) -%}
+    {%- set bounds = [] -%}
+    {%- if start_from != 'null' %}{% do bounds.append('session_start_at >= ' ~ start_from) %}{% endif -%}
+    {%- if start_before != 'null' %}{% do bounds.append('session_start_at < ' ~ start_before) %}{% endif -%}
+    {{ return(bounds | join(' and ') or 'true') }}
+{%- endmacro %}
+
+{#- SQL: true for the sessions of slice `index` of `spans` (and the mark slices_of reads). -#}
+{% macro in_slice(spans, index) -%}
+    {%- if spans | length > 1 -%}
+        {{ session_start_in(spans[index][0], spans[index][1]) }}
+        /* slice {{ index }} of {{ spans | length }} */
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}
+
+{#- SQL: true for the events slice `index` of `spans` can hold (their event_at). -#}
+{% macro in_slice_span(spans, index) -%}
+    {%- if spans | length > 1 -%}
+        event_at between {{ spans[index][2] }} and {{ spans[index][3] }}
     {%- else -%}
         true
     {%- endif -%}

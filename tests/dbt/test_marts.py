@@ -392,8 +392,9 @@ def test_rerunning_transform_changes_nothing(built, tmp_path) -> None:
 
 def test_a_full_build_in_slices_pages_every_event_as_one_statement_does(built, tmp_path) -> None:
     """With var events_per_slice a third of the events, a full build of int_events_paged runs
-    in three slices of its sessions (the first in dbt's statement, the others in its
-    post_hook), to the same rows as the shared build, which took one."""
+    in three slices of its sessions by start time (the first in dbt's statement, the others in
+    its post_hook), each reading the span of staging its events are in, to the same rows as
+    the shared build, which took one."""
     shutil.copy(built.warehouse_path, tmp_path)
     sliced = dataclasses.replace(built, home=tmp_path)
     paged = "select * from intermediate.int_events_paged order by event_id"
@@ -410,6 +411,7 @@ def test_a_full_build_in_slices_pages_every_event_as_one_statement_does(built, t
     )
     statement = sliced.dbt_target_dir / "run/microseg/models/intermediate/int_events_paged.sql"
     assert "/* slice 0 of 3 */" in statement.read_text()
+    assert "where event_at between '" in statement.read_text()
     assert (
         "/* slice"
         not in (built.dbt_target_dir / statement.relative_to(sliced.dbt_target_dir)).read_text()

@@ -8,12 +8,15 @@
     heartbeat_seconds). The one event-grain table that carries the
     event's columns past staging: the windows before it sort narrow keys only.
     Incremental: the sessions rewritten in the last int_events_sessionized batch (always whole
-    sessions). A full build runs in slices of sessions (macros/slices.sql); the query is
+    sessions). A full build runs in slices of sessions by start time, each reading only the
+    span of staging its events are in (macros/slices.sql); the query is
     paged_events (macros/paged_events.sql), which the post_hook renders for each other slice. -#}
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert',
           on_schema_change='append_new_columns',
-          post_hook="{% for index in range(1, slices_of(model.compiled_code)) %}
-                     insert into {{ this }} by name {{ paged_events(index, slices_of(model.compiled_code)) }};
+          post_hook="{% set spans = slice_spans(ref('int_events_sessionized'), slices_of(model.compiled_code)) %}
+                     {% for index in range(1, spans | length) %}
+                     insert into {{ this }} by name {{ paged_events(index, spans) }};
                      {% endfor %}") }}
 
-{{ paged_events(0, event_slices(ref('int_events_sessionized'))) }}
+{{ paged_events(0, slice_spans(ref('int_events_sessionized'),
+                               event_slices(ref('int_events_sessionized')))) }}
