@@ -285,6 +285,19 @@ print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak, "models": 
                   "extra": extra}))
 """
 
+# the stages that read the day files (generated in this run, or --landing's)
+READS_DUMPS = (
+    "ingest",
+    "parquet ingest",
+    "spark",
+    "night",
+    "day alone",
+    "spark night",
+    "pandas peer",
+    "scan floor",
+    "micro-batch",
+)
+
 STAGES = (
     "generate",
     "ingest",
@@ -490,6 +503,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(wanted) - set(STAGES)
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
+    reading = [stage for stage in wanted if stage in READS_DUMPS]
+    if reading and not args.landing and "generate" not in wanted:
+        parser.error(
+            f"stages {', '.join(reading)} read the day files: add generate to --stages, "
+            "or pass --landing DIR"
+        )
     if args.landing:
         if "generate" in wanted:
             parser.error("--landing replaces the generate stage: leave it out of --stages")

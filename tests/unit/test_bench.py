@@ -76,3 +76,9 @@ def test_bench_measures_dumps_of_an_earlier_run(tmp_path) -> None:
     refused = bench("--landing", str(landing), "--stages", "generate,ingest")
     assert refused.returncode == 2
     assert "--landing replaces the generate stage" in refused.stderr.splitlines()[-1]
+    without_dumps = bench("--stages", "ingest,scan floor")  # neither generated nor given
+    assert without_dumps.returncode == 2
+    assert without_dumps.stderr.splitlines()[-1].endswith(
+        "stages ingest, scan floor read the day files: add generate to --stages, "
+        "or pass --landing DIR"
+    )
