@@ -27,7 +27,7 @@
     of session_start_at (its quantiles), each with the span of event_at its events take, so that
     a slice reads only that part of the events (staging's zone maps skip the rest; slices by a
     hash of session_id read all of staging for each). A list of (start_from, start_before,
-    first_event_at, last_event_at) as SQL literals, null at the open ends and for an empty
+    first_event_at, last_event_at), timestamps as text: none at the open ends and for an empty
     slice's span; empty for one slice. Both renders of a build (the model and its post_hook)
     compute the same slices from the same table. -#}
 {% macro slice_spans(sessions, slices) -%}
@@ -39,22 +39,16 @@
         from {{ sessions }}
     {%- endset -%}
     {%- set bounds = [none] + (run_query(quantiles).columns[0].values() | list) + [none] -%}
-    {%- set ranges = [] -%}
-    {%- for k in range(slices) -%}
-        {%- do ranges.append((timestamp_literal(bounds[k]), timestamp_literal(bounds[k + 1]))) -%}
-    {%- endfor -%}
     {%- set span_columns = [] -%}
-    {%- for start_from, start_before in ranges -%}
-        {%- set in_range = session_start_in(start_from, start_before) -%}
+    {%- for k in range(slices) -%}
+        {%- set in_range = session_start_in(bounds[k], bounds[k + 1]) -%}
         {%- do span_columns.append('min(event_at) filter (where ' ~ in_range ~ ')::varchar') -%}
         {%- do span_columns.append('max(event_at) filter (where ' ~ in_range ~ ')::varchar') -%}
     {%- endfor -%}
     {%- set span_row = run_query('select ' ~ span_columns | join(', ') ~ ' from ' ~ sessions).rows[0] -%}
     {%- set spans = [] -%}
-    {%- for start_from, start_before in ranges -%}
-        {%- do spans.append((start_from, start_before,
-                             timestamp_literal(span_row[2 * loop.index0]),
-                             timestamp_literal(span_row[2 * loop.index0 + 1]))) -%}
+    {%- for k in range(slices) -%}
+        {%- do spans.append((bounds[k], bounds[k + 1], span_row[2 * k], span_row[2 * k + 1])) -%}
     {%- endfor -%}
     {{ return(spans) }}
 {%- endmacro %}
@@ -63,12 +57,16 @@
     {{ return("'" ~ value ~ "'::timestamp" if value is not none else 'null') }}
 {%- endmacro %}
 
-{#- SQL: true for a session_start_at in [start_from, start_before) ('null': no bound), as
-    plain comparisons, which DuckDB's zone maps read. -#}
+{#- SQL: true for a session_start_at in [start_from, start_before) (none: no bound), as plain
+    comparisons, which DuckDB's zone maps read. -#}
 {% macro session_start_in(start_from, start_before) -%}
     {%- set bounds = [] -%}
-    {%- if start_from != 'null' %}{% do bounds.append('session_start_at >= ' ~ start_from) %}{% endif -%}
-    {%- if start_before != 'null' %}{% do bounds.append('session_start_at < ' ~ start_before) %}{% endif -%}
+    {%- if start_from is not none -%}
+        {%- do bounds.append('session_start_at >= ' ~ timestamp_literal(start_from)) -%}
+    {%- endif -%}
+    {%- if start_before is not none -%}
+        {%- do bounds.append('session_start_at < ' ~ timestamp_literal(start_before)) -%}
+    {%- endif -%}
     {{ return(bounds | join(' and ') or 'true') }}
 {%- endmacro %}
 
@@ -82,10 +80,12 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- SQL: true for the events slice `index` of `spans` can hold (their event_at). -#}
+{#- SQL: true for the events slice `index` of `spans` can hold (their event_at; none for an
+    empty slice). -#}
 {% macro in_slice_span(spans, index) -%}
     {%- if spans | length > 1 -%}
-        event_at between {{ spans[index][2] }} and {{ spans[index][3] }}
+        event_at between {{ timestamp_literal(spans[index][2]) }}
+                     and {{ timestamp_literal(spans[index][3]) }}
     {%- else -%}
         true
     {%- endif -%}

@@ -21,7 +21,7 @@ import pytest
 
 from microseg.config import Settings
 from microseg.errors import InputError
-from microseg.ingest import delivery_date, ingest_paths, load
+from microseg.ingest import delivery_date, formats, ingest_paths, load
 from microseg.ingest.formats import jsonl_chunks, text_bytes
 from microseg.pipeline import ingest_step
 from microseg.warehouse import FILE_ACCOUNTING_SQL, has_table
@@ -354,6 +354,22 @@ def test_a_big_file_broken_after_its_first_pieces_loads_nothing(settings, tmp_pa
     ]
     assert "truncated gzip" in results[0].error
     assert query(settings, "select source_file, event_id from raw.events") == [("b.jsonl", "e1")]
+
+
+def test_lines_are_viewed_across_buffers_as_they_were_delivered(monkeypatch) -> None:
+    """Lines are Arrow views into the decompressed text, whose offsets are 32 bits: past a
+    buffer's size the text is seen as several buffers, and each line still reads whole (short
+    lines inline, long ones across a buffer's end, CR LF and a last line without its end)."""
+    monkeypatch.setattr(formats, "VIEW_BUFFER_BYTES", 16)
+    delivered = [b"short", b"", b"a line longer than one buffer", b"twelve bytes"]
+    delivered += [f"line {i} of the later buffers".encode() for i in range(4)] + [b"\xff\xfe"]
+    data = b"\r\n".join(delivered[:3]) + b"\n" + b"\n".join(delivered[3:])
+    lines = formats._line_table(data, first_line=5)
+    assert lines["raw"].to_pylist() == delivered
+    assert lines["text"].to_pylist() == [line.decode() for line in delivered[:-1]] + [None]
+    assert lines["source_line"].to_pylist() == list(range(5, 14))
+    assert lines["nbytes"].to_pylist() == [7, 2, 30, 13, 28, 28, 28, 28, 2]
+    assert len(lines["raw"].chunk(0).buffers()) > 3  # validity, views, several data buffers
 
 
 def test_line_level_problems_are_quarantined_not_fatal(settings, tmp_path) -> None:
