@@ -363,7 +363,8 @@ def test_a_night_stages_the_files_loaded_since_the_last_one(built, small_dataset
 
 def test_an_event_repeated_in_the_latest_batch_fails_its_unique_test(built, tmp_path) -> None:
     """Event tables test uniqueness on the latest batch's ids (unique_in_latest_batch): a
-    repeat of an older row written in that batch is still found."""
+    repeat written in that batch is found, and in staging (appended, not replaced by key) also
+    a repeat of an id that an older batch holds."""
     shutil.copy(built.warehouse_path, tmp_path)
     settings = dataclasses.replace(built, home=tmp_path)
     with duckdb.connect(str(settings.warehouse_path)) as con:
@@ -371,11 +372,15 @@ def test_an_event_repeated_in_the_latest_batch_fails_its_unique_test(built, tmp_
             "insert into intermediate.int_events_paged select * from intermediate.int_events_paged "
             "where batch = (select max(batch) from intermediate.int_events_paged) limit 1"
         )
+        con.execute(
+            "insert into staging.stg_events select * replace (arrival_batch - 1 as arrival_batch) "
+            "from staging.stg_events where arrival_batch = "
+            "(select max(arrival_batch) from staging.stg_events) limit 1"
+        )
     with pytest.raises(MicrosegError) as failure:
-        run_dbt(settings, "test", "--select", "int_events_paged")
-    assert "int_events_paged.event_id: data test unique_in_latest_batch failed (1 rows)" in str(
-        failure.value
-    )
+        run_dbt(settings, "test", "--select", "int_events_paged", "stg_events")
+    for table in ("int_events_paged.event_id", "stg_events.event_id"):
+        assert f"{table}: data test unique_in_latest_batch failed (1 rows)" in str(failure.value)
 
 
 def test_rerunning_transform_changes_nothing(built, tmp_path) -> None:
