@@ -11,6 +11,7 @@
      where batch = {{ current_batch(ref('int_events_sessionized')) }}
      {%- endif %})
 {%- endset %}
+{%- set recent_from = recent_events_from(sessions) if is_incremental() else none %}
 
 with
 
@@ -27,7 +28,16 @@ keys as (
         sessions.batch
     from {{ sessions }} as sessions
     join (
+        {%- if recent_from is none %}
         select * from {{ ref('stg_events') }} where {{ in_slice_span(spans, slice_index) }}
+        {%- else %}
+        select * from {{ ref('stg_events') }} where event_at >= {{ timestamp_literal(recent_from) }}
+        union all
+        select * from {{ ref('stg_events') }}
+        where event_at < {{ timestamp_literal(recent_from) }}
+          and event_id in (select event_id from {{ sessions }} as sessions
+                           where event_at < {{ timestamp_literal(recent_from) }})
+        {%- endif %}
     ) as staged using (event_id)
 ),
 

@@ -53,6 +53,20 @@
     {{ return(spans) }}
 {%- endmacro %}
 
+{#- A night's events split at a time: staging is appended in time order, so from that time on
+    DuckDB reads it through its zone maps (a join on event_id read every wide row of the
+    history), and the few older events (a re-attributed person's past, a session reaching
+    back) are looked up by id. The time before which 1% of the run's `events` lie; none on
+    Spark and when the run has no events. -#}
+{% macro recent_events_from(events) -%}
+    {%- if not execute or target.type != 'duckdb' or model.resource_type == 'unit_test' -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set found = run_query('select quantile_disc(event_at, 0.01)::varchar from ' ~ events
+                              ~ ' as events') -%}
+    {{ return(found.columns[0].values()[0]) }}
+{%- endmacro %}
+
 {% macro timestamp_literal(value) -%}
     {{ return("'" ~ value ~ "'::timestamp" if value is not none else 'null') }}
 {%- endmacro %}
