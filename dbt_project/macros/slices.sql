@@ -3,7 +3,8 @@
     events and a 3GB limit spilled 3 GiB in one statement and nothing in four, 10% faster; at
     100M its spill filled the disk. The model builds slice 0 and marks the count in its SQL;
     a post_hook inserts the others (slices_of reads the mark: a hook renders after the table
-    exists, when is_incremental() no longer says whether this build was a full one). -#}
+    exists, when is_incremental() no longer says whether this build was a full one). Both a
+    slice and a night read staging by event time, as literals its zone maps can use. -#}
 
 {#- How many slices this build of the model takes over `sessions` (a relation with
     session_id): one in an incremental run, on Spark and in unit tests; else about

@@ -7,8 +7,8 @@
     (unique_key, delete+insert) deletes the older rows of the batch's ids before it inserts the
     batch, so only the batch itself can repeat an id: its rows alone are grouped, a read of
     the night's row groups instead of every id of the history (0.3 s a table at 10M events;
-    staging's test, which still looks its ids up, took 3.6 s at 100M). `batch_column`: the column that numbers the runs (stg_events:
-    arrival_batch). -#}
+    staging's test, which still looks its ids up, took 3.6 s at 100M). `batch_column`: the
+    column that numbers the runs (stg_events: arrival_batch). -#}
 {% test unique_in_latest_batch(model, column_name, batch_column='batch') %}
 {%- set replaces_by_key = execute and graph.nodes.values()
       | selectattr('resource_type', 'equalto', 'model')
