@@ -6,7 +6,7 @@
     Snowplow's way, GA4's events the engagement_time_msec they carry; null on rows built
     before it existed (all canonical: macros/engaged.sql reads them as pings of
     heartbeat_seconds). The one event-grain table that carries the
-    event's columns past staging: the windows before it sort narrow keys only.
+    event's columns past staging: its window and those before it sort narrow keys only.
     Incremental: the sessions rewritten in the last int_events_sessionized batch (always whole
     sessions). A full build runs in slices of sessions by start time, each reading only the
     span of staging its events are in (macros/slices.sql); the query is
