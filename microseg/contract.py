@@ -67,6 +67,16 @@ class EventContract:
     def field(self, name: str) -> Field:
         return next(f for f in self.fields if f.name == name)
 
+    @property
+    def read_types(self) -> dict[str, str]:
+        """Each field as ingest reads it before checking: text, and `properties` as JSON."""
+        return {f.name: "JSON" if f.name == "properties" else "VARCHAR" for f in self.fields}
+
+    @property
+    def read_struct_type(self) -> str:
+        """SQL: a row's fields as read (read_types), STRUCT(event_id VARCHAR, ...)."""
+        return f"STRUCT({', '.join(f'{name} {kind}' for name, kind in self.read_types.items())})"
+
     def taxonomy_rows(self) -> list[tuple[str, str | None, str]]:
         """(field, received value, canonical value) for every field with a closed set of
         values: enums map to themselves, taxonomies add their aliases and a fallback row

@@ -4,7 +4,8 @@ Every file goes through the same three stages, all in DuckDB (no Python loop per
 1 and 2 run over a batch of files at once, so that DuckDB can use all its threads:
 1. stage: read the file into `_staged(source_file, source_line, raw_text, doc, pre_reason)`,
    where `doc` is the event as a canonical JSON object (Segment/RudderStack messages are mapped
-   here) and `pre_reason` says why a line could not even be parsed;
+   here) and `pre_reason` says why a line could not even be parsed; a CSV or Parquet file of
+   canonical columns goes to `_staged_fields`, with the fields as read instead of `doc`;
 2. check: type the canonical fields and give each row its first contract violation, with the
    rules compiled from the event JSON Schema (microseg.contract);
 3. load: first delivery of each new event_id into raw.events, repeats counted as duplicates,

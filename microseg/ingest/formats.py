@@ -1,5 +1,6 @@
 """Stage 1: read files into `_staged(source_file, source_line, raw_text, doc, pre_reason)`:
-JSON Lines (canonical events, or Segment/RudderStack messages mapped here), CSV and Parquet.
+JSON Lines (canonical events, or Segment/RudderStack messages mapped here), CSV and Parquet
+(those of canonical columns into `_staged_fields`: their fields as read, not a document).
 
 JSON Lines files are read one by one (jsonl_chunks: what makes a file unreadable is found here)
 and parsed together (stage_jsonl), so that DuckDB spreads the parsing over its threads."""
@@ -390,36 +391,46 @@ def stage_jsonl(con: duckdb.DuckDBPyConnection, lines: pa.Table, settings: Setti
     con.unregister("_lines")
 
 
-def _doc_from_columns(columns: list[str], contract: EventContract) -> str:
-    """A canonical JSON object from flat (varchar) columns; `properties` text is parsed."""
+def _fields_from_columns(columns: list[str], contract: EventContract) -> str:
+    """SQL: a row's canonical fields as read (contract.read_types) from its flat text
+    columns; a field without a column is null, `properties` text is parsed."""
     parts = []
-    for name in contract.column_names:
+    for name, kind in contract.read_types.items():
         if name not in columns:
-            continue
-        if name == "properties":
+            value = "null"
+        elif name == "properties":
             value = (
                 "case when properties is null or trim(properties) = '' then null "
                 "when json_valid(properties) then json(properties) else to_json(properties) end"
             )
         else:
             value = ident(name)
-        parts.append(f"{quote(name)}, {value}")
-    return f"json_object({', '.join(parts)})"
+        parts.append(f"{ident(name)} := ({value})::{kind}")
+    return f"struct_pack({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
 class Shape:
-    """How the rows of a table-shaped file (CSV, Parquet) become canonical documents: the
-    `columns` read (as text; nested values as JSON text), select expressions `prepared` over
-    them first, then the document and the reason a row cannot be read (SQL over both).
-    `doc_is_row`: the document holds the row's own values, so a quarantined row shows it
-    (a Parquet row is not written out as JSON for nothing: a fifth of its staging time)."""
+    """How the rows of a table-shaped file (CSV, Parquet) are read: the `columns` read (as
+    text; nested values as JSON text), select expressions `prepared` over them first, then
+    SQL over both: each row's canonical document `doc` (JSON text) or, when the columns are
+    the canonical fields, the `fields` as read (contract.read_types), and the reason a row
+    cannot be read. Fields are not written out as JSON to be parsed again (that was two
+    fifths of a Parquet file's staging and checking); a quarantined row shows them."""
 
     columns: list[str]
-    doc: str
+    doc: str | None = None
+    fields: str | None = None
     pre_reason: str = "null::varchar"
     prepared: str = ""
-    doc_is_row: bool = False
+
+    @property
+    def staging(self) -> tuple[str, str]:
+        """The staging table the rows go to and the select item that gives each its content:
+        the fields as read into `_staged_fields`, else the document into `_staged`."""
+        if self.fields:
+            return "_staged_fields", f"{self.fields} as fields"
+        return "_staged", f"{self.doc} as doc"
 
 
 def canonical_shape(path: Path, columns: list[str]) -> Shape:
@@ -429,7 +440,7 @@ def canonical_shape(path: Path, columns: list[str]) -> Shape:
     if missing:
         raise InputError(f"{path.name}: no column {', '.join(missing)} (see docs/events.md)")
     present = [c for c in contract.column_names if c in columns]
-    return Shape(present, _doc_from_columns(present, contract), doc_is_row=True)
+    return Shape(present, fields=_fields_from_columns(present, contract))
 
 
 def _shaped_sql(source: str, shape: Shape) -> str:
@@ -462,10 +473,11 @@ def stage_csv(
     if good + rejected == 0:
         raise InputError(f"{path.name}: header-only CSV (no rows)")
     shape = shape_of(path, columns)
+    staged, content = shape.staging
     # Good records fill the data lines (2..N) that the reader did not reject, in order.
     con.execute(
         f"""
-        insert into _staged
+        insert into {staged} by name
         with rejected as (
             select line, first(error_message order by column_idx) as message,
                    first(csv_line) as csv_line
@@ -483,7 +495,7 @@ def stage_csv(
         select {quote(path.name)} as source_file, g.line as source_line,
                left(concat_ws(',', {", ".join(ident(c) for c in columns)}),
                     {RAW_TEXT_CHARS}) as raw_text,
-               {shape.doc} as doc,
+               {content},
                {shape.pre_reason} as pre_reason
         from shaped join good_lines g using (ordinal)
         union all
@@ -518,16 +530,17 @@ def stage_parquet(
     types.pop("file_row_number")
     shape = shape_of(path, list(types))
     casts = ", ".join(_as_text(c, types[c]) for c in shape.columns)
-    # null: checked_sql shows a quarantined row's document instead
-    row_text = "null" if shape.doc_is_row else f"left(to_json(flat)::varchar, {RAW_TEXT_CHARS})"
+    # null: checked_sql shows a quarantined row's fields instead
+    row_text = "null" if shape.fields else f"left(to_json(flat)::varchar, {RAW_TEXT_CHARS})"
+    staged, content = shape.staging
     inserted = con.execute(
         f"""
-        insert into _staged
+        insert into {staged} by name
         with flat as (select file_row_number + 1 as source_line, {casts} from {reader}),
         with_raw as (select *, {row_text} as raw_text from flat),
         {_shaped_sql("with_raw", shape)}
         select {quote(path.name)} as source_file, source_line, raw_text,
-               {shape.doc} as doc,
+               {content},
                {shape.pre_reason} as pre_reason
         from shaped
         """

@@ -172,10 +172,15 @@ def _forget(con: duckdb.DuckDBPyConnection, file_name: str) -> None:
     con.execute("delete from raw.load_manifest where file_name = ?", [file_name])
 
 
-# What every format's stage 1 appends to (one file, or a batch of JSON Lines, at a time), and
-# where a source's events that are no behavior here are counted (GA4's session_start, ...)
-STAGED_DDL = """create or replace temp table _staged (
+# What every format's stage 1 appends to (one file, or a batch of JSON Lines, at a time): rows
+# with their canonical document as JSON text, or with their fields already read (a table of
+# their own: columns a batch of documents would carry empty cost it memory), and where a
+# source's events that are no behavior here are counted (GA4's session_start, ...)
+STAGED_DDL = f"""create or replace temp table _staged (
     source_file varchar, source_line bigint, raw_text varchar, doc varchar, pre_reason varchar);
+create or replace temp table _staged_fields (
+    source_file varchar, source_line bigint, raw_text varchar, pre_reason varchar,
+    fields {event_contract().read_struct_type});
 create or replace temp table _unused (
     source_file varchar, source_line bigint, event_name varchar)"""
 # Files' content (decompressed text, Parquet's uncompressed values) checked together: enough

@@ -21,11 +21,13 @@ def _trimmed(value: str) -> str:
 def checked_sql(contract: EventContract) -> str:
     """Typed canonical columns plus `reason`, the first contract rule each row breaks.
 
-    Each document is parsed once (json_transform into a struct of text), and each value is
+    Each row's fields are read once: a table-shaped file stages them as read already
+    (`_staged_fields`), a document is parsed once into the same struct (contract.read_types).
+    Each value is
     trimmed or cast once (the CTE `v`: text_*, time_*, number_*), not once per rule. A time is
     kept as the UTC timestamp it names (null when it names none, or an infinite one).
     """
-    top = {f.name: "JSON" if f.name == "properties" else "VARCHAR" for f in contract.fields}
+    top = contract.read_types
     props = {p.name: "VARCHAR" for p in contract.numeric_properties}
     props |= {name: "JSON" for name in contract.object_properties}
     texts = [f.name for f in contract.fields if f.name != "properties"]
@@ -120,16 +122,14 @@ def checked_sql(contract: EventContract) -> str:
         )
 
     reason = "case " + " ".join(f"when {cond} then {msg}" for cond, msg in rules) + " end"
-    return f"""
-        create or replace temp table _checked as
-        with fields as (
-            select source_file, source_line, raw_text, doc, pre_reason,
-                   json_transform(doc, {quote(json.dumps(top))}) as f
-            from _staged
-        ),
+
+    def checks(rows: str) -> str:
+        """The checks over `rows` (source_file, source_line, raw_text, doc, pre_reason, f)."""
+        return f"""
+        with parsed as ({rows}),
         typed as (
             select *, coalesce(json_type(f.properties) = 'OBJECT', false) as is_object
-            from fields
+            from parsed
         ),
         with_properties as (
             select *, json_transform(case when is_object then f.properties end,
@@ -145,5 +145,19 @@ def checked_sql(contract: EventContract) -> str:
             select source_file, source_line, raw_text, doc, {", ".join(select)},
                    {reason} as reason
             from v
-        )
-    """
+        )"""
+
+    # one statement per staging table: a union of both held a batch in memory
+    documents = f"""select source_file, source_line, raw_text, doc, pre_reason,
+                   json_transform(doc, {quote(json.dumps(top))}) as f
+            from _staged"""
+    read = """select source_file, source_line, raw_text, null as doc, pre_reason, fields as f
+            from _staged_fields"""
+    # a quarantined row read as fields shows them (carried through the checks, they took
+    # more memory than a batch may: only the few such rows are looked up again)
+    return f"""create or replace temp table _checked as {checks(documents)};
+        insert into _checked {checks(read)};
+        update _checked set raw_text = left(to_json(s.fields)::varchar, {RAW_TEXT_CHARS})
+        from _staged_fields as s
+        where _checked.reason is not null and _checked.raw_text is null
+          and s.source_file = _checked.source_file and s.source_line = _checked.source_line"""

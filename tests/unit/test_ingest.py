@@ -324,10 +324,10 @@ def test_parquet_files_are_checked_in_batches_of_their_values(
 
     def spy(con, batch, settings):
         batches.append([path.name for path in batch.paths])
-        held.append(
+        held.append(  # Parquet files of canonical columns stage their fields, not documents
             con.execute(
                 "select (select estimated_size from duckdb_tables() where table_name = "
-                "'_staged'), (select count(*) from _staged)"
+                "'_staged_fields'), (select count(*) from _staged_fields)"
             ).fetchone()
         )
         return load_batch(con, batch, settings)
