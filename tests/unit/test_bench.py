@@ -11,7 +11,9 @@ from microseg.generate import GeneratorConfig, generate
 
 
 def test_bench_prints_the_comparisons_with_the_peers(tmp_path) -> None:
-    stages = "generate,ingest,transform,window floor,pandas peer,scan floor,snowplow,ga4"
+    stages = (
+        "generate,ingest,parquet ingest,transform,window floor,pandas peer,scan floor,snowplow,ga4"
+    )
     proc = subprocess.run(
         [
             sys.executable,
@@ -36,6 +38,8 @@ def test_bench_prints_the_comparisons_with_the_peers(tmp_path) -> None:
         assert int(row.split()[len(stage.split())].replace(",", "")) > 0, row  # rows > 0
     assert any("= " in line and "x the pandas peer" in line for line in lines), proc.stdout
     assert any("x the scan floor" in line for line in lines), proc.stdout
+    [parquet_build] = [line for line in lines if "ingest of Parquet + full build" in line]
+    assert "target at ~10M events <= 90 s" in parquet_build
     assert any("int_events_sessionized" in line and "window floor" in line for line in lines)
     # the adapters' samples, one copy per user, every line read
     for stage, sample_rows in (("snowplow", 210), ("ga4", 217)):
