@@ -42,6 +42,11 @@ Stages, on `--days` + 1 generated days:
   pandas peer  bench/pandas_peer.py on the same history files: parse, dedup, 30-minute
                sessions, one day's user features (what a notebook would do instead)
   scan floor   one DuckDB read_json scan of the same history files
+  load floor   DuckDB copying the same history files into a table of raw.events' columns as
+               they are (its own casts; no check, dedup or quarantine), one file a
+               transaction, in time order as ingest writes them: what storing the events
+               costs here (rows: the JSON Lines copied; the Parquet files of `parquet ingest`
+               are copied too, timed apart)
   window floor a plain DuckDB window-function sessionization of the stitched events (after
                transform: what int_events_sessionized is compared with)
   snowplow     the shipped Snowplow enriched sample (docs/examples) copied once per user,
@@ -67,6 +72,7 @@ from pathlib import Path
 
 from microseg.config import PROJECT_ROOT, Settings, disable_telemetry
 from microseg.ingest.snowplow import SNOWPLOW_FIELDS
+from microseg.ingest.sqltext import ident
 
 PANDAS_PEER = Path(__file__).resolve().parents[1] / "bench" / "pandas_peer.py"
 
@@ -157,6 +163,14 @@ else:
         parquet = as_parquet(files[:days], Path(home) / "parquet_landing", settings)
         started = time.perf_counter()
         rows = sum(r.rows_read for r in ingest_paths(settings, parquet))
+    if stage == "load floor":
+        from microseg.bench import as_parquet, copy_floor
+        parquet = as_parquet(files[:days], Path(home) / "parquet_landing", settings)
+        parquet_started = time.perf_counter()
+        extra["parquet rows"] = copy_floor(parquet, settings)
+        extra["parquet seconds"] = time.perf_counter() - parquet_started
+        started = time.perf_counter()
+        rows = copy_floor(files[:days], settings)
     if stage in ("ingest", "night", "day alone", "spark", "spark night"):
         from microseg.ingest import ingest_paths
         chosen = files[:days] if stage in ("ingest", "spark") else files[days:days + 1]
@@ -295,6 +309,7 @@ READS_DUMPS = (
     "spark night",
     "pandas peer",
     "scan floor",
+    "load floor",
     "micro-batch",
 )
 
@@ -320,6 +335,7 @@ STAGES = (
     "day alone",
     "pandas peer",
     "scan floor",
+    "load floor",
     "snowplow",
     "ga4",
 )
@@ -351,6 +367,38 @@ def as_parquet(dumps: list[Path], folder: Path, settings: Settings) -> list[Path
             )
             written.append(path)
     return written
+
+
+def copy_floor(dumps: list[Path], settings: Settings) -> int:
+    """Copy the dumps' events into a table of raw.events' columns in a database of their own
+    (bench stage `load floor`): JSON Lines read typed by DuckDB, Parquet (as_parquet's text
+    columns) cast; returns the rows copied."""
+    import duckdb
+
+    from microseg.contract import event_contract
+    from microseg.warehouse import apply_limits
+
+    types = {f.name: f.sql_type for f in event_contract().fields}
+    parquet = dumps[0].suffix == ".parquet"
+    database = settings.home / f"load_floor_{'parquet' if parquet else 'jsonl'}.duckdb"
+    columns = ", ".join(
+        f"try_cast({ident(name)} as {kind}) as {ident(name)}" for name, kind in types.items()
+    )
+    rows = 0
+    with duckdb.connect(str(database)) as con:
+        apply_limits(con, settings)
+        con.execute(f"create table events ({', '.join(f'{n} {t}' for n, t in types.items())})")
+        for dump in dumps:
+            source = (
+                f"(select {columns} from read_parquet(?))"
+                if parquet
+                else "read_json(?, format = 'newline_delimited', ignore_errors = true, columns = ?)"
+            )
+            rows += con.execute(
+                f"insert into events select * from {source} order by event_at, event_id",
+                [str(dump)] if parquet else [str(dump), types],
+            ).fetchone()[0]
+    return rows
 
 
 def copied_sample(export: str, copies: int, folder: Path) -> Path:
@@ -428,13 +476,21 @@ def ratios(results: dict[str, dict]) -> list[str]:
             f"  ingest of Parquet + full build {parquet_build:.1f} s "
             "(target at ~10M events <= 90 s)"
         )
-    for stage, kind, target in (
-        ("ingest", "gzipped JSON Lines", 200_000),
-        ("parquet ingest", "Parquet", 500_000),
+    floor = results.get("load floor")
+    for stage, kind, target, floor_rows, floor_seconds in (
+        ("ingest", "gzipped JSON Lines", 200_000, "rows", "seconds"),
+        ("parquet ingest", "Parquet", 500_000, "parquet rows", "parquet seconds"),
     ):
         if seconds(stage):
             rate = results[stage]["rows"] / seconds(stage)
-            lines.append(f"  ingest of {kind}: {rate:,.0f} events/s (target >= {target:,}/s)")
+            line = f"  ingest of {kind}: {rate:,.0f} events/s (target >= {target:,}/s"
+            if floor:
+                found = floor if floor_rows == "rows" else floor["extra"]
+                line += (
+                    f"; DuckDB copying the files into a table, nothing checked: "
+                    f"{found[floor_rows] / found[floor_seconds]:,.0f}/s"
+                )
+            lines.append(line + ")")
     if seconds("transform") and seconds("spark"):
         lines.append(
             f"  Spark target's full build, served to DuckDB {seconds('spark'):.1f} s = "
@@ -544,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
                 "spark": "spark",
                 "spark night": "spark",
                 "parquet ingest": "parquet",
+                "load floor": "floor",
             }
             stage_home = Path(scratch) / homes[stage] if stage in homes else home
             limit = args.night_memory_limit if stage in ("night", "day alone") else None
