@@ -1,9 +1,9 @@
-{#- Sum of `measure` over the `days` days before the as-of date, for a features query that
-    joins each target row `t` (person_id, as_of_date) to its person-days `d` (the days before
-    the as-of date). Counts stay BIGINT (DuckDB would widen their sums to HUGEINT). -#}
+{#- Sum of `measure` over the `days` days before the as-of date, over the rows of a features
+    query's `calendar` (person_id, as_of_date, day_number, and the facts of the day before
+    each as-of date): a frame of the person's rows, not a join of each as-of date to the days
+    before it. Counts stay BIGINT (DuckDB would widen their sums to HUGEINT). -#}
 {% macro days_sum(measure, days, data_type='bigint') -%}
-    cast(coalesce(sum(d.{{ measure }}) filter (where d.activity_date >= t.as_of_date - {{ days }}),
-                  0) as {{ data_type }})
+    cast(coalesce(sum({{ measure }}) over {{ days_frame(days) }}, 0) as {{ data_type }})
 {%- endmacro %}
 
 {#- `relation`.`measure`_Nd for each window N of `windows` (a family of var feature_windows),
@@ -16,7 +16,13 @@
 
 {#- Largest `measure` over the `days` days before the as-of date (null without any). -#}
 {% macro days_max(measure, days) -%}
-    max(d.{{ measure }}) filter (where d.activity_date >= t.as_of_date - {{ days }})
+    max({{ measure }}) over {{ days_frame(days) }}
+{%- endmacro %}
+
+{#- The as-of dates of `days` days up to this one (whose rows hold the facts of the days
+    before them): day_number counts days, so the frame is in days whatever rows are missing. -#}
+{% macro days_frame(days) -%}
+    (partition by person_id order by day_number range between {{ days - 1 }} preceding and current row)
 {%- endmacro %}
 
 {#- How many rows, this one included, fall in the `minutes` up to it (in `order_by` time within

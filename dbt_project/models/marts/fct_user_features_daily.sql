@@ -20,6 +20,17 @@
 {%- set windows = var('feature_windows') %}
 {%- set behavior_days = 28 %}
 {%- set lookback_days = (windows.sessions + windows.purchases + windows.activity + [behavior_days]) | max %}
+{%- set activity_measures = ['page_views', 'engaged_s', 'hovers', 'hover_ms', 'subscribe_hovers',
+                             'clicks', 'cart_adds', 'product_views'] %}
+{%- set behavior_measures = ['searches', 'video_plays', 'video_completes', 'bounce_sessions',
+                             'return_visits_without_action', 'intent_sessions', 'articles_read',
+                             'page_revisits', 'partial_scroll_page_views', 'cart_abandons',
+                             'sessions_with_repeated_subscribe_hovers', 'mobile_sessions',
+                             'desktop_sessions', 'final_page_views'] %}
+{%- set max_measures = ['max_articles_within_window', 'max_product_dwell_without_cart_s',
+                        'max_article_dwell_s'] %}
+{%- set day_columns = ['sessions', 'purchases', 'revenue', 'scroll_percent_sum']
+                      + activity_measures + behavior_measures + max_measures %}
 
 with
 
@@ -75,41 +86,57 @@ targets as (
     {{ each_day('starts.from_as_of', 'bounds.last_as_of', 'day') }}
 ),
 
+-- each as-of date with the facts of the day before it (none on a quiet day) and, before a
+-- person's first one, the active days its windows reach back to (as the as-of dates after
+-- them): every window is a frame of the person's rows, where joining each as-of date to the
+-- days before it grouped 90 times the rows (6.5 s of a 10M-event build)
+calendar as (
+    select targets.person_id, targets.as_of_date, true as is_target
+           {%- for column in day_columns %}, days.{{ column }}{% endfor %}
+    from targets
+    left join person_days as days
+        on days.person_id = targets.person_id and days.activity_date = targets.as_of_date - 1
+    union all
+    select days.person_id, days.activity_date + 1, false
+           {%- for column in day_columns %}, days.{{ column }}{% endfor %}
+    from person_days as days
+    join (select person_id, min(as_of_date) as first_target from targets group by all) as firsts
+        on firsts.person_id = days.person_id
+       and days.activity_date + 1 < firsts.first_target
+       and days.activity_date + 1 >= firsts.first_target - {{ lookback_days }}
+),
+
 windowed as (
-    select
-        t.person_id,
-        t.as_of_date,
-        {%- for days in windows.sessions %}
-        {{ days_sum('sessions', days) }} as sessions_{{ days }}d,
-        {%- endfor %}
-        {%- for measure in ['page_views', 'engaged_s', 'hovers', 'hover_ms', 'subscribe_hovers',
-                            'clicks', 'cart_adds', 'product_views'] %}
-        {%- for days in windows.activity %}
-        {{ days_sum(measure, days) }} as {{ measure }}_{{ days }}d,
-        {%- endfor %}
-        {%- endfor %}
-        {%- for days in windows.purchases %}
-        {{ days_sum('purchases', days) }} as purchases_{{ days }}d,
-        {{ days_sum('revenue', days, 'decimal(18, 4)') }} as revenue_{{ days }}d,
-        {%- endfor %}
-        {%- for measure in ['searches', 'video_plays', 'video_completes', 'bounce_sessions',
-                            'return_visits_without_action', 'intent_sessions', 'articles_read',
-                            'page_revisits', 'partial_scroll_page_views', 'cart_abandons',
-                            'sessions_with_repeated_subscribe_hovers', 'mobile_sessions',
-                            'desktop_sessions', 'final_page_views'] %}
-        {{ days_sum(measure, behavior_days) }} as {{ measure }}_28d,
-        {%- endfor %}
-        {{ days_sum('scroll_percent_sum', behavior_days, 'double') }} as scroll_percent_sum_28d,
-        {{ days_max('max_articles_within_window', behavior_days) }} as max_articles_within_window_28d,
-        {{ days_max('max_product_dwell_without_cart_s', behavior_days) }}
-            as max_product_dwell_without_cart_s_28d,
-        {{ days_max('max_article_dwell_s', behavior_days) }} as max_article_dwell_s_28d
-    from targets as t
-    left join person_days as d
-        on d.person_id = t.person_id
-       and d.activity_date >= t.as_of_date - {{ lookback_days }}
-       and d.activity_date < t.as_of_date
-    group by t.person_id, t.as_of_date
+    select * from (
+        select
+            person_id,
+            as_of_date,
+            is_target,
+            {%- for days in windows.sessions %}
+            {{ days_sum('sessions', days) }} as sessions_{{ days }}d,
+            {%- endfor %}
+            {%- for measure in activity_measures %}
+            {%- for days in windows.activity %}
+            {{ days_sum(measure, days) }} as {{ measure }}_{{ days }}d,
+            {%- endfor %}
+            {%- endfor %}
+            {%- for days in windows.purchases %}
+            {{ days_sum('purchases', days) }} as purchases_{{ days }}d,
+            {{ days_sum('revenue', days, 'decimal(18, 4)') }} as revenue_{{ days }}d,
+            {%- endfor %}
+            {%- for measure in behavior_measures %}
+            {{ days_sum(measure, behavior_days) }} as {{ measure }}_28d,
+            {%- endfor %}
+            {{ days_sum('scroll_percent_sum', behavior_days, 'double') }} as scroll_percent_sum_28d,
+            {%- for measure in max_measures %}
+            {{ days_max(measure, behavior_days) }} as {{ measure }}_28d{{ ',' if not loop.last }}
+            {%- endfor %}
+        from (
+            select *, {{ dbt.datediff("cast('1970-01-01' as date)", 'as_of_date', 'day') }} as day_number
+            from calendar
+        ) as numbered
+    ) as framed
+    where is_target
 ),
 
 last_sessions as (
