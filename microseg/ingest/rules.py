@@ -23,9 +23,9 @@ def checked_sql(contract: EventContract) -> str:
 
     Each row's fields are read once: a table-shaped file stages them as read already
     (`_staged_fields`), a document is parsed once into the same struct (contract.read_types).
-    Each value is
-    trimmed or cast once (the CTE `v`: text_*, time_*, number_*), not once per rule. A time is
-    kept as the UTC timestamp it names (null when it names none, or an infinite one).
+    Each value is trimmed or cast once (the CTE `v`: text_*, time_*, number_*), not once per
+    rule. A time is kept as the UTC timestamp it names (null when it names none, or an
+    infinite one).
     """
     top = contract.read_types
     props = {p.name: "VARCHAR" for p in contract.numeric_properties}
@@ -151,12 +151,12 @@ def checked_sql(contract: EventContract) -> str:
     documents = f"""select source_file, source_line, raw_text, doc, pre_reason,
                    json_transform(doc, {quote(json.dumps(top))}) as f
             from _staged"""
-    read = """select source_file, source_line, raw_text, null as doc, pre_reason, fields as f
+    fields_read = """select source_file, source_line, raw_text, null as doc, pre_reason, fields as f
             from _staged_fields"""
     # a quarantined row read as fields shows them (carried through the checks, they took
     # more memory than a batch may: only the few such rows are looked up again)
     return f"""create or replace temp table _checked as {checks(documents)};
-        insert into _checked {checks(read)};
+        insert into _checked {checks(fields_read)};
         update _checked set raw_text = left(to_json(s.fields)::varchar, {RAW_TEXT_CHARS})
         from _staged_fields as s
         where _checked.reason is not null and _checked.raw_text is null

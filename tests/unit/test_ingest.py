@@ -451,6 +451,38 @@ def test_a_message_is_known_by_its_message_id_even_a_null_one(settings, tmp_path
     assert query(settings, "select event_id, event_type from raw.events") == [("m3", "add_to_cart")]
 
 
+def test_a_quarantined_parquet_row_shows_the_fields_it_was_read_into(settings, tmp_path) -> None:
+    """A Parquet row is checked as read, never written out as a document: the quarantine
+    still shows what each bad row held, and its neighbours load."""
+    pd.DataFrame(
+        {
+            "event_id": ["p1", "p2", "p3"],
+            "event_type": ["page_view", "page_teleport", "page_view"],
+            "event_at": ["2026-10-01T08:00:00Z"] * 3,
+            "anonymous_id": ["a1", "a2", "a3"],
+            "properties": ['{"scroll_percent": 40}', "", "not json"],
+        }
+    ).to_parquet(tmp_path / "d.parquet", index=False)
+    [result] = ingest_paths(settings, [tmp_path / "d.parquet"])
+    assert (result.rows_loaded, result.rows_quarantined) == (1, 2)
+    quarantined = query(
+        settings, "select source_line, reason, raw_text from raw.events_quarantine order by 1"
+    )
+    assert [(line, reason) for line, reason, _ in quarantined] == [
+        (2, "unknown event_type 'page_teleport'"),
+        (3, "properties is not a JSON object"),
+    ]
+    shown = [json.loads(text) for _, _, text in quarantined]
+    assert [(row["event_id"], row["event_type"], row["anonymous_id"]) for row in shown] == [
+        ("p2", "page_teleport", "a2"),
+        ("p3", "page_view", "a3"),
+    ]
+    assert [row["properties"] for row in shown] == [None, "not json"]
+    assert query(settings, "select event_id, properties::varchar from raw.events") == [
+        ("p1", '{"scroll_percent":40}')
+    ]
+
+
 @pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet", "segment"])
 def test_every_format_loads_the_same_events(settings, dataset_factory, file_format) -> None:
     """The same generated events as JSON Lines, CSV, Parquet or Segment messages load alike."""
