@@ -350,10 +350,7 @@ def as_parquet(dumps: list[Path], folder: Path, settings: Settings) -> list[Path
     from microseg.contract import event_contract
     from microseg.warehouse import apply_limits
 
-    columns = {
-        name: "JSON" if name == "properties" else "VARCHAR"
-        for name in event_contract().column_names
-    }
+    columns = event_contract().read_types
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with duckdb.connect() as con:
@@ -378,7 +375,8 @@ def copy_floor(dumps: list[Path], settings: Settings) -> int:
     from microseg.contract import event_contract
     from microseg.warehouse import apply_limits
 
-    types = {f.name: f.sql_type for f in event_contract().fields}
+    contract = event_contract()
+    types = {f.name: f.sql_type for f in contract.fields}
     parquet = dumps[0].suffix == ".parquet"
     database = settings.home / f"load_floor_{'parquet' if parquet else 'jsonl'}.duckdb"
     columns = ", ".join(
@@ -387,7 +385,7 @@ def copy_floor(dumps: list[Path], settings: Settings) -> int:
     rows = 0
     with duckdb.connect(str(database)) as con:
         apply_limits(con, settings)
-        con.execute(f"create table events ({', '.join(f'{n} {t}' for n, t in types.items())})")
+        con.execute(f"create table events ({', '.join(contract.column_definitions)})")
         for dump in dumps:
             source = (
                 f"(select {columns} from read_parquet(?))"

@@ -68,6 +68,11 @@ class EventContract:
         return next(f for f in self.fields if f.name == name)
 
     @property
+    def column_definitions(self) -> list[str]:
+        """`name TYPE` of each field as raw.events stores it (the table's DDL)."""
+        return [f"{f.name} {f.sql_type}" for f in self.fields]
+
+    @property
     def read_types(self) -> dict[str, str]:
         """Each field as ingest reads it before checking: text, and `properties` as JSON."""
         return {f.name: "JSON" if f.name == "properties" else "VARCHAR" for f in self.fields}

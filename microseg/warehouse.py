@@ -43,7 +43,7 @@ full join quarantined using (file_name)
 
 def _raw_ddl() -> list[str]:
     """raw.* tables. raw.events columns come from the event contract, plus lineage."""
-    columns = ",\n    ".join(f"{f.name} {f.sql_type}" for f in event_contract().fields)
+    columns = ",\n    ".join(event_contract().column_definitions)
     return [
         "create schema if not exists raw",
         f"""create table if not exists raw.events (
