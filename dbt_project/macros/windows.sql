@@ -1,9 +1,12 @@
 {#- Sum of `measure` over the `days` days before the as-of date, over the rows of a features
-    query's `calendar` (person_id, as_of_date, day_number, and the facts of the day before
-    each as-of date): a frame of the person's rows, not a join of each as-of date to the days
-    before it. Counts stay BIGINT (DuckDB would widen their sums to HUGEINT). -#}
+    query's calendar (person_id, as_of_date, day_number, and the facts of the day before each
+    as-of date). A full build's as-of dates are a frame of their person's rows (days_frame);
+    a night's, a few a person, are grouped with the rows of their lookback, each row's
+    day_number beside the as-of date's target_day_number (a frame per person costs as much
+    for one as-of date as for thirty). Counts stay BIGINT (DuckDB would widen their sums to
+    HUGEINT). -#}
 {% macro days_sum(measure, days, data_type='bigint') -%}
-    cast(coalesce(sum({{ measure }}) over {{ days_frame(days) }}, 0) as {{ data_type }})
+    cast(coalesce({{ days_aggregate('sum', measure, days) }}, 0) as {{ data_type }})
 {%- endmacro %}
 
 {#- `relation`.`measure`_Nd for each window N of `windows` (a family of var feature_windows),
@@ -16,7 +19,16 @@
 
 {#- Largest `measure` over the `days` days before the as-of date (null without any). -#}
 {% macro days_max(measure, days) -%}
-    max({{ measure }}) over {{ days_frame(days) }}
+    {{ days_aggregate('max', measure, days) }}
+{%- endmacro %}
+
+{#- `function` of `measure` over the `days` days before the as-of date (see days_sum). -#}
+{% macro days_aggregate(function, measure, days) -%}
+    {%- if is_incremental() -%}
+    {{ function }}({{ measure }}) filter (where day_number > target_day_number - {{ days }})
+    {%- else -%}
+    {{ function }}({{ measure }}) over {{ days_frame(days) }}
+    {%- endif -%}
 {%- endmacro %}
 
 {#- The as-of dates of `days` days up to this one (whose rows hold the facts of the days

@@ -106,6 +106,15 @@ calendar as (
        and days.activity_date + 1 >= firsts.first_target - {{ lookback_days }}
 ),
 
+numbered as (
+    select *, {{ dbt.datediff("cast('1970-01-01' as date)", 'as_of_date', 'day') }} as day_number
+    from calendar
+),
+
+-- each as-of date's windows (macros/windows.sql): in a full build, about 30 a person, frames of
+-- the person's rows; in a night, one or two a person, each joined to the rows of its lookback
+-- (frames cost as much per person as in a full build: 0.74 s of a 10M-event night, the join
+-- 0.09 s)
 windowed as (
     select * from (
         select
@@ -131,10 +140,22 @@ windowed as (
             {%- for measure in max_measures %}
             {{ days_max(measure, behavior_days) }} as {{ measure }}_28d{{ ',' if not loop.last }}
             {%- endfor %}
+        {%- if is_incremental() %}
         from (
-            select *, {{ dbt.datediff("cast('1970-01-01' as date)", 'as_of_date', 'day') }} as day_number
-            from calendar
-        ) as numbered
+            select targets.person_id, targets.as_of_date, targets.is_target,
+                   targets.day_number as target_day_number, days.day_number
+                   {%- for column in day_columns %}, days.{{ column }}{% endfor %}
+            from numbered as targets
+            join numbered as days
+                on days.person_id = targets.person_id
+               and days.day_number > targets.day_number - {{ lookback_days }}
+               and days.day_number <= targets.day_number
+            where targets.is_target
+        ) as lookbacks
+        group by person_id, as_of_date, is_target
+        {%- else %}
+        from numbered
+        {%- endif %}
     ) as framed
     where is_target
 ),
