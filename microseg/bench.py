@@ -15,7 +15,8 @@ Stages, on `--days` + 1 generated days:
   spark        the same history ingested into a warehouse of its own, then the same full
                build on the Spark target (PySpark in local mode), served to DuckDB (rows:
                events; peak: the JVM's)
-  night        ingest the last day, incremental dbt build (one nightly run on top of history)
+  night        ingest the last day, incremental dbt build (one nightly run on top of the history
+               ingest and transform built earlier in the same run; refused without them)
   spark night  the same night ingested there, and its incremental build on the Spark target
   train        purchase_propensity: training set, search, baseline, MLflow (then promote)
   score        every person with the champion (rows: people scored)
@@ -313,6 +314,14 @@ READS_DUMPS = (
     "micro-batch",
 )
 
+# the stages that build on the history earlier stages of the same run built: without them a
+# night would be timed on an empty warehouse, and its ratio to the day alone would mean nothing
+NEEDS_HISTORY = {
+    "night": ("ingest", "transform"),
+    "spark night": ("spark",),
+    "window floor": ("ingest", "transform"),
+}
+
 STAGES = (
     "generate",
     "ingest",
@@ -564,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(wanted) - set(STAGES)
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
+    for stage, needed in NEEDS_HISTORY.items():
+        missing = [n for n in needed if stage in wanted and n not in wanted[: wanted.index(stage)]]
+        if missing:
+            parser.error(f"stage {stage} builds on {', '.join(missing)}: add it before {stage}")
     reading = [stage for stage in wanted if stage in READS_DUMPS]
     if reading and not args.landing and "generate" not in wanted:
         parser.error(

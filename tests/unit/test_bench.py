@@ -91,3 +91,9 @@ def test_bench_measures_dumps_of_an_earlier_run(tmp_path) -> None:
         "stages ingest, scan floor read the day files: add generate to --stages, "
         "or pass --landing DIR"
     )
+    # a night needs the history built before it in the same run, not an empty warehouse
+    alone = bench("--landing", str(landing), "--stages", "ingest,night,day alone")
+    assert alone.returncode == 2
+    assert alone.stderr.splitlines()[-1].endswith(
+        "stage night builds on transform: add it before night"
+    )
