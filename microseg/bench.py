@@ -573,8 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(wanted) - set(STAGES)
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
-    for stage, needed in NEEDS_HISTORY.items():
-        missing = [n for n in needed if stage in wanted and n not in wanted[: wanted.index(stage)]]
+    for stage in (s for s in NEEDS_HISTORY if s in wanted):
+        earlier = wanted[: wanted.index(stage)]
+        missing = [needed for needed in NEEDS_HISTORY[stage] if needed not in earlier]
         if missing:
             parser.error(f"stage {stage} builds on {', '.join(missing)}: add it before {stage}")
     reading = [stage for stage in wanted if stage in READS_DUMPS]
