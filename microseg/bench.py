@@ -574,10 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
     for stage in (s for s in NEEDS_HISTORY if s in wanted):
-        earlier = wanted[: wanted.index(stage)]
-        missing = [needed for needed in NEEDS_HISTORY[stage] if needed not in earlier]
-        if missing:
-            parser.error(f"stage {stage} builds on {', '.join(missing)}: add it before {stage}")
+        needed = NEEDS_HISTORY[stage]
+        if [s for s in wanted[: wanted.index(stage)] if s in needed] != list(needed):
+            parser.error(f"stage {stage} needs {' then '.join(needed)} earlier in --stages")
     reading = [stage for stage in wanted if stage in READS_DUMPS]
     if reading and not args.landing and "generate" not in wanted:
         parser.error(

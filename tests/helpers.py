@@ -153,6 +153,7 @@ WALL_CLOCK_COLUMNS = {
     "staging.stg_events": ("staged_at",),
     "intermediate.int_late_events": ("staged_at",),
     "intermediate.int_events_paged": ("staged_at",),
+    "intermediate.int_identity_links": ("linked_through_staged_at",),
 }
 
 

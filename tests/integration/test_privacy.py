@@ -18,9 +18,10 @@ import pytest
 from microseg.config import Settings
 from microseg.export import export_audience
 from microseg.ingest import ingest_paths
-from microseg.privacy.erase import person_id_of
+from microseg.privacy.erase import Request, erase, person_id_of
 from microseg.publish import publish
 from microseg.segments import run_segments
+from microseg.transform import transform
 from microseg.warehouse import FILE_ACCOUNTING_SQL
 from ml import registry
 from tests.helpers import query, run_cli
@@ -216,3 +217,54 @@ def test_models_whose_training_data_held_them_are_flagged(tmp_path) -> None:
     assert registry.flag_for_retraining(settings, active, "req1") == ["m v2"]
     tags = {str(v.version): v.tags for v in mlflow_client.search_model_versions("name = 'm'")}
     assert tags["2"][registry.RETRAIN_TAG] == "req1" and registry.RETRAIN_TAG not in tags["1"]
+
+
+def test_identity_links_read_a_run_whose_batch_number_staging_gave_again(
+    built: Settings, tmp_path
+) -> None:
+    """Staging numbers a run one past the highest arrival_batch left in it, so once every
+    event of the latest run is erased, the next run gets its number again. The identity
+    links read only what was staged since their last build: they must still read that run
+    (they follow staged_at, not the number), or its new devices belong to no one."""
+    root = tmp_path / "home"
+    root.mkdir()
+    shutil.copy(built.warehouse_path, root / "warehouse.duckdb")
+    settings = Settings.from_env({"MICROSEG_HOME": str(root)})
+
+    def night(device: str) -> list[tuple]:
+        dump = tmp_path / f"{device}.jsonl"
+        dump.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "event_id": f"{device}-{hour}",
+                        "event_type": "page_view",
+                        "event_at": f"2026-10-05T{hour}:00:00Z",
+                        "anonymous_id": device,
+                        "page_type": "product",
+                        "page_url": "https://shop.example.com/product/9",
+                    }
+                )
+                + "\n"
+                for hour in (20, 21)
+            )
+        )
+        ingest_paths(settings, [dump])
+        transform(settings)
+        return query(
+            settings,
+            "select distinct arrival_batch from staging.stg_events where anonymous_id = ?",
+            [device],
+        )
+
+    [(erased_batch,)] = night("anon-solo")
+    erase(settings, [Request("anonymous", "anon-solo")], reason="test")
+    assert night("anon-next") == [(erased_batch,)]  # the number given again
+    assert query(
+        settings,
+        "select count(*) from intermediate.int_identity_links where anonymous_id = 'anon-next'",
+    ) == [(1,)]
+    assert query(
+        settings,
+        "select count(*) from intermediate.int_identities_stitched where identifier = 'anon-next'",
+    ) == [(1,)]

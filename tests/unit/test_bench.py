@@ -92,8 +92,9 @@ def test_bench_measures_dumps_of_an_earlier_run(tmp_path) -> None:
         "or pass --landing DIR"
     )
     # a night needs the history built before it in the same run, not an empty warehouse
-    alone = bench("--landing", str(landing), "--stages", "ingest,night,day alone")
-    assert alone.returncode == 2
-    assert alone.stderr.splitlines()[-1].endswith(
-        "stage night builds on transform: add it before night"
-    )
+    for stages in ("ingest,night,day alone", "transform,ingest,night"):
+        alone = bench("--landing", str(landing), "--stages", stages)
+        assert alone.returncode == 2, stages
+        assert alone.stderr.splitlines()[-1].endswith(
+            "stage night needs ingest then transform earlier in --stages"
+        )
