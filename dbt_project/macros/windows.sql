@@ -2,9 +2,9 @@
     query's calendar (person_id, as_of_date, day_number, and the facts of the day before each
     as-of date). A full build's as-of dates are a frame of their person's rows (days_frame);
     a night's, a few a person, are grouped with the rows of their lookback, each row's
-    day_number beside the as-of date's target_day_number (a frame per person costs as much
-    for one as-of date as for thirty). Counts stay BIGINT (DuckDB would widen their sums to
-    HUGEINT). -#}
+    day_number beside the as-of date's target_day_number (frames over a 10M-event night's
+    170k rows took 0.74 s, the join 0.09 s). Counts stay BIGINT (DuckDB would widen their
+    sums to HUGEINT). -#}
 {% macro days_sum(measure, days, data_type='bigint') -%}
     cast(coalesce({{ days_aggregate('sum', measure, days) }}, 0) as {{ data_type }})
 {%- endmacro %}

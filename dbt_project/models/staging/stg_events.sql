@@ -2,10 +2,12 @@
     identity and sessions are decided downstream. Incremental by arrival: each run appends the
     event_ids it has not staged yet, whatever their event time, as its arrival_batch, so that
     its uniqueness test looks up the night's new ids only instead of grouping every id of the
-    history. A run's number is one more than any the table had, a full rebuild's too (read
-    before dbt replaces the table): no number is given twice, so int_events_stitched can take
-    the batches after the latest one it stitched. staged_at, when the run began, tells the
-    next run which files it has looked at already. -#}
+    history. A run's number is one more than any the table has, a full rebuild's too (read
+    before dbt replaces the table), so int_events_stitched can take the batches after the
+    latest one it stitched. Once an erasure removed every event of the latest batch, its
+    number is given again: stitching lost that batch's rows too, so it still reads the new
+    one, but a model keeping a watermark of its own follows staged_at instead (when the run
+    began; it also tells the next run which files it has looked at already). -#}
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='append',
           on_schema_change='append_new_columns') }}
 {#- a table staged before arrival batches (staged_at) existed gets the column now; its rows
