@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -97,10 +98,11 @@ def test_day_by_day_equals_full_refresh(small_dataset, full_build, tmp_path) -> 
             "select count(*) from intermediate.int_events_stitched "
             "where (user_id is null and anonymous_id is null) or arrival_batch is null"
         ).fetchone() == (0,)
-        # the comparison has teeth: late sessions and re-attributed devices were processed
+        # the comparison has teeth: late sessions and re-attributed devices were processed,
+        # a batch by each night after the first (a full build: its rows numbered 0 and below)
         assert (
             con.execute("select max(batch) from intermediate.int_events_stitched").fetchone()[0]
-            >= 5
+            == len(nights) + 1
         )
         assert (
             con.execute(
@@ -109,6 +111,28 @@ def test_day_by_day_equals_full_refresh(small_dataset, full_build, tmp_path) -> 
             ).fetchone()[0]
             > 0
         )
+
+
+def test_a_run_finding_nothing_new_after_a_full_refresh_redoes_its_latest_day_only(
+    full_build, tmp_path
+) -> None:
+    """A full build numbers its event rows by day (0 and below: int_events_stitched):
+    a run right after it that finds nothing new re-processes the latest day, as a re-run of a
+    night re-processes that night, not every event of the history; and changes nothing."""
+    shutil.copy(full_build.warehouse_path, tmp_path)
+    settings = dataclasses.replace(full_build, home=tmp_path)
+    transform(settings)
+    (rewritten, latest_day, events), *_ = query(
+        settings,
+        """select count(*) filter (where previous_session_id is not null),
+                  count(*) filter (where event_at::date = (
+                      select max(event_at)::date from staging.stg_events)),
+                  count(*)
+           from intermediate.int_events_sessionized""",
+    )
+    assert 0 < latest_day <= rewritten < events / 2
+    diff = differences(settings.warehouse_path, full_build.warehouse_path)
+    assert diff == {mart: (0, 0) for mart in MARTS}
 
 
 def test_events_later_than_the_lookback_wait_for_a_full_refresh(

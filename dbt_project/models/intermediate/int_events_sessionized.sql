@@ -12,8 +12,14 @@
     the earlier of their first new event and the run start of any session that could absorb it
     (ending within the timeout before it); from the beginning for people who gained or lost
     re-attributed events. So the result equals a full rebuild. Rewritten rows carry the batch
-    and their previous_session_id, for the session marts to replace. -#}
+    and their previous_session_id, for the session marts to replace; a full build's rows carry
+    their int_events_stitched rows' batch (numbered by day). -#}
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
+{#- the table's columns in order; `batch` is the stitched batch read, carried by the windows -#}
+{%- set sessionized_columns -%}
+    sessionized.event_id, sessionized.event_at, sessionized.person_id,
+    sessionized.activity_run_start_at, sessionized.session_start_at, sessionized.session_id
+{%- endset %}
 
 -- int_events_stitched is read where it is needed, not through one CTE: DuckDB materializes a
 -- CTE read twice, which at 10M events copied the whole table on every night
@@ -65,7 +71,8 @@ restart as (
 ),
 
 events as (
-    select stitched.event_id, stitched.event_at, stitched.person_id
+    select stitched.event_id, stitched.event_at, stitched.person_id,
+           {{ current_batch(ref('int_events_stitched')) }} as batch
     from {{ ref('int_events_stitched') }} as stitched
     join restart using (person_id)
     where stitched.event_at >= restart.restart_at
@@ -74,7 +81,7 @@ events as (
 {% else %}
 
 events as (
-    select event_id, event_at, person_id from {{ ref('int_events_stitched') }}
+    select event_id, event_at, person_id, batch from {{ ref('int_events_stitched') }}
 ),
 
 {% endif %}
@@ -93,6 +100,7 @@ gaps as (
         event_id,
         person_id,
         event_at,
+        batch,
         coalesce(
             event_at - lag(event_at) over (partition by person_id order by event_at, event_id)
                 > interval '{{ var("session_timeout_minutes") }} minutes',
@@ -116,6 +124,7 @@ activity_runs as (
         event_id,
         person_id,
         event_at,
+        batch,
         max(case when is_after_gap then event_at end) over (
             partition by person_id order by event_at, event_id
             rows between unbounded preceding and current row
@@ -129,6 +138,7 @@ session_starts as (
         event_at,
         person_id,
         activity_run_start_at,
+        batch,
         min(event_at) over (
             partition by person_id, activity_run_start_at,
                 floor({{ seconds_between('activity_run_start_at', 'event_at') }}
@@ -159,10 +169,7 @@ previous as (
 ),
 
 final as (
-    select
-        sessionized.*,
-        previous.session_id as previous_session_id,
-        {{ current_batch(ref('int_events_stitched')) }} as batch
+    select {{ sessionized_columns }}, previous.session_id as previous_session_id, batch
     from sessionized
     left join previous using (event_id)
 )
@@ -170,7 +177,7 @@ final as (
 {% else %}
 
 final as (
-    select sessionized.*, null::string as previous_session_id, 1 as batch
+    select {{ sessionized_columns }}, null::string as previous_session_id, batch
     from sessionized
 )
 
