@@ -88,6 +88,10 @@ started = time.perf_counter()
 
 
 ACTIVATION_MODELS = ("trigger_firings", "activation_report", "experiment_exposures")
+# the events a build wrote: a night's batch, or every row of a full build (numbered 0 and below)
+BUILT_ROWS = ("select count(*) from intermediate.int_events_stitched "
+              "where batch = (select max(batch) from intermediate.int_events_stitched) "
+              "or (select max(batch) from intermediate.int_events_stitched) <= 0")
 
 
 def dbt_seconds(settings, kind="model."):  # per node of the latest dbt invocation
@@ -184,11 +188,8 @@ else:
         from microseg.warehouse import connect
         started = time.perf_counter()  # a night is timed from its dbt build, not its ingest
         transform(settings, full_refresh=stage != "night")
-        # rows: events the build wrote (a night writes one batch, a full build batch 1)
         with connect(settings, read_only=True) as con:
-            rows = con.execute("select count(*) from intermediate.int_events_stitched where "
-                               "batch = (select max(batch) from "
-                               "intermediate.int_events_stitched)").fetchone()[0]
+            rows = con.execute(BUILT_ROWS).fetchone()[0]
         models = dbt_seconds(settings)
     if stage in ("spark", "spark night"):  # the same builds on the Spark target
         from microseg.transform import transform
@@ -213,10 +214,8 @@ else:
         transform(spark)
         done.set()  # the JVM has ended with dbt: its peak is in
         extra["jvm_peak_mib"] = jvm_peak[0] / 1024
-        with connect(settings, read_only=True) as con:  # the batch Spark built, served
-            rows = con.execute("select count(*) from intermediate.int_events_stitched where "
-                               "batch = (select max(batch) from "
-                               "intermediate.int_events_stitched)").fetchone()[0]
+        with connect(settings, read_only=True) as con:  # what Spark built, served
+            rows = con.execute(BUILT_ROWS).fetchone()[0]
     if stage == "window floor":
         from microseg.warehouse import connect
         with connect(settings) as con:
