@@ -1,7 +1,12 @@
 {#- Incremental runs rewrite whole sessions. Every event row that int_events_sessionized
     rewrote in this run carries the run's `batch` and the session it belonged to before
     (previous_session_id); session-grain marts delete those stale sessions first (pre_hook)
-    and then insert the sessions of the batch. A full refresh simply rebuilds everything. -#}
+    and then insert the sessions of the batch. A full refresh simply rebuilds everything.
+
+    Batch numbers: a full build numbers the event rows 0 and below (int_events_stitched
+    numbers them by day, and the models after it copy each row's), and each incremental run
+    after it writes one more than the highest, from 1; so a latest batch of 0 or below means
+    a full build wrote the table and no night has run since. -#}
 
 {% macro current_batch(relation, column='batch') -%}
     (select max({{ column }}) from {{ relation }})
@@ -39,7 +44,8 @@
 {%- endmacro %}
 
 {#- int_events_paged's events, in an incremental run those of the sessions rewritten in it:
-    each row carries the int_events_sessionized batch that wrote it and the table is appended
+    each row carries the int_events_sessionized batch that wrote it (a full build's rows, their
+    own: numbered by day) and the table is appended
     batch by batch, so DuckDB reads the batch's row groups only (matching session ids read
     every wide row of the history: 1 s of each mart's 10M-event night). -#}
 {% macro rewritten_events() -%}

@@ -160,10 +160,14 @@ def _expire_events(con, events_before: date) -> tuple[int, int]:
             from intermediate.int_events_paged as events
             join marts.fct_sessions as sessions using (session_id)
             where sessions.session_end_at < $1::timestamp
-              -- a re-run of the last build replays its batch: those sessions stay whole
-              and session_id not in (
-                  select session_id from intermediate.int_events_sessionized
-                  where batch = (select max(batch) from intermediate.int_events_sessionized))
+              -- a re-run of the last build replays its batch, and sessions again from the
+              -- start of each activity run the batch holds: those runs stay whole
+              and not exists (
+                  select 1 from intermediate.int_events_sessionized as latest
+                  where latest.batch = (
+                          select max(batch) from intermediate.int_events_sessionized)
+                    and latest.person_id = events.person_id
+                    and latest.activity_run_start_at = events.activity_run_start_at)
             union all
             select event_id, true, false
             from staging.stg_events

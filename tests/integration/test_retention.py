@@ -126,11 +126,12 @@ def test_old_events_go_everywhere_and_every_fact_stays(
 
     assert done.events_before == HORIZON and done.events > 10_000
     # no event of a session ended before the horizon is left in any event-grain table (the
-    # day before it: a session crossing midnight may end after it), but those of sessions the
-    # newest build rewrote (a login re-attributed them) and consent records
-    newest = """select event_id from intermediate.int_events_sessionized where session_id in (
-        select session_id from intermediate.int_events_sessionized
-        where batch = (select max(batch) from intermediate.int_events_sessionized))"""
+    # day before it: a session crossing midnight may end after it), but those of the activity
+    # runs the newest build rewrote (a login re-attributed them) and consent records
+    newest = """select event_id from intermediate.int_events_sessionized
+        where (person_id, activity_run_start_at) in (
+            select (person_id, activity_run_start_at) from intermediate.int_events_sessionized
+            where batch = (select max(batch) from intermediate.int_events_sessionized))"""
     for table in ("raw.events", "staging.stg_events", *EVENT_COPIES):
         # raw and staging keep consent records; built tables keep nothing expired
         records = "" if table.startswith("intermediate.") else "and event_type <> 'consent'"

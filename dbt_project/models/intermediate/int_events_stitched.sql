@@ -6,7 +6,8 @@
     keeps the ids its person was decided by (user_id, anonymous_id) and its staging
     arrival_batch, so that a night looks at the identity map and the new arrivals only.
 
-    A full build numbers each row by its day (0 for the latest, less before it). Incremental: a run writes (batch = previous + 1, the first after a full build 1)
+    A full build numbers each row by its day (0 for the latest, less before it). Incremental:
+    a run writes (batch = previous + 1, and 1 after a full build)
       - events staged in arrival batches after the latest one stitched (a night that failed
         after staging is caught up) whose event_at is within var late_arrival_hours of the
         latest event already stitched; older ones wait for the next full refresh
@@ -42,7 +43,7 @@ identities as (
 run as (
     select
         max(event_at) - interval '{{ var("late_arrival_hours") }} hours' as cutoff_at,
-        max(batch) + 1 as batch
+        greatest(max(batch), 0) + 1 as batch
         {%- if keeps_ids %},
         coalesce(max(arrival_batch), 0) as stitched_through
         {%- endif %}
@@ -157,7 +158,7 @@ final as (
 -- each row numbered by its day, counted back from the latest staged event's (0, -1, ...): a
 -- run that finds nothing new re-processes the latest batch, as a re-run of a night does, and
 -- one number for the whole build made that all of history (161 s at 10M events, more than
--- the full build's 94 s)
+-- the full build itself)
 final as (
     select
         event_id, event_at, person_id, null::string as previous_person_id,

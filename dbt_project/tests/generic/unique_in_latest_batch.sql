@@ -17,18 +17,22 @@
       | selectattr('config.unique_key', 'equalto', column_name)
       | selectattr('config.incremental_strategy', 'equalto', 'delete+insert')
       | list | length > 0 %}
-{%- set batches = run_query('select count(distinct ' ~ batch_column ~ ') from ' ~ model)
-                  if execute and not replaces_by_key and load_relation(model) is not none
-                  else none %}
+{#- the latest batch as a constant, which lets DuckDB skip the other batches' row groups -#}
+{%- set found = run_query('select count(distinct ' ~ batch_column ~ '), max(' ~ batch_column
+                          ~ ') from ' ~ model)
+                if execute and load_relation(model) is not none else none %}
+{%- set batches, latest = (found.rows[0] | list) if found is not none else (none, none) %}
+{%- set latest_batch = latest if latest is not none else current_batch(model, batch_column) %}
 select {{ column_name }}, count(*) as rows_with_id
 from {{ model }}
 {%- if replaces_by_key %}
-where {{ batch_column }} = {{ current_batch(model, batch_column) }}
-   or {{ current_batch(model, batch_column) }} <= 0
-{%- elif batches is none or (batches.columns[0].values()[0] | int) > 1 %}
+{%-   if latest is none or latest > 0 %}
+where {{ batch_column }} = {{ latest_batch }}
+{%-   endif %}
+{%- elif batches is none or batches > 1 %}
 where {{ column_name }} in (
     select {{ column_name }} from {{ model }}
-    where {{ batch_column }} = {{ current_batch(model, batch_column) }}
+    where {{ batch_column }} = {{ latest_batch }}
 )
 {%- endif %}
 group by {{ column_name }}
