@@ -381,7 +381,7 @@ def copy_floor(dumps: list[Path], settings: Settings) -> int:
     import duckdb
 
     from microseg.contract import event_contract
-    from microseg.warehouse import apply_limits
+    from microseg.warehouse import STORAGE_VERSION, apply_limits
 
     contract = event_contract()
     types = {f.name: f.sql_type for f in contract.fields}
@@ -391,7 +391,10 @@ def copy_floor(dumps: list[Path], settings: Settings) -> int:
         f"try_cast({ident(name)} as {kind}) as {ident(name)}" for name, kind in types.items()
     )
     rows = 0
-    with duckdb.connect(str(database)) as con:
+    # in the warehouse's storage format: what storing events costs the ingest
+    with duckdb.connect(
+        str(database), config={"storage_compatibility_version": STORAGE_VERSION}
+    ) as con:
         apply_limits(con, settings)
         con.execute(f"create table events ({', '.join(contract.column_definitions)})")
         for dump in dumps:

@@ -14,6 +14,11 @@ from microseg.config import Settings
 from microseg.contract import event_contract
 from microseg.errors import MicrosegError, UsageError, WarehouseBusyError
 
+# The storage format of a warehouse this project creates: the installed DuckDB's newest, kept
+# in the file, so every later writer (dbt too) uses it. Its writes took about a quarter less
+# time than DuckDB's default, a format DuckDB 0.10 can still read; the analysts' snapshot
+# keeps that default so that their older tools open it.
+STORAGE_VERSION = "latest"
 # One row per file the manifest says is loaded, or that has rows in raw.events without such a
 # manifest row (a load replayed from DuckDB's WAL after a kill can leave exactly that): the
 # counts the manifest recorded are compared with the rows the raw tables actually hold.
@@ -127,8 +132,9 @@ def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.D
     threads and spill folder; create the raw layer if missing."""
     path = require_warehouse(settings) if read_only else settings.warehouse_path
     path.parent.mkdir(parents=True, exist_ok=True)
+    created = {} if path.exists() else {"storage_compatibility_version": STORAGE_VERSION}
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path), read_only=read_only, config=created)
     except duckdb.IOException as exc:
         error = in_use_error(path, exc)
         if error:

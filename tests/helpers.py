@@ -157,6 +157,22 @@ WALL_CLOCK_COLUMNS = {
 }
 
 
+def storage_version(path: Path) -> str:
+    """The storage format DuckDB wrote the file in ("v1.5.0+": readable from that DuckDB on)."""
+    with duckdb.connect() as con:
+        con.execute(f"attach '{path}' as file (read_only)")
+        return con.execute(
+            "select tags['storage_version'] from duckdb_databases() where database_name = 'file'"
+        ).fetchone()[0]
+
+
+def newest_storage_version(tmp_path: Path) -> str:
+    """What the installed DuckDB's newest storage format is called, read off a new file."""
+    with duckdb.connect() as con:
+        con.execute(f"attach '{tmp_path / 'newest.duckdb'}' as file (storage_version 'latest')")
+    return storage_version(tmp_path / "newest.duckdb")
+
+
 def warehouse_differences(
     left: Settings, right: Settings, *, doubles: int | None = None
 ) -> dict[str, tuple[int, int]]:

@@ -24,7 +24,7 @@ from microseg.segments import run_segments
 from microseg.transform import transform
 from microseg.warehouse import FILE_ACCOUNTING_SQL
 from ml import registry
-from tests.helpers import query, run_cli
+from tests.helpers import newest_storage_version, query, run_cli, storage_version
 
 NIGHT = date(2026, 10, 4)
 
@@ -89,6 +89,8 @@ def test_erased_people_leave_every_byte_and_never_load_again(home: Settings, tmp
     assert result.stdout.startswith(f"erased 1 person(s), {1 + len(devices)} id(s): ")
 
     assert _files_holding(home.home, needles) == set()  # warehouse, snapshot, CSV, dumps
+    # rewritten in the format it was created in
+    assert storage_version(home.warehouse_path) == newest_storage_version(tmp_path)
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
         columns = con.execute(
             """select table_schema || '.' || table_name, column_name from information_schema.columns

@@ -18,7 +18,14 @@ from microseg.errors import MicrosegError
 from microseg.ingest import ingest_paths
 from microseg.pipeline import run_nightly
 from microseg.publish import publish
-from tests.helpers import MARTS, PUBLISHED_VIEWS, query, run_cli
+from tests.helpers import (
+    MARTS,
+    PUBLISHED_VIEWS,
+    newest_storage_version,
+    query,
+    run_cli,
+    storage_version,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +140,11 @@ def test_publish_cli_reports_the_snapshot(tmp_path, dataset_factory) -> None:
     with duckdb.connect(str(home / "analytics.duckdb"), read_only=True) as snapshot:
         published = [r[0] for r in snapshot.execute("describe raw.events_quarantine").fetchall()]
     assert published == ["source_file", "source_line", "reason"]  # never the raw text
+    # the warehouse in DuckDB's newest format (faster writes); the snapshot in its default,
+    # which older DuckDB clients read
+    newest = newest_storage_version(tmp_path)
+    assert storage_version(home / "warehouse.duckdb") == newest
+    assert storage_version(home / "analytics.duckdb") != newest
 
 
 # An analyst's client, as its owner would run it (a separate process, an unprivileged user).
