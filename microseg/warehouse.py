@@ -19,6 +19,7 @@ from microseg.errors import MicrosegError, UsageError, WarehouseBusyError
 # time than DuckDB's default, a format DuckDB 0.10 can still read; the analysts' snapshot
 # keeps that default so that their older tools open it.
 STORAGE_VERSION = "latest"
+
 # One row per file the manifest says is loaded, or that has rows in raw.events without such a
 # manifest row (a load replayed from DuckDB's WAL after a kill can leave exactly that): the
 # counts the manifest recorded are compared with the rows the raw tables actually hold.
