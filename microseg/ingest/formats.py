@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import numpy as np
@@ -132,7 +133,7 @@ def is_parquet(path: Path) -> bool:
         return handle.read(4) == b"PAR1"
 
 
-def _line_table(data: bytes, first_line: int = 1) -> pa.Table:
+def _line_table(data: bytes | memoryview, first_line: int = 1) -> pa.Table:
     """Split bytes into lines without a Python loop: (source_line, nbytes, raw, text, blank).
 
     `raw` and `text` are each line without its terminator (LF or CR LF), as views into `data`
@@ -165,7 +166,7 @@ def _line_table(data: bytes, first_line: int = 1) -> pa.Table:
     maybe_blank = np.flatnonzero((lengths == 0) | opens_with_space)
     blank = np.zeros(len(starts), dtype=bool)
     for line in maybe_blank:
-        blank[line] = not data[starts[line] : starts[line] + lengths[line]].strip(b" ")
+        blank[line] = not bytes(data[starts[line] : starts[line] + lengths[line]]).strip(b" ")
     return pa.table(
         {
             "source_line": pa.array(
@@ -183,7 +184,7 @@ VIEW_INLINE_BYTES = 12  # Arrow's view layout: shorter values sit in the view it
 VIEW_BUFFER_BYTES = 1 << 30  # a view's offset is 32 bits: longer data is seen as several buffers
 
 
-def _line_views(data: bytes, starts: np.ndarray, lengths: np.ndarray) -> pa.Array:
+def _line_views(data: bytes | memoryview, starts: np.ndarray, lengths: np.ndarray) -> pa.Array:
     """Arrow binary views of data[start : start + length]: 16 bytes per line (its length, then
     its bytes when they fit, else its first 4 bytes, a buffer number and an offset) over `data`
     itself. Copying a file's lines out of the decompressed text took longer than the
@@ -274,9 +275,28 @@ def _refuse_empty(path: Path, head: bytes) -> None:
         raise InputError(f"{path.name}: empty file")
 
 
-def _named_lines(path: Path, data: bytes, first_line: int = 1) -> pa.Table:
+def _named_lines(path: Path, data: bytes | memoryview, first_line: int = 1) -> pa.Table:
     lines = _line_table(data, first_line)
     return lines.add_column(0, "source_file", pa.array([path.name] * len(lines), pa.string()))
+
+
+def _line_pieces(handle: BinaryIO, piece_bytes: int) -> Iterator[list[bytes | memoryview]]:
+    """The stream about `piece_bytes` at a time, cut at line ends, as the buffers that hold
+    each piece's lines: the line the previous read ended in, joined with its end, then the
+    rest of the read up to its last line end as a view of it. Joining every read to the
+    previous one's tail and cutting it again copied each byte twice (2.7 of 11 s reading a
+    100M-event month's day file)."""
+    rest = b""
+    while block := handle.read(piece_bytes):
+        first_end = block.find(b"\n") + 1
+        if not first_end:  # no line end yet: a line longer than the read
+            rest += block
+            continue
+        last_end = block.rfind(b"\n") + 1
+        yield [rest + block[:first_end], memoryview(block)[first_end:last_end]]
+        rest = block[last_end:]
+    if rest:
+        yield [rest]
 
 
 def jsonl_chunks(path: Path, chunk_bytes: int) -> Iterator[pa.Table]:
@@ -286,29 +306,25 @@ def jsonl_chunks(path: Path, chunk_bytes: int) -> Iterator[pa.Table]:
     empty or a JSON array (seen in its first piece), or where its gzip stream breaks."""
     with path.open("rb") as head:
         gzipped = head.read(2) == b"\x1f\x8b"
-    first, lines_before, rest = True, 0, b""
+    first, lines_before = True, 0
     with _gzip_errors(path), igzip.open(path, "rb") if gzipped else path.open("rb") as handle:
-        while True:
-            block = handle.read(chunk_bytes)
-            data = rest + block
-            cut = data.rfind(b"\n") + 1 if block else len(data)
-            if block and cut == 0:  # no line end yet: a line longer than the piece
-                rest = data
-                continue
-            data, rest = data[:cut], data[cut:]
+        for buffers in _line_pieces(handle, chunk_bytes):
             if first:
-                if data[:4096].lstrip()[:1] == b"[":
+                opening = b"".join(bytes(b[:4096]) for b in buffers)[:4096]
+                if opening.lstrip()[:1] == b"[":
                     raise InputError(
                         f"{path.name}: a JSON array; expected JSON Lines (one JSON object per line)"
                     )
-                _refuse_empty(path, data)
+                _refuse_empty(path, opening)
                 first = False
-            if data:
-                lines = _named_lines(path, data, lines_before + 1)
-                lines_before += len(lines)
-                yield lines
-            if not block:
-                return
+            tables = []
+            for data in buffers:
+                if len(data):
+                    tables.append(_named_lines(path, data, lines_before + 1))
+                    lines_before += len(tables[-1])
+            yield pa.concat_tables(tables)
+        if first:
+            _refuse_empty(path, b"")
 
 
 def decoded_lines_sql(settings: Settings) -> str:

@@ -372,6 +372,20 @@ def test_lines_are_viewed_across_buffers_as_they_were_delivered(monkeypatch) -> 
     assert len(lines["raw"].chunk(0).buffers()) > 3  # validity, views, several data buffers
 
 
+def test_pieces_of_a_file_hold_its_lines_once_in_order(tmp_path) -> None:
+    """Read a few bytes at a time, a file's pieces hold each line once, numbered as delivered
+    (lines across a piece's end, one longer than a piece, CR LF, a blank first line, a last
+    line without its end), as the whole file read at once holds them."""
+    delivered = [b"", b"first", b"x" * 50, b"crlf\r", b"mid", b"", b"last without end"]
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(gzip.compress(b"\n".join(delivered)))
+    whole = formats.file_lines(path).to_pylist()
+    assert [line["raw"] for line in whole] == [line.rstrip(b"\r") for line in delivered]
+    for piece_bytes in (7, 16, 1000):
+        pieces = [line for lines in jsonl_chunks(path, piece_bytes) for line in lines.to_pylist()]
+        assert pieces == whole, piece_bytes
+
+
 def test_line_level_problems_are_quarantined_not_fatal(settings, tmp_path) -> None:
     """Non-UTF-8 bytes, a 10 MB line and a non-object line lose only themselves."""
     dump = tmp_path / "mixed.jsonl"
