@@ -89,7 +89,7 @@ def test_erased_people_leave_every_byte_and_never_load_again(home: Settings, tmp
     assert result.stdout.startswith(f"erased 1 person(s), {1 + len(devices)} id(s): ")
 
     assert _files_holding(home.home, needles) == set()  # warehouse, snapshot, CSV, dumps
-    # rewritten in the format it was created in
+    # rewritten in the newest storage format (an older warehouse is converted)
     assert storage_version(home.warehouse_path) == newest_storage_version(tmp_path)
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
         columns = con.execute(
