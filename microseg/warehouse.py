@@ -133,9 +133,14 @@ def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.D
     threads and spill folder; create the raw layer if missing."""
     path = require_warehouse(settings) if read_only else settings.warehouse_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    created = {} if path.exists() else {"storage_compatibility_version": STORAGE_VERSION}
     try:
-        con = duckdb.connect(str(path), read_only=read_only, config=created)
+        # a new file is created in its format, then opened like any other: a connection
+        # opened under a config refuses this process any other connection to the same file
+        if not path.exists():
+            duckdb.connect(
+                str(path), config={"storage_compatibility_version": STORAGE_VERSION}
+            ).close()
+        con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         error = in_use_error(path, exc)
         if error:

@@ -203,6 +203,7 @@ def _write_bad_files(folder: Path) -> dict[str, str]:
     compressed = gzip.compress(good * 200)
     garbled = compressed[:12] + b"\xff" * 28 + compressed[40:]  # its first deflate block
     (folder / "corrupt.jsonl.gz").write_bytes(garbled)
+    (folder / "junk_appended.jsonl.gz").write_bytes(compressed + b"junk")  # not cut short
     (folder / "empty.jsonl").write_bytes(b"")
     (folder / "header_only.csv").write_text("event_id,event_type,event_at,anonymous_id\n")
     (folder / "array.json").write_text(json.dumps([GOOD_EVENT, GOOD_EVENT], indent=2))
@@ -211,6 +212,7 @@ def _write_bad_files(folder: Path) -> dict[str, str]:
     return {
         "truncated.jsonl.gz": "truncated gzip",
         "corrupt.jsonl.gz": "corrupt gzip",
+        "junk_appended.jsonl.gz": "corrupt gzip (Not a gzipped file",
         "empty.jsonl": "empty file",
         "header_only.csv": "header-only CSV",
         "array.json": "a JSON array; expected JSON Lines",
