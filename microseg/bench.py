@@ -381,7 +381,7 @@ def copy_floor(dumps: list[Path], settings: Settings) -> int:
     import duckdb
 
     from microseg.contract import event_contract
-    from microseg.warehouse import STORAGE_VERSION, apply_limits
+    from microseg.warehouse import apply_limits, create_database
 
     contract = event_contract()
     types = {f.name: f.sql_type for f in contract.fields}
@@ -392,9 +392,8 @@ def copy_floor(dumps: list[Path], settings: Settings) -> int:
     )
     rows = 0
     # in the warehouse's storage format: what storing events costs the ingest
-    with duckdb.connect(
-        str(database), config={"storage_compatibility_version": STORAGE_VERSION}
-    ) as con:
+    create_database(database)
+    with duckdb.connect(str(database)) as con:
         apply_limits(con, settings)
         con.execute(f"create table events ({', '.join(contract.column_definitions)})")
         for dump in dumps:

@@ -127,6 +127,12 @@ def in_use_error(path: Path, exc: duckdb.IOException) -> MicrosegError | None:
     return warehouse_busy_error(path) if "lock" in str(exc).lower() else None
 
 
+def create_database(path: Path) -> None:
+    """An empty DuckDB file in STORAGE_VERSION, closed: opened later like any other file, since
+    a connection opened under a config refuses this process any other connection to it."""
+    duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_VERSION}).close()
+
+
 @contextmanager
 def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the working warehouse with UTC session time and the settings' memory limit,
@@ -134,12 +140,8 @@ def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.D
     path = require_warehouse(settings) if read_only else settings.warehouse_path
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # a new file is created in its format, then opened like any other: a connection
-        # opened under a config refuses this process any other connection to the same file
         if not path.exists():
-            duckdb.connect(
-                str(path), config={"storage_compatibility_version": STORAGE_VERSION}
-            ).close()
+            create_database(path)
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         error = in_use_error(path, exc)

@@ -46,7 +46,7 @@ from microseg.lake import forget_spark_copies
 from microseg.privacy.keys import key_id, keyed_hash, privacy_key
 from microseg.privacy.pseudonymize import stored_user_id
 from microseg.privacy.tombstones import PRIVACY_DDL
-from microseg.warehouse import STORAGE_VERSION, connect, has_table, require_warehouse
+from microseg.warehouse import connect, create_database, has_table, require_warehouse
 from ml.registry import flag_for_retraining
 
 KINDS = {"user_id": "user", "anonymous_id": "anonymous", "person": "person"}
@@ -312,9 +312,10 @@ def rewrite_warehouse(settings: Settings) -> None:
     fresh = path.with_name(f".{path.name}.{os.getpid()}.rewrite")
     fresh.unlink(missing_ok=True)
     try:
+        create_database(fresh)
         with duckdb.connect() as con:
             con.execute(f"attach '{path}' as warehouse (read_only)")
-            con.execute(f"attach '{fresh}' as fresh (storage_version '{STORAGE_VERSION}')")
+            con.execute(f"attach '{fresh}' as fresh")
             con.execute("copy from database warehouse to fresh")
             con.execute("detach fresh")
             con.execute("detach warehouse")
