@@ -75,7 +75,7 @@ demo: install $(JAVA) ## Sample events, then the weekly training and the nightly
 	$(BIN)/microseg recommend train
 	$(BIN)/microseg recommend promote
 	@echo "activating the nights of 2026-10-06 ... 2026-10-14, with segments and the experiment's analysis on the last three (what the DAGs did while the data arrived; log: $(MICROSEG_HOME)/demo_activation.log)"
-	@for day in 06 07 08 09 10 11 12 13 14; do \
+	@umask 077; for day in 06 07 08 09 10 11 12 13 14; do \
 		case $$day in 12|13|14) $(BIN)/microseg segments --as-of 2026-10-$$day;; esac; \
 		$(BIN)/microseg activate --as-of 2026-10-$$day; done > $(MICROSEG_HOME)/demo_activation.log
 	@for day in 12 13 14; do $(BIN)/microseg experiment analyze --as-of 2026-10-$$day; done >> $(MICROSEG_HOME)/demo_activation.log
@@ -145,7 +145,7 @@ airflow: install $(PG_INITDB) ## Start Airflow 3 (UI with login on 127.0.0.1:808
 	$(BIN)/python -m microseg.serve.airflow_ui
 
 docs: install ## Build dbt docs, GX Data Docs and the executed notebooks for the current warehouse; print where they are
-	$(BIN)/python -m microseg.docs
+	$(BIN)/microseg docs
 	$(BIN)/microseg notebooks
 
 mlflow-ui: install ## MLflow UI with login (runs, registry, aliases) on 127.0.0.1, port MLFLOW_PORT (5000)

@@ -2,12 +2,14 @@
 
 Errors a user can act on print as one line: exit 1 for data (MicrosegError), 2 for usage or
 configuration (UsageError, ConfigError, and argparse's own), 70 for an internal error; nothing
-prints a traceback unless MICROSEG_DEBUG=1.
+prints a traceback unless MICROSEG_DEBUG=1. Output cut short by its reader (`| head`) ends
+quietly with 141, as a command killed by SIGPIPE does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -22,6 +24,7 @@ from microseg.errors import MicrosegError, UsageError
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
+EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
 
 
 def _iso_date(text: str) -> date:
@@ -494,6 +497,14 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_docs(_args: argparse.Namespace, settings: Settings) -> int:
+    from microseg.docs import build_docs
+
+    for name, url in build_docs(settings).items():
+        print(f"{name}: {url}")
+    return 0
+
+
 def cmd_notebooks(_args: argparse.Namespace, settings: Settings) -> int:
     from microseg.docs import run_notebooks
 
@@ -844,6 +855,11 @@ def build_parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="replace analytics.duckdb with a fresh snapshot")
     pub.set_defaults(handler=cmd_publish)
 
+    dcs = sub.add_parser(
+        "docs", help="build dbt's docs site and GX Data Docs for this warehouse, print where"
+    )
+    dcs.set_defaults(handler=cmd_docs)
+
     nbk = sub.add_parser(
         "notebooks", help="run the analysts' notebooks against analytics.duckdb, figures kept"
     )
@@ -859,7 +875,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         restrict_new_files(settings)
-        return handler(args, settings)
+        code = handler(args, settings)
+        sys.stdout.flush()  # a reader gone (`| head`) is met here, not at exit
+        return code
+    except BrokenPipeError:
+        # the rest of the output goes nowhere, so the flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

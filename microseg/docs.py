@@ -1,5 +1,5 @@
-"""`make docs`: dbt's documentation site and Great Expectations' Data Docs, built locally; and
-`microseg notebooks`: the analysts' notebooks executed against the analysts' snapshot."""
+"""`microseg docs`: dbt's documentation site and Great Expectations' Data Docs, built locally;
+and `microseg notebooks`: the analysts' notebooks executed against the analysts' snapshot."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from microseg.config import PROJECT_ROOT, Settings, disable_telemetry
+from microseg.activation.grammar import load_triggers
+from microseg.activation.run import Evaluation, Window
+from microseg.config import PROJECT_ROOT, Settings
 from microseg.data_docs import localize_data_docs
 from microseg.errors import MicrosegError
 from microseg.publish import require_snapshot
@@ -21,16 +23,24 @@ from microseg.warehouse import latest_as_of, require_warehouse
 def build_docs(settings: Settings) -> dict[str, str]:
     """Build both sites; returns where to open them (file URLs)."""
     require_warehouse(settings)  # dbt's catalog reads the built tables
-    # the segment models compile from segments.yml for a date, as the nightly run does
-    segments = load_segments(settings.segments_file)
-    plan = segment_run_values(segments, latest_as_of(settings))
-    run_dbt(settings, "docs generate", "--static", run_values=plan)
+    run_dbt(settings, "docs generate", "--static", run_values=night_run_values(settings))
     gx_context(settings).build_data_docs()
     localize_data_docs(settings.data_docs_index.parent)
     return {
         "dbt docs": (settings.dbt_target_dir / "static_index.html").as_uri(),
         "Great Expectations Data Docs": settings.data_docs_index.as_uri(),
     }
+
+
+def night_run_values(settings: Settings) -> dict:
+    """The run values the segment models and trigger_firings compile with (dbt docs compiles
+    every model; they refuse to compile without theirs): the configured segments and triggers
+    for the newest night, as the nightly run passes them."""
+    as_of = latest_as_of(settings)
+    triggers = Evaluation(
+        load_triggers(settings.triggers_file), Window.night(as_of), as_of, "marts"
+    )
+    return segment_run_values(load_segments(settings.segments_file), as_of) | triggers.run_values
 
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -90,9 +100,3 @@ def run_notebooks(settings: Settings, folder: Path = NOTEBOOKS_DIR) -> list[Path
         target.with_suffix(".html").write_text(html, encoding="utf-8")
         written.append(target)
     return written
-
-
-if __name__ == "__main__":
-    disable_telemetry()
-    for name, url in build_docs(Settings.from_env()).items():
-        print(f"{name}: {url}")

@@ -216,6 +216,22 @@ def test_without_a_snapshot_the_command_says_what_to_run(tmp_path) -> None:
     ]
 
 
+def test_docs_site_covers_the_models_that_need_a_nights_run_values(published) -> None:
+    """`microseg docs` compiles every model, the segment and trigger models too (they refuse
+    to compile without the night's run values), and rebuilds GX's Data Docs."""
+    result = run_cli("docs", home=published.home, timeout=600)
+    assert result.returncode == 0, result.stderr
+    site = published.dbt_target_dir / "static_index.html"
+    assert result.stdout.splitlines() == [
+        f"dbt docs: {site.as_uri()}",
+        f"Great Expectations Data Docs: {published.data_docs_index.as_uri()}",
+    ]
+    page = site.read_text()
+    for model in ("model.microseg.trigger_firings", "model.microseg.segment_memberships"):
+        assert model in page
+    assert published.data_docs_index.exists()
+
+
 def _manifest(settings: Settings) -> dict:
     return json.loads((settings.dbt_target_dir / "manifest.json").read_text())
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from microseg.config import Settings
@@ -30,6 +34,22 @@ def test_usage_errors(tmp_path, args, message) -> None:
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(tmp_path) -> None:
+    """`microseg ... | head`: the reader is gone before the command prints (its end of the
+    pipe closed at once); no traceback and no "internal error", SIGPIPE's 141."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "microseg.cli", "experiment", "power", "--baseline", "0.1",
+         "--mde", "0.1", "--daily", "1000"],
+        env={**os.environ, "MICROSEG_HOME": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 141
+    assert proc.stderr.read() == ""
 
 
 def test_bad_setting_is_a_one_line_error(tmp_path, monkeypatch) -> None:
